@@ -1,0 +1,71 @@
+"""Where Seedance tells us a task finished. Verify, dedupe through the state machine, ack fast."""
+
+import uuid
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.session import get_session
+from app.errors import ProblemError, problem_responses
+from app.jobs import service
+from app.jobs.callbacks import signature_is_valid
+from app.metrics import WEBHOOK_DELIVERIES
+from app.seedance.client import UpstreamProtocolError, parse_task_report
+
+router = APIRouter(tags=["webhooks"])
+
+
+class CallbackAck(BaseModel):
+    result: service.ApplyResult
+
+
+async def _read_capped_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ProblemError(413, "body_too_large", f"Callback bodies are limited to {limit} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ProblemError(413, "body_too_large", f"Callback bodies are limited to {limit} bytes.")
+    return bytes(body)
+
+
+def _rejected(status: int, code: str, detail: str, result: str) -> ProblemError:
+    WEBHOOK_DELIVERIES.labels(result).inc()
+    return ProblemError(status, code, detail)
+
+
+@router.post(
+    "/webhooks/seedance/{job_id}",
+    response_model=CallbackAck,
+    summary="Seedance task callback (called by Seedance, not by clients)",
+    responses=problem_responses(400, 401, 404, 409, 413, 422),
+)
+async def seedance_callback(
+    job_id: uuid.UUID,
+    request: Request,
+    session: Annotated[AsyncSession, Depends(get_session)],
+    sig: Annotated[str, Query(max_length=128, description="the job's callback signature")] = "",
+) -> CallbackAck:
+    settings = request.app.state.settings
+    if not signature_is_valid(settings, job_id, sig):
+        raise _rejected(401, "invalid_signature", "The callback signature is not valid.", "forged")
+    body = await _read_capped_body(request, settings.webhook_max_body_bytes)
+    try:
+        report = parse_task_report(orjson.loads(body))
+    except (orjson.JSONDecodeError, UpstreamProtocolError) as exc:
+        raise _rejected(400, "invalid_callback", f"Unreadable callback: {exc}", "malformed") from exc
+    try:
+        result = await service.handle_callback(
+            session, settings, request.app.state.seedance, job_id, report
+        )
+    except service.TaskMismatch as exc:
+        raise _rejected(
+            409, "task_mismatch", "The callback names a task that is not this job's.", "mismatch"
+        ) from exc
+    WEBHOOK_DELIVERIES.labels(result).inc()
+    return CallbackAck(result=result)

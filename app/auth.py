@@ -1,0 +1,92 @@
+"""Who is calling: a JWT bearer token verified with PyJWT becomes a `Principal`.
+
+HS256 with a shared secret by default, RS256 with a public key when configured; the
+issuer, audience and expiry are always checked. `sub` names the owner of jobs.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.config import JwtAlgorithm, Settings
+from app.errors import ProblemError
+
+MAX_SUBJECT_LENGTH = 255
+_bearer = HTTPBearer(auto_error=False, description="A JWT whose `sub` is the user id")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    is_admin: bool = False
+
+
+def _unauthorized(detail: str, error: str = "invalid_token") -> ProblemError:
+    return ProblemError(
+        401,
+        "unauthorized",
+        detail,
+        headers={"WWW-Authenticate": f'Bearer realm="seedance-bff", error="{error}"'},
+    )
+
+
+def _verification_key(settings: Settings) -> str:
+    if settings.jwt_algorithm is JwtAlgorithm.RS256:
+        assert settings.jwt_public_key is not None  # enforced by Settings
+        return settings.jwt_public_key
+    return settings.jwt_secret.get_secret_value()
+
+
+def verify_token(settings: Settings, token: str) -> Principal:
+    try:
+        claims = jwt.decode(
+            token,
+            _verification_key(settings),
+            algorithms=[settings.jwt_algorithm.value],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            leeway=settings.jwt_leeway_seconds,
+            options={"require": ["sub", "exp", "iss", "aud"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise _unauthorized("The bearer token has expired.") from exc
+    except jwt.InvalidTokenError as exc:
+        raise _unauthorized("The bearer token is invalid.") from exc
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
+        raise _unauthorized("The bearer token's subject is invalid.")
+    return Principal(subject=subject, is_admin=claims.get("role") == "admin")
+
+
+def issue_token(settings: Settings, subject: str, *, admin: bool = False, ttl: int | None = None) -> str:
+    """Sign an HS256 token for local use (dev CLI, tests); production tokens come from your IdP."""
+    if settings.jwt_algorithm is not JwtAlgorithm.HS256:
+        raise ValueError("tokens can only be issued locally with the HS256 shared secret")
+    now = int(time.time())
+    claims = {
+        "sub": subject,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + (ttl if ttl is not None else settings.dev_token_ttl_seconds),
+    }
+    if admin:
+        claims["role"] = "admin"
+    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+async def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """FastAPI dependency: the verified caller, or a 401 with WWW-Authenticate."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("A bearer token is required.", error="invalid_request")
+    return verify_token(request.app.state.settings, credentials.credentials)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

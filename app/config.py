@@ -1,0 +1,135 @@
+"""Every knob of the service, read once from the environment (or a `.env` file).
+
+Tests and tools build their own `Settings(...)` and pass it to `create_app`, so nothing
+reads the environment behind the factory's back.
+"""
+
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"  # noqa: S105 - refused in production
+DEV_WEBHOOK_SECRET = "dev-only-webhook-secret-change-me-012345"  # noqa: S105 - refused in production
+DEV_SEEDANCE_KEY = "sim-dev-key"  # the simulator's default key
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    PRODUCTION = "production"
+
+
+class JwtAlgorithm(StrEnum):
+    HS256 = "HS256"
+    RS256 = "RS256"
+
+
+# Credits per second of video, by model and resolution (UPSTREAM.md: billed per task by model
+# and duration; no public table, so operators set their own). Estimated cost = rate * duration.
+DEFAULT_COST_PER_SECOND: dict[str, dict[str, int]] = {
+    "seedance-2-mini": {"480p": 1, "720p": 2},
+    "seedance-2.0": {"480p": 3, "720p": 5},
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    environment: Environment = Environment.DEV
+
+    # Storage
+    database_url: str = "sqlite+aiosqlite:///./seedance-bff.db"
+    database_pool_size: int = Field(10, ge=1)
+    database_max_overflow: int = Field(10, ge=0)
+    redis_url: str | None = None
+
+    # Upstream (Seedance v2)
+    seedance_api_key: SecretStr = SecretStr(DEV_SEEDANCE_KEY)
+    seedance_base_url: str = "https://seedanceapi.org/v2"
+    seedance_connect_timeout: float = Field(5.0, gt=0)
+    seedance_read_timeout: float = Field(30.0, gt=0)
+    seedance_max_attempts: int = Field(4, ge=1, description="attempts per upstream call")
+    seedance_backoff_initial: float = Field(0.5, ge=0)
+    seedance_backoff_max: float = Field(20.0, ge=0)
+
+    # Webhooks: where Seedance reaches us, and the key that signs each job's callback URL
+    public_base_url: str = "http://127.0.0.1:8000"
+    webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
+    webhook_max_body_bytes: int = Field(64 * 1024, ge=1024)
+    confirm_success_with_status: bool = True
+
+    # Client auth (JWT bearer)
+    jwt_algorithm: JwtAlgorithm = JwtAlgorithm.HS256
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_public_key: str | None = None
+    jwt_issuer: str = "seedance-bff"
+    jwt_audience: str = "seedance-bff"
+    jwt_leeway_seconds: int = Field(30, ge=0)
+    dev_token_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+
+    # Cost table: credits per second of video, by model and resolution
+    cost_per_second: dict[str, dict[str, int]] = Field(
+        default_factory=lambda: {m: dict(r) for m, r in DEFAULT_COST_PER_SECOND.items()}
+    )
+
+    # Dispatcher: hands queued jobs to Seedance
+    dispatcher_enabled: bool = True
+    dispatcher_max_in_flight: int = Field(8, ge=1)
+    dispatcher_poll_seconds: float = Field(1.0, gt=0)
+    dispatcher_max_submit_attempts: int = Field(6, ge=1)
+    dispatcher_retry_backoff_seconds: float = Field(5.0, ge=0)
+    submit_unknown_grace_seconds: float = Field(
+        900.0, gt=0, description="how long a job whose submit outcome is unknown waits for its callback"
+    )
+
+    # Reconciler: polls only jobs whose callback is overdue
+    reconciler_enabled: bool = True
+    reconciler_poll_seconds: float = Field(5.0, gt=0)
+    callback_overdue_base_seconds: float = Field(120.0, ge=0)
+    callback_overdue_per_video_second: float = Field(10.0, ge=0)
+    reconciler_backoff_initial_seconds: float = Field(15.0, gt=0)
+    reconciler_backoff_max_seconds: float = Field(600.0, gt=0)
+    reconciler_status_rate_per_second: float = Field(5.0, gt=0)
+    job_hard_deadline_seconds: float = Field(3600.0, gt=0)
+
+    # Other
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_origins(cls, data: object) -> object:
+        """Accept CORS_ALLOW_ORIGINS as a comma-separated list, the usual form in env files."""
+        if isinstance(data, dict):
+            origins = data.get("cors_allow_origins")
+            if isinstance(origins, str):
+                data["cors_allow_origins"] = [o.strip() for o in origins.split(",") if o.strip()]
+        return data
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Self:
+        """Production must never run on the published dev secrets."""
+        if self.environment is Environment.PRODUCTION:
+            if self.jwt_algorithm is JwtAlgorithm.HS256 and (
+                self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+            ):
+                raise ValueError("JWT_SECRET must be set in production")
+            if self.webhook_secret.get_secret_value() == DEV_WEBHOOK_SECRET:
+                raise ValueError("WEBHOOK_SECRET must be set in production")
+            if self.seedance_api_key.get_secret_value() == DEV_SEEDANCE_KEY:
+                raise ValueError("SEEDANCE_API_KEY must be set in production")
+        if self.jwt_algorithm is JwtAlgorithm.RS256 and not self.jwt_public_key:
+            raise ValueError("JWT_PUBLIC_KEY is required with JWT_ALGORITHM=RS256")
+        for model, rates in self.cost_per_second.items():
+            if any(rate < 0 for rate in rates.values()):
+                raise ValueError(f"negative cost in COST_PER_SECOND for {model}")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def callback_overdue_seconds(self, duration: int) -> float:
+        """How long after submission a job's callback counts as late (longer videos take longer)."""
+        return self.callback_overdue_base_seconds + duration * self.callback_overdue_per_video_second

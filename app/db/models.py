@@ -1,0 +1,125 @@
+"""The database of record: `jobs` and their append-only history `job_events`.
+
+One schema serves Postgres (production) and SQLite (laptop default); `UTCDateTime`
+keeps timestamps timezone-aware on both.
+"""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime, list[str]: JSON}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key"),
+        # GET /jobs: the caller's jobs newest first, optionally by status (keyset pagination)
+        Index("ix_jobs_owner_created", "owner", "created_at", "id"),
+        Index("ix_jobs_owner_status_created", "owner", "status", "created_at", "id"),
+        # dispatcher and reconciler claims
+        Index("ix_jobs_status_next_attempt", "status", "next_attempt_at"),
+        Index("ix_jobs_status_next_poll", "status", "next_poll_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner: Mapped[str] = mapped_column(String(255))
+    # validated request
+    model: Mapped[str] = mapped_column(String(32))
+    prompt: Mapped[str | None] = mapped_column(Text)
+    duration: Mapped[int] = mapped_column(Integer)
+    resolution: Mapped[str] = mapped_column(String(8))
+    aspect_ratio: Mapped[str] = mapped_column(String(16))
+    images: Mapped[list[str]] = mapped_column(default=list)
+    reference_video_urls: Mapped[list[str]] = mapped_column(default=list)
+    reference_audio_urls: Mapped[list[str]] = mapped_column(default=list)
+    estimated_cost: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # lifecycle
+    status: Mapped[str] = mapped_column(String(16))
+    upstream_task_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    video_url: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    resolved_by: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    submitted_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # dispatcher bookkeeping: submit_started_at is set (and committed) before the upstream
+    # call and cleared only when the call certainly did not reach Seedance.
+    submit_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    submit_started_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    # reconciler bookkeeping: when to ask upstream if no callback has come
+    next_poll_at: Mapped[datetime | None]
+    status_polls: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,187 @@
+"""One error format everywhere: RFC 9457 `application/problem+json` with a stable `code`.
+
+Services raise `ProblemError`; the handlers here turn it, request validation errors,
+routing errors and unexpected exceptions into the same body shape.
+"""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+logger = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    field: str = Field(examples=["duration"])
+    code: str = Field(examples=["invalid_duration"])
+    message: str = Field(examples=["seedance-2.0 accepts a duration of 5, 10 or 15 seconds"])
+
+
+class Problem(BaseModel):
+    """The body of every error response."""
+
+    type: str = Field("about:blank", examples=["about:blank"])
+    title: str = Field(examples=["Unprocessable Content"])
+    status: int = Field(examples=[422])
+    detail: str = Field(examples=["The request body has 1 invalid field."])
+    code: str = Field(examples=["validation_failed"])
+    errors: list[FieldError] | None = None
+
+
+class ProblemError(Exception):
+    """Raise anywhere below a router to answer with a problem+json body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers
+
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+# pydantic's built-in error types -> our stable codes (custom validators already raise ours)
+_PYDANTIC_CODES = {
+    "missing": "required",
+    "extra_forbidden": "unknown_field",
+    "json_invalid": "invalid_json",
+    "model_attributes_type": "invalid_type",
+    "dict_type": "invalid_type",
+    "list_type": "invalid_type",
+    "string_type": "invalid_type",
+    "int_type": "invalid_type",
+    "int_parsing": "invalid_type",
+    "bool_type": "invalid_type",
+    "uuid_parsing": "invalid_uuid",
+    "uuid_type": "invalid_uuid",
+    "enum": "invalid_choice",
+    "literal_error": "invalid_choice",
+    "too_short": "too_short",
+    "too_long": "too_long",
+    "string_too_short": "too_short",
+    "string_too_long": "too_long",
+    "greater_than_equal": "out_of_range",
+    "less_than_equal": "out_of_range",
+    "string_pattern_mismatch": "invalid_format",
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        title=_TITLES.get(status, "Error"), status=status, detail=detail, code=code, errors=errors
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """('body', 'images', 1) -> 'images[1]'; ('query', 'limit') -> 'limit'."""
+    parts = loc[1:] if loc and loc[0] in {"body", "query", "path", "header"} else loc
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+def validation_errors(exc: RequestValidationError) -> list[FieldError]:
+    return [
+        FieldError(
+            field=field_path(tuple(err["loc"])),
+            code=_PYDANTIC_CODES.get(err["type"], err["type"]),
+            message=err["msg"].removeprefix("Value error, "),
+        )
+        for err in exc.errors()
+    ]
+
+
+async def _on_problem(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        exc.status, exc.code, exc.detail, errors=exc.errors, headers=exc.headers
+    )
+
+
+async def _on_validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc)
+    noun = "field" if len(errors) == 1 else "fields"
+    return problem_response(
+        422, "validation_failed", f"The request has {len(errors)} invalid {noun}.", errors=errors
+    )
+
+
+async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return problem_response(
+        exc.status_code,
+        codes.get(exc.status_code, "http_error"),
+        str(exc.detail),
+        headers=exc.headers,
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(500, "internal_error", "An unexpected error occurred.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting the problem+json bodies a route can return."""
+    return {
+        status: {
+            "model": Problem,
+            "description": _TITLES.get(status, "Error"),
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }

@@ -1,0 +1,180 @@
+"""Hands queued jobs to Seedance, each at most once, under a cap on in-flight submissions.
+
+A claim commits `submit_started_at` before the upstream call, so a crash or a timeout
+after sending leaves the job marked "outcome unknown": it is never re-sent, and waits for
+its callback (which names our job) until the reconciler's grace period runs out. The claim
+is cleared, for a later retry with backoff, only when the call certainly created nothing
+upstream (connection refused, 429, 5xx). Claims use `FOR UPDATE SKIP LOCKED`, so several
+replicas can run dispatchers against one Postgres database.
+"""
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db.models import Job
+from app.jobs.background import Loop
+from app.jobs.callbacks import callback_url
+from app.jobs.service import mark_submitted
+from app.jobs.states import EventSource, JobStatus, move
+from app.metrics import JOB_SUBMISSIONS
+from app.seedance.client import (
+    GenerateRequest,
+    InsufficientCredits,
+    OutcomeUnknown,
+    SeedanceClient,
+    SeedanceError,
+    UpstreamAuthError,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTransient,
+)
+
+logger = logging.getLogger(__name__)
+_PERMANENT = (UpstreamRejected, InsufficientCredits, UpstreamProtocolError)
+_NOT_SENT = (UpstreamRateLimited, UpstreamTransient, UpstreamAuthError)
+
+
+class Dispatcher(Loop):
+    name = "dispatcher"
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        client: SeedanceClient,
+        settings: Settings,
+    ) -> None:
+        super().__init__(settings.dispatcher_poll_seconds)
+        self._sessionmaker = sessionmaker
+        self._client = client
+        self._settings = settings
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def run_once(self) -> int:
+        """Claim as many due jobs as there are free slots and start submitting them."""
+        free = self._settings.dispatcher_max_in_flight - len(self._in_flight)
+        if free <= 0:
+            return 0
+        for job_id in await self._claim(free):
+            task = asyncio.create_task(self._submit(job_id), name=f"submit-{job_id}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._release)
+        return free
+
+    def _release(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self.wake()  # a slot is free: more queued jobs may go
+
+    async def drain(self) -> None:
+        """Let submissions already sent finish, so their outcome is recorded."""
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _claim(self, limit: int) -> list[uuid.UUID]:
+        now = datetime.now(UTC)
+        async with self._sessionmaker() as session, session.begin():
+            jobs = await session.scalars(
+                select(Job)
+                .where(
+                    Job.status == JobStatus.QUEUED,
+                    Job.submit_started_at.is_(None),
+                    or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now),
+                )
+                .order_by(Job.created_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            claimed = []
+            for job in jobs:
+                job.submit_started_at = now
+                job.submit_attempts += 1
+                claimed.append(job.id)
+        return claimed
+
+    async def _submit(self, job_id: uuid.UUID) -> None:
+        async with self._sessionmaker() as session:
+            job = await session.get(Job, job_id)
+            assert job is not None
+            request = GenerateRequest(
+                model=job.model,
+                prompt=job.prompt,
+                duration=job.duration,
+                resolution=job.resolution,
+                aspect_ratio=job.aspect_ratio,
+                images=job.images,
+                reference_video_urls=job.reference_video_urls,
+                reference_audio_urls=job.reference_audio_urls,
+                callback_url=callback_url(self._settings, job.id),
+            )
+        try:
+            task_id = await self._client.generate(request)
+        except OutcomeUnknown as exc:
+            JOB_SUBMISSIONS.labels("unknown").inc()
+            logger.warning("job %s: submit outcome unknown (%s); waiting for callback", job_id, exc)
+        except _PERMANENT as exc:
+            JOB_SUBMISSIONS.labels("rejected").inc()
+            await self._fail(job_id, exc)
+        except _NOT_SENT as exc:
+            JOB_SUBMISSIONS.labels("retry").inc()
+            await self._retry_later(job_id, exc)
+        except Exception:
+            JOB_SUBMISSIONS.labels("unknown").inc()
+            logger.exception("job %s: unexpected error while submitting; outcome unknown", job_id)
+        else:
+            JOB_SUBMISSIONS.labels("accepted").inc()
+            await self._accepted(job_id, task_id)
+
+    async def _accepted(self, job_id: uuid.UUID, task_id: str) -> None:
+        async with self._sessionmaker() as session, session.begin():
+            job = await session.get(Job, job_id, with_for_update=True)
+            assert job is not None
+            if job.upstream_task_id == task_id:
+                return  # its callback arrived first and attached the task already
+            if job.status != JobStatus.QUEUED or job.upstream_task_id is not None:
+                logger.error(
+                    "job %s: Seedance accepted task %s but the job is %s with task %s",
+                    job_id, task_id, job.status, job.upstream_task_id,
+                )
+                return
+            mark_submitted(self._settings, job, task_id)
+            move(session, job, JobStatus.RUNNING, EventSource.DISPATCHER)
+
+    async def _fail(self, job_id: uuid.UUID, error: SeedanceError) -> None:
+        async with self._sessionmaker() as session, session.begin():
+            job = await session.get(Job, job_id, with_for_update=True)
+            assert job is not None
+            if job.status != JobStatus.QUEUED:
+                return
+            job.error_code = error.code
+            job.error_detail = error.detail
+            move(session, job, JobStatus.FAILED, EventSource.DISPATCHER, detail=error.code)
+
+    async def _retry_later(self, job_id: uuid.UUID, error: SeedanceError) -> None:
+        """The request created nothing upstream: clear the claim and try again later."""
+        if isinstance(error, UpstreamAuthError):
+            logger.error("Seedance refused our API key (HTTP %s); jobs wait for an operator", error.status)
+        async with self._sessionmaker() as session, session.begin():
+            job = await session.get(Job, job_id, with_for_update=True)
+            assert job is not None
+            if job.status != JobStatus.QUEUED or job.upstream_task_id is not None:
+                return
+            if job.submit_attempts >= self._settings.dispatcher_max_submit_attempts:
+                job.error_code = "upstream_unavailable"
+                job.error_detail = f"Seedance did not accept the job after {job.submit_attempts} attempts: {error.detail}"
+                move(session, job, JobStatus.FAILED, EventSource.DISPATCHER, detail=error.code)
+                return
+            delay = self._settings.dispatcher_retry_backoff_seconds * 2 ** (job.submit_attempts - 1)
+            if isinstance(error, UpstreamRateLimited) and error.retry_after:
+                delay = max(delay, error.retry_after)
+            job.submit_started_at = None
+            job.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)

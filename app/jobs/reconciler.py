@@ -1,0 +1,125 @@
+"""The safety net for lost callbacks: polls upstream only for jobs whose callback is late.
+
+A running job becomes due `callback_overdue_seconds(duration)` after submission; each
+poll pushes its next one back exponentially, and all polls share a global rate cap.
+Jobs still unknown past their deadline fail with `upstream_timeout`: running jobs after
+JOB_HARD_DEADLINE_SECONDS, jobs whose submit outcome is unknown (no task id to ask about)
+after SUBMIT_UNKNOWN_GRACE_SECONDS without a callback. Claims use SKIP LOCKED, so
+replicas share the work.
+"""
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from aiolimiter import AsyncLimiter
+from sqlalchemy import ColumnElement, and_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db.models import Job
+from app.jobs.background import Loop
+from app.jobs.service import apply_report
+from app.jobs.states import EventSource, JobStatus, move
+from app.metrics import RECONCILER_POLLS
+from app.seedance.client import SeedanceClient, SeedanceError
+
+logger = logging.getLogger(__name__)
+EXPIRY_BATCH = 100
+
+
+class Reconciler(Loop):
+    name = "reconciler"
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        client: SeedanceClient,
+        settings: Settings,
+    ) -> None:
+        super().__init__(settings.reconciler_poll_seconds)
+        self._sessionmaker = sessionmaker
+        self._client = client
+        self._settings = settings
+        self._limiter = AsyncLimiter(settings.reconciler_status_rate_per_second, 1)
+        # never lease more jobs than the rate cap lets us poll before the next round
+        self._batch = max(
+            1, int(settings.reconciler_status_rate_per_second * settings.reconciler_poll_seconds)
+        )
+
+    async def run_once(self) -> int:
+        expired = await self._expire_overdue()
+        due = await self._claim_due()
+        await asyncio.gather(*(self._poll(job_id, task_id) for job_id, task_id in due))
+        return expired + len(due)
+
+    def _backoff(self, polls: int) -> timedelta:
+        seconds = self._settings.reconciler_backoff_initial_seconds * 2 ** max(0, polls - 1)
+        return timedelta(seconds=min(seconds, self._settings.reconciler_backoff_max_seconds))
+
+    async def _claim_due(self) -> list[tuple[uuid.UUID, str]]:
+        now = datetime.now(UTC)
+        async with self._sessionmaker() as session, session.begin():
+            jobs = await session.scalars(
+                select(Job)
+                .where(Job.status == JobStatus.RUNNING, Job.next_poll_at <= now)
+                .order_by(Job.next_poll_at)
+                .limit(self._batch)
+                .with_for_update(skip_locked=True)
+            )
+            claimed = []
+            for job in jobs:
+                job.status_polls += 1
+                job.next_poll_at = now + self._backoff(job.status_polls)  # the lease
+                assert job.upstream_task_id is not None  # running implies a task id
+                claimed.append((job.id, job.upstream_task_id))
+        return claimed
+
+    async def _poll(self, job_id: uuid.UUID, task_id: str) -> None:
+        async with self._limiter:
+            try:
+                report = await self._client.status(task_id)
+            except SeedanceError as exc:
+                RECONCILER_POLLS.labels("error").inc()
+                logger.warning("job %s: status of task %s failed: %s", job_id, task_id, exc.code)
+                return
+        async with self._sessionmaker() as session:
+            result = await apply_report(
+                session, self._settings, job_id, report, EventSource.RECONCILER
+            )
+        RECONCILER_POLLS.labels(result).inc()
+
+    async def _expire_overdue(self) -> int:
+        now = datetime.now(UTC)
+        hard = now - timedelta(seconds=self._settings.job_hard_deadline_seconds)
+        grace = now - timedelta(seconds=self._settings.submit_unknown_grace_seconds)
+        expired = await self._fail_where(
+            and_(Job.status == JobStatus.RUNNING, Job.submitted_at < hard),
+            "Seedance did not report an outcome before the deadline",
+        )
+        expired += await self._fail_where(
+            and_(
+                Job.status == JobStatus.QUEUED,
+                Job.upstream_task_id.is_(None),
+                Job.submit_started_at < grace,
+            ),
+            "the submission's outcome is unknown and no callback came",
+        )
+        return expired
+
+    async def _fail_where(self, condition: ColumnElement[bool], detail: str) -> int:
+        async with self._sessionmaker() as session, session.begin():
+            jobs = list(
+                await session.scalars(
+                    select(Job).where(condition).limit(EXPIRY_BATCH).with_for_update(skip_locked=True)
+                )
+            )
+            for job in jobs:
+                job.error_code = "upstream_timeout"
+                job.error_detail = detail
+                job.resolved_by = EventSource.RECONCILER
+                move(session, job, JobStatus.FAILED, EventSource.RECONCILER, detail=detail)
+        if jobs:
+            logger.warning("failed %d jobs with upstream_timeout: %s", len(jobs), detail)
+        return len(jobs)

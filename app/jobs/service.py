@@ -1,0 +1,233 @@
+"""Job use cases: create (idempotently), read, list, and apply what Seedance reports.
+
+Routers, the dispatcher and the reconciler call these; none of them touch `Request`.
+"""
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db.models import Job
+from app.errors import ProblemError
+from app.jobs.cursor import decode_cursor, encode_cursor
+from app.jobs.states import EventSource, JobStatus, is_terminal, move, record_creation
+from app.schemas import JobCreate
+from app.seedance.client import SeedanceClient, SeedanceError, TaskReport, TaskState
+
+logger = logging.getLogger(__name__)
+
+
+def estimate_cost(settings: Settings, body: JobCreate) -> int:
+    """Credits a job is expected to cost, from the operator's per-second cost table."""
+    return settings.cost_per_second[body.model][body.resolution] * body.duration
+
+
+def job_not_found() -> ProblemError:
+    return ProblemError(404, "job_not_found", "No such job.")
+
+
+async def create_job(
+    session: AsyncSession,
+    settings: Settings,
+    owner: str,
+    body: JobCreate,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    """Record a queued job; returns (job, created). A repeated Idempotency-Key returns the
+    original job when the body matches and raises 409 when it does not."""
+    fingerprint = body.fingerprint()
+    if idempotency_key is not None:
+        existing = await _find_by_key(session, owner, idempotency_key)
+        if existing is not None:
+            return _replay(existing, fingerprint), False
+    now = datetime.now(UTC)
+    job = Job(
+        id=uuid.uuid4(),
+        owner=owner,
+        model=body.model,
+        prompt=body.prompt,
+        duration=body.duration,
+        resolution=body.resolution,
+        aspect_ratio=body.aspect_ratio,
+        images=body.images or [],
+        reference_video_urls=body.reference_video_urls or [],
+        reference_audio_urls=body.reference_audio_urls or [],
+        estimated_cost=estimate_cost(settings, body),
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+        status=JobStatus.QUEUED,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    record_creation(session, job)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # a concurrent request with the same key won the insert
+        await session.rollback()
+        existing = await _find_by_key(session, owner, idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return _replay(existing, fingerprint), False
+    return job, True
+
+
+async def _find_by_key(session: AsyncSession, owner: str, key: str) -> Job | None:
+    return await session.scalar(
+        select(Job).where(Job.owner == owner, Job.idempotency_key == key)
+    )
+
+
+def _replay(existing: Job, fingerprint: str) -> Job:
+    if existing.request_fingerprint != fingerprint:
+        raise ProblemError(
+            409,
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used with a different request body.",
+        )
+    return existing
+
+
+async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
+    """The owner's job; someone else's job is reported exactly like a missing one."""
+    job = await session.scalar(select(Job).where(Job.id == job_id, Job.owner == owner))
+    if job is None:
+        raise job_not_found()
+    return job
+
+
+async def list_jobs(
+    session: AsyncSession,
+    owner: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    status: JobStatus | None,
+) -> tuple[list[Job], str | None]:
+    """One page of the owner's jobs, newest first, and the cursor of the next page."""
+    query = select(Job).where(Job.owner == owner)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if cursor is not None:
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(*decode_cursor(cursor)))
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    rows = list(await session.scalars(query))
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
+    return page, next_cursor
+
+
+class ApplyResult(StrEnum):
+    APPLIED = "applied"  # the job moved
+    UNCHANGED = "unchanged"  # still in progress upstream, nothing to record
+    IGNORED = "ignored"  # the job is already terminal: duplicate, late or out of order
+
+
+class TaskMismatch(Exception):
+    """The report names a task that is not this job's."""
+
+
+async def handle_callback(
+    session: AsyncSession,
+    settings: Settings,
+    client: SeedanceClient,
+    job_id: uuid.UUID,
+    report: TaskReport,
+) -> ApplyResult:
+    """A verified callback for one of our jobs. A SUCCESS is first confirmed with one
+    status call when CONFIRM_SUCCESS_WITH_STATUS is on; if that call fails the job is left
+    for the reconciler, which is told to look at once."""
+    row = (
+        await session.execute(
+            select(Job.status, Job.upstream_task_id).where(Job.id == job_id)
+        )
+    ).one_or_none()
+    if row is None:
+        raise job_not_found()
+    job_status, task_id = row
+    if task_id is not None and task_id != report.task_id:
+        raise TaskMismatch(report.task_id)
+    if is_terminal(job_status):
+        return ApplyResult.IGNORED
+    await session.rollback()  # no transaction stays open across the upstream call
+    if report.state is TaskState.SUCCEEDED and settings.confirm_success_with_status:
+        try:
+            report = await client.status(report.task_id)
+        except SeedanceError as exc:
+            logger.warning("job %s: could not confirm success (%s)", job_id, exc.code)
+            report = TaskReport(report.task_id, TaskState.IN_PROGRESS, raw_status="UNCONFIRMED")
+            await apply_report(session, settings, job_id, report, EventSource.WEBHOOK)
+            await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+                .values(next_poll_at=datetime.now(UTC))
+            )
+            await session.commit()
+            return ApplyResult.UNCHANGED
+    return await apply_report(session, settings, job_id, report, EventSource.WEBHOOK)
+
+
+async def apply_report(
+    session: AsyncSession,
+    settings: Settings,
+    job_id: uuid.UUID,
+    report: TaskReport,
+    source: EventSource,
+) -> ApplyResult:
+    """Apply an upstream report (callback or status poll) to a job, under its row lock.
+
+    Terminal jobs never change again; a report for another task raises TaskMismatch.
+    """
+    job = await session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None:
+        raise LookupError(job_id)
+    if job.upstream_task_id is not None and job.upstream_task_id != report.task_id:
+        raise TaskMismatch(report.task_id)
+    if is_terminal(job.status):
+        return ApplyResult.IGNORED
+    result = ApplyResult.UNCHANGED
+    if job.upstream_task_id is None:
+        await _attach_task(session, settings, job, report.task_id, source)
+        result = ApplyResult.APPLIED
+    if report.state is TaskState.SUCCEEDED:
+        job.video_url = report.video_url
+        job.resolved_by = source
+        move(session, job, JobStatus.SUCCEEDED, source)
+        result = ApplyResult.APPLIED
+    elif report.state is TaskState.FAILED:
+        job.error_code = "upstream_failed"
+        job.error_detail = report.error
+        job.resolved_by = source
+        move(session, job, JobStatus.FAILED, source, detail=report.error)
+        result = ApplyResult.APPLIED
+    await session.commit()
+    return result
+
+
+async def _attach_task(
+    session: AsyncSession, settings: Settings, job: Job, task_id: str, source: EventSource
+) -> None:
+    """Learn the task id of a job whose submission outcome was unknown (the callback names
+    our job in its URL, so the task is ours)."""
+    if job.status != JobStatus.QUEUED or job.submit_started_at is None:
+        raise TaskMismatch(task_id)  # we never sent this job upstream
+    taken = await session.scalar(select(Job.id).where(Job.upstream_task_id == task_id))
+    if taken is not None:
+        raise TaskMismatch(task_id)
+    mark_submitted(settings, job, task_id)
+    move(session, job, JobStatus.RUNNING, source, detail="task id learned from Seedance's report")
+
+
+def mark_submitted(settings: Settings, job: Job, task_id: str) -> None:
+    """Record the upstream task and when to start asking about it if no callback comes."""
+    now = datetime.now(UTC)
+    job.upstream_task_id = task_id
+    job.submitted_at = job.submitted_at or job.submit_started_at or now
+    job.next_poll_at = now + timedelta(seconds=settings.callback_overdue_seconds(job.duration))

@@ -1,0 +1,90 @@
+"""The job state machine: one table of allowed moves, enforced by one function.
+
+Every status change in the service goes through `move()`, which writes the matching
+`job_events` row in the caller's transaction, so a job's history always explains it.
+"""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Job, JobEvent
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"  # recorded, not yet accepted upstream
+    RUNNING = "running"  # Seedance task id known
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class EventSource(StrEnum):
+    API = "api"
+    DISPATCHER = "dispatcher"
+    WEBHOOK = "webhook"
+    RECONCILER = "reconciler"
+
+
+ALLOWED_MOVES: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELED}),
+    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELED: frozenset(),
+}
+
+TERMINAL: frozenset[JobStatus] = frozenset(s for s, moves in ALLOWED_MOVES.items() if not moves)
+
+
+class IllegalMove(Exception):
+    """A move the table forbids; callers treat it as a stale or duplicate signal."""
+
+    def __init__(self, current: str, target: JobStatus) -> None:
+        super().__init__(f"cannot move a job from {current} to {target}")
+        self.current = current
+        self.target = target
+
+
+def is_terminal(status: str) -> bool:
+    return JobStatus(status) in TERMINAL
+
+
+def move(
+    session: AsyncSession,
+    job: Job,
+    to: JobStatus,
+    source: EventSource,
+    detail: str | None = None,
+) -> JobEvent:
+    """Change `job.status` to `to` if the table allows it, recording the event.
+
+    The caller owns the transaction (and, where races are possible, holds the row lock).
+    """
+    current = JobStatus(job.status)
+    if to not in ALLOWED_MOVES[current]:
+        raise IllegalMove(current, to)
+    now = datetime.now(UTC)
+    job.status = to
+    job.updated_at = now
+    if to in TERMINAL:
+        job.finished_at = now
+    event = JobEvent(
+        job_id=job.id, from_status=current, to_status=to, source=source, detail=detail, at=now
+    )
+    session.add(event)
+    return event
+
+
+def record_creation(session: AsyncSession, job: Job) -> JobEvent:
+    """The first event of every job: it enters the machine as `queued`."""
+    event = JobEvent(
+        job_id=job.id,
+        from_status=None,
+        to_status=JobStatus.QUEUED,
+        source=EventSource.API,
+        at=job.created_at,
+    )
+    session.add(event)
+    return event

@@ -1,0 +1,24 @@
+"""Prometheus metrics of the service (one process-wide registry, as prometheus_client expects)."""
+
+from prometheus_client import Counter
+
+UPSTREAM_CALLS = Counter(
+    "seedance_upstream_calls_total",
+    "HTTP calls made to Seedance, by endpoint and outcome",
+    ["endpoint", "outcome"],
+)
+JOB_SUBMISSIONS = Counter(
+    "seedance_job_submissions_total",
+    "Dispatcher submission attempts, by result",
+    ["result"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "seedance_webhook_deliveries_total",
+    "Callbacks received from Seedance, by result",
+    ["result"],
+)
+RECONCILER_POLLS = Counter(
+    "seedance_reconciler_polls_total",
+    "Status polls made by the reconciler for jobs whose callback is overdue, by result",
+    ["result"],
+)

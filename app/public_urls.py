@@ -1,0 +1,93 @@
+"""Which URLs a client may hand to Seedance through us: HTTPS on a public host, nothing else.
+
+Seedance fetches the images and references we forward, so a URL naming a private,
+loopback, link-local or metadata address would let a client make requests "from us".
+The check is purely syntactic (no DNS lookup): hosts must be IP literals that are
+globally routable, or DNS names with an alphabetic top-level label outside the
+special-use domains. Numeric host tricks (`2130706433`, `0x7f.1`, `127.1`) therefore
+fail as not-a-name.
+"""
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+from pydantic_core import PydanticCustomError
+
+MAX_URL_LENGTH = 2048
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_TLD = re.compile(r"^(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})$")
+# RFC 6761 / 6762 / 8375 special-use names and common internal suffixes
+_PRIVATE_SUFFIXES = (
+    "localhost",
+    "local",
+    "internal",
+    "intranet",
+    "lan",
+    "home",
+    "corp",
+    "home.arpa",
+    "test",
+    "invalid",
+    "example",
+    "onion",
+    "localdomain",
+)
+
+
+def _reject(code: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(code, message)
+
+
+def _check_ip_host(host: str) -> None:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise _reject("invalid_url", "the URL's host is not a valid address") from exc
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if not address.is_global or address.is_multicast:
+        raise _reject("url_host_not_public", "the URL must point to a public host")
+
+
+def _check_dns_host(host: str) -> None:
+    if not host.isascii():
+        raise _reject(
+            "invalid_url", "the URL's host must be ASCII (use the punycode xn-- form)"
+        )
+    name = host.lower().rstrip(".")
+    labels = name.split(".")
+    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise _reject("invalid_url", "the URL's host is not a valid name")
+    if len(labels) < 2 or not _TLD.match(labels[-1]):
+        # single-label hosts and numeric forms such as 2130706433, 0x7f.1 or 127.1
+        raise _reject("url_host_not_public", "the URL must point to a public host")
+    if any(name == s or name.endswith("." + s) for s in _PRIVATE_SUFFIXES):
+        raise _reject("url_host_not_public", "the URL must point to a public host")
+
+
+def check_public_https_url(url: str) -> str:
+    """Return `url` if it is safe to forward, else raise a PydanticCustomError with our code."""
+    if len(url) > MAX_URL_LENGTH:
+        raise _reject("too_long", f"the URL is longer than {MAX_URL_LENGTH} characters")
+    if not url.isprintable() or any(c.isspace() for c in url):
+        raise _reject("invalid_url", "the URL contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a malformed port
+    except ValueError as exc:
+        raise _reject("invalid_url", "the URL is malformed") from exc
+    if parts.scheme != "https" or not url.startswith("https://"):
+        raise _reject("url_not_https", "only https:// URLs are accepted")
+    if "@" in parts.netloc:
+        raise _reject("url_has_credentials", "URLs must not carry a user name or password")
+    host = parts.hostname
+    if not host:
+        raise _reject("invalid_url", "the URL has no host")
+    if port == 0:
+        raise _reject("invalid_url", "the URL's port is invalid")
+    if parts.netloc.startswith("[") or re.fullmatch(r"[0-9.]+", host):
+        _check_ip_host(host)
+    else:
+        _check_dns_host(host)
+    return url

@@ -1,0 +1,224 @@
+"""Request and response models of the /jobs API, with every validation rule of UPSTREAM.md.
+
+Each rule raises a `PydanticCustomError` whose type is our stable error code, so the
+problem+json body names the field and the code (see app/errors.py). Field order matters:
+a field's validator may read the fields declared before it (`info.data`).
+"""
+
+import hashlib
+import unicodedata
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from app.jobs.states import JobStatus
+from app.public_urls import check_public_https_url
+
+
+class SeedanceModel(StrEnum):
+    MINI = "seedance-2-mini"
+    STANDARD = "seedance-2.0"
+
+
+class Resolution(StrEnum):
+    P480 = "480p"
+    P720 = "720p"
+
+
+class AspectRatio(StrEnum):
+    R16_9 = "16:9"
+    R9_16 = "9:16"
+    R4_3 = "4:3"
+    R3_4 = "3:4"
+    R1_1 = "1:1"
+    R21_9 = "21:9"
+    ADAPTIVE = "adaptive"
+
+
+# Upstream limits, in one place so a correction of UPSTREAM.md touches one table.
+ALLOWED_DURATIONS: dict[SeedanceModel, tuple[int, ...]] = {
+    SeedanceModel.MINI: tuple(range(4, 16)),
+    SeedanceModel.STANDARD: (5, 10, 15),
+}
+DEFAULT_DURATION: dict[SeedanceModel, int] = {SeedanceModel.MINI: 8, SeedanceModel.STANDARD: 5}
+MAX_PROMPT_CHARS = 2000
+MAX_IMAGES = 4
+MAX_REFERENCE_URLS = 4  # not published upstream; our cap
+_ALLOWED_CONTROL_CHARS = frozenset("\n\t")
+
+PublicHttpsUrl = Annotated[str, AfterValidator(check_public_https_url)]
+
+
+def _check_prompt(value: str) -> str:
+    value = value.replace("\r\n", "\n").strip()
+    if not value:
+        raise PydanticCustomError("prompt_empty", "the prompt is empty")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise PydanticCustomError(
+            "prompt_too_long",
+            "the prompt has {length} characters; at most {limit} are accepted",
+            {"length": len(value), "limit": MAX_PROMPT_CHARS},
+        )
+    for char in value:
+        if unicodedata.category(char) == "Cc" and char not in _ALLOWED_CONTROL_CHARS:
+            raise PydanticCustomError(
+                "prompt_control_characters",
+                "the prompt contains a control character (U+{code:04X})",
+                {"code": ord(char)},
+            )
+    return value
+
+
+def _check_url_list(values: list[str] | None, *, limit: int, code: str) -> list[str]:
+    if values is None:
+        return []
+    if not values or len(values) > limit:
+        raise PydanticCustomError(
+            code, "give between 1 and {limit} URLs", {"limit": limit}
+        )
+    return values
+
+
+class JobCreate(BaseModel):
+    """A video to generate. Text-to-video needs a prompt; image-to-video needs `images`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "seedance-2-mini",
+                    "prompt": "A paper boat drifting down a rainy street, golden hour",
+                    "duration": 8,
+                    "resolution": "720p",
+                    "aspect_ratio": "16:9",
+                }
+            ]
+        },
+    )
+
+    model: SeedanceModel = SeedanceModel.MINI
+    images: list[PublicHttpsUrl] | None = Field(
+        None,
+        description=f"1 to {MAX_IMAGES} public https image URLs (image-to-video)",
+        validate_default=True,
+    )
+    prompt: str | None = Field(
+        None,
+        description=f"1 to {MAX_PROMPT_CHARS} characters after trimming; required without images",
+        validate_default=True,
+    )
+    duration: StrictInt | None = Field(
+        None,
+        description="seconds: 4..15 for seedance-2-mini (default 8); 5, 10 or 15 for "
+        "seedance-2.0 (default 5)",
+        validate_default=True,
+    )
+    resolution: Resolution = Resolution.P720
+    aspect_ratio: AspectRatio = Field(
+        AspectRatio.R16_9, description="`adaptive` is for text-to-video only"
+    )
+    reference_video_urls: list[PublicHttpsUrl] | None = Field(None, validate_default=True)
+    reference_audio_urls: list[PublicHttpsUrl] | None = Field(None, validate_default=True)
+
+    @field_validator("images")
+    @classmethod
+    def _images_count(cls, value: list[str] | None) -> list[str]:
+        return _check_url_list(value, limit=MAX_IMAGES, code="invalid_image_count")
+
+    @field_validator("reference_video_urls", "reference_audio_urls")
+    @classmethod
+    def _references_count(cls, value: list[str] | None) -> list[str]:
+        return _check_url_list(value, limit=MAX_REFERENCE_URLS, code="invalid_reference_count")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            return _check_prompt(value)
+        if "images" in info.data and not info.data["images"]:
+            raise PydanticCustomError("prompt_required", "a prompt is required without images")
+        return None
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: int | None, info: ValidationInfo) -> int | None:
+        model = info.data.get("model")
+        if model is None:  # the model itself was invalid; that error is reported
+            return value
+        if value is None:
+            return DEFAULT_DURATION[model]
+        allowed = ALLOWED_DURATIONS[model]
+        if value not in allowed:
+            raise PydanticCustomError(
+                "invalid_duration",
+                "{model} accepts a duration of {allowed} seconds",
+                {"model": model.value, "allowed": _describe(allowed)},
+            )
+        return value
+
+    @field_validator("aspect_ratio")
+    @classmethod
+    def _aspect_ratio(cls, value: AspectRatio, info: ValidationInfo) -> AspectRatio:
+        if value is AspectRatio.ADAPTIVE and info.data.get("images"):
+            raise PydanticCustomError(
+                "invalid_aspect_ratio", "`adaptive` is only for text-to-video (no images)"
+            )
+        return value
+
+    def fingerprint(self) -> str:
+        """A stable digest of the normalized request, to tell idempotent retries from reuse."""
+        canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canonical).hexdigest()
+
+
+def _describe(allowed: tuple[int, ...]) -> str:
+    if allowed == tuple(range(allowed[0], allowed[-1] + 1)) and len(allowed) > 3:
+        return f"{allowed[0]} to {allowed[-1]}"
+    return ", ".join(map(str, allowed[:-1])) + f" or {allowed[-1]}"
+
+
+class JobOut(BaseModel):
+    """A job as its owner sees it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    status: JobStatus
+    model: SeedanceModel
+    prompt: str | None
+    duration: int
+    resolution: Resolution
+    aspect_ratio: AspectRatio
+    images: list[str]
+    reference_video_urls: list[str]
+    reference_audio_urls: list[str]
+    estimated_cost: int = Field(description="credits, from the service's cost table")
+    video_url: str | None = Field(description="set once the job has succeeded")
+    error_code: str | None = Field(
+        description="stable code when failed: upstream_rejected, upstream_failed, "
+        "insufficient_credits, upstream_unavailable, upstream_timeout"
+    )
+    error_detail: str | None
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at the end")

@@ -1,0 +1,1 @@
+"""The Seedance v2 adapter: the only code that knows upstream request and response shapes."""

@@ -1,0 +1,305 @@
+"""A Seedance v2 simulator that speaks the contract of shared/UPSTREAM.md.
+
+It checks the bearer key, validates like the real API (400 with a message), runs each
+task PENDING -> IN_PROGRESS -> SUCCESS/FAILED over a configurable time, answers
+`GET /v2/status`, serves a tiny real MP4 as the result, and POSTs the callback. Faults are
+injected from a seeded RNG. Counters of every call received let tests and benchmarks
+assert what each job cost upstream. Control endpoints live under `/_sim/` (no auth).
+"""
+
+import asyncio
+import contextlib
+import ipaddress
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SAMPLE_MP4 = (Path(__file__).parent / "sample.mp4").read_bytes()
+MODELS = {"seedance-2-mini": set(range(4, 16)), "seedance-2.0": {5, 10, 15}}
+RESOLUTIONS = {"480p", "720p"}
+ASPECT_RATIOS = {"16:9", "9:16", "4:3", "3:4", "1:1", "21:9", "adaptive"}
+
+
+class SimulatorConfig(BaseModel):
+    """Behaviour and fault injection; every rate is a probability in [0, 1]."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    api_key: str = "sim-dev-key"
+    seed: int | None = None
+    task_seconds: float = Field(3.0, ge=0, description="time from accept to final state")
+    generate_latency_seconds: float = Field(0.0, ge=0)
+    generate_5xx_rate: float = Field(0.0, ge=0, le=1)
+    generate_429_rate: float = Field(0.0, ge=0, le=1)
+    retry_after_seconds: int = Field(1, ge=0)
+    generate_hang_rate: float = Field(0.0, ge=0, le=1, description="accept, then never answer")
+    credits_exhausted: bool = False
+    task_failure_rate: float = Field(0.0, ge=0, le=1)
+    never_finish_rate: float = Field(0.0, ge=0, le=1)
+    callback_loss_rate: float = Field(0.0, ge=0, le=1)
+    callback_duplicate_rate: float = Field(0.0, ge=0, le=1)
+    callback_out_of_order_rate: float = Field(
+        0.0, ge=0, le=1, description="send a stale IN_PROGRESS after the final callback"
+    )
+    callback_delay_seconds: float = Field(0.0, ge=0)
+    reject_local_callbacks: bool = Field(
+        True, description="the real API refuses localhost callback URLs; dev runs turn this off"
+    )
+
+
+@dataclass
+class SimTask:
+    task_id: str
+    request: dict[str, Any]
+    created: float
+    will_fail: bool
+    never_finish: bool
+    video_url: str
+
+    def status(self, task_seconds: float) -> str:
+        elapsed = time.monotonic() - self.created
+        if elapsed < task_seconds / 3:
+            return "PENDING"
+        if elapsed < task_seconds or self.never_finish:
+            return "IN_PROGRESS"
+        return "FAILED" if self.will_fail else "SUCCESS"
+
+
+@dataclass
+class SimulatorState:
+    config: SimulatorConfig
+    rng: random.Random = field(default_factory=random.Random)
+    tasks: dict[str, SimTask] = field(default_factory=dict)
+    calls: Counter[str] = field(default_factory=Counter)
+    status_calls_by_task: Counter[str] = field(default_factory=Counter)
+    callbacks: Counter[str] = field(default_factory=Counter)
+    lost_callbacks: set[str] = field(default_factory=set)
+    generate_in_flight: int = 0
+    max_generate_in_flight: int = 0
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def reset(self) -> None:
+        self.rng = random.Random(self.config.seed)
+        self.tasks.clear()
+        self.calls.clear()
+        self.status_calls_by_task.clear()
+        self.callbacks.clear()
+        self.lost_callbacks.clear()
+        self.max_generate_in_flight = self.generate_in_flight
+
+    def chance(self, rate: float) -> bool:
+        return rate > 0 and self.rng.random() < rate
+
+    def stats(self) -> dict[str, Any]:
+        statuses = Counter(t.status(self.config.task_seconds) for t in self.tasks.values())
+        return {
+            "calls": dict(self.calls),
+            "tasks": len(self.tasks),
+            "task_status": dict(statuses),
+            "status_calls_by_task": dict(self.status_calls_by_task),
+            "callbacks": dict(self.callbacks),
+            "lost_callbacks": sorted(self.lost_callbacks),
+            "max_generate_in_flight": self.max_generate_in_flight,
+        }
+
+
+def _envelope(code: int, message: str, data: dict[str, Any] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        body["data"] = data
+    return JSONResponse(body, status_code=code)
+
+
+def _is_local_host(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(host)
+        return address.is_loopback or address.is_private or address.is_link_local
+    return False
+
+
+def validate_generate(body: Any, config: SimulatorConfig) -> str | None:
+    """The real API's checks, as UPSTREAM.md describes them; returns the error message."""
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    model = body.get("model")
+    if model not in MODELS:
+        return f"unsupported model: {model!r}"
+    prompt, images = body.get("prompt"), body.get("images")
+    if images is not None and (
+        not isinstance(images, list)
+        or not 1 <= len(images) <= 4
+        or not all(isinstance(u, str) and u.startswith("https://") for u in images)
+    ):
+        return "images must be 1 to 4 https URLs"
+    if prompt is None and not images:
+        return "prompt is required for text-to-video"
+    if prompt is not None and (not isinstance(prompt, str) or not 1 <= len(prompt) <= 2000):
+        return "prompt must be 1 to 2000 characters"
+    duration = body.get("duration")
+    if type(duration) is not int or duration not in MODELS[model]:
+        return f"invalid duration for {model}: {duration!r}"
+    if body.get("resolution", "720p") not in RESOLUTIONS:
+        return "resolution must be 480p or 720p"
+    ratio = body.get("aspect_ratio", "16:9")
+    if ratio not in ASPECT_RATIOS or (ratio == "adaptive" and images):
+        return f"invalid aspect_ratio: {ratio!r}"
+    callback = body.get("callback_url")
+    if callback is not None:
+        if not isinstance(callback, str) or not callback.startswith(("https://", "http://")):
+            return "callback_url must be an http(s) URL"
+        if config.reject_local_callbacks and _is_local_host(callback):
+            return "callback_url must be a public URL"
+    return None
+
+
+def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
+    state = SimulatorState(config=config or SimulatorConfig())
+    state.reset()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            app.state.http = http
+            yield
+            for task in list(state.background):
+                task.cancel()
+            await asyncio.gather(*state.background, return_exceptions=True)
+
+    app = FastAPI(title="Seedance v2 simulator", lifespan=lifespan)
+    app.state.sim = state
+
+    def authorized(request: Request) -> bool:
+        return request.headers.get("authorization") == f"Bearer {state.config.api_key}"
+
+    async def post_callback(url: str, payload: dict[str, Any], label: str) -> None:
+        try:
+            response = await app.state.http.post(url, json=payload)
+            state.callbacks[f"{label}_{response.status_code}"] += 1
+        except httpx.HTTPError:
+            state.callbacks[f"{label}_error"] += 1
+
+    def report(task: SimTask) -> dict[str, Any]:
+        status = task.status(state.config.task_seconds)
+        data: dict[str, Any] = {"task_id": task.task_id, "status": status}
+        if status == "SUCCESS":
+            data["response"] = [task.video_url]
+        elif status == "FAILED":
+            data["error_message"] = "simulated generation failure"
+        return data
+
+    async def run_task(task: SimTask, callback_url: str | None) -> None:
+        config = state.config
+        await asyncio.sleep(config.task_seconds + config.callback_delay_seconds)
+        if callback_url is None or task.never_finish:
+            return
+        if state.chance(config.callback_loss_rate):
+            state.lost_callbacks.add(task.task_id)
+            state.callbacks["lost"] += 1
+            return
+        final = {"code": 200, "message": "success", "data": report(task)}
+        await post_callback(callback_url, final, "final")
+        if state.chance(config.callback_duplicate_rate):
+            await post_callback(callback_url, final, "duplicate")
+        if state.chance(config.callback_out_of_order_rate):
+            stale = {"task_id": task.task_id, "status": "IN_PROGRESS"}
+            await post_callback(callback_url, stale, "stale")
+
+    def spawn(coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        state.background.add(task)
+        task.add_done_callback(state.background.discard)
+
+    @app.post("/v2/generate")
+    async def generate(request: Request) -> Response:
+        state.calls["generate"] += 1
+        state.generate_in_flight += 1
+        state.max_generate_in_flight = max(state.max_generate_in_flight, state.generate_in_flight)
+        try:
+            config = state.config
+            if config.generate_latency_seconds:
+                await asyncio.sleep(config.generate_latency_seconds)
+            if not authorized(request):
+                return _envelope(401, "invalid api key")
+            if state.chance(config.generate_5xx_rate):
+                return _envelope(503, "service temporarily unavailable")
+            if state.chance(config.generate_429_rate):
+                response = _envelope(429, "rate limit exceeded")
+                response.headers["Retry-After"] = str(config.retry_after_seconds)
+                return response
+            try:
+                body = await request.json()
+            except ValueError:
+                return _envelope(400, "body is not valid JSON")
+            if (error := validate_generate(body, config)) is not None:
+                return _envelope(400, error)
+            if config.credits_exhausted:
+                return _envelope(402, "insufficient credits")
+            task_id = f"sim-{uuid.uuid4().hex}"
+            task = SimTask(
+                task_id=task_id,
+                request=body,
+                created=time.monotonic(),
+                will_fail=state.chance(config.task_failure_rate),
+                never_finish=state.chance(config.never_finish_rate),
+                video_url=str(request.url_for("video", task_id=task_id)),
+            )
+            state.tasks[task_id] = task
+            state.calls["generate_accepted"] += 1
+            spawn(run_task(task, body.get("callback_url")))
+            if state.chance(config.generate_hang_rate):
+                await asyncio.sleep(3600)  # the task exists, but the caller never hears of it
+            return _envelope(200, "success", {"task_id": task_id})
+        finally:
+            state.generate_in_flight -= 1
+
+    @app.get("/v2/status")
+    async def status(request: Request, task_id: str = "") -> Response:
+        state.calls["status"] += 1
+        if not authorized(request):
+            return _envelope(401, "invalid api key")
+        task = state.tasks.get(task_id)
+        if task is None:
+            return _envelope(404, "task not found")
+        state.status_calls_by_task[task_id] += 1
+        return _envelope(200, "success", report(task))
+
+    @app.get("/files/{task_id}.mp4", name="video")
+    async def video(task_id: str) -> Response:
+        state.calls["video"] += 1
+        if task_id not in state.tasks:
+            return Response(status_code=404)
+        return Response(SAMPLE_MP4, media_type="video/mp4")
+
+    @app.get("/_sim/stats")
+    async def stats() -> dict[str, Any]:
+        return state.stats()
+
+    @app.patch("/_sim/config")
+    async def update_config(changes: dict[str, Any]) -> Response:
+        try:
+            state.config = SimulatorConfig.model_validate({**state.config.model_dump(), **changes})
+        except ValidationError as exc:
+            return JSONResponse({"errors": exc.errors(include_url=False)}, status_code=400)
+        return JSONResponse(state.config.model_dump())
+
+    @app.post("/_sim/reset")
+    async def reset() -> dict[str, str]:
+        state.reset()
+        return {"status": "reset"}
+
+    return app
