@@ -240,6 +240,9 @@ class SeedanceClient:
     def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
         self._http = http
         self._settings = settings
+        self._backoff = wait_exponential_jitter(
+            multiplier=settings.seedance_backoff_initial, max=settings.seedance_backoff_max
+        )
 
     @staticmethod
     def create_http_client(settings: Settings, **kwargs: Any) -> httpx.AsyncClient:
@@ -254,9 +257,7 @@ class SeedanceClient:
         )
 
     def _wait(self, state: RetryCallState) -> float:
-        backoff = wait_exponential_jitter(
-            initial=self._settings.seedance_backoff_initial, max=self._settings.seedance_backoff_max
-        )(state)
+        backoff = self._backoff(state)
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, UpstreamRateLimited) and error.retry_after is not None:
             return max(backoff, min(error.retry_after, self._settings.seedance_backoff_max))

@@ -1,0 +1,145 @@
+"""Test plumbing: real servers on loopback ports, settings for tests, tokens, waiting."""
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from app.auth import issue_token
+from app.config import Settings
+from app.db.models import Job
+from app.main import create_app
+from simulator import SimulatorConfig, create_simulator
+from simulator.app import SimulatorState
+
+SEEDANCE_TEST_KEY = "sim-test-key-4f9a1c"
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@asynccontextmanager
+async def serve(app: FastAPI, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Run `app` under uvicorn in this event loop, on a real loopback socket."""
+    sock = sock or bound_socket()
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server exited during startup")
+        if time.monotonic() > deadline:
+            raise TimeoutError("server did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        await task
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for tests: fast loops and backoffs, background loops off unless asked."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "seedance_api_key": SEEDANCE_TEST_KEY,
+        "seedance_base_url": "http://127.0.0.1:9/v2",
+        "public_base_url": "http://127.0.0.1:9",
+        "seedance_backoff_initial": 0.01,
+        "seedance_backoff_max": 0.05,
+        "dispatcher_enabled": False,
+        "reconciler_enabled": False,
+        "dispatcher_poll_seconds": 0.05,
+        "dispatcher_retry_backoff_seconds": 0.05,
+        "reconciler_poll_seconds": 0.05,
+        "reconciler_backoff_initial_seconds": 0.2,
+        "reconciler_status_rate_per_second": 200,
+        "confirm_success_with_status": False,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def bearer(settings: Settings, subject: str, **kwargs: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(settings, subject, **kwargs)}"}
+
+
+@dataclass
+class Stack:
+    """The service and the simulator, both served over real HTTP."""
+
+    url: str
+    app: FastAPI
+    settings: Settings
+    sim: SimulatorState
+    sim_url: str
+    http: httpx.AsyncClient
+
+    def headers(self, subject: str = "alice") -> dict[str, str]:
+        return bearer(self.settings, subject)
+
+    async def create_job(self, subject: str = "alice", **body: Any) -> dict[str, Any]:
+        body.setdefault("prompt", "a paper boat drifting down a rainy street")
+        response = await self.http.post("/jobs", json=body, headers=self.headers(subject))
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    async def jobs(self) -> list[Job]:
+        async with self.app.state.sessionmaker() as session:
+            return list(await session.scalars(select(Job).order_by(Job.created_at)))
+
+
+@asynccontextmanager
+async def running_stack(
+    database_url: str, sim_config: dict[str, Any] | None = None, **overrides: Any
+) -> AsyncIterator[Stack]:
+    simulator = create_simulator(
+        SimulatorConfig(
+            api_key=SEEDANCE_TEST_KEY,
+            task_seconds=0.2,
+            reject_local_callbacks=False,
+            seed=1234,
+            **(sim_config or {}),
+        )
+    )
+    async with serve(simulator) as sim_url:
+        sock = bound_socket()
+        settings = make_settings(
+            database_url,
+            seedance_base_url=f"{sim_url}/v2",
+            public_base_url=url_of(sock),
+            **overrides,
+        )
+        app = create_app(settings)
+        async with serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+            yield Stack(url, app, settings, simulator.state.sim, sim_url, http)
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05
+) -> None:
+    """Poll an async predicate until it holds, failing the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

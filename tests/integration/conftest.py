@@ -1,0 +1,65 @@
+"""Integration fixtures: a private Postgres database for the run, emptied before each test."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.db.migrate import run_on_connection
+from tests.harness import Stack, running_stack
+
+# The server's maintenance database; each run creates (and drops) databases of its own.
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@asynccontextmanager
+async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
+    """Create an empty database and yield its URL; drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """A migrated Postgres database for the whole run."""
+    async with fresh_postgres_database("seedance_bff_test") as url:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.run_sync(run_on_connection, "upgrade", "head")
+        await engine.dispose()
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+async def clean_tables(db_engine: AsyncEngine) -> None:
+    async with db_engine.begin() as conn:
+        await conn.execute(text("TRUNCATE jobs, job_events RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(scope="module")
+async def api(database_url: str) -> AsyncIterator[Stack]:
+    """The service (background loops off) and the simulator, shared by a module's tests."""
+    async with running_stack(database_url) as stack:
+        yield stack
