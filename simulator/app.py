@@ -44,7 +44,8 @@ class SimulatorConfig(BaseModel):
     generate_5xx_rate: float = Field(0.0, ge=0, le=1)
     generate_429_rate: float = Field(0.0, ge=0, le=1)
     retry_after_seconds: int = Field(1, ge=0)
-    generate_hang_rate: float = Field(0.0, ge=0, le=1, description="accept, then never answer")
+    generate_hang_rate: float = Field(0.0, ge=0, le=1, description="accept, then answer too late")
+    generate_hang_seconds: float = Field(30.0, ge=0)
     credits_exhausted: bool = False
     task_failure_rate: float = Field(0.0, ge=0, le=1)
     never_finish_rate: float = Field(0.0, ge=0, le=1)
@@ -83,6 +84,7 @@ class SimulatorState:
     rng: random.Random = field(default_factory=random.Random)
     tasks: dict[str, SimTask] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
+    requests_by_callback: Counter[str] = field(default_factory=Counter)
     status_calls_by_task: Counter[str] = field(default_factory=Counter)
     callbacks: Counter[str] = field(default_factory=Counter)
     lost_callbacks: set[str] = field(default_factory=set)
@@ -94,6 +96,7 @@ class SimulatorState:
         self.rng = random.Random(self.config.seed)
         self.tasks.clear()
         self.calls.clear()
+        self.requests_by_callback.clear()
         self.status_calls_by_task.clear()
         self.callbacks.clear()
         self.lost_callbacks.clear()
@@ -112,6 +115,7 @@ class SimulatorState:
             "callbacks": dict(self.callbacks),
             "lost_callbacks": sorted(self.lost_callbacks),
             "max_generate_in_flight": self.max_generate_in_flight,
+            "max_requests_per_callback_url": max(self.requests_by_callback.values(), default=0),
         }
 
 
@@ -230,42 +234,50 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
         state.generate_in_flight += 1
         state.max_generate_in_flight = max(state.max_generate_in_flight, state.generate_in_flight)
         try:
-            config = state.config
-            if config.generate_latency_seconds:
-                await asyncio.sleep(config.generate_latency_seconds)
-            if not authorized(request):
-                return _envelope(401, "invalid api key")
-            if state.chance(config.generate_5xx_rate):
-                return _envelope(503, "service temporarily unavailable")
-            if state.chance(config.generate_429_rate):
-                response = _envelope(429, "rate limit exceeded")
-                response.headers["Retry-After"] = str(config.retry_after_seconds)
-                return response
-            try:
-                body = await request.json()
-            except ValueError:
-                return _envelope(400, "body is not valid JSON")
-            if (error := validate_generate(body, config)) is not None:
-                return _envelope(400, error)
-            if config.credits_exhausted:
-                return _envelope(402, "insufficient credits")
-            task_id = f"sim-{uuid.uuid4().hex}"
-            task = SimTask(
-                task_id=task_id,
-                request=body,
-                created=time.monotonic(),
-                will_fail=state.chance(config.task_failure_rate),
-                never_finish=state.chance(config.never_finish_rate),
-                video_url=str(request.url_for("video", task_id=task_id)),
-            )
-            state.tasks[task_id] = task
-            state.calls["generate_accepted"] += 1
-            spawn(run_task(task, body.get("callback_url")))
-            if state.chance(config.generate_hang_rate):
-                await asyncio.sleep(3600)  # the task exists, but the caller never hears of it
-            return _envelope(200, "success", {"task_id": task_id})
+            return await accept_generate(request)
         finally:
             state.generate_in_flight -= 1
+
+    async def accept_generate(request: Request) -> Response:
+        config = state.config
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("callback_url"), str):
+            state.requests_by_callback[body["callback_url"]] += 1
+        if config.generate_latency_seconds:
+            await asyncio.sleep(config.generate_latency_seconds)
+        if not authorized(request):
+            return _envelope(401, "invalid api key")
+        if state.chance(config.generate_5xx_rate):
+            return _envelope(503, "service temporarily unavailable")
+        if state.chance(config.generate_429_rate):
+            response = _envelope(429, "rate limit exceeded")
+            response.headers["Retry-After"] = str(config.retry_after_seconds)
+            return response
+        if body is None:
+            return _envelope(400, "body is not valid JSON")
+        if (error := validate_generate(body, config)) is not None:
+            return _envelope(400, error)
+        if config.credits_exhausted:
+            return _envelope(402, "insufficient credits")
+        task_id = f"sim-{uuid.uuid4().hex}"
+        task = SimTask(
+            task_id=task_id,
+            request=body,
+            created=time.monotonic(),
+            will_fail=state.chance(config.task_failure_rate),
+            never_finish=state.chance(config.never_finish_rate),
+            video_url=str(request.url_for("video", task_id=task_id)),
+        )
+        state.tasks[task_id] = task
+        state.calls["generate_accepted"] += 1
+        spawn(run_task(task, body.get("callback_url")))
+        if state.chance(config.generate_hang_rate):
+            # the task exists, but the caller gives up before hearing of it
+            await asyncio.sleep(config.generate_hang_seconds)
+        return _envelope(200, "success", {"task_id": task_id})
 
     @app.get("/v2/status")
     async def status(request: Request, task_id: str = "") -> Response:

@@ -39,7 +39,9 @@ async def serve(app: FastAPI, sock: socket.socket | None = None) -> AsyncIterato
     """Run `app` under uvicorn in this event loop, on a real loopback socket."""
     sock = sock or bound_socket()
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        )
     )
     task = asyncio.create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 10
@@ -112,15 +114,13 @@ class Stack:
 async def running_stack(
     database_url: str, sim_config: dict[str, Any] | None = None, **overrides: Any
 ) -> AsyncIterator[Stack]:
-    simulator = create_simulator(
-        SimulatorConfig(
-            api_key=SEEDANCE_TEST_KEY,
-            task_seconds=0.2,
-            reject_local_callbacks=False,
-            seed=1234,
-            **(sim_config or {}),
-        )
-    )
+    defaults = {
+        "api_key": SEEDANCE_TEST_KEY,
+        "task_seconds": 0.2,
+        "reject_local_callbacks": False,
+        "seed": 1234,
+    }
+    simulator = create_simulator(SimulatorConfig(**{**defaults, **(sim_config or {})}))
     async with serve(simulator) as sim_url:
         sock = bound_socket()
         settings = make_settings(

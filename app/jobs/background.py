@@ -2,6 +2,8 @@
 
 A loop runs `run_once()` every `interval` seconds, or sooner when woken; an error in one
 round is logged and the next round goes on, so a database blip never kills the loop.
+Stopping is graceful: the current round finishes (a round is never cut between a claim
+and the work it claimed), then `drain()` waits for work the round started.
 """
 
 import asyncio
@@ -17,6 +19,7 @@ class Loop:
     def __init__(self, interval: float) -> None:
         self._interval = interval
         self._wakeup = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> int:
@@ -30,18 +33,19 @@ class Loop:
         self._wakeup.set()
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         await self.drain()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wakeup.clear()
             try:
                 await self.run_once()

@@ -1,0 +1,213 @@
+"""Recorded jobs reach Seedance exactly once, with retries, under the in-flight cap.
+
+Every test runs the service and the simulator over real HTTP on loopback; the
+simulator's counters say how many upstream calls each job cost.
+"""
+
+import asyncio
+import logging
+from collections import Counter
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.models import Job, JobEvent
+from app.jobs.dispatcher import Dispatcher
+from tests.harness import SEEDANCE_TEST_KEY, Stack, running_stack, wait_until
+
+DISPATCH = {"dispatcher_enabled": True}
+
+
+async def statuses(stack: Stack) -> Counter[str]:
+    return Counter(job.status for job in await stack.jobs())
+
+
+async def all_in(stack: Stack, *wanted: str, count: int) -> bool:
+    found = await statuses(stack)
+    return sum(found[s] for s in wanted) == count
+
+
+async def at_least(stack: Stack, *wanted: str, count: int) -> bool:
+    found = await statuses(stack)
+    return sum(found[s] for s in wanted) >= count
+
+
+async def test_happy_path_submits_once_and_succeeds_by_callback(database_url: str, db_engine: AsyncEngine) -> None:
+    async with running_stack(database_url, **DISPATCH) as stack:
+        job = await stack.create_job(duration=5, resolution="480p", aspect_ratio="1:1")
+        await wait_until(lambda: all_in(stack, "succeeded", count=1))
+        body = (await stack.http.get(f"/jobs/{job['id']}", headers=stack.headers())).json()
+        assert stack.sim.calls["generate"] == 1
+        assert stack.sim.calls["status"] == 0
+        (task,) = stack.sim.tasks.values()
+        assert task.request == {
+            "model": "seedance-2-mini",
+            "prompt": "a paper boat drifting down a rainy street",
+            "duration": 5,
+            "resolution": "480p",
+            "aspect_ratio": "1:1",
+            "callback_url": task.request["callback_url"],
+        }
+        assert task.request["callback_url"].startswith(f"{stack.url}/webhooks/seedance/{job['id']}?sig=")
+        assert body["video_url"] == task.video_url
+        assert body["submitted_at"] is not None and body["finished_at"] is not None
+    async with db_engine.connect() as conn:
+        moves = (await conn.execute(
+            select(JobEvent.from_status, JobEvent.to_status, JobEvent.source).order_by(JobEvent.id)
+        )).all()
+    assert moves == [(None, "queued", "api"), ("queued", "running", "dispatcher"),
+                     ("running", "succeeded", "webhook")]
+
+
+async def test_5xx_and_429_are_retried_and_each_job_is_still_one_task(database_url: str) -> None:
+    faults = {"generate_5xx_rate": 0.3, "generate_429_rate": 0.3, "retry_after_seconds": 0}
+    async with running_stack(database_url, sim_config=faults, **DISPATCH) as stack:
+        for _ in range(20):
+            await stack.create_job()
+        await wait_until(lambda: all_in(stack, "succeeded", count=20))
+        assert stack.sim.calls["generate_accepted"] == 20
+        assert stack.sim.calls["generate"] > 20  # some calls were refused and retried
+        assert len({job.upstream_task_id for job in await stack.jobs()}) == 20
+
+
+@pytest.mark.parametrize(
+    ("sim_config", "code"),
+    [
+        ({"reject_local_callbacks": True}, "upstream_rejected"),  # 400: our callback host is local
+        ({"credits_exhausted": True}, "insufficient_credits"),  # 402
+    ],
+)
+async def test_permanent_errors_fail_the_job_without_retry(database_url: str, sim_config, code) -> None:
+    async with running_stack(database_url, sim_config=sim_config, **DISPATCH) as stack:
+        job = await stack.create_job()
+        await wait_until(lambda: all_in(stack, "failed", count=1))
+        body = (await stack.http.get(f"/jobs/{job['id']}", headers=stack.headers())).json()
+        assert (body["status"], body["error_code"]) == ("failed", code)
+        assert body["error_detail"]
+        assert stack.sim.calls["generate"] == 1
+
+
+async def test_a_refused_key_keeps_jobs_recorded_and_fails_them_after_the_attempts(database_url: str) -> None:
+    async with running_stack(
+        database_url,
+        sim_config={"api_key": "another-key"},
+        dispatcher_max_submit_attempts=2,
+        seedance_max_attempts=1,
+        **DISPATCH,
+    ) as stack:
+        job = await stack.create_job()
+        await wait_until(lambda: all_in(stack, "failed", count=1))
+        body = (await stack.http.get(f"/jobs/{job['id']}", headers=stack.headers())).json()
+        assert body["error_code"] == "upstream_unavailable"
+        assert stack.sim.calls["generate"] == 2  # auth errors are not retried within a call
+
+
+async def test_the_in_flight_cap_holds_under_a_burst_of_50(database_url: str) -> None:
+    async with running_stack(
+        database_url,
+        sim_config={"generate_latency_seconds": 0.05},
+        dispatcher_max_in_flight=4,
+        **DISPATCH,
+    ) as stack:
+        await asyncio.gather(*(stack.create_job(prompt=f"variant {i}") for i in range(50)))
+        await wait_until(lambda: all_in(stack, "succeeded", count=50))
+        assert stack.sim.max_generate_in_flight == 4
+        assert stack.sim.calls["generate"] == 50
+
+
+async def test_restarting_the_dispatcher_mid_burst_loses_and_repeats_nothing(database_url: str) -> None:
+    async with running_stack(
+        database_url,
+        sim_config={"generate_latency_seconds": 0.05},
+        dispatcher_max_in_flight=3,
+        **DISPATCH,
+    ) as stack:
+        await asyncio.gather(*(stack.create_job(prompt=f"variant {i}") for i in range(50)))
+        await wait_until(lambda: at_least(stack, "running", "succeeded", count=10), interval=0.01)
+        await stack.app.state.dispatcher.stop()  # graceful: in-flight submissions finish
+        paused = await statuses(stack)
+        assert paused["queued"] > 0
+        replacement = Dispatcher(stack.app.state.sessionmaker, stack.app.state.seedance, stack.settings)
+        replacement.start()
+        try:
+            await wait_until(lambda: all_in(stack, "succeeded", count=50))
+        finally:
+            await replacement.stop()
+        assert stack.sim.calls["generate"] == 50
+        assert max(stack.sim.requests_by_callback.values()) == 1
+
+
+async def test_a_crash_mid_submission_never_sends_a_job_twice(database_url: str) -> None:
+    """Submissions cut off mid-request have an unknown outcome: those Seedance received are
+    found again through their callbacks; the others fail after the grace period. None is
+    re-sent."""
+    async with running_stack(
+        database_url,
+        sim_config={"generate_latency_seconds": 0.2},
+        dispatcher_max_in_flight=5,
+        submit_unknown_grace_seconds=2.0,
+        reconciler_enabled=True,
+        **DISPATCH,
+    ) as stack:
+        dispatcher = stack.app.state.dispatcher
+        await asyncio.gather(*(stack.create_job(prompt=f"variant {i}") for i in range(12)))
+        await wait_until(lambda: asyncio.sleep(0, dispatcher.in_flight == 5), interval=0.01)
+        for task in list(dispatcher._in_flight):  # what a SIGKILL does to requests on the wire
+            task.cancel()
+        await dispatcher.stop()
+        replacement = Dispatcher(stack.app.state.sessionmaker, stack.app.state.seedance, stack.settings)
+        replacement.start()
+        try:
+            await wait_until(lambda: all_in(stack, "succeeded", "failed", count=12))
+        finally:
+            await replacement.stop()
+        jobs = await stack.jobs()
+        assert max(stack.sim.requests_by_callback.values()) == 1  # no job was sent twice
+        assert stack.sim.calls["generate"] <= 12
+        succeeded = [j for j in jobs if j.status == "succeeded"]
+        failed = [j for j in jobs if j.status == "failed"]
+        # every task Seedance created, even for a cut-off request, was found again
+        assert {j.upstream_task_id for j in succeeded} == set(stack.sim.tasks)
+        assert all(j.error_code == "upstream_timeout" and j.upstream_task_id is None for j in failed)
+
+
+async def test_unknown_outcome_waits_for_the_callback_instead_of_resending(database_url: str) -> None:
+    async with running_stack(
+        database_url,
+        sim_config={"generate_hang_rate": 1.0, "generate_hang_seconds": 3},
+        seedance_read_timeout=0.5,
+        **DISPATCH,
+    ) as stack:
+        job = await stack.create_job()
+        await wait_until(lambda: all_in(stack, "succeeded", count=1))
+        assert stack.sim.calls["generate"] == 1
+        async with stack.app.state.sessionmaker() as session:
+            events = list(await session.scalars(
+                select(JobEvent).where(JobEvent.job_id == job["id"]).order_by(JobEvent.id)
+            ))
+            stored = await session.get(Job, job["id"])
+        assert [(e.to_status, e.source) for e in events] == [
+            ("queued", "api"), ("running", "webhook"), ("succeeded", "webhook")
+        ]
+        assert stored is not None and stored.upstream_task_id in stack.sim.tasks
+
+
+async def test_the_seedance_key_never_reaches_the_logs(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with running_stack(
+        database_url,
+        sim_config={"generate_5xx_rate": 0.5, "credits_exhausted": False},
+        confirm_success_with_status=True,
+        **DISPATCH,
+    ) as stack:
+        for _ in range(3):
+            await stack.create_job()
+        await wait_until(lambda: all_in(stack, "succeeded", count=3))
+        token = stack.headers()["Authorization"].removeprefix("Bearer ")
+    text = "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    assert len(caplog.records) > 20  # debug logging really was on
+    assert SEEDANCE_TEST_KEY not in text
+    assert token not in text
