@@ -62,7 +62,9 @@ def verify_token(settings: Settings, token: str) -> Principal:
     return Principal(subject=subject, is_admin=claims.get("role") == "admin")
 
 
-def issue_token(settings: Settings, subject: str, *, admin: bool = False, ttl: int | None = None) -> str:
+def issue_token(
+    settings: Settings, subject: str, *, admin: bool = False, ttl: int | None = None
+) -> str:
     """Sign an HS256 token for local use (dev CLI, tests); production tokens come from your IdP."""
     if settings.jwt_algorithm is not JwtAlgorithm.HS256:
         raise ValueError("tokens can only be issued locally with the HS256 shared secret")

@@ -4,9 +4,11 @@ Tests and tools build their own `Settings(...)` and pass it to `create_app`, so 
 reads the environment behind the factory's back.
 """
 
+import re
 from enum import StrEnum
 from typing import Annotated, Self
 
+from limits import parse_many
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -68,6 +70,20 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = Field(30, ge=0)
     dev_token_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
 
+    # Request rate limits (`limits` syntax: "30/minute", "5/second"): per user for the /jobs
+    # API, per source IP for webhooks. Shared through Redis when REDIS_URL is set.
+    rate_limit_create: str = "30/minute"
+    rate_limit_read: str = "300/minute"
+    rate_limit_webhook: str = "6000/minute"
+    rate_limit_key_prefix: str = "seedance-bff"
+
+    # Per-user budgets, enforced in the database (hold across replicas and restarts)
+    user_max_jobs_in_flight: int = Field(10, ge=1, description="queued + running jobs per user")
+    user_daily_credit_budget: int = Field(1000, ge=0, description="credits per user per UTC day")
+
+    # Content policy: prompts matching any of these regexes (case-insensitive) are refused
+    blocked_prompt_patterns: list[str] = Field(default_factory=list)
+
     # Cost table: credits per second of video, by model and resolution
     cost_per_second: dict[str, dict[str, int]] = Field(
         default_factory=lambda: {m: dict(r) for m, r in DEFAULT_COST_PER_SECOND.items()}
@@ -76,11 +92,16 @@ class Settings(BaseSettings):
     # Dispatcher: hands queued jobs to Seedance
     dispatcher_enabled: bool = True
     dispatcher_max_in_flight: int = Field(8, ge=1)
+    dispatcher_submits_per_second: int = Field(
+        10, ge=1, description="global cap on generate calls (across replicas with Redis)"
+    )
     dispatcher_poll_seconds: float = Field(1.0, gt=0)
     dispatcher_max_submit_attempts: int = Field(6, ge=1)
     dispatcher_retry_backoff_seconds: float = Field(5.0, ge=0)
     submit_unknown_grace_seconds: float = Field(
-        900.0, gt=0, description="how long a job whose submit outcome is unknown waits for its callback"
+        900.0,
+        gt=0,
+        description="how long a job whose submit outcome is unknown waits for its callback",
     )
 
     # Reconciler: polls only jobs whose callback is overdue
@@ -121,6 +142,15 @@ class Settings(BaseSettings):
                 raise ValueError("SEEDANCE_API_KEY must be set in production")
         if self.jwt_algorithm is JwtAlgorithm.RS256 and not self.jwt_public_key:
             raise ValueError("JWT_PUBLIC_KEY is required with JWT_ALGORITHM=RS256")
+        for limit in (self.rate_limit_create, self.rate_limit_read, self.rate_limit_webhook):
+            parse_many(limit)  # raises ValueError on a malformed limit
+        for pattern in self.blocked_prompt_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"BLOCKED_PROMPT_PATTERNS: {pattern!r} is not a regex: {exc}"
+                ) from exc
         for model, rates in self.cost_per_second.items():
             if any(rate < 0 for rate in rates.values()):
                 raise ValueError(f"negative cost in COST_PER_SECOND for {model}")
@@ -132,4 +162,6 @@ class Settings(BaseSettings):
 
     def callback_overdue_seconds(self, duration: int) -> float:
         """How long after submission a job's callback counts as late (longer videos take longer)."""
-        return self.callback_overdue_base_seconds + duration * self.callback_overdue_per_video_second
+        return (
+            self.callback_overdue_base_seconds + duration * self.callback_overdue_per_video_second
+        )

@@ -46,8 +46,9 @@ def main() -> None:
         f"\nseedance-bff dev run: service http://127.0.0.1:{args.port}  "
         f"simulator http://127.0.0.1:{args.simulator_port}  database {settings.database_url}\n"
         f"\nexport TOKEN={token}\n"
-        f"curl -s -X POST http://127.0.0.1:{args.port}/jobs -H \"Authorization: Bearer $TOKEN\" "
-        "-H 'Content-Type: application/json' -d '{\"prompt\": \"a paper boat on a rainy street\"}'\n",
+        f'curl -s -X POST http://127.0.0.1:{args.port}/jobs -H "Authorization: Bearer $TOKEN" '
+        "-H 'Content-Type: application/json' "
+        '-d \'{"prompt": "a paper boat on a rainy street"}\'\n',
         flush=True,
     )
     servers = [

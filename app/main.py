@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import health, jobs, webhooks
+from app.api import health, jobs, me, webhooks
 from app.config import Settings
 from app.db.session import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.jobs.background import Loop
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.reconciler import Reconciler
+from app.ratelimit import RateLimitHeadersMiddleware, RateLimits
 from app.seedance.client import SeedanceClient
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         http = SeedanceClient.create_http_client(settings)
         sessionmaker = create_sessionmaker(engine)
         seedance = SeedanceClient(http, settings)
-        dispatcher = Dispatcher(sessionmaker, seedance, settings)
+        rate_limits = RateLimits(settings)
+        dispatcher = Dispatcher(sessionmaker, seedance, rate_limits, settings)
         loops: list[Loop] = []
         if settings.dispatcher_enabled:
             loops.append(dispatcher)
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
         app.state.seedance = seedance
+        app.state.rate_limits = rate_limits
         app.state.dispatcher = dispatcher if settings.dispatcher_enabled else None
         for loop in loops:
             loop.start()
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(RateLimitHeadersMiddleware)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -73,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Location"],
         )
     app.include_router(jobs.router)
+    app.include_router(me.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     return app

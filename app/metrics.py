@@ -22,3 +22,8 @@ RECONCILER_POLLS = Counter(
     "Status polls made by the reconciler for jobs whose callback is overdue, by result",
     ["result"],
 )
+RATE_LIMITED = Counter(
+    "seedance_rate_limited_total",
+    "Requests refused by a rate limit, by route class",
+    ["route_class"],
+)

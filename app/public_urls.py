@@ -52,9 +52,7 @@ def _check_ip_host(host: str) -> None:
 
 def _check_dns_host(host: str) -> None:
     if not host.isascii():
-        raise _reject(
-            "invalid_url", "the URL's host must be ASCII (use the punycode xn-- form)"
-        )
+        raise _reject("invalid_url", "the URL's host must be ASCII (use the punycode xn-- form)")
     name = host.lower().rstrip(".")
     labels = name.split(".")
     if len(name) > 253 or not all(_LABEL.match(label) for label in labels):

@@ -86,9 +86,7 @@ def _check_url_list(values: list[str] | None, *, limit: int, code: str) -> list[
     if values is None:
         return []
     if not values or len(values) > limit:
-        raise PydanticCustomError(
-            code, "give between 1 and {limit} URLs", {"limit": limit}
-        )
+        raise PydanticCustomError(code, "give between 1 and {limit} URLs", {"limit": limit})
     return values
 
 
@@ -221,4 +219,6 @@ class JobOut(BaseModel):
 
 class JobPage(BaseModel):
     items: list[JobOut]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at the end")
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null at the end"
+    )

@@ -85,6 +85,7 @@ class SimulatorState:
     tasks: dict[str, SimTask] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
     requests_by_callback: Counter[str] = field(default_factory=Counter)
+    generate_times: list[float] = field(default_factory=list)  # monotonic, per request
     status_calls_by_task: Counter[str] = field(default_factory=Counter)
     callbacks: Counter[str] = field(default_factory=Counter)
     lost_callbacks: set[str] = field(default_factory=set)
@@ -97,6 +98,7 @@ class SimulatorState:
         self.tasks.clear()
         self.calls.clear()
         self.requests_by_callback.clear()
+        self.generate_times.clear()
         self.status_calls_by_task.clear()
         self.callbacks.clear()
         self.lost_callbacks.clear()
@@ -231,6 +233,7 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
     @app.post("/v2/generate")
     async def generate(request: Request) -> Response:
         state.calls["generate"] += 1
+        state.generate_times.append(time.monotonic())
         state.generate_in_flight += 1
         state.max_generate_in_flight = max(state.max_generate_in_flight, state.generate_in_flight)
         try:

@@ -76,6 +76,13 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "reconciler_backoff_initial_seconds": 0.2,
         "reconciler_status_rate_per_second": 200,
         "confirm_success_with_status": False,
+        # generous limits: the tests of limits and budgets set their own
+        "user_max_jobs_in_flight": 10_000,
+        "user_daily_credit_budget": 10**9,
+        "rate_limit_create": "100000/minute",
+        "rate_limit_read": "100000/minute",
+        "rate_limit_webhook": "100000/minute",
+        "dispatcher_submits_per_second": 1000,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -135,11 +142,11 @@ async def running_stack(
 
 
 async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05
+    predicate: Callable[[], Awaitable[bool]], within: float = 20.0, interval: float = 0.05
 ) -> None:
-    """Poll an async predicate until it holds, failing the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll an async predicate until it holds, failing the test after `within` seconds."""
+    deadline = time.monotonic() + within
     while not await predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)

@@ -6,15 +6,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import CurrentPrincipal
+from app.auth import Principal
 from app.db.session import get_session
 from app.errors import problem_responses
 from app.jobs import service
 from app.jobs.states import JobStatus
+from app.ratelimit import RouteClass, per_user
 from app.schemas import JobCreate, JobOut, JobPage
 
-router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(401, 422))
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(401, 422, 429))
 Session = Annotated[AsyncSession, Depends(get_session)]
+Creator = Annotated[Principal, per_user(RouteClass.CREATE)]
+Reader = Annotated[Principal, per_user(RouteClass.READ)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -34,18 +37,21 @@ IdempotencyKey = Annotated[
     summary="Create a video job",
     responses={
         200: {"model": JobOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(409),
+        **problem_responses(402, 409),
     },
 )
 async def create_job(
     body: JobCreate,
-    principal: CurrentPrincipal,
+    principal: Creator,
     session: Session,
     request: Request,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
-    """Record the job as `queued` and return at once; the dispatcher hands it to Seedance."""
+    """Record the job as `queued` and return at once; the dispatcher hands it to Seedance.
+
+    Refused before anything is recorded: invalid bodies (422), blocked prompts (422
+    `prompt_blocked`), too many jobs in flight (429), the daily credit budget (402)."""
     settings = request.app.state.settings
     job, created = await service.create_job(
         session, settings, principal.subject, body, idempotency_key
@@ -61,7 +67,7 @@ async def create_job(
 
 @router.get("", response_model=JobPage, summary="List your jobs, newest first")
 async def list_jobs(
-    principal: CurrentPrincipal,
+    principal: Reader,
     session: Session,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -79,5 +85,5 @@ async def list_jobs(
     summary="Read one of your jobs",
     responses=problem_responses(404),
 )
-async def get_job(job_id: uuid.UUID, principal: CurrentPrincipal, session: Session) -> JobOut:
+async def get_job(job_id: uuid.UUID, principal: Reader, session: Session) -> JobOut:
     return JobOut.model_validate(await service.get_job(session, principal.subject, job_id))

@@ -13,6 +13,7 @@ from app.errors import ProblemError, problem_responses
 from app.jobs import service
 from app.jobs.callbacks import signature_is_valid
 from app.metrics import WEBHOOK_DELIVERIES
+from app.ratelimit import RouteClass, per_client_ip
 from app.seedance.client import UpstreamProtocolError, parse_task_report
 
 router = APIRouter(tags=["webhooks"])
@@ -30,7 +31,9 @@ async def _read_capped_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ProblemError(413, "body_too_large", f"Callback bodies are limited to {limit} bytes.")
+            raise ProblemError(
+                413, "body_too_large", f"Callback bodies are limited to {limit} bytes."
+            )
     return bytes(body)
 
 
@@ -43,7 +46,8 @@ def _rejected(status: int, code: str, detail: str, result: str) -> ProblemError:
     "/webhooks/seedance/{job_id}",
     response_model=CallbackAck,
     summary="Seedance task callback (called by Seedance, not by clients)",
-    responses=problem_responses(400, 401, 404, 409, 413, 422),
+    responses=problem_responses(400, 401, 404, 409, 413, 422, 429),
+    dependencies=[per_client_ip(RouteClass.WEBHOOK)],
 )
 async def seedance_callback(
     job_id: uuid.UUID,
@@ -58,7 +62,9 @@ async def seedance_callback(
     try:
         report = parse_task_report(orjson.loads(body))
     except (orjson.JSONDecodeError, UpstreamProtocolError) as exc:
-        raise _rejected(400, "invalid_callback", f"Unreadable callback: {exc}", "malformed") from exc
+        raise _rejected(
+            400, "invalid_callback", f"Unreadable callback: {exc}", "malformed"
+        ) from exc
     try:
         result = await service.handle_callback(
             session, settings, request.app.state.seedance, job_id, report

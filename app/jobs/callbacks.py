@@ -20,7 +20,9 @@ def callback_signature(settings: Settings, job_id: uuid.UUID) -> str:
 
 def callback_url(settings: Settings, job_id: uuid.UUID) -> str:
     path = CALLBACK_PATH.format(job_id=job_id)
-    return f"{settings.public_base_url.rstrip('/')}{path}?sig={callback_signature(settings, job_id)}"
+    return (
+        f"{settings.public_base_url.rstrip('/')}{path}?sig={callback_signature(settings, job_id)}"
+    )
 
 
 def signature_is_valid(settings: Settings, job_id: uuid.UUID, signature: str) -> bool:

@@ -23,6 +23,7 @@ from app.jobs.callbacks import callback_url
 from app.jobs.service import mark_submitted
 from app.jobs.states import EventSource, JobStatus, move
 from app.metrics import JOB_SUBMISSIONS
+from app.ratelimit import RateLimits
 from app.seedance.client import (
     GenerateRequest,
     InsufficientCredits,
@@ -48,11 +49,13 @@ class Dispatcher(Loop):
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         client: SeedanceClient,
+        rate_limits: RateLimits,
         settings: Settings,
     ) -> None:
         super().__init__(settings.dispatcher_poll_seconds)
         self._sessionmaker = sessionmaker
         self._client = client
+        self._rate_limits = rate_limits
         self._settings = settings
         self._in_flight: set[asyncio.Task[None]] = set()
 
@@ -116,6 +119,7 @@ class Dispatcher(Loop):
                 reference_audio_urls=job.reference_audio_urls,
                 callback_url=callback_url(self._settings, job.id),
             )
+        await self._rate_limits.wait_for_submit_slot()
         try:
             task_id = await self._client.generate(request)
         except OutcomeUnknown as exc:
@@ -143,7 +147,10 @@ class Dispatcher(Loop):
             if job.status != JobStatus.QUEUED or job.upstream_task_id is not None:
                 logger.error(
                     "job %s: Seedance accepted task %s but the job is %s with task %s",
-                    job_id, task_id, job.status, job.upstream_task_id,
+                    job_id,
+                    task_id,
+                    job.status,
+                    job.upstream_task_id,
                 )
                 return
             mark_submitted(self._settings, job, task_id)
@@ -162,7 +169,9 @@ class Dispatcher(Loop):
     async def _retry_later(self, job_id: uuid.UUID, error: SeedanceError) -> None:
         """The request created nothing upstream: clear the claim and try again later."""
         if isinstance(error, UpstreamAuthError):
-            logger.error("Seedance refused our API key (HTTP %s); jobs wait for an operator", error.status)
+            logger.error(
+                "Seedance refused our API key (HTTP %s); jobs wait for an operator", error.status
+            )
         async with self._sessionmaker() as session, session.begin():
             job = await session.get(Job, job_id, with_for_update=True)
             assert job is not None
@@ -170,7 +179,10 @@ class Dispatcher(Loop):
                 return
             if job.submit_attempts >= self._settings.dispatcher_max_submit_attempts:
                 job.error_code = "upstream_unavailable"
-                job.error_detail = f"Seedance did not accept the job after {job.submit_attempts} attempts: {error.detail}"
+                attempts = job.submit_attempts
+                job.error_detail = (
+                    f"Seedance did not take the job in {attempts} tries: {error.detail}"
+                )
                 move(session, job, JobStatus.FAILED, EventSource.DISPATCHER, detail=error.code)
                 return
             delay = self._settings.dispatcher_retry_backoff_seconds * 2 ** (job.submit_attempts - 1)

@@ -112,7 +112,10 @@ class Reconciler(Loop):
         async with self._sessionmaker() as session, session.begin():
             jobs = list(
                 await session.scalars(
-                    select(Job).where(condition).limit(EXPIRY_BATCH).with_for_update(skip_locked=True)
+                    select(Job)
+                    .where(condition)
+                    .limit(EXPIRY_BATCH)
+                    .with_for_update(skip_locked=True)
                 )
             )
             for job in jobs:

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select, tuple_, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.models import Job
 from app.errors import ProblemError
+from app.jobs import budget, policy
 from app.jobs.cursor import decode_cursor, encode_cursor
 from app.jobs.states import EventSource, JobStatus, is_terminal, move, record_creation
 from app.schemas import JobCreate
@@ -40,12 +40,18 @@ async def create_job(
     idempotency_key: str | None,
 ) -> tuple[Job, bool]:
     """Record a queued job; returns (job, created). A repeated Idempotency-Key returns the
-    original job when the body matches and raises 409 when it does not."""
+    original job when the body matches and raises 409 when it does not. Content policy
+    and the user's budgets are checked before anything is recorded."""
+    policy.check_prompt(settings, body.prompt)
     fingerprint = body.fingerprint()
+    await budget.lock_owner(session, owner)  # one create at a time per user, until commit
     if idempotency_key is not None:
         existing = await _find_by_key(session, owner, idempotency_key)
         if existing is not None:
+            await session.commit()  # nothing written; releases the lock, keeps `existing` loaded
             return _replay(existing, fingerprint), False
+    cost = estimate_cost(settings, body)
+    await budget.enforce(session, settings, owner, cost=cost)
     now = datetime.now(UTC)
     job = Job(
         id=uuid.uuid4(),
@@ -58,7 +64,7 @@ async def create_job(
         images=body.images or [],
         reference_video_urls=body.reference_video_urls or [],
         reference_audio_urls=body.reference_audio_urls or [],
-        estimated_cost=estimate_cost(settings, body),
+        estimated_cost=cost,
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
         status=JobStatus.QUEUED,
@@ -67,22 +73,12 @@ async def create_job(
     )
     session.add(job)
     record_creation(session, job)
-    try:
-        await session.commit()
-    except IntegrityError:
-        # a concurrent request with the same key won the insert
-        await session.rollback()
-        existing = await _find_by_key(session, owner, idempotency_key) if idempotency_key else None
-        if existing is None:
-            raise
-        return _replay(existing, fingerprint), False
+    await session.commit()
     return job, True
 
 
 async def _find_by_key(session: AsyncSession, owner: str, key: str) -> Job | None:
-    return await session.scalar(
-        select(Job).where(Job.owner == owner, Job.idempotency_key == key)
-    )
+    return await session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
 
 
 def _replay(existing: Job, fingerprint: str) -> Job:
@@ -145,9 +141,7 @@ async def handle_callback(
     status call when CONFIRM_SUCCESS_WITH_STATUS is on; if that call fails the job is left
     for the reconciler, which is told to look at once."""
     row = (
-        await session.execute(
-            select(Job.status, Job.upstream_task_id).where(Job.id == job_id)
-        )
+        await session.execute(select(Job.status, Job.upstream_task_id).where(Job.id == job_id))
     ).one_or_none()
     if row is None:
         raise job_not_found()

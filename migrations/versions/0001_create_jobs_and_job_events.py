@@ -54,9 +54,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("upstream_task_id", name=op.f("uq_jobs_upstream_task_id")),
     )
     op.create_index("ix_jobs_owner_created", "jobs", ["owner", "created_at", "id"])
-    op.create_index(
-        "ix_jobs_owner_status_created", "jobs", ["owner", "status", "created_at", "id"]
-    )
+    op.create_index("ix_jobs_owner_status_created", "jobs", ["owner", "status", "created_at", "id"])
     op.create_index("ix_jobs_status_next_attempt", "jobs", ["status", "next_attempt_at"])
     op.create_index("ix_jobs_status_next_poll", "jobs", ["status", "next_poll_at"])
 

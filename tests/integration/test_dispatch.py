@@ -33,7 +33,15 @@ async def at_least(stack: Stack, *wanted: str, count: int) -> bool:
     return sum(found[s] for s in wanted) >= count
 
 
-async def test_happy_path_submits_once_and_succeeds_by_callback(database_url: str, db_engine: AsyncEngine) -> None:
+def fresh_dispatcher(stack: Stack) -> Dispatcher:
+    """A second dispatcher on the same database: what a restarted process runs."""
+    state = stack.app.state
+    return Dispatcher(state.sessionmaker, state.seedance, state.rate_limits, stack.settings)
+
+
+async def test_happy_path_submits_once_and_succeeds_by_callback(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
     async with running_stack(database_url, **DISPATCH) as stack:
         job = await stack.create_job(duration=5, resolution="480p", aspect_ratio="1:1")
         await wait_until(lambda: all_in(stack, "succeeded", count=1))
@@ -49,15 +57,24 @@ async def test_happy_path_submits_once_and_succeeds_by_callback(database_url: st
             "aspect_ratio": "1:1",
             "callback_url": task.request["callback_url"],
         }
-        assert task.request["callback_url"].startswith(f"{stack.url}/webhooks/seedance/{job['id']}?sig=")
+        assert task.request["callback_url"].startswith(
+            f"{stack.url}/webhooks/seedance/{job['id']}?sig="
+        )
         assert body["video_url"] == task.video_url
         assert body["submitted_at"] is not None and body["finished_at"] is not None
     async with db_engine.connect() as conn:
-        moves = (await conn.execute(
-            select(JobEvent.from_status, JobEvent.to_status, JobEvent.source).order_by(JobEvent.id)
-        )).all()
-    assert moves == [(None, "queued", "api"), ("queued", "running", "dispatcher"),
-                     ("running", "succeeded", "webhook")]
+        moves = (
+            await conn.execute(
+                select(JobEvent.from_status, JobEvent.to_status, JobEvent.source).order_by(
+                    JobEvent.id
+                )
+            )
+        ).all()
+    assert moves == [
+        (None, "queued", "api"),
+        ("queued", "running", "dispatcher"),
+        ("running", "succeeded", "webhook"),
+    ]
 
 
 async def test_5xx_and_429_are_retried_and_each_job_is_still_one_task(database_url: str) -> None:
@@ -78,7 +95,9 @@ async def test_5xx_and_429_are_retried_and_each_job_is_still_one_task(database_u
         ({"credits_exhausted": True}, "insufficient_credits"),  # 402
     ],
 )
-async def test_permanent_errors_fail_the_job_without_retry(database_url: str, sim_config, code) -> None:
+async def test_permanent_errors_fail_the_job_without_retry(
+    database_url: str, sim_config, code
+) -> None:
     async with running_stack(database_url, sim_config=sim_config, **DISPATCH) as stack:
         job = await stack.create_job()
         await wait_until(lambda: all_in(stack, "failed", count=1))
@@ -88,7 +107,9 @@ async def test_permanent_errors_fail_the_job_without_retry(database_url: str, si
         assert stack.sim.calls["generate"] == 1
 
 
-async def test_a_refused_key_keeps_jobs_recorded_and_fails_them_after_the_attempts(database_url: str) -> None:
+async def test_a_refused_key_keeps_jobs_recorded_and_fails_them_after_the_attempts(
+    database_url: str,
+) -> None:
     async with running_stack(
         database_url,
         sim_config={"api_key": "another-key"},
@@ -116,7 +137,9 @@ async def test_the_in_flight_cap_holds_under_a_burst_of_50(database_url: str) ->
         assert stack.sim.calls["generate"] == 50
 
 
-async def test_restarting_the_dispatcher_mid_burst_loses_and_repeats_nothing(database_url: str) -> None:
+async def test_restarting_the_dispatcher_mid_burst_loses_and_repeats_nothing(
+    database_url: str,
+) -> None:
     async with running_stack(
         database_url,
         sim_config={"generate_latency_seconds": 0.05},
@@ -128,7 +151,7 @@ async def test_restarting_the_dispatcher_mid_burst_loses_and_repeats_nothing(dat
         await stack.app.state.dispatcher.stop()  # graceful: in-flight submissions finish
         paused = await statuses(stack)
         assert paused["queued"] > 0
-        replacement = Dispatcher(stack.app.state.sessionmaker, stack.app.state.seedance, stack.settings)
+        replacement = fresh_dispatcher(stack)
         replacement.start()
         try:
             await wait_until(lambda: all_in(stack, "succeeded", count=50))
@@ -156,7 +179,7 @@ async def test_a_crash_mid_submission_never_sends_a_job_twice(database_url: str)
         for task in list(dispatcher._in_flight):  # what a SIGKILL does to requests on the wire
             task.cancel()
         await dispatcher.stop()
-        replacement = Dispatcher(stack.app.state.sessionmaker, stack.app.state.seedance, stack.settings)
+        replacement = fresh_dispatcher(stack)
         replacement.start()
         try:
             await wait_until(lambda: all_in(stack, "succeeded", "failed", count=12))
@@ -169,10 +192,14 @@ async def test_a_crash_mid_submission_never_sends_a_job_twice(database_url: str)
         failed = [j for j in jobs if j.status == "failed"]
         # every task Seedance created, even for a cut-off request, was found again
         assert {j.upstream_task_id for j in succeeded} == set(stack.sim.tasks)
-        assert all(j.error_code == "upstream_timeout" and j.upstream_task_id is None for j in failed)
+        assert all(
+            j.error_code == "upstream_timeout" and j.upstream_task_id is None for j in failed
+        )
 
 
-async def test_unknown_outcome_waits_for_the_callback_instead_of_resending(database_url: str) -> None:
+async def test_unknown_outcome_waits_for_the_callback_instead_of_resending(
+    database_url: str,
+) -> None:
     async with running_stack(
         database_url,
         sim_config={"generate_hang_rate": 1.0, "generate_hang_seconds": 3},
@@ -183,12 +210,16 @@ async def test_unknown_outcome_waits_for_the_callback_instead_of_resending(datab
         await wait_until(lambda: all_in(stack, "succeeded", count=1))
         assert stack.sim.calls["generate"] == 1
         async with stack.app.state.sessionmaker() as session:
-            events = list(await session.scalars(
-                select(JobEvent).where(JobEvent.job_id == job["id"]).order_by(JobEvent.id)
-            ))
+            events = list(
+                await session.scalars(
+                    select(JobEvent).where(JobEvent.job_id == job["id"]).order_by(JobEvent.id)
+                )
+            )
             stored = await session.get(Job, job["id"])
         assert [(e.to_status, e.source) for e in events] == [
-            ("queued", "api"), ("running", "webhook"), ("succeeded", "webhook")
+            ("queued", "api"),
+            ("running", "webhook"),
+            ("succeeded", "webhook"),
         ]
         assert stored is not None and stored.upstream_task_id in stack.sim.tasks
 

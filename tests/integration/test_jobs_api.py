@@ -26,7 +26,9 @@ async def test_create_records_a_queued_job_with_its_first_event(
     assert job["estimated_cost"] == 6 * api.settings.cost_per_second["seedance-2-mini"]["720p"]
     assert job["created_at"].endswith("Z")
     async with db_engine.connect() as conn:
-        events = (await conn.execute(select(JobEvent.from_status, JobEvent.to_status, JobEvent.source))).all()
+        events = (
+            await conn.execute(select(JobEvent.from_status, JobEvent.to_status, JobEvent.source))
+        ).all()
     assert events == [(None, "queued", "api")]
     fetched = await api.http.get(f"/jobs/{job['id']}", headers=api.headers())
     assert fetched.status_code == 200
@@ -57,7 +59,9 @@ async def test_same_idempotency_key_returns_the_original_job(api: Stack) -> None
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json() == first.json()
     # the key is scoped to its user: bob's "order-42" is his own job
-    bob = await api.http.post("/jobs", json=BODY, headers={**api.headers("bob"), "Idempotency-Key": "order-42"})
+    bob = await api.http.post(
+        "/jobs", json=BODY, headers={**api.headers("bob"), "Idempotency-Key": "order-42"}
+    )
     assert bob.status_code == 202
     assert bob.json()["id"] != first.json()["id"]
 
@@ -76,7 +80,9 @@ async def test_equivalent_bodies_share_an_idempotency_key(api: Stack) -> None:
     headers = {**api.headers(), "Idempotency-Key": "order-44"}
     first = await api.http.post("/jobs", json={"prompt": "boat"}, headers=headers)
     again = await api.http.post(
-        "/jobs", json={"prompt": " boat ", "duration": 8, "model": "seedance-2-mini"}, headers=headers
+        "/jobs",
+        json={"prompt": " boat ", "duration": 8, "model": "seedance-2-mini"},
+        headers=headers,
     )
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
@@ -136,8 +142,13 @@ async def test_list_filters_by_status_and_validates_its_query(api: Stack) -> Non
 
 def _token(api: Stack, **claims: object) -> str:
     now = int(time.time())
-    base = {"sub": "alice", "iss": api.settings.jwt_issuer, "aud": api.settings.jwt_audience,
-            "iat": now, "exp": now + 60}
+    base = {
+        "sub": "alice",
+        "iss": api.settings.jwt_issuer,
+        "aud": api.settings.jwt_audience,
+        "iat": now,
+        "exp": now + 60,
+    }
     secret = api.settings.jwt_secret.get_secret_value()
     return jwt.encode({**base, **claims}, secret, algorithm="HS256")
 
@@ -158,16 +169,25 @@ def _token(api: Stack, **claims: object) -> str:
         "Bearer {alg_none}",
     ],
 )
-async def test_bad_credentials_are_401_with_www_authenticate(api: Stack, authorization: str | None) -> None:
+async def test_bad_credentials_are_401_with_www_authenticate(
+    api: Stack, authorization: str | None
+) -> None:
     tokens = {
         "expired": _token(api, exp=int(time.time()) - 3600),
         "wrong_secret": jwt.encode({"sub": "alice"}, "x" * 40, algorithm="HS256"),
         "wrong_audience": _token(api, aud="someone-else"),
         "wrong_issuer": _token(api, iss="someone-else"),
         "no_subject": _token(api, sub=""),
-        "alg_none": jwt.encode({"sub": "alice", "iss": api.settings.jwt_issuer,
-                                "aud": api.settings.jwt_audience, "exp": int(time.time()) + 60},
-                               None, algorithm="none"),
+        "alg_none": jwt.encode(
+            {
+                "sub": "alice",
+                "iss": api.settings.jwt_issuer,
+                "aud": api.settings.jwt_audience,
+                "exp": int(time.time()) + 60,
+            },
+            None,
+            algorithm="none",
+        ),
     }
     headers = {} if authorization is None else {"Authorization": authorization.format(**tokens)}
     for method, path in [("POST", "/jobs"), ("GET", "/jobs"), ("GET", f"/jobs/{uuid.uuid4()}")]:
@@ -196,5 +216,7 @@ async def test_unknown_routes_and_methods_are_problems(api: Stack) -> None:
 
 async def test_admin_role_tokens_still_only_see_their_own_jobs(api: Stack) -> None:
     job = await api.create_job("alice")
-    response = await api.http.get(f"/jobs/{job['id']}", headers=bearer(api.settings, "root", admin=True))
+    response = await api.http.get(
+        f"/jobs/{job['id']}", headers=bearer(api.settings, "root", admin=True)
+    )
     assert response.status_code == 404

@@ -14,30 +14,52 @@ PROMPT = "a paper boat drifting down a rainy street"
 IMAGE = "https://cdn.images.net/cat.png"
 
 VALID: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-    ("defaults", {"prompt": PROMPT},
-     {"model": "seedance-2-mini", "duration": 8, "resolution": "720p", "aspect_ratio": "16:9"}),
+    (
+        "defaults",
+        {"prompt": PROMPT},
+        {"model": "seedance-2-mini", "duration": 8, "resolution": "720p", "aspect_ratio": "16:9"},
+    ),
     ("prompt 1 char", {"prompt": "a"}, {"prompt": "a"}),
     ("prompt 2000 chars", {"prompt": "x" * 2000}, {"prompt": "x" * 2000}),
     ("prompt trimmed to 2000", {"prompt": "  " + "x" * 2000 + "\n "}, {"prompt": "x" * 2000}),
-    ("prompt newlines and tabs", {"prompt": "line one\n\tline two"}, {"prompt": "line one\n\tline two"}),
+    (
+        "prompt newlines and tabs",
+        {"prompt": "line one\n\tline two"},
+        {"prompt": "line one\n\tline two"},
+    ),
     ("prompt unicode", {"prompt": "紙の船 🚣"}, {"prompt": "紙の船 🚣"}),
     ("mini duration 4", {"prompt": PROMPT, "duration": 4}, {"duration": 4}),
     ("mini duration 15", {"prompt": PROMPT, "duration": 15}, {"duration": 15}),
-    ("standard default duration", {"prompt": PROMPT, "model": "seedance-2.0"},
-     {"model": "seedance-2.0", "duration": 5}),
+    (
+        "standard default duration",
+        {"prompt": PROMPT, "model": "seedance-2.0"},
+        {"model": "seedance-2.0", "duration": 5},
+    ),
     ("standard 10", {"prompt": PROMPT, "model": "seedance-2.0", "duration": 10}, {"duration": 10}),
     ("standard 15", {"prompt": PROMPT, "model": "seedance-2.0", "duration": 15}, {"duration": 15}),
     ("480p", {"prompt": PROMPT, "resolution": "480p"}, {"resolution": "480p"}),
-    *[(f"ratio {r}", {"prompt": PROMPT, "aspect_ratio": r}, {"aspect_ratio": r})
-      for r in ["16:9", "9:16", "4:3", "3:4", "1:1", "21:9", "adaptive"]],
+    *[
+        (f"ratio {r}", {"prompt": PROMPT, "aspect_ratio": r}, {"aspect_ratio": r})
+        for r in ["16:9", "9:16", "4:3", "3:4", "1:1", "21:9", "adaptive"]
+    ],
     ("image-to-video without prompt", {"images": [IMAGE]}, {"images": [IMAGE], "prompt": None}),
     ("4 images", {"prompt": PROMPT, "images": [IMAGE] * 4}, {"images": [IMAGE] * 4}),
-    ("images with a fixed ratio", {"images": [IMAGE], "aspect_ratio": "9:16"}, {"aspect_ratio": "9:16"}),
+    (
+        "images with a fixed ratio",
+        {"images": [IMAGE], "aspect_ratio": "9:16"},
+        {"aspect_ratio": "9:16"},
+    ),
     ("null images", {"prompt": PROMPT, "images": None}, {"images": []}),
-    ("4 reference videos", {"prompt": PROMPT, "reference_video_urls": [IMAGE] * 4},
-     {"reference_video_urls": [IMAGE] * 4}),
-    ("reference audio", {"prompt": PROMPT, "reference_audio_urls": ["https://a.b.io/x.mp3"]},
-     {"reference_audio_urls": ["https://a.b.io/x.mp3"]}),
+    (
+        "4 reference videos",
+        {"prompt": PROMPT, "reference_video_urls": [IMAGE] * 4},
+        {"reference_video_urls": [IMAGE] * 4},
+    ),
+    (
+        "reference audio",
+        {"prompt": PROMPT, "reference_audio_urls": ["https://a.b.io/x.mp3"]},
+        {"reference_audio_urls": ["https://a.b.io/x.mp3"]},
+    ),
 ]
 
 INVALID: list[tuple[str, Any, str, str]] = [
@@ -55,33 +77,70 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("mini duration 16", {"prompt": PROMPT, "duration": 16}, "duration", "invalid_duration"),
     ("mini duration 0", {"prompt": PROMPT, "duration": 0}, "duration", "invalid_duration"),
     ("mini duration -8", {"prompt": PROMPT, "duration": -8}, "duration", "invalid_duration"),
-    ("standard duration 4", {"prompt": PROMPT, "model": "seedance-2.0", "duration": 4},
-     "duration", "invalid_duration"),
-    ("standard duration 8", {"prompt": PROMPT, "model": "seedance-2.0", "duration": 8},
-     "duration", "invalid_duration"),
-    ("standard duration 16", {"prompt": PROMPT, "model": "seedance-2.0", "duration": 16},
-     "duration", "invalid_duration"),
+    (
+        "standard duration 4",
+        {"prompt": PROMPT, "model": "seedance-2.0", "duration": 4},
+        "duration",
+        "invalid_duration",
+    ),
+    (
+        "standard duration 8",
+        {"prompt": PROMPT, "model": "seedance-2.0", "duration": 8},
+        "duration",
+        "invalid_duration",
+    ),
+    (
+        "standard duration 16",
+        {"prompt": PROMPT, "model": "seedance-2.0", "duration": 16},
+        "duration",
+        "invalid_duration",
+    ),
     ("duration as string", {"prompt": PROMPT, "duration": "8"}, "duration", "invalid_type"),
     ("duration as float", {"prompt": PROMPT, "duration": 8.0}, "duration", "invalid_type"),
     ("duration as bool", {"prompt": PROMPT, "duration": True}, "duration", "invalid_type"),
     ("resolution 1080p", {"prompt": PROMPT, "resolution": "1080p"}, "resolution", "invalid_choice"),
     ("resolution case", {"prompt": PROMPT, "resolution": "720P"}, "resolution", "invalid_choice"),
     ("ratio 2:1", {"prompt": PROMPT, "aspect_ratio": "2:1"}, "aspect_ratio", "invalid_choice"),
-    ("adaptive with images", {"images": [IMAGE], "aspect_ratio": "adaptive"},
-     "aspect_ratio", "invalid_aspect_ratio"),
+    (
+        "adaptive with images",
+        {"images": [IMAGE], "aspect_ratio": "adaptive"},
+        "aspect_ratio",
+        "invalid_aspect_ratio",
+    ),
     ("0 images", {"prompt": PROMPT, "images": []}, "images", "invalid_image_count"),
     ("5 images", {"prompt": PROMPT, "images": [IMAGE] * 5}, "images", "invalid_image_count"),
     ("images not a list", {"prompt": PROMPT, "images": IMAGE}, "images", "invalid_type"),
-    ("http image", {"prompt": PROMPT, "images": [IMAGE, "http://cdn.images.net/a.png"]},
-     "images[1]", "url_not_https"),
+    (
+        "http image",
+        {"prompt": PROMPT, "images": [IMAGE, "http://cdn.images.net/a.png"]},
+        "images[1]",
+        "url_not_https",
+    ),
     ("loopback image", {"images": ["https://127.0.0.1/a.png"]}, "images[0]", "url_host_not_public"),
-    ("metadata image", {"images": ["https://169.254.169.254/latest"]}, "images[0]", "url_host_not_public"),
-    ("5 reference videos", {"prompt": PROMPT, "reference_video_urls": [IMAGE] * 5},
-     "reference_video_urls", "invalid_reference_count"),
-    ("private reference audio", {"prompt": PROMPT, "reference_audio_urls": ["https://10.0.0.8/a.mp3"]},
-     "reference_audio_urls[0]", "url_host_not_public"),
-    ("callback_url is ours to set", {"prompt": PROMPT, "callback_url": "https://evil.example.org/cb"},
-     "callback_url", "unknown_field"),
+    (
+        "metadata image",
+        {"images": ["https://169.254.169.254/latest"]},
+        "images[0]",
+        "url_host_not_public",
+    ),
+    (
+        "5 reference videos",
+        {"prompt": PROMPT, "reference_video_urls": [IMAGE] * 5},
+        "reference_video_urls",
+        "invalid_reference_count",
+    ),
+    (
+        "private reference audio",
+        {"prompt": PROMPT, "reference_audio_urls": ["https://10.0.0.8/a.mp3"]},
+        "reference_audio_urls[0]",
+        "url_host_not_public",
+    ),
+    (
+        "callback_url is ours to set",
+        {"prompt": PROMPT, "callback_url": "https://evil.example.org/cb"},
+        "callback_url",
+        "unknown_field",
+    ),
     ("the upstream key is ours", {"prompt": PROMPT, "api_key": "x"}, "api_key", "unknown_field"),
     ("unknown field", {"prompt": PROMPT, "seed": 3}, "seed", "unknown_field"),
     ("array body", [PROMPT], "body", "invalid_type"),
@@ -131,7 +190,11 @@ async def test_several_bad_fields_are_all_reported(api: Stack) -> None:
 
 @pytest.mark.parametrize(
     ("content", "content_type"),
-    [(b'{"prompt": ', "application/json"), (b"\xff\xfe", "application/json"), (b"prompt=x", "text/plain")],
+    [
+        (b'{"prompt": ', "application/json"),
+        (b"\xff\xfe", "application/json"),
+        (b"prompt=x", "text/plain"),
+    ],
 )
 async def test_unreadable_bodies_are_422(api: Stack, content: bytes, content_type: str) -> None:
     headers = {**api.headers(), "Content-Type": content_type}

@@ -35,7 +35,7 @@ async def events_per_job(db_engine: AsyncEngine) -> Counter[uuid.UUID]:
 async def test_100_jobs_finish_by_callback_with_one_upstream_call_each(database_url: str) -> None:
     async with running_stack(database_url, **LIVE) as stack:
         await create_many(stack, 100)
-        await wait_until(lambda: finished(stack, 100), timeout=60)
+        await wait_until(lambda: finished(stack, 100), within=60)
         jobs = await stack.jobs()
         assert {j.status for j in jobs} == {"succeeded"}
         assert {j.resolved_by for j in jobs} == {"webhook"}
@@ -52,7 +52,7 @@ async def test_lost_callbacks_are_recovered_by_polling_only_those_jobs(database_
         **LIVE,
     ) as stack:
         await create_many(stack, 100)
-        await wait_until(lambda: finished(stack, 100), timeout=60)
+        await wait_until(lambda: finished(stack, 100), within=60)
         jobs = await stack.jobs()
         lost = stack.sim.lost_callbacks
         assert 15 <= len(lost) <= 45  # the seeded 30% really dropped callbacks
@@ -118,10 +118,16 @@ async def test_tasks_that_never_finish_time_out(database_url: str) -> None:
         assert 2 <= polls <= 5  # backed off: 0.3s, 0.6s, 1.2s... within a 2s deadline
 
 
-async def test_unknown_submissions_without_a_callback_fail_after_the_grace(database_url: str) -> None:
+async def test_unknown_submissions_without_a_callback_fail_after_the_grace(
+    database_url: str,
+) -> None:
     async with running_stack(
         database_url,
-        sim_config={"generate_hang_rate": 1.0, "generate_hang_seconds": 3, "callback_loss_rate": 1.0},
+        sim_config={
+            "generate_hang_rate": 1.0,
+            "generate_hang_seconds": 3,
+            "callback_loss_rate": 1.0,
+        },
         seedance_read_timeout=0.3,
         submit_unknown_grace_seconds=1.0,
         **LIVE,
@@ -137,8 +143,14 @@ async def test_unknown_submissions_without_a_callback_fail_after_the_grace(datab
 
 
 def success_body(task_id: str) -> dict[str, object]:
-    return {"code": 200, "data": {"task_id": task_id, "status": "SUCCESS",
-                                  "response": ["https://cdn.example.net/v.mp4"]}}
+    return {
+        "code": 200,
+        "data": {
+            "task_id": task_id,
+            "status": "SUCCESS",
+            "response": ["https://cdn.example.net/v.mp4"],
+        },
+    }
 
 
 async def two_running_jobs(stack: Stack) -> tuple[Job, Job]:
@@ -154,7 +166,9 @@ async def _all_running(stack: Stack, count: int) -> bool:
     return [j.status for j in await stack.jobs()] == ["running"] * count
 
 
-async def post_callback(stack: Stack, job_id: uuid.UUID, sig: str | None, **kwargs) -> httpx.Response:
+async def post_callback(
+    stack: Stack, job_id: uuid.UUID, sig: str | None, **kwargs
+) -> httpx.Response:
     params = {} if sig is None else {"sig": sig}
     return await stack.http.post(f"/webhooks/seedance/{job_id}", params=params, **kwargs)
 
@@ -162,7 +176,8 @@ async def post_callback(stack: Stack, job_id: uuid.UUID, sig: str | None, **kwar
 @pytest.fixture
 async def quiet_stack(database_url: str):
     async with running_stack(
-        database_url, sim_config={"callback_loss_rate": 1.0, "task_seconds": 60},
+        database_url,
+        sim_config={"callback_loss_rate": 1.0, "task_seconds": 60},
         dispatcher_enabled=True,
     ) as stack:
         yield stack
@@ -195,10 +210,17 @@ async def test_unknown_jobs_malformed_and_oversized_bodies(quiet_stack: Stack) -
     a, _ = await two_running_jobs(stack)
     sig = callback_signature(stack.settings, a.id)
     ghost = uuid.uuid4()
-    response = await post_callback(stack, ghost, callback_signature(stack.settings, ghost),
-                                   json=success_body("sim-x"))
+    response = await post_callback(
+        stack, ghost, callback_signature(stack.settings, ghost), json=success_body("sim-x")
+    )
     assert (response.status_code, response.json()["code"]) == (404, "job_not_found")
-    for content in [b"{not json", b"[]", b'{"task_id": "t"}', b'{"status": "SUCCESS"}', b"\xff\xfe"]:
+    for content in [
+        b"{not json",
+        b"[]",
+        b'{"task_id": "t"}',
+        b'{"status": "SUCCESS"}',
+        b"\xff\xfe",
+    ]:
         response = await post_callback(stack, a.id, sig, content=content)
         assert (response.status_code, response.json()["code"]) == (400, "invalid_callback"), content
     huge = b'{"task_id": "' + b"x" * stack.settings.webhook_max_body_bytes + b'"}'

@@ -71,13 +71,34 @@ def ok(data: dict[str, object]) -> httpx.Response:
 @pytest.mark.parametrize(
     ("payload", "state", "video", "error"),
     [
-        ({"code": 200, "data": {"task_id": "t", "status": "SUCCESS", "response": ["https://v/1.mp4"]}},
-         TaskState.SUCCEEDED, "https://v/1.mp4", None),
-        ({"task_id": "t", "status": "success", "response": "https://v/1.mp4"},
-         TaskState.SUCCEEDED, "https://v/1.mp4", None),
-        ({"task_id": "t", "status": "FAILED", "error_message": "nsfw"}, TaskState.FAILED, None, "nsfw"),
+        (
+            {
+                "code": 200,
+                "data": {"task_id": "t", "status": "SUCCESS", "response": ["https://v/1.mp4"]},
+            },
+            TaskState.SUCCEEDED,
+            "https://v/1.mp4",
+            None,
+        ),
+        (
+            {"task_id": "t", "status": "success", "response": "https://v/1.mp4"},
+            TaskState.SUCCEEDED,
+            "https://v/1.mp4",
+            None,
+        ),
+        (
+            {"task_id": "t", "status": "FAILED", "error_message": "nsfw"},
+            TaskState.FAILED,
+            None,
+            "nsfw",
+        ),
         ({"task_id": "t", "status": "Failed", "error": "boom"}, TaskState.FAILED, None, "boom"),
-        ({"data": {"task_id": "t", "status": "FAILED", "message": "m"}}, TaskState.FAILED, None, "m"),
+        (
+            {"data": {"task_id": "t", "status": "FAILED", "message": "m"}},
+            TaskState.FAILED,
+            None,
+            "m",
+        ),
         ({"task_id": "t", "status": "FAILED"}, TaskState.FAILED, None, "the task failed upstream"),
         ({"task_id": "t", "status": "PENDING"}, TaskState.IN_PROGRESS, None, None),
         ({"task_id": "t", "status": "in_progress"}, TaskState.IN_PROGRESS, None, None),
@@ -86,7 +107,12 @@ def ok(data: dict[str, object]) -> httpx.Response:
 )
 def test_reports_in_every_observed_shape(payload, state, video, error) -> None:
     report = parse_task_report(payload)
-    assert (report.task_id, report.state, report.video_url, report.error) == ("t", state, video, error)
+    assert (report.task_id, report.state, report.video_url, report.error) == (
+        "t",
+        state,
+        video,
+        error,
+    )
 
 
 @pytest.mark.parametrize(
@@ -166,7 +192,8 @@ async def test_retries_stop_after_the_configured_attempts() -> None:
 
 async def test_rate_limit_carries_retry_after() -> None:
     upstream = Recorder(
-        *[httpx.Response(429, headers={"Retry-After": "7"}, json={})] * SETTINGS.seedance_max_attempts
+        *[httpx.Response(429, headers={"Retry-After": "7"}, json={})]
+        * SETTINGS.seedance_max_attempts
     )
     with pytest.raises(UpstreamRateLimited) as caught:
         await client_for(upstream).generate(REQUEST)

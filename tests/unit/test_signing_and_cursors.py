@@ -17,9 +17,8 @@ OTHER_SECRET = Settings(_env_file=None, webhook_secret="another-secret-entirely-
 def test_callback_url_names_the_job_and_carries_its_signature() -> None:
     job_id = uuid.uuid4()
     url = callback_url(SETTINGS, job_id)
-    assert url == (
-        f"https://bff.example.com/webhooks/seedance/{job_id}?sig={callback_signature(SETTINGS, job_id)}"
-    )
+    signature = callback_signature(SETTINGS, job_id)
+    assert url == f"https://bff.example.com/webhooks/seedance/{job_id}?sig={signature}"
     assert signature_is_valid(SETTINGS, job_id, callback_signature(SETTINGS, job_id))
 
 
@@ -35,7 +34,9 @@ def test_cursor_round_trip() -> None:
     assert decode_cursor(encode_cursor(when, job_id)) == (when, job_id)
 
 
-@pytest.mark.parametrize("cursor", ["", "!!!", "bm90IGpzb24", "WyIyMDI2LTAxLTAxVDAwOjAwOjAwIiwgIngiXQ"])
+@pytest.mark.parametrize(
+    "cursor", ["", "!!!", "bm90IGpzb24", "WyIyMDI2LTAxLTAxVDAwOjAwOjAwIiwgIngiXQ"]
+)
 def test_foreign_cursors_are_a_validation_error(cursor: str) -> None:
     with pytest.raises(ProblemError) as caught:
         decode_cursor(cursor)

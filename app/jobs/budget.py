@@ -1,0 +1,81 @@
+"""Per-user budgets, enforced in the database so they hold across replicas and restarts.
+
+`lock_owner` serializes one user's creates (a Postgres advisory lock held to commit;
+SQLite takes its database-wide write lock), so the check-then-insert of concurrent
+requests cannot overshoot.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+
+from sqlalchemy import and_, func, not_, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db.models import Job
+from app.errors import ProblemError
+from app.jobs.states import JobStatus
+
+IN_FLIGHT = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    spent_today: int
+    jobs_in_flight: int
+    day_started_at: datetime
+
+    @property
+    def resets_at(self) -> datetime:
+        return self.day_started_at + timedelta(days=1)
+
+
+async def lock_owner(session: AsyncSession, owner: str) -> None:
+    """Hold the owner's create lock until the transaction ends."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(owner, 0))))
+    else:
+        await session.execute(text("UPDATE jobs SET owner = owner WHERE 0"))
+
+
+async def usage(session: AsyncSession, owner: str) -> Usage:
+    """Credits committed today (UTC) and jobs in flight. A job that never reached Seedance
+    (canceled, or failed before a task existed) costs nothing."""
+    day_start = datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
+    free = and_(
+        Job.status.in_((JobStatus.CANCELED, JobStatus.FAILED)), Job.upstream_task_id.is_(None)
+    )
+    today = Job.created_at >= day_start
+    in_flight = Job.status.in_(IN_FLIGHT)
+    row = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(Job.estimated_cost).filter(today, not_(free)), 0),
+                func.count().filter(in_flight),
+            ).where(Job.owner == owner, or_(today, in_flight))
+        )
+    ).one()
+    return Usage(spent_today=int(row[0]), jobs_in_flight=int(row[1]), day_started_at=day_start)
+
+
+async def enforce(
+    session: AsyncSession, settings: Settings, owner: str, *, cost: int, jobs: int = 1
+) -> None:
+    """Refuse new work that would pass the user's in-flight cap or daily credit budget.
+    Call under `lock_owner`."""
+    current = await usage(session, owner)
+    if current.jobs_in_flight + jobs > settings.user_max_jobs_in_flight:
+        raise ProblemError(
+            429,
+            "too_many_jobs_in_flight",
+            f"You have {current.jobs_in_flight} jobs queued or running; the limit is "
+            f"{settings.user_max_jobs_in_flight}. Wait for some to finish.",
+        )
+    if current.spent_today + cost > settings.user_daily_credit_budget:
+        raise ProblemError(
+            402,
+            "budget_exceeded",
+            f"This would cost {cost} credits; {current.spent_today} of your daily "
+            f"{settings.user_daily_credit_budget} are already committed. "
+            f"The budget resets at {current.resets_at.isoformat()}.",
+        )
