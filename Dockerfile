@@ -9,7 +9,7 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # Runtime stage: slim, non-root, migrations then the server.
 FROM python:3.11-slim
-ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 ALEMBIC_CONFIG=/srv/alembic.ini
 RUN useradd --create-home --uid 10001 bff
 WORKDIR /srv
 COPY --from=build /wheels /wheels

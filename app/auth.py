@@ -4,6 +4,9 @@ HS256 with a shared secret by default, RS256 with a public key when configured; 
 issuer, audience and expiry are always checked. `sub` names the owner of jobs.
 """
 
+import base64
+import binascii
+import hmac
 import time
 from dataclasses import dataclass
 from typing import Annotated
@@ -11,6 +14,7 @@ from typing import Annotated
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
 from app.config import JwtAlgorithm, Settings
 from app.errors import ProblemError
@@ -88,7 +92,59 @@ async def current_principal(
     """FastAPI dependency: the verified caller, or a 401 with WWW-Authenticate."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("A bearer token is required.", error="invalid_request")
-    return verify_token(request.app.state.settings, credentials.credentials)
+    principal = verify_token(request.app.state.settings, credentials.credentials)
+    request.state.principal = principal  # for the request log line
+    return principal
+
+
+def _matches(secret: SecretStr | None, presented: str) -> bool:
+    return secret is not None and hmac.compare_digest(
+        secret.get_secret_value().encode(), presented.encode()
+    )
+
+
+def _presented_admin_credential(request: Request) -> str | None:
+    """The bearer token, or the password of HTTP Basic (what a browser can send to /docs)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2]
+    return None
+
+
+def admin_principal(request: Request, *, extra_secret: SecretStr | None = None) -> Principal:
+    """An admin: a JWT with role=admin, or ADMIN_TOKEN (or `extra_secret`) presented as a
+    bearer token or as the Basic password. Anything else is a 401 (Basic challenge, so
+    browsers prompt) or, for a valid non-admin JWT, a 403."""
+    settings = request.app.state.settings
+    presented = _presented_admin_credential(request)
+    if presented and (
+        _matches(settings.admin_token, presented) or _matches(extra_secret, presented)
+    ):
+        return Principal(subject="admin-token", is_admin=True)
+    if presented is None or request.headers["authorization"].lower().startswith("basic"):
+        raise ProblemError(
+            401,
+            "unauthorized",
+            "Admin credentials are required.",
+            headers={"WWW-Authenticate": 'Basic realm="seedance-bff admin", Bearer'},
+        )
+    principal = verify_token(settings, presented)
+    request.state.principal = principal
+    if not principal.is_admin:
+        raise ProblemError(403, "forbidden", "This needs the admin role.")
+    return principal
+
+
+async def require_admin(request: Request) -> Principal:
+    """FastAPI dependency for admin routes."""
+    return admin_principal(request)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]

@@ -22,6 +22,17 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class DocsAccess(StrEnum):
+    PUBLIC = "public"
+    ADMIN = "admin"
+    OFF = "off"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
 class JwtAlgorithm(StrEnum):
     HS256 = "HS256"
     RS256 = "RS256"
@@ -114,9 +125,23 @@ class Settings(BaseSettings):
     reconciler_status_rate_per_second: float = Field(5.0, gt=0)
     job_hard_deadline_seconds: float = Field(3600.0, gt=0)
 
-    # Other
-    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Operations: admin access, docs, metrics, logs
+    admin_token: SecretStr | None = Field(
+        None, description="a static admin credential (bearer, or the password of HTTP Basic)"
+    )
+    docs_access: DocsAccess | None = Field(
+        None,
+        description="who may read /docs, /redoc, /openapi.json "
+        "(default: public in dev, admin in production)",
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="bearer token for /metrics scrapers (admins may always read it)"
+    )
+    log_format: LogFormat | None = Field(
+        None, description="default: json in production, text in dev"
+    )
     log_level: str = "INFO"
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -128,10 +153,26 @@ class Settings(BaseSettings):
                 data["cors_allow_origins"] = [o.strip() for o in origins.split(",") if o.strip()]
         return data
 
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+    @property
+    def effective_docs_access(self) -> DocsAccess:
+        if self.docs_access is not None:
+            return self.docs_access
+        return DocsAccess.ADMIN if self.is_production else DocsAccess.PUBLIC
+
+    @property
+    def effective_log_format(self) -> LogFormat:
+        if self.log_format is not None:
+            return self.log_format
+        return LogFormat.JSON if self.is_production else LogFormat.TEXT
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Self:
         """Production must never run on the published dev secrets."""
-        if self.environment is Environment.PRODUCTION:
+        if self.is_production:
             if self.jwt_algorithm is JwtAlgorithm.HS256 and (
                 self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
             ):

@@ -1,24 +1,31 @@
 """The application factory. The lifespan owns every long-lived resource of a process:
-the database engine, the shared httpx client to Seedance, and the background loops."""
+the database engine, the shared httpx client to Seedance, the rate-limit storage and
+the background loops (stopped gracefully on shutdown, after in-flight requests)."""
 
-import logging
+import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CollectorRegistry
+from prometheus_fastapi_instrumentator import Instrumentator
 
-from app.api import health, jobs, me, webhooks
+from app.api import admin, health, jobs, me, webhooks
+from app.api.docs import docs_router
 from app.config import Settings
+from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.jobs.background import Loop
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.reconciler import Reconciler
+from app.logs import configure_logging
 from app.ratelimit import RateLimitHeadersMiddleware, RateLimits
+from app.request_log import RequestLogMiddleware
 from app.seedance.client import SeedanceClient
-
-logger = logging.getLogger(__name__)
 
 DESCRIPTION = """
 Create Seedance video jobs, follow them, and get the video URL when they are done.
@@ -26,10 +33,12 @@ Create Seedance video jobs, follow them, and get the video URL when they are don
 Every request needs `Authorization: Bearer <JWT>`. Errors are `application/problem+json`
 bodies with a stable `code` (and, for validation, the list of fields at fault).
 """
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.seedance = seedance
         app.state.rate_limits = rate_limits
         app.state.dispatcher = dispatcher if settings.dispatcher_enabled else None
+        app.state.migration_head = head_revision()
         for loop in loops:
             loop.start()
         try:
@@ -64,20 +74,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(RateLimitHeadersMiddleware)
+    # HTTP metrics go to a registry of this app's own (the instrumentator registers its
+    # collectors once per registry); /metrics serves it with the process-wide one.
+    app.state.http_metrics = CollectorRegistry(auto_describe=True)
+    Instrumentator(
+        excluded_handlers=["/metrics", "/healthz", "/readyz"],
+        should_exclude_streaming_duration=True,
+        registry=app.state.http_metrics,
+    ).instrument(app)
+    # added innermost first: CORS, rate-limit headers, request log, request id (outermost)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_allow_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Location"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            expose_headers=["Location", "X-Request-ID", "Retry-After", "X-RateLimit-Remaining"],
         )
-    app.include_router(jobs.router)
-    app.include_router(me.router)
-    app.include_router(webhooks.router)
-    app.include_router(health.router)
+    app.add_middleware(RateLimitHeadersMiddleware)
+    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(
+        CorrelationIdMiddleware,
+        header_name="X-Request-ID",
+        generator=lambda: uuid.uuid4().hex,
+        validator=lambda value: bool(_REQUEST_ID.match(value)),
+    )
+    for router in (jobs.router, me.router, webhooks.router, admin.router, health.router):
+        app.include_router(router)
+    if (docs := docs_router(settings.effective_docs_access)) is not None:
+        app.include_router(docs)
     return app

@@ -1,6 +1,6 @@
 """Prometheus metrics of the service (one process-wide registry, as prometheus_client expects)."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 UPSTREAM_CALLS = Counter(
     "seedance_upstream_calls_total",
@@ -26,4 +26,9 @@ RATE_LIMITED = Counter(
     "seedance_rate_limited_total",
     "Requests refused by a rate limit, by route class",
     ["route_class"],
+)
+JOBS_BY_STATUS = Gauge(
+    "seedance_jobs",
+    "Jobs in the database by status (read at scrape time)",
+    ["status"],
 )

@@ -1,10 +1,97 @@
-"""Liveness for orchestrators and load balancers."""
+"""Probes for orchestrators and scrapers: liveness, readiness, Prometheus metrics."""
 
-from fastapi import APIRouter
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from app.auth import admin_principal
+from app.errors import FieldError, ProblemError, problem_responses
+from app.jobs import stats
+from app.jobs.states import JobStatus
+from app.metrics import JOBS_BY_STATUS
 
 router = APIRouter(tags=["health"])
+CHECK_TIMEOUT_SECONDS = 2.0
 
 
 @router.get("/healthz", summary="The process is alive")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
+
+
+async def _database_problem(request: Request) -> FieldError | None:
+    try:
+        async with request.app.state.engine.connect() as conn:
+            current = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+    except Exception as exc:
+        return FieldError(field="database", code="unreachable", message=type(exc).__name__)
+    head = request.app.state.migration_head
+    if current != head:
+        return FieldError(
+            field="database",
+            code="not_migrated",
+            message=f"schema at {current}, code expects {head}: run alembic upgrade head",
+        )
+    return None
+
+
+async def _redis_problem(request: Request) -> FieldError | None:
+    if not request.app.state.settings.redis_url:
+        return None
+    try:
+        healthy = await request.app.state.rate_limits.storage.check()
+    except Exception:
+        healthy = False
+    return (
+        None if healthy else FieldError(field="redis", code="unreachable", message="no PING reply")
+    )
+
+
+async def _bounded(check: Any, name: str) -> FieldError | None:
+    try:
+        return await asyncio.wait_for(check, CHECK_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return FieldError(
+            field=name, code="timeout", message=f"no answer in {CHECK_TIMEOUT_SECONDS}s"
+        )
+
+
+@router.get(
+    "/readyz",
+    summary="Ready for traffic: database reachable and migrated, Redis reachable if configured",
+    responses=problem_responses(503),
+)
+async def readyz(request: Request) -> dict[str, str]:
+    problems = [
+        p
+        for p in await asyncio.gather(
+            _bounded(_database_problem(request), "database"),
+            _bounded(_redis_problem(request), "redis"),
+        )
+        if p is not None
+    ]
+    if problems:
+        raise ProblemError(
+            503, "not_ready", ", ".join(f"{p.field}: {p.code}" for p in problems), errors=problems
+        )
+    return {"status": "ready"}
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (METRICS_TOKEN bearer, or admin)",
+    response_class=Response,
+    responses=problem_responses(401, 403),
+)
+async def metrics(request: Request) -> Response:
+    admin_principal(request, extra_secret=request.app.state.settings.metrics_token)
+    async with request.app.state.sessionmaker() as session:
+        counts = await stats.job_counts(session)
+    for status in JobStatus:
+        JOBS_BY_STATUS.labels(status).set(counts.get(status, 0))
+    body = generate_latest() + generate_latest(request.app.state.http_metrics)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

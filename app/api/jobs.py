@@ -73,9 +73,8 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
 ) -> JobPage:
-    jobs, next_cursor = await service.list_jobs(
-        session, principal.subject, limit=limit, cursor=cursor, status=job_status
-    )
+    filters = service.JobFilter(owner=principal.subject, status=job_status)
+    jobs, next_cursor = await service.list_jobs(session, filters, limit=limit, cursor=cursor)
     return JobPage(items=[JobOut.model_validate(j) for j in jobs], next_cursor=next_cursor)
 
 

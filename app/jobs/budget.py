@@ -8,7 +8,7 @@ requests cannot overshoot.
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
-from sqlalchemy import and_, func, not_, or_, select, text
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -38,21 +38,30 @@ async def lock_owner(session: AsyncSession, owner: str) -> None:
         await session.execute(text("UPDATE jobs SET owner = owner WHERE 0"))
 
 
-async def usage(session: AsyncSession, owner: str) -> Usage:
-    """Credits committed today (UTC) and jobs in flight. A job that never reached Seedance
-    (canceled, or failed before a task existed) costs nothing."""
-    day_start = datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
+def today_started_at() -> datetime:
+    return datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
+
+
+def credits_committed_since(day_start: datetime) -> ColumnElement[int]:
+    """Sum of estimated costs of jobs created since `day_start`. A job that never reached
+    Seedance (canceled, or failed before a task existed) costs nothing."""
     free = and_(
         Job.status.in_((JobStatus.CANCELED, JobStatus.FAILED)), Job.upstream_task_id.is_(None)
     )
-    today = Job.created_at >= day_start
+    return func.coalesce(
+        func.sum(Job.estimated_cost).filter(Job.created_at >= day_start, not_(free)), 0
+    )
+
+
+async def usage(session: AsyncSession, owner: str) -> Usage:
+    """Credits committed today (UTC) and jobs in flight."""
+    day_start = today_started_at()
     in_flight = Job.status.in_(IN_FLIGHT)
     row = (
         await session.execute(
-            select(
-                func.coalesce(func.sum(Job.estimated_cost).filter(today, not_(free)), 0),
-                func.count().filter(in_flight),
-            ).where(Job.owner == owner, or_(today, in_flight))
+            select(credits_committed_since(day_start), func.count().filter(in_flight)).where(
+                Job.owner == owner, or_(Job.created_at >= day_start, in_flight)
+            )
         )
     ).one()
     return Usage(spent_today=int(row[0]), jobs_in_flight=int(row[1]), day_started_at=day_start)

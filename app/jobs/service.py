@@ -5,10 +5,11 @@ Routers, the dispatcher and the reconciler call these; none of them touch `Reque
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import ColumnElement, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -99,18 +100,36 @@ async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
     return job
 
 
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """What a job list is narrowed to. Client lists always set `owner`."""
+
+    owner: str | None = None
+    status: JobStatus | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    upstream_task_id: str | None = None
+
+    def where(self) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = []
+        if self.owner is not None:
+            conditions.append(Job.owner == self.owner)
+        if self.status is not None:
+            conditions.append(Job.status == self.status)
+        if self.created_after is not None:
+            conditions.append(Job.created_at >= self.created_after)
+        if self.created_before is not None:
+            conditions.append(Job.created_at < self.created_before)
+        if self.upstream_task_id is not None:
+            conditions.append(Job.upstream_task_id == self.upstream_task_id)
+        return conditions
+
+
 async def list_jobs(
-    session: AsyncSession,
-    owner: str,
-    *,
-    limit: int,
-    cursor: str | None,
-    status: JobStatus | None,
+    session: AsyncSession, filters: JobFilter, *, limit: int, cursor: str | None
 ) -> tuple[list[Job], str | None]:
-    """One page of the owner's jobs, newest first, and the cursor of the next page."""
-    query = select(Job).where(Job.owner == owner)
-    if status is not None:
-        query = query.where(Job.status == status)
+    """One page of jobs, newest first, and the cursor of the next page."""
+    query = select(Job).where(*filters.where())
     if cursor is not None:
         query = query.where(tuple_(Job.created_at, Job.id) < tuple_(*decode_cursor(cursor)))
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)

@@ -227,13 +227,15 @@ async def test_unknown_outcome_waits_for_the_callback_instead_of_resending(
 async def test_the_seedance_key_never_reaches_the_logs(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
     async with running_stack(
         database_url,
-        sim_config={"generate_5xx_rate": 0.5, "credits_exhausted": False},
+        sim_config={"generate_5xx_rate": 0.5},
         confirm_success_with_status=True,
+        log_level="DEBUG",
         **DISPATCH,
     ) as stack:
+        for name in ("", "httpx", "httpcore", "sqlalchemy.engine", "uvicorn"):  # everything
+            caplog.set_level(logging.DEBUG, logger=name)
         for _ in range(3):
             await stack.create_job()
         await wait_until(lambda: all_in(stack, "succeeded", count=3))

@@ -1,0 +1,89 @@
+"""Operator views across all users (admin role in the JWT, or ADMIN_TOKEN)."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import require_admin
+from app.db.session import get_session
+from app.errors import problem_responses
+from app.jobs import service, stats
+from app.jobs.states import JobStatus
+from app.schemas import JobOut
+
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses(401, 403, 422),
+)
+Session = Annotated[AsyncSession, Depends(get_session)]
+
+
+class AdminJobOut(JobOut):
+    owner: str
+    upstream_task_id: str | None
+    resolved_by: str | None = Field(
+        description="webhook or reconciler: how the outcome was learned"
+    )
+    submit_attempts: int
+    status_polls: int
+
+
+class AdminJobPage(BaseModel):
+    items: list[AdminJobOut]
+    next_cursor: str | None
+
+
+class StatsOut(BaseModel):
+    since: datetime
+    jobs_by_status: dict[str, int]
+    success_rate: float | None = Field(description="succeeded / (succeeded + failed)")
+    median_seconds_to_success: float | None
+    p95_seconds_to_success: float | None
+    credits_spent_today: int = Field(description="all users, since 00:00 UTC")
+    resolved_by: dict[str, int]
+    callback_ratio: float | None = Field(description="outcomes learned by webhook / all learned")
+
+
+@router.get("/jobs", response_model=AdminJobPage, summary="Search all users' jobs")
+async def search_jobs(
+    session: Session,
+    owner: Annotated[str | None, Query(max_length=255, alias="user")] = None,
+    job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    upstream_task_id: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> AdminJobPage:
+    filters = service.JobFilter(
+        owner=owner,
+        status=job_status,
+        created_after=_utc(created_after),
+        created_before=_utc(created_before),
+        upstream_task_id=upstream_task_id,
+    )
+    jobs, next_cursor = await service.list_jobs(session, filters, limit=limit, cursor=cursor)
+    return AdminJobPage(
+        items=[AdminJobOut.model_validate(job) for job in jobs], next_cursor=next_cursor
+    )
+
+
+@router.get("/stats", response_model=StatsOut, summary="Fleet health and spend")
+async def get_stats(
+    session: Session,
+    hours: Annotated[float, Query(gt=0, le=24 * 31, description="window, in hours")] = 24,
+) -> StatsOut:
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    return StatsOut.model_validate(await stats.compute(session, since), from_attributes=True)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Query timestamps without an offset are taken as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

@@ -1,0 +1,45 @@
+"""Process logging: JSON lines in production, readable text in dev, every line with the
+request id of the request it belongs to (asgi-correlation-id's context variable)."""
+
+import logging
+
+from asgi_correlation_id import CorrelationIdFilter
+from pythonjsonlogger.json import JsonFormatter
+
+from app.config import LogFormat, Settings
+
+_HANDLER_NAME = "seedance-bff"
+# Loggers whose INFO lines would carry URLs with callback signatures or task ids.
+_QUIET = ("httpx", "httpcore", "uvicorn.access")
+
+
+def configure_logging(settings: Settings) -> None:
+    """Install (or replace) the service's root handler; safe to call more than once."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == _HANDLER_NAME:
+            root.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler.set_name(_HANDLER_NAME)
+    handler.addFilter(CorrelationIdFilter(default_value="-"))
+    if settings.effective_log_format is LogFormat.JSON:
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s %(correlation_id)s",
+                rename_fields={
+                    "asctime": "time",
+                    "levelname": "level",
+                    "correlation_id": "request_id",
+                },
+            )
+        )
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)-7s [%(correlation_id)s] %(name)s: %(message)s"
+            )
+        )
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
