@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     reconciler_status_rate_per_second: float = Field(5.0, gt=0)
     job_hard_deadline_seconds: float = Field(3600.0, gt=0)
 
+    # Live updates (SSE): heartbeat, and how often a stream re-reads the database anyway
+    sse_heartbeat_seconds: float = Field(15.0, gt=0)
+
     # Operations: admin access, docs, metrics, logs
     admin_token: SecretStr | None = Field(
         None, description="a static admin credential (bearer, or the password of HTTP Basic)"

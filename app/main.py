@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from app.api import admin, health, jobs, me, webhooks
+from app.api import admin, batches, events, health, jobs, me, webhooks
 from app.api.docs import docs_router
 from app.config import Settings
 from app.db.migrate import head_revision
@@ -21,6 +21,7 @@ from app.db.session import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.jobs.background import Loop
 from app.jobs.dispatcher import Dispatcher
+from app.jobs.events import EventHub, PostgresListener, publish_after_commit
 from app.jobs.reconciler import Reconciler
 from app.logs import configure_logging
 from app.ratelimit import RateLimitHeadersMiddleware, RateLimits
@@ -59,6 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rate_limits = rate_limits
         app.state.dispatcher = dispatcher if settings.dispatcher_enabled else None
         app.state.migration_head = head_revision()
+        app.state.event_hub = hub = EventHub()
+        if settings.is_sqlite:
+            detach = publish_after_commit(sessionmaker, hub)
+        else:
+            listener = PostgresListener(settings, hub)
+            listener.start()
         for loop in loops:
             loop.start()
         try:
@@ -66,6 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for loop in loops:
                 await loop.stop()
+            if settings.is_sqlite:
+                detach()
+            else:
+                await listener.stop()
             await http.aclose()
             await engine.dispose()
 
@@ -105,8 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generator=lambda: uuid.uuid4().hex,
         validator=lambda value: bool(_REQUEST_ID.match(value)),
     )
-    for router in (jobs.router, me.router, webhooks.router, admin.router, health.router):
-        app.include_router(router)
+    for module in (jobs, batches, events, me, webhooks, admin, health):
+        app.include_router(module.router)
     if (docs := docs_router(settings.effective_docs_access)) is not None:
         app.include_router(docs)
     return app

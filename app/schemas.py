@@ -10,7 +10,7 @@ import unicodedata
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Self
 
 import orjson
 from pydantic import (
@@ -21,9 +21,11 @@ from pydantic import (
     StrictInt,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from app.db.models import Batch, Job
 from app.jobs.states import JobStatus
 from app.public_urls import check_public_https_url
 
@@ -90,33 +92,18 @@ def _check_url_list(values: list[str] | None, *, limit: int, code: str) -> list[
     return values
 
 
-class JobCreate(BaseModel):
-    """A video to generate. Text-to-video needs a prompt; image-to-video needs `images`."""
+Prompt = Annotated[str, AfterValidator(_check_prompt)]
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "seedance-2-mini",
-                    "prompt": "A paper boat drifting down a rainy street, golden hour",
-                    "duration": 8,
-                    "resolution": "720p",
-                    "aspect_ratio": "16:9",
-                }
-            ]
-        },
-    )
+
+class JobParams(BaseModel):
+    """Everything about a video but its prompt (the shared base of batch variants)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: SeedanceModel = SeedanceModel.MINI
     images: list[PublicHttpsUrl] | None = Field(
         None,
         description=f"1 to {MAX_IMAGES} public https image URLs (image-to-video)",
-        validate_default=True,
-    )
-    prompt: str | None = Field(
-        None,
-        description=f"1 to {MAX_PROMPT_CHARS} characters after trimming; required without images",
         validate_default=True,
     )
     duration: StrictInt | None = Field(
@@ -141,15 +128,6 @@ class JobCreate(BaseModel):
     @classmethod
     def _references_count(cls, value: list[str] | None) -> list[str]:
         return _check_url_list(value, limit=MAX_REFERENCE_URLS, code="invalid_reference_count")
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None:
-            return _check_prompt(value)
-        if "images" in info.data and not info.data["images"]:
-            raise PydanticCustomError("prompt_required", "a prompt is required without images")
-        return None
 
     @field_validator("duration")
     @classmethod
@@ -177,10 +155,116 @@ class JobCreate(BaseModel):
             )
         return value
 
+
+class JobCreate(JobParams):
+    """A video to generate. Text-to-video needs a prompt; image-to-video needs `images`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "seedance-2-mini",
+                    "prompt": "A paper boat drifting down a rainy street, golden hour",
+                    "duration": 8,
+                    "resolution": "720p",
+                    "aspect_ratio": "16:9",
+                }
+            ]
+        },
+    )
+
+    prompt: str | None = Field(
+        None,
+        description=f"1 to {MAX_PROMPT_CHARS} characters after trimming; required without images",
+        validate_default=True,
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            return _check_prompt(value)
+        if "images" in info.data and not info.data["images"]:
+            raise PydanticCustomError("prompt_required", "a prompt is required without images")
+        return None
+
     def fingerprint(self) -> str:
         """A stable digest of the normalized request, to tell idempotent retries from reuse."""
-        canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-        return hashlib.sha256(canonical).hexdigest()
+        return _digest(self.model_dump(mode="json"))
+
+
+def _digest(data: object) -> str:
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+MIN_VARIANTS, MAX_VARIANTS = 2, 8
+
+
+class BatchCreate(BaseModel):
+    """2 to 8 prompt variants created together: either full job bodies in `jobs`, or
+    `prompts` applied to one shared `base`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "base": {"duration": 5, "resolution": "480p", "aspect_ratio": "9:16"},
+                    "prompts": [
+                        "a paper boat on a rainy street, golden hour",
+                        "a paper boat on a rainy street, neon night",
+                    ],
+                }
+            ]
+        },
+    )
+
+    jobs: list[JobCreate] | None = Field(None, min_length=MIN_VARIANTS, max_length=MAX_VARIANTS)
+    base: JobParams | None = None
+    prompts: list[Prompt] | None = Field(None, min_length=MIN_VARIANTS, max_length=MAX_VARIANTS)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        if (self.jobs is None) == (self.prompts is None) or (self.jobs and self.base):
+            raise PydanticCustomError(
+                "invalid_batch", "give either `jobs`, or `prompts` with an optional `base`"
+            )
+        return self
+
+    def variants(self) -> list[JobCreate]:
+        if self.jobs is not None:
+            return self.jobs
+        base = self.base.model_dump(exclude_unset=True) if self.base else {}
+        return [JobCreate.model_validate({**base, "prompt": p}) for p in self.prompts or []]
+
+    def prompt_field(self, index: int) -> str:
+        """Where variant `index`'s prompt is in the request, for error messages."""
+        return f"jobs[{index}].prompt" if self.jobs is not None else f"prompts[{index}]"
+
+    def fingerprint(self) -> str:
+        return _digest([variant.fingerprint() for variant in self.variants()])
+
+
+class PromoteRequest(BaseModel):
+    """The full render of a succeeded Mini job, on seedance-2.0."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    duration: StrictInt = Field(5, description="5, 10 or 15 seconds")
+    resolution: Resolution = Resolution.P720
+
+    @field_validator("duration")
+    @classmethod
+    def _standard_duration(cls, value: int) -> int:
+        allowed = ALLOWED_DURATIONS[SeedanceModel.STANDARD]
+        if value not in allowed:
+            raise PydanticCustomError(
+                "invalid_duration",
+                "seedance-2.0 accepts a duration of {allowed} seconds",
+                {"allowed": _describe(allowed)},
+            )
+        return value
 
 
 def _describe(allowed: tuple[int, ...]) -> str:
@@ -211,10 +295,38 @@ class JobOut(BaseModel):
         "insufficient_credits, upstream_unavailable, upstream_timeout"
     )
     error_detail: str | None
+    batch_id: uuid.UUID | None = Field(description="the batch this job was created in")
+    source_job_id: uuid.UUID | None = Field(description="the Mini job this one promotes")
     created_at: datetime
     updated_at: datetime
     submitted_at: datetime | None
     finished_at: datetime | None
+
+
+class BatchOut(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    jobs: list[JobOut] = Field(description="the variants, in the order they were given")
+
+    @classmethod
+    def of(cls, batch: Batch, jobs: list[Job]) -> "BatchOut":
+        return cls(
+            id=batch.id,
+            created_at=batch.created_at,
+            jobs=[JobOut.model_validate(job) for job in jobs],
+        )
+
+
+class JobEventOut(BaseModel):
+    """One recorded move of a job, with the job as it is now (the data of an SSE event)."""
+
+    event_id: int
+    job_id: uuid.UUID
+    from_status: JobStatus | None
+    to_status: JobStatus
+    source: str
+    at: datetime
+    job: JobOut
 
 
 class JobPage(BaseModel):

@@ -5,10 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.deps import Session
 from app.auth import require_admin
-from app.db.session import get_session
 from app.errors import problem_responses
 from app.jobs import service, stats
 from app.jobs.states import JobStatus
@@ -20,7 +19,6 @@ router = APIRouter(
     dependencies=[Depends(require_admin)],
     responses=problem_responses(401, 403, 422),
 )
-Session = Annotated[AsyncSession, Depends(get_session)]
 
 
 class AdminJobOut(JobOut):

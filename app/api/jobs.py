@@ -3,31 +3,16 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import APIRouter, Query, Request, Response, status
 
-from app.auth import Principal
-from app.db.session import get_session
+from app.api.deps import Creator, IdempotencyKey, Reader, Session
+from app.db.models import Job
 from app.errors import problem_responses
 from app.jobs import service
 from app.jobs.states import JobStatus
-from app.ratelimit import RouteClass, per_user
-from app.schemas import JobCreate, JobOut, JobPage
+from app.schemas import BatchCreate, BatchOut, JobCreate, JobOut, JobPage, PromoteRequest
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(401, 422, 429))
-Session = Annotated[AsyncSession, Depends(get_session)]
-Creator = Annotated[Principal, per_user(RouteClass.CREATE)]
-Reader = Annotated[Principal, per_user(RouteClass.READ)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Retries with the same key return the original job instead of a new one.",
-    ),
-]
 
 
 @router.post(
@@ -56,13 +41,53 @@ async def create_job(
     job, created = await service.create_job(
         session, settings, principal.subject, body, idempotency_key
     )
+    return _accepted(request, response, job, created)
+
+
+def _accepted(request: Request, response: Response, job: Job, created: bool) -> JobOut:
+    """202 and a dispatcher nudge for a new job, 200 for an idempotent replay."""
     if created:
-        if request.app.state.dispatcher is not None:
-            request.app.state.dispatcher.wake()
+        _wake_dispatcher(request)
     else:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/jobs/{job.id}"
     return JobOut.model_validate(job)
+
+
+def _wake_dispatcher(request: Request) -> None:
+    if request.app.state.dispatcher is not None:
+        request.app.state.dispatcher.wake()
+
+
+@router.post(
+    "/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchOut,
+    summary="Create 2 to 8 prompt variants at once",
+    responses={
+        200: {"model": BatchOut, "description": "A retry with a known Idempotency-Key"},
+        **problem_responses(402, 409),
+    },
+)
+async def create_batch(
+    body: BatchCreate,
+    principal: Creator,
+    session: Session,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> BatchOut:
+    """All variants are recorded under one batch, or none is: one invalid variant, a
+    blocked prompt or a budget the whole batch would pass refuses the request."""
+    batch, jobs, created = await service.create_batch(
+        session, request.app.state.settings, principal.subject, body, idempotency_key
+    )
+    if created:
+        _wake_dispatcher(request)
+    else:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/batches/{batch.id}"
+    return BatchOut.of(batch, jobs)
 
 
 @router.get("", response_model=JobPage, summary="List your jobs, newest first")
@@ -86,3 +111,47 @@ async def list_jobs(
 )
 async def get_job(job_id: uuid.UUID, principal: Reader, session: Session) -> JobOut:
     return JobOut.model_validate(await service.get_job(session, principal.subject, job_id))
+
+
+@router.post(
+    "/{job_id}/promote",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    summary="Render a succeeded Mini job again on seedance-2.0",
+    responses={
+        200: {"model": JobOut, "description": "A retry with a known Idempotency-Key"},
+        **problem_responses(402, 404, 409),
+    },
+)
+async def promote_job(
+    job_id: uuid.UUID,
+    principal: Creator,
+    session: Session,
+    request: Request,
+    response: Response,
+    body: PromoteRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JobOut:
+    """Same prompt and inputs, a standard duration (5, 10, 15) and resolution; the new job's
+    `source_job_id` names the Mini job. Anything but a succeeded Mini job is a 409."""
+    job, created = await service.promote_job(
+        session,
+        request.app.state.settings,
+        principal.subject,
+        job_id,
+        body or PromoteRequest(),
+        idempotency_key,
+    )
+    return _accepted(request, response, job, created)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    summary="Cancel a job that has not been sent to Seedance",
+    responses=problem_responses(404, 409),
+)
+async def cancel_job(job_id: uuid.UUID, principal: Creator, session: Session) -> JobOut:
+    """A queued job becomes `canceled` and is never submitted (canceling twice is fine).
+    Once Seedance has the job it cannot be canceled: 409 `not_cancelable`."""
+    return JobOut.model_validate(await service.cancel_job(session, principal.subject, job_id))

@@ -1,17 +1,13 @@
 """What the caller can still spend."""
 
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Principal
-from app.db.session import get_session
+from app.api.deps import Reader, Session
 from app.errors import problem_responses
 from app.jobs import budget
-from app.ratelimit import RouteClass, per_user
 
 router = APIRouter(prefix="/me", tags=["me"], responses=problem_responses(401, 429))
 
@@ -30,8 +26,8 @@ class UsageOut(BaseModel):
 @router.get("/usage", response_model=UsageOut, summary="Your spend today and your limits")
 async def get_usage(
     request: Request,
-    principal: Annotated[Principal, per_user(RouteClass.READ)],
-    session: Annotated[AsyncSession, Depends(get_session)],
+    principal: Reader,
+    session: Session,
 ) -> UsageOut:
     settings = request.app.state.settings
     usage = await budget.usage(session, principal.subject)

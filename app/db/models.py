@@ -63,6 +63,19 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, list[str]: JSON}
 
 
+class Batch(Base):
+    """Prompt variants created together, to compare side by side."""
+
+    __tablename__ = "batches"
+    __table_args__ = (UniqueConstraint("owner", "idempotency_key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner: Mapped[str] = mapped_column(String(255))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -73,6 +86,7 @@ class Job(Base):
         # dispatcher and reconciler claims
         Index("ix_jobs_status_next_attempt", "status", "next_attempt_at"),
         Index("ix_jobs_status_next_poll", "status", "next_poll_at"),
+        Index("ix_jobs_batch_id", "batch_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -87,6 +101,8 @@ class Job(Base):
     reference_video_urls: Mapped[list[str]] = mapped_column(default=list)
     reference_audio_urls: Mapped[list[str]] = mapped_column(default=list)
     estimated_cost: Mapped[int] = mapped_column(Integer)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"))
+    source_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id"))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     # lifecycle

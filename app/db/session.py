@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from app.config import Settings
 
@@ -39,7 +40,10 @@ def _use_wal(engine: AsyncEngine) -> None:
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    """Sessions of a Session class of this app's own, so session event hooks (the
+    in-process event fan-out on SQLite) attach to this app only."""
+    app_session = type("AppSession", (Session,), {})
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=app_session)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

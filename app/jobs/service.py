@@ -13,12 +13,12 @@ from sqlalchemy import ColumnElement, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db.models import Job
+from app.db.models import Batch, Job
 from app.errors import ProblemError
 from app.jobs import budget, policy
 from app.jobs.cursor import decode_cursor, encode_cursor
 from app.jobs.states import EventSource, JobStatus, is_terminal, move, record_creation
-from app.schemas import JobCreate
+from app.schemas import AspectRatio, BatchCreate, JobCreate, PromoteRequest, SeedanceModel
 from app.seedance.client import SeedanceClient, SeedanceError, TaskReport, TaskState
 
 logger = logging.getLogger(__name__)
@@ -33,28 +33,17 @@ def job_not_found() -> ProblemError:
     return ProblemError(404, "job_not_found", "No such job.")
 
 
-async def create_job(
-    session: AsyncSession,
+def _new_job(
     settings: Settings,
     owner: str,
     body: JobCreate,
-    idempotency_key: str | None,
-) -> tuple[Job, bool]:
-    """Record a queued job; returns (job, created). A repeated Idempotency-Key returns the
-    original job when the body matches and raises 409 when it does not. Content policy
-    and the user's budgets are checked before anything is recorded."""
-    policy.check_prompt(settings, body.prompt)
-    fingerprint = body.fingerprint()
-    await budget.lock_owner(session, owner)  # one create at a time per user, until commit
-    if idempotency_key is not None:
-        existing = await _find_by_key(session, owner, idempotency_key)
-        if existing is not None:
-            await session.commit()  # nothing written; releases the lock, keeps `existing` loaded
-            return _replay(existing, fingerprint), False
-    cost = estimate_cost(settings, body)
-    await budget.enforce(session, settings, owner, cost=cost)
+    *,
+    idempotency_key: str | None = None,
+    batch_id: uuid.UUID | None = None,
+    source_job_id: uuid.UUID | None = None,
+) -> Job:
     now = datetime.now(UTC)
-    job = Job(
+    return Job(
         id=uuid.uuid4(),
         owner=owner,
         model=body.model,
@@ -65,31 +54,175 @@ async def create_job(
         images=body.images or [],
         reference_video_urls=body.reference_video_urls or [],
         reference_audio_urls=body.reference_audio_urls or [],
-        estimated_cost=cost,
+        estimated_cost=estimate_cost(settings, body),
         idempotency_key=idempotency_key,
-        request_fingerprint=fingerprint,
+        request_fingerprint=body.fingerprint() if idempotency_key else None,
+        batch_id=batch_id,
+        source_job_id=source_job_id,
         status=JobStatus.QUEUED,
         created_at=now,
         updated_at=now,
     )
-    session.add(job)
-    record_creation(session, job)
+
+
+async def _record(session: AsyncSession, jobs: list[Job]) -> None:
+    for job in jobs:
+        session.add(job)
+        record_creation(session, job)
     await session.commit()
+
+
+async def create_job(
+    session: AsyncSession,
+    settings: Settings,
+    owner: str,
+    body: JobCreate,
+    idempotency_key: str | None,
+    *,
+    source_job_id: uuid.UUID | None = None,
+) -> tuple[Job, bool]:
+    """Record a queued job; returns (job, created). A repeated Idempotency-Key returns the
+    original job when the body matches and raises 409 when it does not. Content policy
+    and the user's budgets are checked before anything is recorded."""
+    policy.check_prompt(settings, body.prompt)
+    await budget.lock_owner(session, owner)  # one create at a time per user, until commit
+    if idempotency_key is not None:
+        existing = await session.scalar(
+            select(Job).where(Job.owner == owner, Job.idempotency_key == idempotency_key)
+        )
+        if existing is not None:
+            await session.commit()  # nothing written; releases the lock, keeps `existing` loaded
+            _check_replay(existing.request_fingerprint, body.fingerprint())
+            return existing, False
+    job = _new_job(
+        settings, owner, body, idempotency_key=idempotency_key, source_job_id=source_job_id
+    )
+    await budget.enforce(session, settings, owner, cost=job.estimated_cost)
+    await _record(session, [job])
     return job, True
 
 
-async def _find_by_key(session: AsyncSession, owner: str, key: str) -> Job | None:
-    return await session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
+async def create_batch(
+    session: AsyncSession,
+    settings: Settings,
+    owner: str,
+    body: BatchCreate,
+    idempotency_key: str | None,
+) -> tuple[Batch, list[Job], bool]:
+    """Record all variants under one batch, or none of them (policy and budgets are
+    checked for the whole batch first)."""
+    variants = body.variants()
+    for index, variant in enumerate(variants):
+        policy.check_prompt(settings, variant.prompt, field=body.prompt_field(index))
+    fingerprint = body.fingerprint()
+    await budget.lock_owner(session, owner)
+    if idempotency_key is not None:
+        existing = await session.scalar(
+            select(Batch).where(Batch.owner == owner, Batch.idempotency_key == idempotency_key)
+        )
+        if existing is not None:
+            jobs = await _batch_jobs(session, existing.id)
+            await session.commit()
+            _check_replay(existing.request_fingerprint, fingerprint)
+            return existing, jobs, False
+    batch = Batch(
+        id=uuid.uuid4(),
+        owner=owner,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint if idempotency_key else None,
+        created_at=datetime.now(UTC),
+    )
+    jobs = [_new_job(settings, owner, variant, batch_id=batch.id) for variant in variants]
+    await budget.enforce(
+        session, settings, owner, cost=sum(j.estimated_cost for j in jobs), jobs=len(jobs)
+    )
+    session.add(batch)
+    await session.flush()  # the batch row before the jobs that point at it
+    await _record(session, jobs)
+    return batch, jobs, True
 
 
-def _replay(existing: Job, fingerprint: str) -> Job:
-    if existing.request_fingerprint != fingerprint:
+async def _batch_jobs(session: AsyncSession, batch_id: uuid.UUID) -> list[Job]:
+    # created in one transaction: same created_at, so the id keeps a stable order
+    return list(
+        await session.scalars(
+            select(Job).where(Job.batch_id == batch_id).order_by(Job.created_at, Job.id)
+        )
+    )
+
+
+async def get_batch(
+    session: AsyncSession, owner: str, batch_id: uuid.UUID
+) -> tuple[Batch, list[Job]]:
+    batch = await session.scalar(select(Batch).where(Batch.id == batch_id, Batch.owner == owner))
+    if batch is None:
+        raise ProblemError(404, "batch_not_found", "No such batch.")
+    return batch, await _batch_jobs(session, batch_id)
+
+
+async def promote_job(
+    session: AsyncSession,
+    settings: Settings,
+    owner: str,
+    job_id: uuid.UUID,
+    body: PromoteRequest,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    """A seedance-2.0 render of a succeeded Mini job: same prompt and inputs, a standard
+    duration and resolution; the new job links to its source."""
+    source = await get_job(session, owner, job_id)
+    if source.model != SeedanceModel.MINI or source.status != JobStatus.SUCCEEDED:
+        raise ProblemError(
+            409,
+            "not_promotable",
+            f"Only succeeded {SeedanceModel.MINI.value} jobs can be promoted; "
+            f"this one is a {source.model} job that is {source.status}.",
+        )
+    render = JobCreate(
+        model=SeedanceModel.STANDARD,
+        prompt=source.prompt,
+        images=source.images or None,
+        reference_video_urls=source.reference_video_urls or None,
+        reference_audio_urls=source.reference_audio_urls or None,
+        aspect_ratio=AspectRatio(source.aspect_ratio),
+        duration=body.duration,
+        resolution=body.resolution,
+    )
+    return await create_job(
+        session, settings, owner, render, idempotency_key, source_job_id=source.id
+    )
+
+
+async def cancel_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
+    """A queued job that the dispatcher has not claimed becomes `canceled` and is never
+    submitted. The row lock orders this against the dispatcher's claim."""
+    job = await session.scalar(
+        select(Job).where(Job.id == job_id, Job.owner == owner).with_for_update()
+    )
+    if job is None:
+        raise job_not_found()
+    if job.status == JobStatus.CANCELED:
+        await session.commit()
+        return job  # canceling twice is fine
+    if job.status != JobStatus.QUEUED or job.submit_started_at is not None:
+        await session.commit()
+        raise ProblemError(
+            409,
+            "not_cancelable",
+            "The job has already been sent to Seedance, which cannot cancel it.",
+        )
+    move(session, job, JobStatus.CANCELED, EventSource.API, detail="canceled by its owner")
+    await session.commit()
+    return job
+
+
+def _check_replay(original_fingerprint: str | None, fingerprint: str) -> None:
+    if original_fingerprint != fingerprint:
         raise ProblemError(
             409,
             "idempotency_key_reused",
             "This Idempotency-Key was already used with a different request body.",
         )
-    return existing
 
 
 async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:

@@ -55,7 +55,7 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture(autouse=True)
 async def clean_tables(db_engine: AsyncEngine) -> None:
     async with db_engine.begin() as conn:
-        await conn.execute(text("TRUNCATE jobs, job_events RESTART IDENTITY CASCADE"))
+        await conn.execute(text("TRUNCATE jobs, job_events, batches RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture(scope="module")

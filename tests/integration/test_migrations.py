@@ -11,7 +11,7 @@ from app.db.migrate import run_on_connection
 from app.db.models import Base
 from tests.integration.conftest import fresh_postgres_database
 
-TABLES = {"jobs", "job_events"}
+TABLES = {"jobs", "job_events", "batches"}
 
 
 def _diff(connection: Connection) -> list[object]:

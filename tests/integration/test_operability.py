@@ -1,6 +1,7 @@
 """Health, readiness, metrics, request ids, docs protection, admin search and stats,
 graceful shutdown."""
 
+import asyncio
 import base64
 import logging
 import re
@@ -104,7 +105,13 @@ async def test_request_ids_are_accepted_generated_and_logged(
     assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
     hostile = await api.http.get("/jobs", headers={**api.headers(), "X-Request-ID": "a b <script>"})
     assert re.fullmatch(r"[0-9a-f]{32}", hostile.headers["x-request-id"])
-    lines = [r for r in caplog.records if r.name == "app.requests"]
+
+    def request_lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "app.requests"]
+
+    # the line is written once the response has gone out
+    await wait_until(lambda: asyncio.sleep(0, len(request_lines()) == 3))
+    lines = request_lines()
     assert [r.correlation_id for r in lines] == [  # type: ignore[attr-defined]
         "req-abc.123",
         generated.headers["x-request-id"],

@@ -1,0 +1,25 @@
+"""Dependencies shared by the routers: the session, the rate-limited caller, the
+Idempotency-Key header."""
+
+from typing import Annotated
+
+from fastapi import Depends, Header
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Principal
+from app.db.session import get_session
+from app.ratelimit import RouteClass, per_user
+
+Session = Annotated[AsyncSession, Depends(get_session)]
+Creator = Annotated[Principal, per_user(RouteClass.CREATE)]
+Reader = Annotated[Principal, per_user(RouteClass.READ)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Retries with the same key return the original job instead of a new one.",
+    ),
+]

@@ -1,0 +1,299 @@
+"""Live updates over SSE (across replicas through Postgres NOTIFY, and in-process on
+SQLite), batches, promotion and cancellation."""
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.migrate import upgrade
+from app.db.models import Batch, Job
+from app.main import create_app
+from tests.harness import Stack, running_stack, serve, wait_until
+
+LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
+SLOW = {"generate_latency_seconds": 0.3, "task_seconds": 0.6}
+
+
+async def read_events(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], limit: int = 20
+) -> list[tuple[str, dict[str, Any]]]:
+    """(id, data) of each `job` event until the server closes the stream."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    async with http.stream("GET", url, headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event_id, data, kind = "", "", ""
+        async for line in response.aiter_lines():
+            if line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:"):
+                data = line[5:].strip()
+            elif line == "" and data:
+                if kind == "job":
+                    events.append((event_id, json.loads(data)))
+                event_id, data, kind = "", "", ""
+                if len(events) >= limit:
+                    break
+    return events
+
+
+@asynccontextmanager
+async def replica(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """A second instance of the service, on the same Postgres, with no background loops."""
+    settings = stack.settings.model_copy(
+        update={"dispatcher_enabled": False, "reconciler_enabled": False}
+    )
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
+        yield http
+
+
+async def test_stream_on_one_replica_sees_moves_made_on_another(database_url: str) -> None:
+    async with running_stack(database_url, sim_config=SLOW, **LIVE) as a, replica(a) as b:
+        job = await a.create_job()
+        events = await read_events(
+            b, f"/jobs/{job['id']}/events", {**a.headers(), "Last-Event-ID": "0"}
+        )
+        assert [e["to_status"] for _, e in events] == ["queued", "running", "succeeded"]
+        assert [e["source"] for _, e in events] == ["api", "dispatcher", "webhook"]
+        assert events[-1][1]["job"]["video_url"]
+        ids = [int(event_id) for event_id, _ in events]
+        assert ids == sorted(ids) and ids == [e["event_id"] for _, e in events]
+        # reconnecting after the first event replays exactly what came after it
+        again = await read_events(
+            b, f"/jobs/{job['id']}/events", {**a.headers(), "Last-Event-ID": str(ids[0])}
+        )
+        assert [e["to_status"] for _, e in again] == ["running", "succeeded"]
+        # without Last-Event-ID: the latest move at once, then the stream ends (terminal)
+        now = await read_events(b, f"/jobs/{job['id']}/events", a.headers())
+        assert [(int(i), e["to_status"]) for i, e in now] == [(ids[-1], "succeeded")]
+
+
+async def test_a_stream_opened_early_follows_the_job_live(database_url: str) -> None:
+    async with running_stack(database_url, sim_config=SLOW, **LIVE) as a, replica(a) as b:
+        job = await a.create_job()
+        events = await read_events(b, f"/jobs/{job['id']}/events", a.headers())
+        statuses = [e["to_status"] for _, e in events]
+        assert statuses[-1] == "succeeded"
+        assert statuses == ["queued", "running", "succeeded"][-len(statuses) :]
+
+
+async def test_streams_are_owner_only(database_url: str) -> None:
+    async with running_stack(database_url) as stack:
+        job = await stack.create_job("alice")
+        other = await stack.http.get(f"/jobs/{job['id']}/events", headers=stack.headers("bob"))
+        assert (other.status_code, other.json()["code"]) == (404, "job_not_found")
+        assert (await stack.http.get(f"/jobs/{job['id']}/events")).status_code == 401
+
+
+async def test_my_events_streams_all_my_jobs_and_only_mine(database_url: str) -> None:
+    async with running_stack(database_url, sim_config=SLOW, **LIVE) as a, replica(a) as b:
+        reader = asyncio.create_task(read_events(b, "/events", a.headers(), limit=6))
+        await asyncio.sleep(0.2)  # let the stream subscribe before the jobs exist
+        mine = [(await a.create_job())["id"] for _ in range(2)]
+        await a.create_job("bob")
+        events = await asyncio.wait_for(reader, 30)
+        assert {e["job_id"] for _, e in events} == set(mine)
+        assert Counter(e["to_status"] for _, e in events) == {
+            "queued": 2,
+            "running": 2,
+            "succeeded": 2,
+        }
+
+
+async def test_in_process_fan_out_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'live.db'}"
+    await asyncio.to_thread(upgrade, url)
+    async with running_stack(url, sim_config=SLOW, **LIVE) as stack:
+        job = await stack.create_job()
+        events = await read_events(
+            stack.http, f"/jobs/{job['id']}/events", {**stack.headers(), "Last-Event-ID": "0"}
+        )
+        assert [e["to_status"] for _, e in events] == ["queued", "running", "succeeded"]
+
+
+# --- batches ------------------------------------------------------------------------
+
+
+async def count(db_engine: AsyncEngine, model: type) -> int:
+    async with db_engine.connect() as conn:
+        return await conn.scalar(select(func.count()).select_from(model)) or 0
+
+
+async def test_batch_of_prompt_variants(api: Stack) -> None:
+    body = {
+        "base": {"duration": 5, "resolution": "480p"},
+        "prompts": ["boat at dawn", "boat at dusk"],
+    }
+    response = await api.http.post("/jobs/batch", json=body, headers=api.headers())
+    assert response.status_code == 202
+    batch = response.json()
+    assert [j["prompt"] for j in batch["jobs"]] == ["boat at dawn", "boat at dusk"]
+    assert {(j["duration"], j["resolution"], j["batch_id"]) for j in batch["jobs"]} == {
+        (5, "480p", batch["id"])
+    }
+    fetched = await api.http.get(f"/batches/{batch['id']}", headers=api.headers())
+    assert fetched.json() == batch
+    assert (
+        await api.http.get(f"/batches/{batch['id']}", headers=api.headers("bob"))
+    ).status_code == 404
+    full = {"jobs": [{"prompt": "a"}, {"prompt": "b", "model": "seedance-2.0", "duration": 10}]}
+    response = await api.http.post("/jobs/batch", json=full, headers=api.headers())
+    assert [(j["model"], j["duration"]) for j in response.json()["jobs"]] == [
+        ("seedance-2-mini", 8),
+        ("seedance-2.0", 10),
+    ]
+
+
+async def test_a_batch_is_all_or_nothing(api: Stack, db_engine: AsyncEngine) -> None:
+    cases = [
+        (
+            {"jobs": [{"prompt": "a"}, {"prompt": "b", "duration": 99}]},
+            "jobs[1].duration",
+            "invalid_duration",
+        ),
+        ({"prompts": ["a", "", "c"]}, "prompts[1]", "prompt_empty"),
+        ({"prompts": ["only one"]}, "prompts", "too_short"),
+        ({"prompts": ["p"] * 9}, "prompts", "too_long"),
+        (
+            {"prompts": ["a", "b"], "jobs": [{"prompt": "a"}, {"prompt": "b"}]},
+            "body",
+            "invalid_batch",
+        ),
+        ({"base": {"prompt": "x"}, "prompts": ["a", "b"]}, "base.prompt", "unknown_field"),
+    ]
+    for body, field, code in cases:
+        response = await api.http.post("/jobs/batch", json=body, headers=api.headers())
+        assert response.status_code == 422, body
+        assert (field, code) in {(e["field"], e["code"]) for e in response.json()["errors"]}, body
+    assert await count(db_engine, Job) == await count(db_engine, Batch) == 0
+
+
+async def test_batch_budget_counts_the_whole_batch(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    async with running_stack(
+        database_url, user_daily_credit_budget=40, blocked_prompt_patterns=["nope"]
+    ) as stack:
+        three = {"prompts": ["a", "b", "c"]}  # 3 x 16 credits > 40
+        refused = await stack.http.post("/jobs/batch", json=three, headers=stack.headers())
+        assert (refused.status_code, refused.json()["code"]) == (402, "budget_exceeded")
+        blocked = await stack.http.post(
+            "/jobs/batch", json={"prompts": ["a", "nope"]}, headers=stack.headers()
+        )
+        assert blocked.json()["errors"][0] == {
+            "field": "prompts[1]",
+            "code": "prompt_blocked",
+            "message": "blocked by content policy",
+        }
+        assert await count(db_engine, Job) == 0
+        headers = {**stack.headers(), "Idempotency-Key": "batch-1"}
+        first = await stack.http.post("/jobs/batch", json={"prompts": ["a", "b"]}, headers=headers)
+        again = await stack.http.post("/jobs/batch", json={"prompts": ["a", "b"]}, headers=headers)
+        assert (first.status_code, again.status_code) == (202, 200)
+        assert again.json() == first.json()
+        other = await stack.http.post("/jobs/batch", json={"prompts": ["a", "c"]}, headers=headers)
+        assert other.status_code == 409
+        assert await count(db_engine, Job) == 2
+
+
+# --- promote and cancel ---------------------------------------------------------------
+
+
+async def test_promote_a_succeeded_mini_job(database_url: str) -> None:
+    async with running_stack(database_url, **LIVE) as stack:
+        image = "https://cdn.images.net/cat.png"
+        mini = await stack.create_job(prompt="a cat", images=[image], aspect_ratio="9:16")
+        early = await stack.http.post(f"/jobs/{mini['id']}/promote", headers=stack.headers())
+        assert (early.status_code, early.json()["code"]) in {(409, "not_promotable")}
+        await wait_until(lambda: _status(stack, mini["id"], "succeeded"))
+        bad = await stack.http.post(
+            f"/jobs/{mini['id']}/promote", json={"duration": 8}, headers=stack.headers()
+        )
+        assert bad.json()["errors"][0]["code"] == "invalid_duration"
+        other = await stack.http.post(f"/jobs/{mini['id']}/promote", headers=stack.headers("bob"))
+        assert other.status_code == 404
+        response = await stack.http.post(
+            f"/jobs/{mini['id']}/promote",
+            json={"duration": 10, "resolution": "480p"},
+            headers=stack.headers(),
+        )
+        assert response.status_code == 202
+        render = response.json()
+        assert (render["model"], render["duration"], render["resolution"]) == (
+            "seedance-2.0",
+            10,
+            "480p",
+        )
+        assert (render["prompt"], render["images"], render["aspect_ratio"]) == (
+            "a cat",
+            [image],
+            "9:16",
+        )
+        assert render["source_job_id"] == mini["id"]
+        assert (
+            render["estimated_cost"] == 10 * stack.settings.cost_per_second["seedance-2.0"]["480p"]
+        )
+        await wait_until(lambda: _status(stack, render["id"], "succeeded"))
+        again = await stack.http.post(f"/jobs/{render['id']}/promote", headers=stack.headers())
+        assert again.status_code == 409  # a seedance-2.0 job is not promoted again
+
+
+async def _status(stack: Stack, job_id: str, status: str) -> bool:
+    return (await stack.http.get(f"/jobs/{job_id}", headers=stack.headers())).json()[
+        "status"
+    ] == status
+
+
+async def test_cancel_a_queued_job(api: Stack) -> None:
+    job = await api.create_job()
+    first = await api.http.post(f"/jobs/{job['id']}/cancel", headers=api.headers())
+    assert (first.status_code, first.json()["status"]) == (200, "canceled")
+    again = await api.http.post(f"/jobs/{job['id']}/cancel", headers=api.headers())
+    assert (again.status_code, again.json()["status"]) == (200, "canceled")
+    assert (
+        await api.http.post(f"/jobs/{job['id']}/cancel", headers=api.headers("bob"))
+    ).status_code == 404
+    missing = await api.http.post(f"/jobs/{uuid.uuid4()}/cancel", headers=api.headers())
+    assert missing.json()["code"] == "job_not_found"
+
+
+async def test_cancel_races_with_the_dispatcher(database_url: str) -> None:
+    """Each job ends either canceled and never sent, or sent and not canceled."""
+    async with running_stack(
+        database_url,
+        sim_config={"generate_latency_seconds": 0.05},
+        dispatcher_max_in_flight=3,
+        **LIVE,
+    ) as stack:
+        jobs = [(await stack.create_job(prompt=f"v{i}"))["id"] for i in range(30)]
+        responses = await asyncio.gather(
+            *(stack.http.post(f"/jobs/{job_id}/cancel", headers=stack.headers()) for job_id in jobs)
+        )
+        assert {r.status_code for r in responses} <= {200, 409}
+        assert {r.json()["code"] for r in responses if r.status_code == 409} <= {"not_cancelable"}
+        await wait_until(lambda: _all_final(stack))
+        sent = {
+            url.split("/webhooks/seedance/")[1].split("?")[0]
+            for url in stack.sim.requests_by_callback
+        }
+        by_id = {str(job.id): job for job in await stack.jobs()}
+        canceled = {job_id for job_id, job in by_id.items() if job.status == "canceled"}
+        assert canceled == {str(r.json()["id"]) for r in responses if r.status_code == 200}
+        assert not canceled & sent
+        assert sent | canceled == set(jobs)
+        assert 0 < len(canceled) < 30  # the race really happened both ways
+
+
+async def _all_final(stack: Stack) -> bool:
+    return all(j.status in {"succeeded", "canceled"} for j in await stack.jobs())
