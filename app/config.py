@@ -69,7 +69,6 @@ class Settings(BaseSettings):
     # Webhooks: where Seedance reaches us, and the key that signs each job's callback URL
     public_base_url: str = "http://127.0.0.1:8000"
     webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
-    webhook_max_body_bytes: int = Field(64 * 1024, ge=1024)
     confirm_success_with_status: bool = True
 
     # Client auth (JWT bearer)
@@ -127,6 +126,10 @@ class Settings(BaseSettings):
 
     # Live updates (SSE): heartbeat, and how often a stream re-reads the database anyway
     sse_heartbeat_seconds: float = Field(15.0, gt=0)
+
+    # Hostile input: size caps on every request (API or webhook)
+    max_request_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_request_header_bytes: int = Field(16 * 1024, ge=1024)
 
     # Operations: admin access, docs, metrics, logs
     admin_token: SecretStr | None = Field(

@@ -64,6 +64,7 @@ _TITLES = {
     405: "Method Not Allowed",
     409: "Conflict",
     413: "Content Too Large",
+    431: "Request Header Fields Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     429: "Too Many Requests",
@@ -155,7 +156,13 @@ async def _on_validation(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
+    # FastAPI raises 400 for bodies it cannot decode (bad UTF-8, JSON nested too deep)
+    codes = {
+        400: "invalid_body",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "body_too_large",
+    }
     return problem_response(
         exc.status_code,
         codes.get(exc.status_code, "http_error"),

@@ -25,6 +25,7 @@ from app.jobs.events import EventHub, PostgresListener, publish_after_commit
 from app.jobs.reconciler import Reconciler
 from app.logs import configure_logging
 from app.ratelimit import RateLimitHeadersMiddleware, RateLimits
+from app.request_limits import RequestLimitsMiddleware
 from app.request_log import RequestLogMiddleware
 from app.seedance.client import SeedanceClient
 
@@ -109,6 +110,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Location", "X-Request-ID", "Retry-After", "X-RateLimit-Remaining"],
         )
     app.add_middleware(RateLimitHeadersMiddleware)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_request_body_bytes,
+        max_header_bytes=settings.max_request_header_bytes,
+    )
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(
         CorrelationIdMiddleware,

@@ -75,6 +75,10 @@ def _check_prompt(value: str) -> str:
             {"length": len(value), "limit": MAX_PROMPT_CHARS},
         )
     for char in value:
+        if unicodedata.category(char) == "Cs":
+            raise PydanticCustomError(
+                "prompt_invalid_unicode", "the prompt contains a lone surrogate (invalid Unicode)"
+            )
         if unicodedata.category(char) == "Cc" and char not in _ALLOWED_CONTROL_CHARS:
             raise PydanticCustomError(
                 "prompt_control_characters",

@@ -23,20 +23,6 @@ class CallbackAck(BaseModel):
     result: service.ApplyResult
 
 
-async def _read_capped_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ProblemError(413, "body_too_large", f"Callback bodies are limited to {limit} bytes.")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ProblemError(
-                413, "body_too_large", f"Callback bodies are limited to {limit} bytes."
-            )
-    return bytes(body)
-
-
 def _rejected(status: int, code: str, detail: str, result: str) -> ProblemError:
     WEBHOOK_DELIVERIES.labels(result).inc()
     return ProblemError(status, code, detail)
@@ -58,7 +44,7 @@ async def seedance_callback(
     settings = request.app.state.settings
     if not signature_is_valid(settings, job_id, sig):
         raise _rejected(401, "invalid_signature", "The callback signature is not valid.", "forged")
-    body = await _read_capped_body(request, settings.webhook_max_body_bytes)
+    body = await request.body()  # capped by RequestLimitsMiddleware
     try:
         report = parse_task_report(orjson.loads(body))
     except (orjson.JSONDecodeError, UpstreamProtocolError) as exc:

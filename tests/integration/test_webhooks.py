@@ -223,7 +223,7 @@ async def test_unknown_jobs_malformed_and_oversized_bodies(quiet_stack: Stack) -
     ]:
         response = await post_callback(stack, a.id, sig, content=content)
         assert (response.status_code, response.json()["code"]) == (400, "invalid_callback"), content
-    huge = b'{"task_id": "' + b"x" * stack.settings.webhook_max_body_bytes + b'"}'
+    huge = b'{"task_id": "' + b"x" * stack.settings.max_request_body_bytes + b'"}'
     response = await post_callback(stack, a.id, sig, content=huge)
     assert (response.status_code, response.json()["code"]) == (413, "body_too_large")
     assert [j.status for j in await stack.jobs()] == ["running", "running"]

@@ -1,0 +1,112 @@
+"""Every endpoint, tried with no token, bad tokens, and another user's token on every id:
+401 or 404 as specified, never another user's data. The routes are read from the app's
+OpenAPI, so a new endpoint is covered the day it is added."""
+
+import time
+import uuid
+
+import jwt
+import pytest
+
+from tests.harness import Stack, bearer
+
+PUBLIC = {"/healthz", "/readyz", "/webhooks/seedance/{job_id}"}  # webhooks: tested by signature
+BODIES = {
+    ("POST", "/jobs"): {"prompt": "boat"},
+    ("POST", "/jobs/batch"): {"prompts": ["a", "b"]},
+}
+
+
+def routes(stack: Stack) -> list[tuple[str, str]]:
+    """Every documented operation but the public ones (from the app's own OpenAPI)."""
+    paths = stack.app.openapi()["paths"]
+    return [
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if path not in PUBLIC
+        for method in operations
+    ]
+
+
+def bad_tokens(stack: Stack) -> dict[str, str | None]:
+    now = int(time.time())
+    claims = {
+        "sub": "alice",
+        "iss": stack.settings.jwt_issuer,
+        "aud": stack.settings.jwt_audience,
+        "exp": now + 60,
+    }
+    secret = stack.settings.jwt_secret.get_secret_value()
+    return {
+        "none": None,
+        "expired": jwt.encode({**claims, "exp": now - 120}, secret, algorithm="HS256"),
+        "wrong signature": jwt.encode(claims, "not-the-secret-" * 3, algorithm="HS256"),
+        "wrong audience": jwt.encode({**claims, "aud": "other"}, secret, algorithm="HS256"),
+        "wrong issuer": jwt.encode({**claims, "iss": "other"}, secret, algorithm="HS256"),
+        "unsigned": jwt.encode(claims, None, algorithm="none"),
+    }
+
+
+async def test_every_endpoint_refuses_bad_credentials(api: Stack) -> None:
+    job = await api.create_job("alice")
+    batch = (
+        await api.http.post(
+            "/jobs/batch", json=BODIES[("POST", "/jobs/batch")], headers=api.headers()
+        )
+    ).json()
+    checked = 0
+    for method, path in routes(api):
+        url = path.format(job_id=job["id"], batch_id=batch["id"])
+        for name, token in bad_tokens(api).items():
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            response = await api.http.request(
+                method, url, headers=headers, json=BODIES.get((method, path))
+            )
+            assert response.status_code == 401, (method, path, name)
+            assert response.json()["code"] == "unauthorized"
+            assert "alice" not in response.text and job["id"] not in response.text
+            checked += 1
+    assert checked >= 6 * 12
+
+
+async def test_another_users_ids_are_404_on_every_endpoint(api: Stack) -> None:
+    job = await api.create_job("alice")
+    batch = (
+        await api.http.post(
+            "/jobs/batch", json=BODIES[("POST", "/jobs/batch")], headers=api.headers()
+        )
+    ).json()
+    with_ids = [(m, p) for m, p in routes(api) if "{" in p and not p.startswith("/admin")]
+    assert len(with_ids) >= 5
+    for method, path in with_ids:
+        url = path.format(job_id=job["id"], batch_id=batch["id"])
+        response = await api.http.request(
+            method, url, headers=api.headers("bob"), json=BODIES.get((method, path))
+        )
+        assert response.status_code == 404, (method, path)
+        assert job["id"] not in response.text and "alice" not in response.text
+    # and nothing of alice's shows up in bob's lists, usage or stream start
+    assert (await api.http.get("/jobs", headers=api.headers("bob"))).json()["items"] == []
+    assert (await api.http.get("/me/usage", headers=api.headers("bob"))).json()["spent_today"] == 0
+    # alice's job was not touched by bob's cancel / promote attempts
+    mine = await api.http.get(f"/jobs/{job['id']}", headers=api.headers())
+    assert mine.json()["status"] == "queued"
+
+
+@pytest.mark.parametrize("who", ["user", "none"])
+async def test_admin_endpoints_need_the_admin_role(api: Stack, who: str) -> None:
+    headers = api.headers("mallory") if who == "user" else {}
+    admin_routes = [(m, p) for m, p in routes(api) if p.startswith("/admin")]
+    assert admin_routes
+    for method, path in admin_routes:
+        response = await api.http.request(method, path, headers=headers)
+        assert response.status_code == (403 if who == "user" else 401), (method, path)
+    admin = bearer(api.settings, "ops", admin=True)
+    assert (await api.http.get("/admin/stats", headers=admin)).status_code == 200
+
+
+async def test_unknown_ids_look_like_other_users_ids(api: Stack) -> None:
+    job = await api.create_job("alice")
+    theirs = await api.http.get(f"/jobs/{job['id']}", headers=api.headers("bob"))
+    nobody = await api.http.get(f"/jobs/{uuid.uuid4()}", headers=api.headers("bob"))
+    assert (theirs.status_code, theirs.json()) == (nobody.status_code, nobody.json())
