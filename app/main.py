@@ -18,7 +18,7 @@ from app.api.docs import docs_router
 from app.config import Settings
 from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
-from app.errors import install_error_handlers
+from app.errors import install_error_handlers, problem_responses
 from app.jobs.background import Loop
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.events import EventHub, PostgresListener, publish_after_commit
@@ -122,8 +122,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generator=lambda: uuid.uuid4().hex,
         validator=lambda value: bool(_REQUEST_ID.match(value)),
     )
+    # the size caps of RequestLimitsMiddleware apply to every route
+    size_errors = problem_responses(413, 431)
     for module in (jobs, batches, events, me, webhooks, admin, health):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=size_errors)
     if (docs := docs_router(settings.effective_docs_access)) is not None:
         app.include_router(docs)
     return app

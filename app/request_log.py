@@ -6,10 +6,23 @@ The request id comes from asgi-correlation-id (accepted from X-Request-ID or gen
 
 import logging
 import time
+import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("app.requests")
+
+
+def _job_id(scope: Scope) -> str | None:
+    """The job id of the path, normalized: a raw path value is the client's text (it could
+    carry a newline and forge a log line), so anything that is not a UUID is `invalid`."""
+    raw = scope.get("path_params", {}).get("job_id")
+    if raw is None:
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return "invalid"
 
 
 class RequestLogMiddleware:
@@ -40,7 +53,7 @@ class RequestLogMiddleware:
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 "user": principal.subject if principal else None,
-                "job_id": scope.get("path_params", {}).get("job_id"),
+                "job_id": _job_id(scope),
             }
             logger.info(
                 "%(method)s %(route)s %(status)s %(duration_ms).1fms user=%(user)s job=%(job_id)s",

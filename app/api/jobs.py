@@ -22,7 +22,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(40
     summary="Create a video job",
     responses={
         200: {"model": JobOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(402, 409),
+        **problem_responses(400, 402, 409),
     },
 )
 async def create_job(
@@ -66,7 +66,7 @@ def _wake_dispatcher(request: Request) -> None:
     summary="Create 2 to 8 prompt variants at once",
     responses={
         200: {"model": BatchOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(402, 409),
+        **problem_responses(400, 402, 409),
     },
 )
 async def create_batch(
@@ -120,7 +120,7 @@ async def get_job(job_id: uuid.UUID, principal: Reader, session: Session) -> Job
     summary="Render a succeeded Mini job again on seedance-2.0",
     responses={
         200: {"model": JobOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(402, 404, 409),
+        **problem_responses(400, 402, 404, 409),
     },
 )
 async def promote_job(

@@ -26,4 +26,7 @@ def callback_url(settings: Settings, job_id: uuid.UUID) -> str:
 
 
 def signature_is_valid(settings: Settings, job_id: uuid.UUID, signature: str) -> bool:
-    return hmac.compare_digest(callback_signature(settings, job_id), signature)
+    """Constant-time check; compared as bytes, since a forged query string may hold any
+    character (compare_digest refuses non-ASCII str)."""
+    presented = signature.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(callback_signature(settings, job_id).encode(), presented)

@@ -247,3 +247,20 @@ async def test_shutdown_lets_submissions_in_flight_finish(
 
 async def _sim_received(stack: Stack) -> bool:
     return stack.sim.calls["generate"] == 1
+
+
+async def test_path_values_cannot_forge_log_lines(
+    api: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.requests")
+    job = await api.create_job()
+    forged = "x%0A2026-01-01 INFO app.requests: GET admin 200 user=admin"
+    assert (await api.http.get(f"/jobs/{forged}", headers=api.headers())).status_code == 422
+    assert (await api.http.get(f"/jobs/{job['id']}", headers=api.headers())).status_code == 200
+
+    def job_fields() -> list[str]:
+        return [r.job_id for r in caplog.records if r.name == "app.requests"]  # type: ignore[attr-defined]
+
+    await wait_until(lambda: asyncio.sleep(0, len(job_fields()) == 3))
+    assert job_fields() == [None, "invalid", job["id"]]
+    assert not any("\n" in r.getMessage() for r in caplog.records)

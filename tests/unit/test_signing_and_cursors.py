@@ -29,6 +29,12 @@ def test_signatures_do_not_transfer_between_jobs_or_secrets() -> None:
     assert not signature_is_valid(SETTINGS, job_a, "")
 
 
+@pytest.mark.parametrize("forged", ["aé#", "\ud800", "\x00" * 64, "ß" * 64])
+def test_any_text_is_a_wrong_signature_not_a_crash(forged: str) -> None:
+    # found by contract fuzzing: non-ASCII text made compare_digest raise TypeError (a 500)
+    assert not signature_is_valid(SETTINGS, uuid.uuid4(), forged)
+
+
 def test_cursor_round_trip() -> None:
     when, job_id = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), uuid.uuid4()
     assert decode_cursor(encode_cursor(when, job_id)) == (when, job_id)
