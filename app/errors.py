@@ -173,7 +173,7 @@ async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
 
 # What a database that is down, restarting or unreachable raises (asyncpg's refused
 # connects surface as ConnectionError, unwrapped).
-DATABASE_UNAVAILABLE = (
+_UNAVAILABLE = (
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
     sa_exc.TimeoutError,
@@ -181,7 +181,17 @@ DATABASE_UNAVAILABLE = (
 )
 
 
-async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+def is_database_unavailable(exc: BaseException) -> bool:
+    """The database is down or a connection died under a statement (asyncpg then raises
+    a plain DBAPIError that SQLAlchemy marks `connection_invalidated`)."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, _UNAVAILABLE)
+
+
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_unavailable(exc):
+        return await _on_unexpected(request, exc)
     logger.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     return problem_response(
         503,
@@ -200,8 +210,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
-    for unavailable in DATABASE_UNAVAILABLE:
-        app.add_exception_handler(unavailable, _on_database_unavailable)
+    for database_error in (sa_exc.DBAPIError, *_UNAVAILABLE):
+        app.add_exception_handler(database_error, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -135,9 +135,7 @@ async def running_stack(
         sock = bound_socket()
         settings = make_settings(
             database_url,
-            seedance_base_url=f"{sim_url}/v2",
-            public_base_url=url_of(sock),
-            **overrides,
+            **{"seedance_base_url": f"{sim_url}/v2", "public_base_url": url_of(sock), **overrides},
         )
         app = create_app(settings)
         async with serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:

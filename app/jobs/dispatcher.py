@@ -11,13 +11,21 @@ replicas can run dispatchers against one Postgres database.
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from app.config import Settings
 from app.db.models import Job
+from app.errors import is_database_unavailable
 from app.jobs.background import Loop
 from app.jobs.callbacks import callback_url
 from app.jobs.service import mark_submitted
@@ -68,8 +76,8 @@ class Dispatcher(Loop):
         free = self._settings.dispatcher_max_in_flight - len(self._in_flight)
         if free <= 0:
             return 0
-        for job_id in await self._claim(free):
-            task = asyncio.create_task(self._submit(job_id), name=f"submit-{job_id}")
+        for job_id, request in await self._claim(free):
+            task = asyncio.create_task(self._submit(job_id, request), name=f"submit-{job_id}")
             self._in_flight.add(task)
             task.add_done_callback(self._release)
         return free
@@ -83,7 +91,9 @@ class Dispatcher(Loop):
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
-    async def _claim(self, limit: int) -> list[uuid.UUID]:
+    async def _claim(self, limit: int) -> list[tuple[uuid.UUID, GenerateRequest]]:
+        """Mark due jobs as being submitted and build their upstream requests in the same
+        transaction: between the claim and the call, nothing can fail on the database."""
         now = datetime.now(UTC)
         async with self._sessionmaker() as session, session.begin():
             jobs = await session.scalars(
@@ -101,24 +111,23 @@ class Dispatcher(Loop):
             for job in jobs:
                 job.submit_started_at = now
                 job.submit_attempts += 1
-                claimed.append(job.id)
+                claimed.append((job.id, self._request_for(job)))
         return claimed
 
-    async def _submit(self, job_id: uuid.UUID) -> None:
-        async with self._sessionmaker() as session:
-            job = await session.get(Job, job_id)
-            assert job is not None
-            request = GenerateRequest(
-                model=job.model,
-                prompt=job.prompt,
-                duration=job.duration,
-                resolution=job.resolution,
-                aspect_ratio=job.aspect_ratio,
-                images=job.images,
-                reference_video_urls=job.reference_video_urls,
-                reference_audio_urls=job.reference_audio_urls,
-                callback_url=callback_url(self._settings, job.id),
-            )
+    def _request_for(self, job: Job) -> GenerateRequest:
+        return GenerateRequest(
+            model=job.model,
+            prompt=job.prompt,
+            duration=job.duration,
+            resolution=job.resolution,
+            aspect_ratio=job.aspect_ratio,
+            images=job.images,
+            reference_video_urls=job.reference_video_urls,
+            reference_audio_urls=job.reference_audio_urls,
+            callback_url=callback_url(self._settings, job.id),
+        )
+
+    async def _submit(self, job_id: uuid.UUID, request: GenerateRequest) -> None:
         await self._rate_limits.wait_for_submit_slot()
         try:
             task_id = await self._client.generate(request)
@@ -127,16 +136,39 @@ class Dispatcher(Loop):
             logger.warning("job %s: submit outcome unknown (%s); waiting for callback", job_id, exc)
         except _PERMANENT as exc:
             JOB_SUBMISSIONS.labels("rejected").inc()
-            await self._fail(job_id, exc)
+            await self._record(job_id, "rejection", self._fail, job_id, exc)
         except _NOT_SENT as exc:
             JOB_SUBMISSIONS.labels("retry").inc()
-            await self._retry_later(job_id, exc)
+            await self._record(job_id, "retry", self._retry_later, job_id, exc)
         except Exception:
             JOB_SUBMISSIONS.labels("unknown").inc()
             logger.exception("job %s: unexpected error while submitting; outcome unknown", job_id)
         else:
             JOB_SUBMISSIONS.labels("accepted").inc()
-            await self._accepted(job_id, task_id)
+            await self._record(job_id, f"task {task_id}", self._accepted, job_id, task_id)
+
+    async def _record(
+        self,
+        job_id: uuid.UUID,
+        what: str,
+        write: Callable[..., Awaitable[None]],
+        *args: object,
+    ) -> None:
+        """Write a submission's outcome, waiting out a database outage: once Seedance has
+        answered, its answer (above all a task id, a video already paid for) exists only
+        in this process until it is written. Gives up after the unknown-outcome grace;
+        the job is then an unknown outcome, found again by its callback."""
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(is_database_unavailable),
+                wait=wait_exponential_jitter(multiplier=0.1, max=5),
+                stop=stop_after_delay(self._settings.submit_unknown_grace_seconds),
+                reraise=True,
+            ):
+                with attempt:
+                    await write(*args)
+        except Exception:
+            logger.exception("job %s: could not record the submission's %s", job_id, what)
 
     async def _accepted(self, job_id: uuid.UUID, task_id: str) -> None:
         async with self._sessionmaker() as session, session.begin():

@@ -1,0 +1,305 @@
+"""The service keeps its promises under faults: upstream errors, lost and disordered
+callbacks, tasks that never finish, an upstream that refuses connections, a database that
+goes away, and a process killed with SIGKILL. Every job ends terminal with the right code,
+none is sent upstream twice, and no job's history ever moves backwards."""
+
+import asyncio
+import itertools
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections import Counter, defaultdict
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from app.db.models import Job, JobEvent
+from app.jobs.states import ALLOWED_MOVES, TERMINAL, JobStatus
+from simulator import SimulatorConfig, create_simulator
+from simulator.app import SimulatorState
+from tests.harness import (
+    SEEDANCE_TEST_KEY,
+    bearer,
+    bound_socket,
+    make_settings,
+    running_stack,
+    serve,
+    url_of,
+    wait_until,
+)
+from tests.tcp_proxy import TcpProxy
+
+LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
+# fast safety nets, so the run ends in seconds
+FAST_NETS = {
+    "callback_overdue_base_seconds": 1.0,
+    "callback_overdue_per_video_second": 0.0,
+    "reconciler_backoff_initial_seconds": 0.3,
+    "reconciler_backoff_max_seconds": 1.0,
+    "submit_unknown_grace_seconds": 4.0,
+    "job_hard_deadline_seconds": 6.0,
+}
+
+
+async def all_terminal(engine: AsyncEngine, count: int) -> bool:
+    async with engine.connect() as conn:
+        statuses = (await conn.execute(select(Job.status))).scalars().all()
+    return len(statuses) == count and all(JobStatus(s) in TERMINAL for s in statuses)
+
+
+async def assert_histories_only_move_forward(engine: AsyncEngine) -> None:
+    """Each job's events chain (from = previous to), follow the table, end in one terminal."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(JobEvent).order_by(JobEvent.id))).all()
+    history: defaultdict[uuid.UUID, list[Any]] = defaultdict(list)
+    for row in rows:
+        history[row.job_id].append(row)
+    for job_id, events in history.items():
+        assert events[0].from_status is None and events[0].to_status == JobStatus.QUEUED
+        for before, after in itertools.pairwise(events):
+            assert after.from_status == before.to_status, job_id
+            assert JobStatus(after.to_status) in ALLOWED_MOVES[JobStatus(before.to_status)]
+        assert [JobStatus(e.to_status) in TERMINAL for e in events].count(True) == 1, job_id
+
+
+def tasks_per_job(sim: SimulatorState) -> Counter[str]:
+    """Upstream tasks created per job (the callback URL names the job): 1 at most, always."""
+    return Counter(
+        task.request["callback_url"].split("?")[0].rsplit("/", 1)[1] for task in sim.tasks.values()
+    )
+
+
+async def test_200_jobs_under_mixed_faults_end_right_and_are_sent_once(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    faults = {
+        "generate_5xx_rate": 0.15,
+        "generate_429_rate": 0.10,
+        "retry_after_seconds": 0,
+        "generate_hang_rate": 0.04,  # accepted upstream, but we time out: outcome unknown
+        "generate_hang_seconds": 1.5,
+        "task_failure_rate": 0.10,
+        "never_finish_rate": 0.03,
+        "callback_loss_rate": 0.20,
+        "callback_duplicate_rate": 0.20,
+        "callback_out_of_order_rate": 0.20,
+        "callback_delay_seconds": 0.3,
+        "seed": 9,
+    }
+    async with running_stack(
+        database_url,
+        sim_config=faults,
+        seedance_read_timeout=0.5,
+        dispatcher_max_in_flight=16,
+        dispatcher_max_submit_attempts=10,
+        **FAST_NETS,
+        **LIVE,
+    ) as stack:
+        await asyncio.gather(
+            *(stack.create_job(f"user-{i % 7}", prompt=f"variant {i}") for i in range(200))
+        )
+        await wait_until(lambda: all_terminal(db_engine, 200), within=90)
+        jobs = {str(job.id): job for job in await stack.jobs()}
+        sim = stack.sim
+
+    assert max(tasks_per_job(sim).values()) == 1  # no job was ever sent twice
+    for job in jobs.values():
+        task = sim.tasks.get(job.upstream_task_id or "")
+        if task is None:  # no task known: it was never accepted, or its callback was lost
+            assert job.status == "failed"
+            assert job.error_code in {"upstream_timeout", "upstream_unavailable"}
+        elif task.never_finish:
+            assert (job.status, job.error_code) == ("failed", "upstream_timeout")
+        elif task.will_fail:
+            assert (job.status, job.error_code) == ("failed", "upstream_failed")
+        else:
+            assert job.status == "succeeded" and job.video_url == task.video_url
+    # every task Seedance created whose outcome came back is attached to its own job
+    attached = {j.upstream_task_id for j in jobs.values() if j.upstream_task_id}
+    orphans = set(sim.tasks) - attached
+    assert all(sim.tasks[t].task_id in sim.lost_callbacks for t in orphans)
+    # the faults really happened, and most jobs still succeeded
+    assert sim.calls["generate"] > sim.calls["generate_accepted"]  # 5xx/429 were retried
+    assert sim.callbacks["lost"] and sim.callbacks["duplicate_200"] and sim.callbacks["stale_200"]
+    assert sum(j.status == "succeeded" for j in jobs.values()) >= 140
+    await assert_histories_only_move_forward(db_engine)
+
+
+async def test_an_upstream_refusing_connections_is_waited_out(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    """Connection refused certainly sent nothing: jobs are retried with backoff, then sent
+    once when Seedance is back."""
+    upstream = bound_socket()  # bound but not listening: connections are refused
+    simulator = create_simulator(
+        SimulatorConfig(api_key=SEEDANCE_TEST_KEY, task_seconds=0.2, reject_local_callbacks=False)
+    )
+    async with running_stack(
+        database_url,
+        seedance_base_url=f"{url_of(upstream)}/v2",
+        dispatcher_max_submit_attempts=50,
+        dispatcher_retry_backoff_seconds=0.05,
+        **LIVE,
+    ) as stack:
+        for i in range(10):
+            await stack.create_job(prompt=f"variant {i}")
+
+        async def retried() -> bool:
+            return all(j.submit_attempts >= 2 for j in await stack.jobs())
+
+        await wait_until(retried)
+        assert {j.status for j in await stack.jobs()} == {"queued"}
+        async with serve(simulator, upstream):
+            await wait_until(lambda: all_terminal(db_engine, 10))
+        assert {j.status for j in await stack.jobs()} == {"succeeded"}
+        assert simulator.state.sim.calls["generate"] == 10
+    await assert_histories_only_move_forward(db_engine)
+
+
+async def test_a_database_outage_is_503_and_the_service_recovers_alone(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    proxy = TcpProxy("127.0.0.1", make_url(database_url).port or 5432)
+    await proxy.start()
+    proxied = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
+    async with running_stack(
+        proxied.render_as_string(hide_password=False), **FAST_NETS, **LIVE
+    ) as stack:
+        before = [await stack.create_job(prompt=f"before {i}") for i in range(5)]
+        await proxy.cut()
+        during = await asyncio.gather(
+            *(
+                stack.http.post("/jobs", json={"prompt": "during"}, headers=stack.headers())
+                for _ in range(10)
+            ),
+            stack.http.get("/jobs", headers=stack.headers()),
+        )
+        for response in during:
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["code"] == "database_unavailable"
+            assert response.headers["retry-after"]
+        assert (await stack.http.get("/readyz")).status_code == 503
+        await proxy.start()  # the database is back on the same address: no restart of ours
+
+        async def ready() -> bool:
+            return (await stack.http.get("/readyz")).status_code == 200
+
+        await wait_until(ready)
+        after = await stack.create_job(prompt="after")
+        await wait_until(lambda: all_terminal(db_engine, 6))
+        ids = {str(j.id) for j in await stack.jobs()}
+        assert ids == {job["id"] for job in [*before, after]}  # nothing lost, nothing extra
+        assert {j.status for j in await stack.jobs()} == {"succeeded"}
+    await proxy.cut()
+
+
+def service_env(settings: dict[str, Any]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "SEEDANCE_"))}
+    env.update({name.upper(): str(value) for name, value in settings.items()})
+    return env
+
+
+async def start_service(port: int, env: dict[str, str]) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"),
+        *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+        env=env,
+    )
+    async with httpx.AsyncClient() as http:
+
+        async def up() -> bool:
+            try:
+                return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(up, within=30)
+    return process
+
+
+async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    """The service runs as its own process; it is SIGKILLed while a burst of creates and
+    submissions is on the wire, then restarted. Clients retry with their Idempotency-Keys."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    simulator = create_simulator(
+        SimulatorConfig(
+            api_key=SEEDANCE_TEST_KEY,
+            task_seconds=1.0,
+            generate_latency_seconds=0.2,
+            reject_local_callbacks=False,
+        )
+    )
+    async with serve(simulator) as sim_url:
+        settings = {
+            "database_url": database_url,
+            "seedance_api_key": SEEDANCE_TEST_KEY,
+            "seedance_base_url": f"{sim_url}/v2",
+            "public_base_url": f"http://127.0.0.1:{port}",
+            "dispatcher_poll_seconds": 0.05,
+            "reconciler_poll_seconds": 0.1,
+            "dispatcher_max_in_flight": 8,
+            "rate_limit_create": "100000/minute",
+            "user_max_jobs_in_flight": 1000,
+            **FAST_NETS,
+        }
+        env = service_env(settings)
+        headers = bearer(make_settings(database_url), "alice")
+        keys = [f"burst-{i}" for i in range(60)]
+        accepted: dict[str, str] = {}
+        service = await start_service(port, env)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+
+                async def create(key: str) -> None:
+                    try:
+                        response = await http.post(
+                            "/jobs",
+                            json={"prompt": f"variant {key}"},
+                            headers={**headers, "Idempotency-Key": key},
+                        )
+                    except httpx.TransportError:
+                        return  # the process died under this request: retried below
+                    if response.status_code in (200, 202):
+                        accepted[key] = response.json()["id"]
+
+                burst = [asyncio.create_task(create(key)) for key in keys]
+                sim = simulator.state.sim
+                await wait_until(lambda: asyncio.sleep(0, sim.calls["generate"] >= 8), within=30)
+                service.send_signal(signal.SIGKILL)
+                await service.wait()
+                await asyncio.gather(*burst)
+                killed_during_submission = sim.generate_in_flight > 0 or len(accepted) < 60
+                service = await start_service(port, env)
+                for key in keys:  # what a client does after a network error: retry, same key
+                    if key not in accepted:
+                        await create(key)
+                assert set(accepted) == set(keys)
+                await wait_until(lambda: all_terminal(db_engine, 60), within=60)
+        finally:
+            service.send_signal(signal.SIGKILL)
+            await service.wait()
+
+    async with AsyncSession(db_engine) as session:
+        jobs = list(await session.scalars(select(Job)))
+    assert killed_during_submission
+    assert {str(j.id) for j in jobs} == set(accepted.values())  # no job lost or duplicated
+    assert {j.idempotency_key for j in jobs} == set(keys)
+    assert max(tasks_per_job(sim).values()) == 1  # none was sent upstream twice
+    for job in jobs:  # every job Seedance took is found again; the others time out unsent
+        if job.status == "succeeded":
+            assert job.upstream_task_id in sim.tasks
+        else:
+            assert (job.status, job.error_code) == ("failed", "upstream_timeout")
+    assert sum(j.status == "succeeded" for j in jobs) >= 50
+    await assert_histories_only_move_forward(db_engine)
