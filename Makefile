@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test lint services
+.PHONY: install run test lint services browser
 
 install: $(VENV)/.installed
 
@@ -19,9 +19,12 @@ run: install ## the dev run: SQLite file, in-memory limits, the Seedance simulat
 services: ## make sure Postgres and Redis answer on 127.0.0.1 (docker compose, else apt-get)
 	scripts/services.sh
 
+browser: ## Debian's Chromium, for the playground's browser test
+	scripts/browser.sh
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: install services lint ## the whole suite against real Postgres and Redis
+test: install services browser lint ## the whole suite against real Postgres and Redis
 	$(PY) -m pytest

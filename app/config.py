@@ -147,6 +147,9 @@ class Settings(BaseSettings):
         None, description="default: json in production, text in dev"
     )
     log_level: str = "INFO"
+    playground_enabled: bool | None = Field(
+        None, description="serve the prompt playground at /playground (default: dev only)"
+    )
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @model_validator(mode="before")
@@ -168,6 +171,14 @@ class Settings(BaseSettings):
         if self.docs_access is not None:
             return self.docs_access
         return DocsAccess.ADMIN if self.is_production else DocsAccess.PUBLIC
+
+    @property
+    def effective_playground_enabled(self) -> bool:
+        return (
+            self.playground_enabled
+            if self.playground_enabled is not None
+            else (not self.is_production)
+        )
 
     @property
     def effective_log_format(self) -> LogFormat:

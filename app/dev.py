@@ -45,6 +45,7 @@ def main() -> None:
     print(
         f"\nseedance-bff dev run: service http://127.0.0.1:{args.port}  "
         f"simulator http://127.0.0.1:{args.simulator_port}  database {settings.database_url}\n"
+        f"\nplayground: http://127.0.0.1:{args.port}/playground/\n"
         f"\nexport TOKEN={token}\n"
         f'curl -s -X POST http://127.0.0.1:{args.port}/jobs -H "Authorization: Bearer $TOKEN" '
         "-H 'Content-Type: application/json' "

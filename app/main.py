@@ -13,9 +13,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from app.api import admin, batches, events, health, jobs, me, webhooks
+from app.api import admin, batches, events, health, jobs, me, playground, webhooks
 from app.api.docs import docs_router
-from app.config import Settings
+from app.config import JwtAlgorithm, Settings
 from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
 from app.errors import install_error_handlers, problem_responses
@@ -128,4 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, responses=size_errors)
     if (docs := docs_router(settings.effective_docs_access)) is not None:
         app.include_router(docs)
+    if settings.effective_playground_enabled:
+        app.mount("/playground", playground.playground_files(), name="playground")
+    if not settings.is_production and settings.jwt_algorithm is JwtAlgorithm.HS256:
+        app.include_router(playground.dev_router)
     return app

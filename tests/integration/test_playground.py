@@ -1,0 +1,174 @@
+"""The prompt playground, driven in headless Chromium (Debian's package, through
+Playwright's `executable_path`; no browser is downloaded) against the service and the
+simulator over real HTTP: sign in with a dev token, submit two variants, watch them finish
+live over SSE, play both videos, promote one, and keep a screenshot as a test artifact."""
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+from tests.harness import Stack, running_stack
+
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts"))
+# as root, in a sandboxed machine with no network but loopback
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}: apt-get install chromium"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def stack(database_url: str) -> AsyncIterator[Stack]:
+    async with running_stack(database_url, sim_config={"task_seconds": 0.6}, **LIVE) as stack:
+        yield stack
+
+
+PageOpener = Callable[..., Awaitable[Page]]
+
+
+@pytest.fixture
+async def open_playground(browser: Browser, stack: Stack) -> AsyncIterator[PageOpener]:
+    """Open the playground in a fresh browser context; every context is closed before the
+    service stops (an open live stream would otherwise be cut by the shutdown)."""
+    contexts: list[BrowserContext] = []
+
+    async def open_page(**options: object) -> Page:
+        context = await browser.new_context(**options)
+        contexts.append(context)
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        await page.goto(f"{stack.url}/playground")
+        page.errors = errors  # type: ignore[attr-defined]
+        return page
+
+    yield open_page
+    for context in contexts:
+        await context.close()
+
+
+async def sign_in(page: Page) -> None:
+    await page.get_by_role("button", name="Get a dev token").click()
+    await expect(page.get_by_role("status")).to_contain_text("Signed in as playground-user")
+    await expect(page.locator("#live")).to_have_text("Live updates on.")
+
+
+async def test_two_variants_finish_live_play_and_one_is_promoted(
+    open_playground: PageOpener, stack: Stack
+) -> None:
+    page = await open_playground()
+    await sign_in(page)
+    await page.get_by_label("Prompt variants").fill(
+        "a paper boat on a rainy street, golden hour\na paper boat on a rainy street, neon night"
+    )
+    await page.get_by_label("Duration").select_option("5")
+    await page.get_by_label("Resolution", exact=True).select_option("480p")
+    await page.get_by_role("button", name="Generate").click()
+
+    cards = page.locator("#results > li")
+    await expect(cards).to_have_count(2)
+    # both reach succeeded through callbacks, pushed to the page over SSE (no polling)
+    await expect(page.locator('#results > li[data-status="succeeded"]')).to_have_count(
+        2, timeout=20_000
+    )
+    videos = page.locator("#results video")
+    await expect(videos).to_have_count(2)
+    for index in range(2):  # the browser really loaded each video's MP4
+        await videos.nth(index).evaluate(
+            "v => v.readyState >= 1 || new Promise((ok, fail) => {"
+            " v.onloadedmetadata = ok; v.onerror = () => fail(new Error('video error')); })"
+        )
+
+    first = cards.nth(0)
+    await first.get_by_label("Duration").select_option("10")
+    await first.get_by_role("button", name="Promote").click()
+    promoted = page.locator('#results > li[data-model="seedance-2.0"]')
+    await expect(promoted).to_have_count(1)
+    await expect(promoted).to_have_attribute("data-status", "succeeded", timeout=20_000)
+    await expect(promoted.locator(".details")).to_contain_text("seedance-2.0 · 10s")
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "playground.png", full_page=True)
+    assert (ARTIFACTS / "playground.png").stat().st_size > 10_000
+    assert page.errors == []  # type: ignore[attr-defined]
+
+    jobs = await stack.jobs()
+    assert sorted(j.model for j in jobs) == ["seedance-2-mini", "seedance-2-mini", "seedance-2.0"]
+    (render,) = [j for j in jobs if j.model == "seedance-2.0"]
+    assert render.source_job_id in {j.id for j in jobs} and render.duration == 10
+    assert stack.sim.calls["generate"] == 3
+
+
+async def test_problems_are_shown_from_the_problem_bodies(
+    open_playground: PageOpener, stack: Stack
+) -> None:
+    page = await open_playground()
+    await sign_in(page)
+    too_long = "x" * 2001
+    await page.get_by_label("Prompt variants").fill(f"a fine prompt\n{too_long}")
+    await page.get_by_role("button", name="Generate").click()
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text("validation_failed")
+    await expect(alert.locator('li[data-code="prompt_too_long"]')).to_contain_text("Variant 2")
+    await expect(page.get_by_label("Prompt variants")).to_have_attribute("aria-invalid", "true")
+    await expect(alert).to_be_focused()  # keyboard and screen-reader users land on it
+    assert stack.sim.calls["generate"] == 0 and await stack.jobs() == []
+
+
+async def test_readable_on_a_phone_and_every_control_is_labelled(
+    open_playground: PageOpener, stack: Stack
+) -> None:
+    page = await open_playground(viewport={"width": 390, "height": 844})
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0
+    unlabelled = await page.evaluate(
+        "[...document.querySelectorAll('input, select, textarea')]"
+        ".filter(el => el.labels.length === 0).map(el => el.id || el.name)"
+    )
+    assert unlabelled == []
+    # keyboard only: Tab reaches the token field and the dev-token button, Enter presses it
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.id") == "token"
+    for _ in range(2):
+        await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.id") == "dev-token"
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("status")).to_contain_text("Signed in")
+    response = await page.request.get(f"{stack.url}/playground/")
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+async def test_production_has_no_dev_tokens_and_no_playground_by_default(
+    database_url: str,
+) -> None:
+    production = {"environment": "production", "jwt_secret": "p" * 40, "webhook_secret": "w" * 40}
+    async with running_stack(database_url, **production) as stack:
+        assert (await stack.http.get("/playground/")).status_code == 404
+        assert (await stack.http.post("/dev/token")).status_code == 404
+    async with running_stack(database_url, playground_enabled=True, **production) as stack:
+        assert (await stack.http.get("/playground/")).status_code == 200
+        assert (await stack.http.post("/dev/token")).status_code == 404  # paste a real token
