@@ -53,8 +53,8 @@ class Settings(BaseSettings):
 
     # Storage
     database_url: str = "sqlite+aiosqlite:///./seedance-bff.db"
-    database_pool_size: int = Field(10, ge=1)
-    database_max_overflow: int = Field(10, ge=0)
+    database_pool_size: int = Field(20, ge=1)
+    database_max_overflow: int = Field(0, ge=0)
     redis_url: str | None = None
 
     # Upstream (Seedance v2)

@@ -89,6 +89,7 @@ class SimulatorState:
     status_calls_by_task: Counter[str] = field(default_factory=Counter)
     callbacks: Counter[str] = field(default_factory=Counter)
     lost_callbacks: set[str] = field(default_factory=set)
+    final_callback_at: dict[str, float] = field(default_factory=dict)  # monotonic, per task
     generate_in_flight: int = 0
     max_generate_in_flight: int = 0
     background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -102,6 +103,7 @@ class SimulatorState:
         self.status_calls_by_task.clear()
         self.callbacks.clear()
         self.lost_callbacks.clear()
+        self.final_callback_at.clear()
         self.max_generate_in_flight = self.generate_in_flight
 
     def chance(self, rate: float) -> bool:
@@ -218,6 +220,7 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
             state.callbacks["lost"] += 1
             return
         final = {"code": 200, "message": "success", "data": report(task)}
+        state.final_callback_at[task.task_id] = time.monotonic()
         await post_callback(callback_url, final, "final")
         if state.chance(config.callback_duplicate_rate):
             await post_callback(callback_url, final, "duplicate")

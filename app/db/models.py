@@ -83,8 +83,10 @@ class Job(Base):
         # GET /jobs: the caller's jobs newest first, optionally by status (keyset pagination)
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
         Index("ix_jobs_owner_status_created", "owner", "status", "created_at", "id"),
-        # dispatcher and reconciler claims
-        Index("ix_jobs_status_next_attempt", "status", "next_attempt_at"),
+        # admin lists (all users, time ranges; by status) and the dispatcher's claim
+        # (oldest queued first); the reconciler's claim (most overdue first)
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_status_created", "status", "created_at", "id"),
         Index("ix_jobs_status_next_poll", "status", "next_poll_at"),
         Index("ix_jobs_batch_id", "batch_id"),
     )

@@ -20,11 +20,14 @@ def create_engine(settings: Settings) -> AsyncEngine:
         engine = create_async_engine(settings.database_url, connect_args={"timeout": 30})
         _use_wal(engine)
         return engine
+    # No pre-ping (a round trip on every checkout): a connection that died with a database
+    # restart fails its statement once, SQLAlchemy then invalidates the whole pool, that
+    # request is a 503 (app/errors.py) and the next ones get fresh connections.
     return create_async_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
-        pool_pre_ping=True,
+        pool_recycle=1800,
     )
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, select, tuple_, update
+from sqlalchemy import ColumnElement, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -225,9 +225,13 @@ def _check_replay(original_fingerprint: str | None, fingerprint: str) -> None:
         )
 
 
+# built once: the hottest read of the API (every GET, SSE open, promote)
+_OWNED_JOB = select(Job).where(Job.id == bindparam("job_id"), Job.owner == bindparam("owner"))
+
+
 async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
     """The owner's job; someone else's job is reported exactly like a missing one."""
-    job = await session.scalar(select(Job).where(Job.id == job_id, Job.owner == owner))
+    job = await session.scalar(_OWNED_JOB, {"job_id": job_id, "owner": owner})
     if job is None:
         raise job_not_found()
     return job

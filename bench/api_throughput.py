@@ -1,0 +1,224 @@
+"""API throughput and latency, each next to a bare baseline measured in the same run on
+the same database, with one and two uvicorn workers:
+
+* `GET /jobs/{id}` (auth, rate limit, owner check, serialize) vs a bare FastAPI + asyncpg
+  endpoint reading the same row;
+* `POST /jobs` (validate, rate limit, budget under the owner lock, record job + event,
+  202) vs a bare endpoint inserting one row;
+* webhook ingestion (verify the signature, parse, apply the move under the row lock,
+  event row) vs the same bare insert; every delivery is a different running job, and
+  the run checks that each acknowledged callback was applied (no lost update).
+
+The service runs as deployed: production settings, JSON logs, rate limits in Redis.
+Load comes from wrk on loopback, bounded by `--seconds`.
+
+    .venv/bin/python -m bench.api_throughput --seconds 10 --connections 64
+"""
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.auth import issue_token
+from app.config import Settings
+from app.db.models import Job, JobEvent
+from app.jobs.callbacks import callback_signature
+from bench.bare_app import BARE_TABLE
+from bench.common import (
+    RESULTS,
+    SECRETS,
+    migrated_database,
+    print_table,
+    server,
+    service_env,
+    write_results,
+)
+
+LUA = Path(__file__).parent / "wrk" / "requests.lua"
+USERS = 1000
+BODY = orjson.dumps({"prompt": "a paper boat on a rainy street, golden hour", "duration": 8})
+
+
+def wrk(url: str, lines: list[str], seconds: float, connections: int) -> dict[str, float]:
+    """Run wrk over the given requests; requests/s, p50/p99 in ms, 2xx and other counts."""
+    with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False) as listing:
+        listing.write("\n".join(lines) + "\n")
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency"]
+    command += ["-s", str(LUA)]
+    result = subprocess.run(
+        [*command, url],
+        env={**os.environ, "REQUESTS": listing.name},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    Path(listing.name).unlink()
+    out = result.stdout
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
+        return round(float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], 2)
+
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    failed = int(errors.group(1)) if errors else 0
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))),  # type: ignore[union-attr]
+        "p50_ms": ms("50%"),
+        "p99_ms": ms("99%"),
+        "ok": total - failed,
+        "not_ok": failed + (1 if socket_errors else 0),
+    }
+
+
+async def seed_jobs(engine: AsyncEngine, count: int, status: str) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "owner": f"user-{i % USERS}",
+            "model": "seedance-2-mini",
+            "prompt": f"seeded variant {i}",
+            "duration": 8,
+            "resolution": "720p",
+            "aspect_ratio": "16:9",
+            "estimated_cost": 16,
+            "status": status,
+            "upstream_task_id": f"bench-{uuid.uuid4().hex}" if status == "running" else None,
+            "created_at": now,
+            "updated_at": now,
+            "submitted_at": now if status == "running" else None,
+        }
+        for i in range(count)
+    ]
+    async with engine.begin() as conn:
+        for start in range(0, count, 5000):
+            await conn.execute(insert(Job), rows[start : start + 5000])
+    return rows
+
+
+def line(method: str, path: str, auth: str = "", body: bytes = b"") -> str:
+    return "\t".join((method, path, auth, body.decode()))
+
+
+async def measure(workers: int, args: Any, log: Path) -> list[dict[str, Any]]:
+    settings = Settings(_env_file=None, **SECRETS)  # type: ignore[arg-type]
+    tokens = [f"Bearer {issue_token(settings, f'user-{i}')}" for i in range(USERS)]
+    rows: list[dict[str, Any]] = []
+    async with migrated_database("bench_api") as url:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text(BARE_TABLE))
+        readable = await seed_jobs(engine, 2000, "queued")
+        gets = [
+            line("GET", f"/jobs/{job['id']}", tokens[int(job["owner"].split("-")[1])])
+            for job in readable
+        ]
+        posts = [line("POST", "/jobs", token, BODY) for token in tokens]
+        bare_inserts = [line("POST", "/insert", "", BODY)]
+        ours_env = service_env(url, args.port)
+        bare_env = {**os.environ, "DATABASE_URL": url}
+        with (
+            server("app.main:create_app", args.port, workers, ours_env, log) as ours,
+            server("bench.bare_app:create_app", args.port + 1, workers, bare_env, log) as bare,
+        ):
+            for target in (ours, bare):  # warm pools and caches
+                wrk(target, gets, 2, args.connections)
+            for name, bare_lines, our_lines in (
+                ("GET /jobs/{id}", gets, gets),
+                ("POST /jobs", bare_inserts, posts),
+            ):
+                baseline = wrk(bare, bare_lines, args.seconds, args.connections)
+                measured = wrk(ours, our_lines, args.seconds, args.connections)
+                rows.append(row(name, workers, args.connections, measured, baseline))
+
+            running = await seed_jobs(engine, args.callbacks, "running")
+            callbacks = [
+                line(
+                    "POST",
+                    f"/webhooks/seedance/{job['id']}?sig={callback_signature(settings, job['id'])}",
+                    "",
+                    orjson.dumps(
+                        {
+                            "code": 200,
+                            "data": {
+                                "task_id": job["upstream_task_id"],
+                                "status": "SUCCESS",
+                                "response": [f"https://cdn.example.com/{job['id']}.mp4"],
+                            },
+                        }
+                    ),
+                )
+                for job in running
+            ]
+            baseline = wrk(bare, bare_inserts, args.seconds, args.connections)
+            measured = wrk(ours, callbacks, args.seconds, args.connections)
+        # counted once the servers have stopped: in-flight deliveries have finished
+        async with engine.connect() as conn:
+            applied = await conn.scalar(select(func.count()).where(Job.status == "succeeded"))
+            events = await conn.scalar(
+                select(func.count()).where(JobEvent.to_status == "succeeded")
+            )
+        assert measured["ok"] <= args.callbacks, "the run repeated callbacks: raise --callbacks"
+        lost = measured["ok"] - applied
+        assert lost <= 0 and events == applied, f"acknowledged but not applied: {lost}"
+        webhook = row("webhook ingestion", workers, args.connections, measured, baseline)
+        webhook["applied"] = applied
+        rows.append(webhook)
+        await engine.dispose()
+    return rows
+
+
+def row(
+    name: str, workers: int, connections: int, ours: dict[str, float], bare: dict[str, float]
+) -> dict[str, Any]:
+    return {
+        "route": name,
+        "workers": workers,
+        "connections": connections,
+        "rps": ours["rps"],
+        "p50_ms": ours["p50_ms"],
+        "p99_ms": ours["p99_ms"],
+        "errors": ours["not_ok"],
+        "bare_rps": bare["rps"],
+        "bare_p99_ms": bare["p99_ms"],
+        "of_bare": f"{ours['rps'] / bare['rps']:.0%}",
+    }
+
+
+async def main(args: Any) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    log = RESULTS / "api_throughput.log"
+    log.unlink(missing_ok=True)
+    rows = []
+    for workers in args.workers:
+        rows += await measure(workers, args, log)
+    headers = list(rows[0])
+    print_table(
+        f"API throughput ({args.seconds:g} s per run, wrk -t1 -c{args.connections}, loopback)",
+        headers,
+        [[r.get(h, "") for h in headers] for r in rows],
+    )
+    write_results("api_throughput", {"args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--callbacks", type=int, default=40_000, help="running jobs to call back")
+    parser.add_argument("--port", type=int, default=8700)
+    asyncio.run(main(parser.parse_args()))
