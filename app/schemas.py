@@ -123,6 +123,12 @@ class JobParams(BaseModel):
     reference_video_urls: list[PublicHttpsUrl] | None = Field(None, validate_default=True)
     reference_audio_urls: list[PublicHttpsUrl] | None = Field(None, validate_default=True)
 
+    def as_input(self) -> dict[str, object]:
+        """The fields the client set, as input again: an absent URL list is normalized to
+        [], which as input would be refused, so it goes back as null."""
+        fields = self.model_dump(exclude_unset=True)
+        return {name: (None if value == [] else value) for name, value in fields.items()}
+
     @field_validator("images")
     @classmethod
     def _images_count(cls, value: list[str] | None) -> list[str]:
@@ -239,7 +245,7 @@ class BatchCreate(BaseModel):
     def variants(self) -> list[JobCreate]:
         if self.jobs is not None:
             return self.jobs
-        base = self.base.model_dump(exclude_unset=True) if self.base else {}
+        base = self.base.as_input() if self.base else {}
         return [JobCreate.model_validate({**base, "prompt": p}) for p in self.prompts or []]
 
     def prompt_field(self, index: int) -> str:

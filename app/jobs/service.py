@@ -293,9 +293,32 @@ async def handle_callback(
     job_id: uuid.UUID,
     report: TaskReport,
 ) -> ApplyResult:
-    """A verified callback for one of our jobs. A SUCCESS is first confirmed with one
-    status call when CONFIRM_SUCCESS_WITH_STATUS is on; if that call fails the job is left
-    for the reconciler, which is told to look at once."""
+    """A verified callback for one of our jobs: applied at once, under the row lock. A
+    SUCCESS is first confirmed with one status call when CONFIRM_SUCCESS_WITH_STATUS is on."""
+    if report.state is TaskState.SUCCEEDED and settings.confirm_success_with_status:
+        return await _confirm_then_apply(session, settings, client, job_id, report)
+    return await _apply_callback(session, settings, job_id, report)
+
+
+async def _apply_callback(
+    session: AsyncSession, settings: Settings, job_id: uuid.UUID, report: TaskReport
+) -> ApplyResult:
+    try:
+        return await apply_report(session, settings, job_id, report, EventSource.WEBHOOK)
+    except LookupError as exc:
+        raise job_not_found() from exc
+
+
+async def _confirm_then_apply(
+    session: AsyncSession,
+    settings: Settings,
+    client: SeedanceClient,
+    job_id: uuid.UUID,
+    report: TaskReport,
+) -> ApplyResult:
+    """Checked cheaply first, so a duplicate or late callback costs no status call; no
+    transaction stays open across the upstream call. If the status call fails, the job is
+    left for the reconciler, which is told to look at once."""
     row = (
         await session.execute(select(Job.status, Job.upstream_task_id).where(Job.id == job_id))
     ).one_or_none()
@@ -306,22 +329,21 @@ async def handle_callback(
         raise TaskMismatch(report.task_id)
     if is_terminal(job_status):
         return ApplyResult.IGNORED
-    await session.rollback()  # no transaction stays open across the upstream call
-    if report.state is TaskState.SUCCEEDED and settings.confirm_success_with_status:
-        try:
-            report = await client.status(report.task_id)
-        except SeedanceError as exc:
-            logger.warning("job %s: could not confirm success (%s)", job_id, exc.code)
-            report = TaskReport(report.task_id, TaskState.IN_PROGRESS, raw_status="UNCONFIRMED")
-            await apply_report(session, settings, job_id, report, EventSource.WEBHOOK)
-            await session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-                .values(next_poll_at=datetime.now(UTC))
-            )
-            await session.commit()
-            return ApplyResult.UNCHANGED
-    return await apply_report(session, settings, job_id, report, EventSource.WEBHOOK)
+    await session.rollback()
+    try:
+        confirmed = await client.status(report.task_id)
+    except SeedanceError as exc:
+        logger.warning("job %s: could not confirm success (%s)", job_id, exc.code)
+        unconfirmed = TaskReport(report.task_id, TaskState.IN_PROGRESS, raw_status="UNCONFIRMED")
+        await _apply_callback(session, settings, job_id, unconfirmed)  # may attach the task
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+            .values(next_poll_at=datetime.now(UTC))
+        )
+        await session.commit()
+        return ApplyResult.UNCHANGED
+    return await _apply_callback(session, settings, job_id, confirmed)
 
 
 async def apply_report(
