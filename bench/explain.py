@@ -172,14 +172,16 @@ async def main() -> None:
         for name, run in cases:
             current[0] = name
             await run()
-        raw = await (await engine.connect()).get_raw_connection()
-        connection = raw.driver_connection
-        for name, statement, parameters in captured:
-            plan = await connection.fetch(f"EXPLAIN ANALYZE {statement}", *(parameters or ()))
-            lines = [row[0] for row in plan]
-            plans.setdefault(name, []).append({"sql": " ".join(statement.split()), "plan": lines})
-            print(f"\n-- {name}\n{' '.join(statement.split())[:300]}")
-            print("\n".join(f"   {line}" for line in lines))
+        async with engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            for name, statement, parameters in captured:
+                plan = await driver.fetch(f"EXPLAIN ANALYZE {statement}", *(parameters or ()))
+                lines = [row[0] for row in plan]
+                plans.setdefault(name, []).append(
+                    {"sql": " ".join(statement.split()), "plan": lines}
+                )
+                print(f"\n-- {name}\n{' '.join(statement.split())[:300]}")
+                print("\n".join(f"   {line}" for line in lines))
         await engine.dispose()
     seq_scans = {
         name

@@ -1,7 +1,8 @@
 """Upstream cost: Seedance calls (generate + status) per successful job.
 
 Our service (callbacks, with the reconciler polling only overdue jobs) with 0%, 20% and
-50% of callbacks lost, next to the usual public client pattern measured in the same run
+50% of callbacks lost, and with each success confirmed by a status call (the default),
+next to the usual public client pattern measured in the same run
 on the same simulator: submit, then poll status every 5 s until the task is done.
 
 Time is scaled (`--time-scale`): renders, poll intervals and every service timer shrink
@@ -40,7 +41,9 @@ def service_timers(scale: float) -> dict[str, Any]:
     }
 
 
-async def through_service(database_url: str, jobs: int, loss: float, args: Any) -> dict[str, Any]:
+async def through_service(
+    database_url: str, jobs: int, loss: float, confirm: bool, args: Any
+) -> dict[str, Any]:
     sim_config = {
         "task_seconds": args.render_seconds * args.time_scale,
         "callback_loss_rate": loss,
@@ -54,6 +57,7 @@ async def through_service(database_url: str, jobs: int, loss: float, args: Any) 
         dispatcher_max_in_flight=32,
         dispatcher_submits_per_second=500,
         reconciler_status_rate_per_second=500,
+        confirm_success_with_status=confirm,
         **service_timers(args.time_scale),
     ) as stack:
         started = time.monotonic()
@@ -78,7 +82,8 @@ async def through_service(database_url: str, jobs: int, loss: float, args: Any) 
         calls = stack.sim.calls
         await stack.app.state.rate_limits.reset()
     return {
-        "client": f"seedance-bff, {loss:.0%} callbacks lost",
+        "client": f"seedance-bff, {loss:.0%} callbacks lost"
+        + (", success confirmed" if confirm else ""),
         "jobs": jobs,
         "succeeded": succeeded,
         "generate": calls["generate"],
@@ -135,9 +140,11 @@ async def polling_client(jobs: int, args: Any) -> dict[str, Any]:
 
 async def main(args: Any) -> None:
     rows = [await polling_client(args.jobs, args)]
-    for loss in (0.0, 0.2, 0.5):
+    # confirmation off (the figure of the design), then on (CONFIRM_SUCCESS_WITH_STATUS,
+    # the default): one status call per success
+    for loss, confirm in ((0.0, False), (0.2, False), (0.5, False), (0.0, True)):
         async with migrated_database("bench_cost") as url:
-            rows.append(await through_service(url, args.jobs, loss, args))
+            rows.append(await through_service(url, args.jobs, loss, confirm, args))
     baseline = rows[0]["calls_per_success"]
     for row in rows:
         row["vs_polling"] = round(row["calls_per_success"] / baseline, 3)

@@ -1,0 +1,91 @@
+"""Bearer tokens: RS256 with an identity provider's public key (and no algorithm
+confusion); verified tokens are cached, but the cache never outlives a token or crosses
+secrets."""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from app import auth
+from app.config import Settings
+from app.errors import ProblemError
+
+SETTINGS = Settings(_env_file=None, jwt_leeway_seconds=5)  # type: ignore[call-arg]
+OTHER = Settings(_env_file=None, jwt_secret="another-jwt-secret-" + "z" * 24)  # type: ignore[call-arg]
+
+
+def test_a_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = auth.issue_token(SETTINGS, "alice", ttl=60)
+    assert auth.verify_token(SETTINGS, token).subject == "alice"  # verified, now cached
+    later = time.time() + 60 + 5 + 1
+    monkeypatch.setattr(auth.time, "time", lambda: later)
+    with pytest.raises(ProblemError) as refused:
+        auth.verify_token(SETTINGS, token)
+    assert (refused.value.status, refused.value.detail) == (401, "The bearer token has expired.")
+
+
+def test_the_cache_is_keyed_by_the_verification_key() -> None:
+    token = auth.issue_token(SETTINGS, "alice")
+    assert auth.verify_token(SETTINGS, token).subject == "alice"
+    with pytest.raises(ProblemError):
+        auth.verify_token(OTHER, token)  # cached under one secret, still refused under another
+
+
+def test_admin_role_survives_the_cache() -> None:
+    token = auth.issue_token(SETTINGS, "ops", admin=True)
+    assert auth.verify_token(SETTINGS, token).is_admin
+    assert auth.verify_token(SETTINGS, token).is_admin
+
+
+def _rsa_pair() -> tuple[rsa.RSAPrivateKey, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return key, public.decode()
+
+
+def test_rs256_tokens_from_the_identity_provider() -> None:
+    private, public = _rsa_pair()
+    other_private, _ = _rsa_pair()
+    settings = Settings(_env_file=None, jwt_algorithm="RS256", jwt_public_key=public)  # type: ignore[call-arg]
+    claims = {
+        "sub": "carol",
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "exp": int(time.time()) + 60,
+    }
+    assert auth.verify_token(settings, jwt.encode(claims, private, algorithm="RS256")).subject == (
+        "carol"
+    )
+    forged = [
+        jwt.encode(claims, other_private, algorithm="RS256"),  # another key
+        _hs256_with(public, claims),  # algorithm confusion: the public key as an HMAC secret
+        jwt.encode(claims, None, algorithm="none"),
+    ]
+    for token in forged:
+        with pytest.raises(ProblemError) as refused:
+            auth.verify_token(settings, token)
+        assert refused.value.status == 401
+    with pytest.raises(ValueError, match="HS256"):
+        auth.issue_token(settings, "carol")  # only an IdP mints RS256 tokens
+
+
+def _hs256_with(secret: str, claims: dict[str, object]) -> str:
+    """An HS256 token keyed with `secret` (PyJWT refuses PEM keys as HMAC secrets, so
+    the token is put together by hand, as an attacker would)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = b64(json.dumps(claims).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256)
+    return f"{header}.{payload}.{b64(signature.digest())}"
