@@ -4,6 +4,7 @@ OpenAPI, so a new endpoint is covered the day it is added."""
 
 import time
 import uuid
+from typing import Any
 
 import jwt
 import pytest
@@ -47,13 +48,16 @@ def bad_tokens(stack: Stack) -> dict[str, str | None]:
     }
 
 
-async def test_every_endpoint_refuses_bad_credentials(api: Stack) -> None:
+async def alices_job_and_batch(api: Stack) -> tuple[dict[str, Any], dict[str, Any]]:
     job = await api.create_job("alice")
-    batch = (
-        await api.http.post(
-            "/jobs/batch", json=BODIES[("POST", "/jobs/batch")], headers=api.headers()
-        )
-    ).json()
+    batch = await api.http.post(
+        "/jobs/batch", json=BODIES[("POST", "/jobs/batch")], headers=api.headers("alice")
+    )
+    return job, batch.json()
+
+
+async def test_every_endpoint_refuses_bad_credentials(api: Stack) -> None:
+    job, batch = await alices_job_and_batch(api)
     checked = 0
     for method, path in routes(api):
         url = path.format(job_id=job["id"], batch_id=batch["id"])
@@ -70,12 +74,7 @@ async def test_every_endpoint_refuses_bad_credentials(api: Stack) -> None:
 
 
 async def test_another_users_ids_are_404_on_every_endpoint(api: Stack) -> None:
-    job = await api.create_job("alice")
-    batch = (
-        await api.http.post(
-            "/jobs/batch", json=BODIES[("POST", "/jobs/batch")], headers=api.headers()
-        )
-    ).json()
+    job, batch = await alices_job_and_batch(api)
     with_ids = [(m, p) for m, p in routes(api) if "{" in p and not p.startswith("/admin")]
     assert len(with_ids) >= 5
     for method, path in with_ids:

@@ -7,6 +7,7 @@ import pytest
 from tests.harness import Stack
 
 PROMPT = "a paper boat"
+JSON = {"Content-Type": "application/json"}
 
 
 def nested(depth: int) -> bytes:
@@ -16,22 +17,22 @@ def nested(depth: int) -> bytes:
 @pytest.mark.parametrize(
     ("content", "headers", "status", "code"),
     [
-        (b"x" * 70_000, {"Content-Type": "application/json"}, 413, "body_too_large"),
+        (b"x" * 70_000, JSON, 413, "body_too_large"),
         (
             json.dumps({"prompt": "x" * 100_000}).encode(),
-            {"Content-Type": "application/json"},
+            JSON,
             413,
             "body_too_large",
         ),
-        (nested(5_000), {"Content-Type": "application/json"}, 400, "invalid_body"),
-        (nested(50), {"Content-Type": "application/json"}, 422, "validation_failed"),
+        (nested(5_000), JSON, 400, "invalid_body"),
+        (nested(50), JSON, 422, "validation_failed"),
         (
             b'{"prompt": "\xff\xfe boat"}',
-            {"Content-Type": "application/json"},
+            JSON,
             400,
             "invalid_body",
         ),
-        (b'{"prompt": "\\ud800"}', {"Content-Type": "application/json"}, 422, "validation_failed"),
+        (b'{"prompt": "\\ud800"}', JSON, 422, "validation_failed"),
         (
             b"prompt=boat",
             {"Content-Type": "application/x-www-form-urlencoded"},
@@ -39,19 +40,19 @@ def nested(depth: int) -> bytes:
             "validation_failed",
         ),
         (b"<prompt>boat</prompt>", {"Content-Type": "application/xml"}, 422, "validation_failed"),
-        (b"", {"Content-Type": "application/json"}, 422, "validation_failed"),
-        (b"null", {"Content-Type": "application/json"}, 422, "validation_failed"),
-        (b'"boat"', {"Content-Type": "application/json"}, 422, "validation_failed"),
+        (b"", JSON, 422, "validation_failed"),
+        (b"null", JSON, 422, "validation_failed"),
+        (b'"boat"', JSON, 422, "validation_failed"),
         (
             b'{"prompt": "boat", "prompt": 7}',
-            {"Content-Type": "application/json"},
+            JSON,
             422,
             "validation_failed",
         ),
-        (b'{"prompt": 1e999}', {"Content-Type": "application/json"}, 422, "validation_failed"),
+        (b'{"prompt": 1e999}', JSON, 422, "validation_failed"),
         (
             b'{"prompt": "boat", "duration": 99999999999999999999999}',
-            {"Content-Type": "application/json"},
+            JSON,
             422,
             "validation_failed",
         ),
