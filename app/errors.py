@@ -181,11 +181,19 @@ _UNAVAILABLE = (
 )
 
 
+# SQLSTATEs of a server that cannot serve right now: connection exceptions (class 08),
+# shutting down, crashed or still starting up (57P01-57P03), out of connections (53300).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
 def is_database_unavailable(exc: BaseException) -> bool:
-    """The database is down or a connection died under a statement (asyncpg then raises
-    a plain DBAPIError that SQLAlchemy marks `connection_invalidated`)."""
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
+    """The database is down, restarting, or a connection died under a statement. asyncpg
+    reports these as plain DBAPIErrors: SQLAlchemy marks a dead connection
+    `connection_invalidated`; a server that refuses sessions says so in its SQLSTATE."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        if exc.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
     return isinstance(exc, _UNAVAILABLE)
 
 

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from app.db.migrate import run_on_connection
 from tests.harness import Stack, running_stack
@@ -23,7 +24,10 @@ POSTGRES_ADMIN_URL = os.environ.get(
 async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
     """Create an empty database and yield its URL; drop it afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_async_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # no pool: a connection kept from CREATE would be dead at DROP if the server restarted
+    admin = create_async_engine(
+        POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
     async with admin.connect() as conn:
         await conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:

@@ -303,3 +303,71 @@ async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
             assert (job.status, job.error_code) == ("failed", "upstream_timeout")
     assert sum(j.status == "succeeded" for j in jobs) >= 50
     await assert_histories_only_move_forward(db_engine)
+
+
+def postgres_control(action: str) -> list[str]:
+    """How to stop or start the test server: TEST_POSTGRES_STOP / TEST_POSTGRES_START
+    (e.g. `docker compose stop postgres`), else Debian's pg_ctlcluster (CI, as root)."""
+    override = os.environ.get(f"TEST_POSTGRES_{action.upper()}")
+    if override:
+        return override.split()
+    versions = os.listdir("/etc/postgresql") if os.path.isdir("/etc/postgresql") else []
+    assert versions, "set TEST_POSTGRES_STOP and TEST_POSTGRES_START for this machine"
+    command = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", action]
+    return [*command, "--", "-m", "fast"] if action == "stop" else command
+
+
+async def run(command: list[str]) -> None:
+    process = await asyncio.create_subprocess_exec(*command)
+    assert await process.wait() == 0, command
+
+
+async def test_a_real_postgres_restart_under_load_is_503_then_recovers(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    """The server itself is stopped (sessions end with 'terminating connection due to
+    administrator command') and started again while requests keep coming."""
+    statuses: Counter[int] = Counter()
+    accepted: list[str] = []
+    problems: list[str] = []
+    async with running_stack(database_url, **FAST_NETS, **LIVE) as stack:
+        stopping = asyncio.Event()
+
+        async def load() -> None:
+            while not stopping.is_set():
+                response = await stack.http.post(
+                    "/jobs", json={"prompt": "under load"}, headers=stack.headers()
+                )
+                statuses[response.status_code] += 1
+                if response.status_code == 202:
+                    accepted.append(response.json()["id"])
+                elif response.json().get("code") != "database_unavailable":
+                    problems.append(response.text)
+                await asyncio.sleep(0.01)
+
+        loaders = [asyncio.create_task(load()) for _ in range(4)]
+        try:
+            await wait_until(lambda: asyncio.sleep(0, len(accepted) >= 10))
+            await run(postgres_control("stop"))
+            down = await stack.http.post("/jobs", json={"prompt": "x"}, headers=stack.headers())
+            assert (down.status_code, down.json()["code"]) == (503, "database_unavailable")
+            assert (await stack.http.get("/readyz")).status_code == 503
+        finally:
+            await run(postgres_control("start"))
+
+        async def ready() -> bool:
+            return (await stack.http.get("/readyz")).status_code == 200
+
+        await wait_until(ready, within=60)
+        after_restart = len(accepted)
+        await wait_until(lambda: asyncio.sleep(0, len(accepted) >= after_restart + 10))
+        stopping.set()
+        await asyncio.gather(*loaders)
+        await db_engine.dispose()  # the suite's own pool died with the server too
+        await wait_until(lambda: all_terminal(db_engine, len(accepted)), within=60)
+        stored = {str(job.id) for job in await stack.jobs()}
+
+    assert problems == []  # every failure was a 503 problem+json, never a 500
+    assert set(statuses) <= {202, 503} and statuses[503] >= 1
+    assert stored == set(accepted)  # every accepted job is there; no unaccepted one is
+    await assert_histories_only_move_forward(db_engine)
