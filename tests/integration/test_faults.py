@@ -306,15 +306,17 @@ async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
 
 
 def postgres_control(action: str) -> list[str]:
-    """How to stop or start the test server: TEST_POSTGRES_STOP / TEST_POSTGRES_START
-    (e.g. `docker compose stop postgres`), else Debian's pg_ctlcluster (CI, as root)."""
+    """How to stop or start the test server: TEST_POSTGRES_STOP / TEST_POSTGRES_START if
+    set; else Debian's pg_ctlcluster (CI, as root); else the compose file's service (where
+    `make test` started it with docker compose)."""
     override = os.environ.get(f"TEST_POSTGRES_{action.upper()}")
     if override:
         return override.split()
-    versions = os.listdir("/etc/postgresql") if os.path.isdir("/etc/postgresql") else []
-    assert versions, "set TEST_POSTGRES_STOP and TEST_POSTGRES_START for this machine"
-    command = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", action]
-    return [*command, "--", "-m", "fast"] if action == "stop" else command
+    if os.path.isdir("/etc/postgresql"):
+        version = sorted(os.listdir("/etc/postgresql"))[-1]
+        command = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
+        return [*command, "--", "-m", "fast"] if action == "stop" else command
+    return ["docker", "compose", action, "postgres"]
 
 
 async def run(command: list[str]) -> None:
