@@ -39,8 +39,10 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def stack(database_url: str) -> AsyncIterator[Stack]:
-    async with running_stack(database_url, sim_config={"task_seconds": 0.6}, **LIVE) as stack:
+async def stack(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[Stack]:
+    """The service and the simulator; a test may pass settings through indirect params."""
+    settings = {**LIVE, **getattr(request, "param", {})}
+    async with running_stack(database_url, sim_config={"task_seconds": 0.6}, **settings) as stack:
         yield stack
 
 
@@ -135,6 +137,34 @@ async def test_problems_are_shown_from_the_problem_bodies(
     await expect(page.get_by_label("Prompt variants")).to_have_attribute("aria-invalid", "true")
     await expect(alert).to_be_focused()  # keyboard and screen-reader users land on it
     assert stack.sim.calls["generate"] == 0 and await stack.jobs() == []
+
+
+@pytest.mark.parametrize(
+    "stack", [{"user_daily_credit_budget": 10, "rate_limit_create": "2/minute"}], indirect=True
+)
+async def test_budget_and_rate_limit_refusals_are_explained(
+    open_playground: PageOpener, stack: Stack
+) -> None:
+    page = await open_playground()
+    await sign_in(page)
+    alert = page.get_by_role("alert")
+    prompts = page.get_by_label("Prompt variants")
+    # two 8 s 720p variants cost 2 x 16 credits: over the daily budget of 10
+    await prompts.fill("a paper boat, golden hour\na paper boat, neon night")
+    await page.get_by_role("button", name="Generate").click()
+    await expect(alert).to_contain_text("budget_exceeded")
+    await expect(alert).to_contain_text("The budget resets at")
+    # one 4 s 480p job (4 credits) fits; the next create passes the limit of 2 a minute
+    await prompts.fill("a paper boat, dawn")
+    await page.get_by_label("Duration").select_option("4")
+    await page.get_by_label("Resolution", exact=True).select_option("480p")
+    await page.get_by_role("button", name="Generate").click()
+    await expect(page.locator("#results > li")).to_have_count(1)
+    await expect(alert).to_be_hidden()
+    await page.get_by_role("button", name="Generate").click()
+    await expect(alert).to_contain_text("rate_limited")
+    await expect(alert).to_contain_text("You can try again in")
+    assert len(await stack.jobs()) == 1
 
 
 async def test_readable_on_a_phone_and_every_control_is_labelled(
