@@ -4,6 +4,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -18,6 +19,7 @@ LastEventId = Annotated[
     int | None,
     Header(alias="Last-Event-ID", ge=0, description="resume after this event (reconnects)"),
 ]
+SHUTDOWN_GRACE_SECONDS = 2.0  # well under uvicorn's graceful shutdown timeout
 SSE_DESCRIPTION = (
     "`text/event-stream` of `job` events; each `data` is a JobEventOut, each `id` the event id "
     "to send back as `Last-Event-ID` when reconnecting."
@@ -38,11 +40,17 @@ async def _sse(items: AsyncIterator[FeedItem]) -> AsyncIterator[ServerSentEvent]
         yield ServerSentEvent(data=payload.model_dump_json(), id=str(item.event.id), event="job")
 
 
-def _stream(request: Request, items: AsyncIterator[FeedItem]) -> EventSourceResponse:
+def _stream(
+    request: Request, items: AsyncIterator[FeedItem], shutdown: anyio.Event
+) -> EventSourceResponse:
+    """On server shutdown sse-starlette sets `shutdown`; the feed then ends and the
+    response is completed properly (not cut), and the client resumes with Last-Event-ID."""
     return EventSourceResponse(
         _sse(items),
         ping=request.app.state.settings.sse_heartbeat_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
     )
 
 
@@ -64,14 +72,16 @@ async def job_events(
     await service.get_job(session, principal.subject, job_id)  # 404 unless it is yours
     await session.close()  # the stream reads with short sessions of its own
     state = request.app.state
+    shutdown = anyio.Event()
     feed = job_feed(
         state.sessionmaker,
         state.event_hub,
         job_id,
         after_event_id=last_event_id,
         recheck_seconds=state.settings.sse_heartbeat_seconds,
+        stop=shutdown,
     )
-    return _stream(request, feed)
+    return _stream(request, feed, shutdown)
 
 
 @router.get(
@@ -84,11 +94,13 @@ async def my_events(
     request: Request, principal: Reader, last_event_id: LastEventId = None
 ) -> EventSourceResponse:
     state = request.app.state
+    shutdown = anyio.Event()
     feed = owner_feed(
         state.sessionmaker,
         state.event_hub,
         principal.subject,
         after_event_id=last_event_id,
         recheck_seconds=state.settings.sse_heartbeat_seconds,
+        stop=shutdown,
     )
-    return _stream(request, feed)
+    return _stream(request, feed, shutdown)

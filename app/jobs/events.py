@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
@@ -164,10 +165,26 @@ def publish_after_commit(
     return detach
 
 
-async def next_notice(queue: asyncio.Queue[Notice], seconds: float) -> Notice | None:
-    """The next notice, or None after `seconds` (the caller re-reads the database either
-    way, so a notice lost in a reconnect delays an update by at most `seconds`)."""
-    try:
-        return await asyncio.wait_for(queue.get(), seconds)
-    except TimeoutError:
-        return None
+class Stop(Protocol):
+    """Anything that can be awaited until a stream must end (sse-starlette's shutdown
+    event, an asyncio.Event)."""
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> object: ...
+
+
+async def next_notice(
+    queue: asyncio.Queue[Notice], seconds: float, stop: Stop | None = None
+) -> Notice | None:
+    """The next notice, or None after `seconds` or once `stop` is set (the caller re-reads
+    the database either way, so a notice lost in a reconnect delays an update by at most
+    `seconds`)."""
+    getting = asyncio.ensure_future(queue.get())
+    waiters = {getting}
+    if stop is not None:
+        waiters.add(asyncio.ensure_future(stop.wait()))
+    done, pending = await asyncio.wait(waiters, timeout=seconds, return_when=FIRST_COMPLETED)
+    for waiter in pending:
+        waiter.cancel()  # a cancelled queue.get() takes nothing from the queue
+    return getting.result() if getting in done else None

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import Job, JobEvent
-from app.jobs.events import EventHub, next_notice
+from app.jobs.events import EventHub, Stop, next_notice
 from app.jobs.states import is_terminal
 
 PAGE = 500
@@ -32,9 +32,11 @@ async def job_feed(
     *,
     after_event_id: int | None,
     recheck_seconds: float,
+    stop: Stop | None = None,
 ) -> AsyncIterator[FeedItem]:
     """Moves of one job after `after_event_id` (without it: its latest move first), until
-    the job is terminal. The caller has checked that the job is the client's."""
+    the job is terminal or `stop` is set (the server is shutting down: the client resumes
+    elsewhere with Last-Event-ID). The caller has checked that the job is the client's."""
     with hub.for_job(job_id) as queue:  # subscribe before reading: no gap
         last = after_event_id
         if last is None:
@@ -61,7 +63,9 @@ async def job_feed(
             if is_terminal(job.status) and len(events) < PAGE:
                 return
             if len(events) < PAGE:
-                await next_notice(queue, recheck_seconds)
+                await next_notice(queue, recheck_seconds, stop)
+            if stop is not None and stop.is_set():
+                return
 
 
 async def owner_feed(
@@ -71,8 +75,10 @@ async def owner_feed(
     *,
     after_event_id: int | None,
     recheck_seconds: float,
+    stop: Stop | None = None,
 ) -> AsyncIterator[FeedItem]:
-    """Every move of the owner's jobs after `after_event_id` (without it: from now on)."""
+    """Every move of the owner's jobs after `after_event_id` (without it: from now on),
+    until `stop` is set."""
     with hub.for_owner(owner) as queue:
         last = after_event_id
         if last is None:
@@ -93,4 +99,6 @@ async def owner_feed(
                 yield FeedItem(event, job)
                 last = event.id
             if len(rows) < PAGE:
-                await next_notice(queue, recheck_seconds)
+                await next_notice(queue, recheck_seconds, stop)
+            if stop is not None and stop.is_set():
+                return

@@ -373,3 +373,54 @@ async def test_a_real_postgres_restart_under_load_is_503_then_recovers(
     assert set(statuses) <= {202, 503} and statuses[503] >= 1
     assert stored == set(accepted)  # every accepted job is there; no unaccepted one is
     await assert_histories_only_move_forward(db_engine)
+
+
+async def test_sigterm_ends_open_streams_cleanly(database_url: str) -> None:
+    """A deploy stops the process with SIGTERM: open SSE streams are completed, not cut
+    (clients resume elsewhere with Last-Event-ID), and the process exits promptly."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    env = service_env(
+        {
+            "database_url": database_url,
+            "seedance_api_key": SEEDANCE_TEST_KEY,
+            "dispatcher_enabled": "false",
+            "reconciler_enabled": "false",
+            "sse_heartbeat_seconds": 30,
+        }
+    )
+    headers = bearer(make_settings(database_url), "alice")
+    service = await start_service(port, env)
+    try:
+        timeout = httpx.Timeout(10, read=None)  # streams are bounded by wait_for below
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as http:
+            job = (await http.post("/jobs", json={"prompt": "boat"}, headers=headers)).json()
+
+            async def follow(path: str) -> list[str]:
+                lines = []
+                async with http.stream("GET", path, headers=headers) as response:
+                    assert response.status_code == 200
+                    opened.release()
+                    async for line in response.aiter_lines():  # raises if the body is cut
+                        lines.append(line)
+                return lines
+
+            opened = asyncio.Semaphore(0)
+            streams = [
+                asyncio.create_task(follow(f"/jobs/{job['id']}/events")),
+                asyncio.create_task(follow("/events")),
+            ]
+            for _ in streams:
+                await asyncio.wait_for(opened.acquire(), 10)
+            started = asyncio.get_running_loop().time()
+            service.send_signal(signal.SIGTERM)
+            job_lines, _ = await asyncio.wait_for(asyncio.gather(*streams), 10)
+            await asyncio.wait_for(service.wait(), 10)
+            assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        if service.returncode is None:
+            service.kill()
+            await service.wait()
+    assert any(line.startswith("data:") for line in job_lines)  # the queued move came first
