@@ -11,8 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.db.availability import DATABASE_ERRORS, is_database_unavailable
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 logger = logging.getLogger(__name__)
@@ -171,32 +172,6 @@ async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-# What a database that is down, restarting or unreachable raises (asyncpg's refused
-# connects surface as ConnectionError, unwrapped).
-_UNAVAILABLE = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    ConnectionError,
-)
-
-
-# SQLSTATEs of a server that cannot serve right now: connection exceptions (class 08),
-# shutting down, crashed or still starting up (57P01-57P03), out of connections (53300).
-_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
-
-
-def is_database_unavailable(exc: BaseException) -> bool:
-    """The database is down, restarting, or a connection died under a statement. asyncpg
-    reports these as plain DBAPIErrors: SQLAlchemy marks a dead connection
-    `connection_invalidated`; a server that refuses sessions says so in its SQLSTATE."""
-    if isinstance(exc, sa_exc.DBAPIError):
-        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-        if exc.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
-            return True
-    return isinstance(exc, _UNAVAILABLE)
-
-
 async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
     if not is_database_unavailable(exc):
         return await _on_unexpected(request, exc)
@@ -218,7 +193,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
-    for database_error in (sa_exc.DBAPIError, *_UNAVAILABLE):
+    for database_error in DATABASE_ERRORS:
         app.add_exception_handler(database_error, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)
 

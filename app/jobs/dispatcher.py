@@ -24,8 +24,8 @@ from tenacity import (
 )
 
 from app.config import Settings
+from app.db.availability import is_database_unavailable
 from app.db.models import Job
-from app.errors import is_database_unavailable
 from app.jobs.background import Loop
 from app.jobs.callbacks import callback_url
 from app.jobs.service import mark_submitted

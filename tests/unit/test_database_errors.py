@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from app.errors import is_database_unavailable
+from app.db.availability import is_database_unavailable
 
 
 class DriverError(Exception):

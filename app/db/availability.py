@@ -1,0 +1,33 @@
+"""What the database's failures mean: "unavailable, retry soon" (a 503 for clients, a
+retry for background work) as opposed to a bug."""
+
+from sqlalchemy import exc as sa_exc
+
+# What a database that is down, restarting or unreachable raises (asyncpg's refused
+# connects surface as ConnectionError, unwrapped).
+_UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    ConnectionError,
+)
+
+
+# SQLSTATEs of a server that cannot serve right now: connection exceptions (class 08),
+# shutting down, crashed or still starting up (57P01-57P03), out of connections (53300).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """The database is down, restarting, or a connection died under a statement. asyncpg
+    reports these as plain DBAPIErrors: SQLAlchemy marks a dead connection
+    `connection_invalidated`; a server that refuses sessions says so in its SQLSTATE."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        if exc.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+    return isinstance(exc, _UNAVAILABLE)
+
+
+# Every exception class a database failure can surface as (for exception handlers).
+DATABASE_ERRORS = (sa_exc.DBAPIError, *_UNAVAILABLE)
