@@ -19,3 +19,14 @@ function request()
   index = index % #requests + 1
   return requests[index]
 end
+
+-- With DELAY_MS set, each connection pauses before each request for an exponentially
+-- distributed time of that mean: a Poisson arrival process per connection, about
+-- connections x 1000 / DELAY_MS requests per second in all, instead of wrk's closed loop.
+-- (Equal pauses would keep the connections in lockstep, firing in bursts.)
+local mean_pause = tonumber(os.getenv("DELAY_MS") or "0")
+
+function delay()
+  if mean_pause == 0 then return 0 end
+  return math.floor(-math.log(1 - math.random()) * mean_pause)
+end
