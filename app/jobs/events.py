@@ -184,7 +184,9 @@ async def next_notice(
     waiters = {getting}
     if stop is not None:
         waiters.add(asyncio.ensure_future(stop.wait()))
-    done, pending = await asyncio.wait(waiters, timeout=seconds, return_when=FIRST_COMPLETED)
-    for waiter in pending:
-        waiter.cancel()  # a cancelled queue.get() takes nothing from the queue
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=FIRST_COMPLETED)
+    finally:  # also when the stream itself is cancelled (the client went away)
+        for waiter in waiters:
+            waiter.cancel()  # no-op when done; a cancelled get() takes nothing from the queue
     return getting.result() if getting in done else None
