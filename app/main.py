@@ -100,7 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         should_exclude_streaming_duration=True,
         registry=app.state.http_metrics,
     ).instrument(app)
-    # added innermost first: CORS, rate-limit headers, request log, request id (outermost)
+    # added innermost first: CORS, rate-limit headers, size caps, request log, request id
+    # (outermost: a refused oversized request is still logged with its request id)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
