@@ -16,7 +16,9 @@ from tests.harness import Stack, running_stack
 
 # The server's maintenance database; each run creates (and drops) databases of its own.
 POSTGRES_ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+    # the password is that of the compose file's Postgres; trust auth (CI) ignores it
+    "TEST_POSTGRES_ADMIN_URL",
+    "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/postgres",
 )
 
 
