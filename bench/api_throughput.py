@@ -21,13 +21,12 @@ import os
 import re
 import subprocess
 import tempfile
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.auth import issue_token
@@ -38,6 +37,8 @@ from bench.bare_app import BARE_TABLE
 from bench.common import (
     RESULTS,
     SECRETS,
+    insert_rows,
+    job_row,
     migrated_database,
     print_table,
     server,
@@ -89,27 +90,13 @@ def wrk(
 
 async def seed_jobs(engine: AsyncEngine, count: int, status: str) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
+    running = status == "running"
     rows = [
-        {
-            "id": uuid.uuid4(),
-            "owner": f"user-{i % USERS}",
-            "model": "seedance-2-mini",
-            "prompt": f"seeded variant {i}",
-            "duration": 8,
-            "resolution": "720p",
-            "aspect_ratio": "16:9",
-            "estimated_cost": 16,
-            "status": status,
-            "upstream_task_id": f"bench-{uuid.uuid4().hex}" if status == "running" else None,
-            "created_at": now,
-            "updated_at": now,
-            "submitted_at": now if status == "running" else None,
-        }
+        job_row(i, f"user-{i % USERS}", status, now, f"bench-{i}" if running else None)
         for i in range(count)
     ]
     async with engine.begin() as conn:
-        for start in range(0, count, 5000):
-            await conn.execute(insert(Job), rows[start : start + 5000])
+        await insert_rows(conn, Job, rows)
     return rows
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 
 from app.db.migrate import run_on_connection
 from tests.integration.conftest import fresh_postgres_database
@@ -86,6 +87,33 @@ def server(target: str, port: int, workers: int, env: dict[str, str], log: Path)
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def job_row(
+    index: int, owner: str, status: str, created_at: datetime, task_id: str | None = None
+) -> dict[str, Any]:
+    """A `jobs` row as the service would have written it (an 8 s Mini job at 720p)."""
+    return {
+        "id": uuid.uuid4(),
+        "owner": owner,
+        "model": "seedance-2-mini",
+        "prompt": f"seeded variant {index}",
+        "duration": 8,
+        "resolution": "720p",
+        "aspect_ratio": "16:9",
+        "estimated_cost": 16,
+        "status": status,
+        "upstream_task_id": task_id,
+        "created_at": created_at,
+        "updated_at": created_at,
+        "submitted_at": created_at if task_id else None,
+    }
+
+
+async def insert_rows(conn: AsyncConnection | AsyncSession, table: Any, rows: list[Any]) -> None:
+    """Bulk insert in chunks that stay under the driver's bound-parameter limit."""
+    for start in range(0, len(rows), 5000):
+        await conn.execute(insert(table), rows[start : start + 5000])
 
 
 def machine() -> dict[str, Any]:

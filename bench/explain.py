@@ -9,12 +9,11 @@ feeds), captures the SQL they send, and prints each plan: every one must use an 
 
 import asyncio
 import random
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from app.config import Settings
@@ -25,7 +24,7 @@ from app.jobs.events import EventHub
 from app.jobs.feed import job_feed, owner_feed
 from app.jobs.reconciler import Reconciler
 from app.jobs.states import JobStatus
-from bench.common import migrated_database, write_results
+from bench.common import insert_rows, job_row, migrated_database, write_results
 
 JOBS, USERS = 50_000, 500
 STATES = ["succeeded"] * 80 + ["failed"] * 8 + ["running"] * 6 + ["queued"] * 4 + ["canceled"] * 2
@@ -38,26 +37,13 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession]) -> list[dict[str,
     for i in range(JOBS):
         status = rng.choice(STATES)
         created = now - timedelta(seconds=rng.randint(0, 30 * 86400))
-        job_id = uuid.uuid4()
         has_task = status in ("running", "succeeded") or (status == "failed" and i % 2)
-        jobs.append(
-            {
-                "id": job_id,
-                "owner": f"user-{rng.randrange(USERS)}",
-                "model": "seedance-2-mini",
-                "prompt": f"variant {i}",
-                "duration": 8,
-                "resolution": "720p",
-                "aspect_ratio": "16:9",
-                "estimated_cost": 16,
-                "status": status,
-                "upstream_task_id": f"task-{job_id.hex}" if has_task else None,
-                "created_at": created,
-                "updated_at": created,
-                "submitted_at": created if has_task else None,
-                "next_poll_at": created + timedelta(minutes=3) if status == "running" else None,
-            }
-        )
+        task_id = f"task-{i}" if has_task else None
+        row = job_row(i, f"user-{rng.randrange(USERS)}", status, created, task_id)
+        if status == "running":
+            row["next_poll_at"] = created + timedelta(minutes=3)
+        jobs.append(row)
+        job_id = row["id"]
         events.append(
             {"job_id": job_id, "from_status": None, "to_status": "queued", "source": "api"}
         )
@@ -66,10 +52,8 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession]) -> list[dict[str,
                 {"job_id": job_id, "from_status": "queued", "to_status": status, "source": "api"}
             )
     async with sessionmaker() as session, session.begin():
-        for start in range(0, len(jobs), 5000):
-            await session.execute(insert(Job), jobs[start : start + 5000])
-        for start in range(0, len(events), 5000):
-            await session.execute(insert(JobEvent), events[start : start + 5000])
+        await insert_rows(session, Job, jobs)
+        await insert_rows(session, JobEvent, events)
         await session.execute(text("ANALYZE"))
     return jobs
 
@@ -81,6 +65,7 @@ async def main() -> None:
         jobs = await seed(sessionmaker)
         settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
         owner, job = jobs[0]["owner"], jobs[0]
+        task_id = next(row["upstream_task_id"] for row in jobs if row["upstream_task_id"])
         captured: list[tuple[str, str, Any]] = []
         current = [""]  # the case being run; nothing is captured outside one
 
@@ -94,53 +79,50 @@ async def main() -> None:
                 await fn(session)
                 await session.rollback()
 
+        async def list_page(filters: service.JobFilter, cursor: str | None = None) -> str | None:
+            async with sessionmaker() as session:
+                _, next_cursor = await service.list_jobs(session, filters, limit=20, cursor=cursor)
+            return next_cursor
+
         async def first(feed: Any) -> None:
             await anext(feed)
             await feed.aclose()
 
-        _, cursor = await _run(in_session, service.list_jobs, service.JobFilter(owner=owner))
+        cursor = await list_page(service.JobFilter(owner=owner))
         cases: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             (
                 "GET /jobs (first page)",
-                lambda: _run(in_session, service.list_jobs, service.JobFilter(owner=owner)),
+                lambda: list_page(service.JobFilter(owner=owner)),
             ),
             (
                 "GET /jobs (next page)",
-                lambda: _run(in_session, service.list_jobs, service.JobFilter(owner=owner), cursor),
+                lambda: list_page(service.JobFilter(owner=owner), cursor),
             ),
             (
                 "GET /jobs?status=",
-                lambda: _run(
-                    in_session,
-                    service.list_jobs,
+                lambda: list_page(
                     service.JobFilter(owner=owner, status=JobStatus.RUNNING),
                 ),
             ),
             ("GET /jobs/{id}", lambda: in_session(lambda s: service.get_job(s, owner, job["id"]))),
             (
                 "GET /admin/jobs (all users)",
-                lambda: _run(in_session, service.list_jobs, service.JobFilter()),
+                lambda: list_page(service.JobFilter()),
             ),
             (
                 "GET /admin/jobs?status=",
-                lambda: _run(
-                    in_session, service.list_jobs, service.JobFilter(status=JobStatus.FAILED)
-                ),
+                lambda: list_page(service.JobFilter(status=JobStatus.FAILED)),
             ),
             (
                 "GET /admin/jobs?created_after=",
-                lambda: _run(
-                    in_session,
-                    service.list_jobs,
+                lambda: list_page(
                     service.JobFilter(created_after=datetime.now(UTC) - timedelta(hours=1)),
                 ),
             ),
             (
                 "GET /admin/jobs?upstream_task_id=",
-                lambda: _run(
-                    in_session,
-                    service.list_jobs,
-                    service.JobFilter(upstream_task_id=f"task-{job['id'].hex}"),
+                lambda: list_page(
+                    service.JobFilter(upstream_task_id=task_id),
                 ),
             ),
             (
@@ -191,18 +173,6 @@ async def main() -> None:
     }
     print(f"\nqueries with a sequential scan of jobs: {sorted(seq_scans) or 'none'}")
     write_results("explain", {"jobs": JOBS, "users": USERS, "plans": plans})
-
-
-async def _run(
-    in_session: Any, list_jobs: Any, filters: Any, cursor: str | None = None
-) -> tuple[Any, Any]:
-    result: list[Any] = []
-
-    async def go(session: AsyncSession) -> None:
-        result.extend(await list_jobs(session, filters, limit=20, cursor=cursor))
-
-    await in_session(go)
-    return result[0], result[1]
 
 
 if __name__ == "__main__":

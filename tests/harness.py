@@ -33,6 +33,13 @@ def bound_socket() -> socket.socket:
     return sock
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (for servers started in another process)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def url_of(sock: socket.socket) -> str:
     return f"http://127.0.0.1:{sock.getsockname()[1]}"
 

@@ -4,7 +4,8 @@ back on the same address), without restarting the machine's shared Postgres mid-
 
 import asyncio
 import contextlib
-import socket
+
+from tests.harness import free_port
 
 
 class TcpProxy:
@@ -12,10 +13,7 @@ class TcpProxy:
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.port = free_port()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(

@@ -6,7 +6,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import Creator, IdempotencyKey, Reader, Session
-from app.db.models import Job
 from app.errors import problem_responses
 from app.jobs import service
 from app.jobs.states import JobStatus
@@ -41,22 +40,18 @@ async def create_job(
     job, created = await service.create_job(
         session, settings, principal.subject, body, idempotency_key
     )
-    return _accepted(request, response, job, created)
-
-
-def _accepted(request: Request, response: Response, job: Job, created: bool) -> JobOut:
-    """202 and a dispatcher nudge for a new job, 200 for an idempotent replay."""
-    if created:
-        _wake_dispatcher(request)
-    else:
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/jobs/{job.id}"
+    _accepted(request, response, created, location=f"/jobs/{job.id}")
     return JobOut.model_validate(job)
 
 
-def _wake_dispatcher(request: Request) -> None:
-    if request.app.state.dispatcher is not None:
-        request.app.state.dispatcher.wake()
+def _accepted(request: Request, response: Response, created: bool, *, location: str) -> None:
+    """202 and a dispatcher nudge for new work, 200 for an idempotent replay; Location."""
+    if created:
+        if request.app.state.dispatcher is not None:
+            request.app.state.dispatcher.wake()
+    else:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = location
 
 
 @router.post(
@@ -82,11 +77,7 @@ async def create_batch(
     batch, jobs, created = await service.create_batch(
         session, request.app.state.settings, principal.subject, body, idempotency_key
     )
-    if created:
-        _wake_dispatcher(request)
-    else:
-        response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/batches/{batch.id}"
+    _accepted(request, response, created, location=f"/batches/{batch.id}")
     return BatchOut.of(batch, jobs)
 
 
@@ -142,7 +133,8 @@ async def promote_job(
         body or PromoteRequest(),
         idempotency_key,
     )
-    return _accepted(request, response, job, created)
+    _accepted(request, response, created, location=f"/jobs/{job.id}")
+    return JobOut.model_validate(job)
 
 
 @router.post(

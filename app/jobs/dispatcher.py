@@ -136,22 +136,22 @@ class Dispatcher(Loop):
             logger.warning("job %s: submit outcome unknown (%s); waiting for callback", job_id, exc)
         except _PERMANENT as exc:
             JOB_SUBMISSIONS.labels("rejected").inc()
-            await self._record(job_id, "rejection", self._fail, job_id, exc)
+            await self._record("rejection", self._fail, job_id, exc)
         except _NOT_SENT as exc:
             JOB_SUBMISSIONS.labels("retry").inc()
-            await self._record(job_id, "retry", self._retry_later, job_id, exc)
+            await self._record("retry", self._retry_later, job_id, exc)
         except Exception:
             JOB_SUBMISSIONS.labels("unknown").inc()
             logger.exception("job %s: unexpected error while submitting; outcome unknown", job_id)
         else:
             JOB_SUBMISSIONS.labels("accepted").inc()
-            await self._record(job_id, f"task {task_id}", self._accepted, job_id, task_id)
+            await self._record(f"task {task_id}", self._accepted, job_id, task_id)
 
     async def _record(
         self,
-        job_id: uuid.UUID,
         what: str,
         write: Callable[..., Awaitable[None]],
+        job_id: uuid.UUID,
         *args: object,
     ) -> None:
         """Write a submission's outcome, waiting out a database outage: once Seedance has
@@ -166,7 +166,7 @@ class Dispatcher(Loop):
                 reraise=True,
             ):
                 with attempt:
-                    await write(*args)
+                    await write(job_id, *args)
         except Exception:
             logger.exception("job %s: could not record the submission's %s", job_id, what)
 

@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import os
 import signal
-import socket
 import sys
 import uuid
 from collections import Counter, defaultdict
@@ -26,6 +25,7 @@ from tests.harness import (
     SEEDANCE_TEST_KEY,
     bearer,
     bound_socket,
+    free_port,
     make_settings,
     running_stack,
     serve,
@@ -228,10 +228,7 @@ async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
 ) -> None:
     """The service runs as its own process; it is SIGKILLed while a burst of creates and
     submissions is on the wire, then restarted. Clients retry with their Idempotency-Keys."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     simulator = create_simulator(
         SimulatorConfig(
             api_key=SEEDANCE_TEST_KEY,
@@ -378,10 +375,7 @@ async def test_a_real_postgres_restart_under_load_is_503_then_recovers(
 async def test_sigterm_ends_open_streams_cleanly(database_url: str) -> None:
     """A deploy stops the process with SIGTERM: open SSE streams are completed, not cut
     (clients resume elsewhere with Last-Event-ID), and the process exits promptly."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     env = service_env(
         {
             "database_url": database_url,
