@@ -4,7 +4,7 @@ request id of the request it belongs to (asgi-correlation-id's context variable)
 import logging
 
 from asgi_correlation_id import CorrelationIdFilter
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from app.config import LogFormat, Settings
 
@@ -24,7 +24,7 @@ def configure_logging(settings: Settings) -> None:
     handler.addFilter(CorrelationIdFilter(default_value="-"))
     if settings.effective_log_format is LogFormat.JSON:
         handler.setFormatter(
-            JsonFormatter(
+            OrjsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s %(correlation_id)s",
                 rename_fields={
                     "asctime": "time",
@@ -40,6 +40,8 @@ def configure_logging(settings: Settings) -> None:
             )
         )
     root.addHandler(handler)
+    # No line prints the thread or process: skip looking them up for every record.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root.setLevel(settings.log_level.upper())
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -10,8 +10,6 @@ from contextlib import asynccontextmanager
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from prometheus_client import CollectorRegistry
-from prometheus_fastapi_instrumentator import Instrumentator
 
 from app.api import admin, batches, events, health, jobs, me, playground, webhooks
 from app.api.docs import docs_router
@@ -26,7 +24,7 @@ from app.jobs.reconciler import Reconciler
 from app.logs import configure_logging
 from app.ratelimit import RateLimitHeadersMiddleware, RateLimits
 from app.request_limits import RequestLimitsMiddleware
-from app.request_log import RequestLogMiddleware
+from app.request_telemetry import RequestTelemetryMiddleware
 from app.seedance.client import SeedanceClient
 
 DESCRIPTION = """
@@ -79,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else:
                 await listener.stop()
             await http.aclose()
+            await rate_limits.windows.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -92,14 +91,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    # HTTP metrics go to a registry of this app's own (the instrumentator registers its
-    # collectors once per registry); /metrics serves it with the process-wide one.
-    app.state.http_metrics = CollectorRegistry(auto_describe=True)
-    Instrumentator(
-        excluded_handlers=["/metrics", "/healthz", "/readyz"],
-        should_exclude_streaming_duration=True,
-        registry=app.state.http_metrics,
-    ).instrument(app)
     # added innermost first: CORS, rate-limit headers, size caps, request log, request id
     # (outermost: a refused oversized request is still logged with its request id)
     if settings.cors_allow_origins:
@@ -116,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_request_body_bytes,
         max_header_bytes=settings.max_request_header_bytes,
     )
-    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(RequestTelemetryMiddleware)
     app.add_middleware(
         CorrelationIdMiddleware,
         header_name="X-Request-ID",

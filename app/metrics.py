@@ -1,6 +1,17 @@
 """Prometheus metrics of the service (one process-wide registry, as prometheus_client expects)."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests, by route template, method and status class",
+    ["handler", "method", "status"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time to the response's start, by route template and method",
+    ["handler", "method"],
+)
 
 UPSTREAM_CALLS = Counter(
     "seedance_upstream_calls_total",

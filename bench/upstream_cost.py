@@ -80,7 +80,7 @@ async def through_service(
         elapsed = time.monotonic() - started
         succeeded = sum(job.status == "succeeded" for job in await stack.jobs())
         calls = stack.sim.calls
-        await stack.app.state.rate_limits.reset()
+        await stack.app.state.rate_limits.windows.reset()
     return {
         "client": f"seedance-bff, {loss:.0%} callbacks lost"
         + (", success confirmed" if confirm else ""),

@@ -43,7 +43,7 @@ async def _redis_problem(request: Request) -> FieldError | None:
     if not request.app.state.settings.redis_url:
         return None
     try:
-        healthy = await request.app.state.rate_limits.storage.check()
+        healthy = await request.app.state.rate_limits.windows.check()
     except Exception:
         healthy = False
     return (
@@ -93,5 +93,4 @@ async def metrics(request: Request) -> Response:
         counts = await stats.job_counts(session)
     for status in JobStatus:
         JOBS_BY_STATUS.labels(status).set(counts.get(status, 0))
-    body = generate_latest() + generate_latest(request.app.state.http_metrics)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -100,8 +100,9 @@ async def list_jobs(
     summary="Read one of your jobs",
     responses=problem_responses(404),
 )
-async def get_job(job_id: uuid.UUID, principal: Reader, session: Session) -> JobOut:
-    return JobOut.model_validate(await service.get_job(session, principal.subject, job_id))
+async def get_job(job_id: uuid.UUID, principal: Reader, request: Request) -> JobOut:
+    job = await service.read_job(request.app.state.engine, principal.subject, job_id)
+    return JobOut.model_validate(job)
 
 
 @router.post(

@@ -8,11 +8,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
+from app.db.driver_read import OneRowRead
 from app.db.models import Batch, Job
 from app.errors import ProblemError
 from app.jobs import budget, policy
@@ -226,7 +228,9 @@ def _check_replay(original_fingerprint: str | None, fingerprint: str) -> None:
 
 
 # built once: the hottest read of the API (every GET, SSE open, promote)
-_OWNED_JOB = select(Job).where(Job.id == bindparam("job_id"), Job.owner == bindparam("owner"))
+_OWNED = (Job.id == bindparam("job_id"), Job.owner == bindparam("owner"))
+_OWNED_JOB = select(Job).where(*_OWNED)
+_OWNED_JOB_ROW = OneRowRead(select(Job.__table__).where(*_OWNED))
 
 
 async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
@@ -235,6 +239,15 @@ async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
     if job is None:
         raise job_not_found()
     return job
+
+
+async def read_job(engine: AsyncEngine, owner: str, job_id: uuid.UUID) -> dict[str, Any]:
+    """The owner's job, to show: its row as a dict, read on the fast path of
+    `OneRowRead` (no session; nothing to change)."""
+    row = await _OWNED_JOB_ROW.first(engine, job_id=job_id, owner=owner)
+    if row is None:
+        raise job_not_found()
+    return row
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@ concurrency), the content policy and the global submission rate."""
 
 import asyncio
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from limits import parse
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,6 +19,7 @@ from app.config import Settings
 from app.db.models import Job
 from app.jobs.callbacks import callback_signature
 from app.main import create_app
+from app.ratelimit import MemoryWindows, RedisWindows
 from tests.harness import Stack, bearer, running_stack, serve, wait_until
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -214,3 +217,21 @@ async def test_usage_needs_a_token(database_url: str) -> None:
         assert (await stack.http.get("/me/usage", headers=bearer(stack.settings, "x"))).json()[
             "spent_today"
         ] == 0
+
+
+async def test_redis_and_memory_windows_count_alike() -> None:
+    """The one-script Redis window and limits' in-memory one: same decisions, same headers."""
+    item = parse("3 per 2 seconds")
+    for windows in (RedisWindows(REDIS_URL, f"test-{uuid.uuid4().hex}"), MemoryWindows()):
+        started = time.time()
+        hits = [await windows.hit(item, "read", "user:alice") for _ in range(4)]
+        assert [taken for taken, _ in hits] == [True, True, True, False]
+        assert [stats.remaining for _, stats in hits] == [2, 1, 0, 0]
+        # the window ends 2 s after its oldest entry, the first hit
+        assert started + 2 <= hits[-1][1].reset_time <= time.time() + 2
+        other_user = await windows.hit(item, "read", "user:bob")
+        assert other_user[0] and other_user[1].remaining == 2
+        await asyncio.sleep(hits[-1][1].reset_time - time.time() + 0.05)
+        taken, stats = await windows.hit(item, "read", "user:alice")
+        assert taken and stats.remaining == 2
+        await windows.aclose()

@@ -1,5 +1,9 @@
-"""One log line per request: method, route template, status, duration, user and job id.
+"""What every request leaves behind: one log line (method, route template, status,
+duration, user, job id) and the HTTP metrics per route template.
 
+One middleware for both: it times the request once and reads the route the router
+matched (`scope["route"]`) instead of matching it again. (prometheus-fastapi-instrumentator
+did that re-match, and built a Request and a Response per request: 9% of a job read.)
 Never the query string (callback URLs carry their signature there), headers or bodies.
 The request id comes from asgi-correlation-id (accepted from X-Request-ID or generated).
 """
@@ -10,7 +14,11 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
+
 logger = logging.getLogger("app.requests")
+# Scrapes and probes are not counted: they would drown the API's own figures.
+_NOT_MEASURED = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
 def _job_id(scope: Scope) -> str | None:
@@ -25,7 +33,7 @@ def _job_id(scope: Scope) -> str | None:
         return "invalid"
 
 
-class RequestLogMiddleware:
+class RequestTelemetryMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -35,23 +43,34 @@ class RequestLogMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        responded_after: float | None = None
 
         async def send_and_record(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded_after
             if message["type"] == "http.response.start":
                 status = message["status"]
+                responded_after = time.perf_counter() - started
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_record)
         finally:
+            duration = time.perf_counter() - started
             route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            if template not in _NOT_MEASURED:
+                HTTP_REQUESTS.labels(template, method, f"{status // 100}xx").inc()
+                # time to the response's start: a live stream's lifetime is not latency
+                HTTP_REQUEST_DURATION.labels(template, method).observe(
+                    duration if responded_after is None else responded_after
+                )
             principal = scope.get("state", {}).get("principal")
             fields = {
-                "method": scope["method"],
-                "route": getattr(route, "path", "unmatched"),
+                "method": method,
+                "route": template,
                 "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(duration * 1000, 2),
                 "user": principal.subject if principal else None,
                 "job_id": _job_id(scope),
             }
