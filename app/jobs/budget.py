@@ -8,7 +8,18 @@ requests cannot overshoot.
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select, text
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    func,
+    not_,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -30,19 +41,24 @@ class Usage:
         return self.day_started_at + timedelta(days=1)
 
 
+# Statements of every create, built once: building them per request was 12% of a create.
+_LOCK_OWNER = select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("owner"), 0)))
+_TAKE_WRITE_LOCK = text("UPDATE jobs SET owner = owner WHERE 0")
+
+
 async def lock_owner(session: AsyncSession, owner: str) -> None:
     """Hold the owner's create lock until the transaction ends."""
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(owner, 0))))
+        await session.execute(_LOCK_OWNER, {"owner": owner})
     else:
-        await session.execute(text("UPDATE jobs SET owner = owner WHERE 0"))
+        await session.execute(_TAKE_WRITE_LOCK)
 
 
 def today_started_at() -> datetime:
     return datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
 
 
-def credits_committed_since(day_start: datetime) -> ColumnElement[int]:
+def credits_committed_since(day_start: datetime | BindParameter[datetime]) -> ColumnElement[int]:
     """Sum of estimated costs of jobs created since `day_start`. A job that never reached
     Seedance (canceled, or failed before a task existed) costs nothing."""
     free = and_(
@@ -53,17 +69,21 @@ def credits_committed_since(day_start: datetime) -> ColumnElement[int]:
     )
 
 
+def _usage_statement() -> Select[tuple[int, int]]:
+    in_flight = Job.status.in_(IN_FLIGHT)
+    day_start = bindparam("day_start", type_=Job.created_at.type)
+    return select(credits_committed_since(day_start), func.count().filter(in_flight)).where(
+        Job.owner == bindparam("owner"), or_(Job.created_at >= day_start, in_flight)
+    )
+
+
+_USAGE = _usage_statement()
+
+
 async def usage(session: AsyncSession, owner: str) -> Usage:
     """Credits committed today (UTC) and jobs in flight."""
     day_start = today_started_at()
-    in_flight = Job.status.in_(IN_FLIGHT)
-    row = (
-        await session.execute(
-            select(credits_committed_since(day_start), func.count().filter(in_flight)).where(
-                Job.owner == owner, or_(Job.created_at >= day_start, in_flight)
-            )
-        )
-    ).one()
+    row = (await session.execute(_USAGE, {"owner": owner, "day_start": day_start})).one()
     return Usage(spent_today=int(row[0]), jobs_in_flight=int(row[1]), day_started_at=day_start)
 
 
