@@ -14,12 +14,19 @@ from sqlalchemy import ColumnElement, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
-from app.db.driver_read import OneRowRead
 from app.db.models import Batch, Job
+from app.db.one_row import OneRowStatement
 from app.errors import ProblemError
 from app.jobs import budget, policy
 from app.jobs.cursor import decode_cursor, encode_cursor
-from app.jobs.states import EventSource, JobStatus, is_terminal, move, record_creation
+from app.jobs.states import (
+    EventSource,
+    JobStatus,
+    finish_running,
+    is_terminal,
+    move,
+    record_creation,
+)
 from app.schemas import AspectRatio, BatchCreate, JobCreate, PromoteRequest, SeedanceModel
 from app.seedance.client import SeedanceClient, SeedanceError, TaskReport, TaskState
 
@@ -230,7 +237,7 @@ def _check_replay(original_fingerprint: str | None, fingerprint: str) -> None:
 # built once: the hottest read of the API (every GET, SSE open, promote)
 _OWNED = (Job.id == bindparam("job_id"), Job.owner == bindparam("owner"))
 _OWNED_JOB = select(Job).where(*_OWNED)
-_OWNED_JOB_ROW = OneRowRead(select(Job.__table__).where(*_OWNED))
+_OWNED_JOB_ROW = OneRowStatement(select(Job.__table__).where(*_OWNED))
 
 
 async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
@@ -243,7 +250,7 @@ async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
 
 async def read_job(engine: AsyncEngine, owner: str, job_id: uuid.UUID) -> dict[str, Any]:
     """The owner's job, to show: its row as a dict, read on the fast path of
-    `OneRowRead` (no session; nothing to change)."""
+    `OneRowStatement` (no session; nothing to change)."""
     row = await _OWNED_JOB_ROW.first(engine, job_id=job_id, owner=owner)
     if row is None:
         raise job_not_found()
@@ -359,6 +366,9 @@ async def _confirm_then_apply(
     return await _apply_callback(session, settings, job_id, confirmed)
 
 
+_FINISHES = {TaskState.SUCCEEDED: JobStatus.SUCCEEDED, TaskState.FAILED: JobStatus.FAILED}
+
+
 async def apply_report(
     session: AsyncSession,
     settings: Settings,
@@ -369,7 +379,20 @@ async def apply_report(
     """Apply an upstream report (callback or status poll) to a job, under its row lock.
 
     Terminal jobs never change again; a report for another task raises TaskMismatch.
+    A running job finishing, the usual case, takes one statement (`finish_running`).
     """
+    finish = _FINISHES.get(report.state)
+    if finish is not None and not session.in_transaction():
+        if await finish_running(
+            session.bind,
+            job_id,
+            report.task_id,
+            finish,
+            source,
+            video_url=report.video_url,
+            error=report.error,
+        ):
+            return ApplyResult.APPLIED
     job = await session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job is None:
         raise LookupError(job_id)

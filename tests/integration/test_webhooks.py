@@ -1,6 +1,7 @@
 """Callbacks drive job state; the reconciler spends status calls only on lost callbacks;
 forged, duplicate, late and out-of-order deliveries change nothing."""
 
+import asyncio
 import uuid
 from collections import Counter
 
@@ -245,3 +246,43 @@ async def test_a_genuine_late_callback_after_success_is_acknowledged_and_ignored
     assert (await events_per_job(db_engine))[a.id] == 3
     stored = next(j for j in await stack.jobs() if j.id == a.id)
     assert (stored.status, stored.video_url) == ("succeeded", "https://cdn.example.net/v.mp4")
+
+
+async def test_concurrent_deliveries_move_a_job_once(
+    quiet_stack: Stack, db_engine: AsyncEngine
+) -> None:
+    """Twenty deliveries at once, success and failure mixed: the first to take the row lock
+    moves the job, every other one finds it finished; one terminal event, fields to match."""
+    stack = quiet_stack
+    a, _ = await two_running_jobs(stack)
+    assert a.upstream_task_id
+    sig = callback_signature(stack.settings, a.id)
+    failure = {"task_id": a.upstream_task_id, "status": "FAILED", "error_message": "no"}
+    bodies = [success_body(a.upstream_task_id) if i % 2 else failure for i in range(20)]
+    responses = await asyncio.gather(
+        *(post_callback(stack, a.id, sig, json=body) for body in bodies)
+    )
+    results = Counter(response.json()["result"] for response in responses)
+    assert results == {"applied": 1, "ignored": 19}
+    async with db_engine.connect() as conn:
+        terminal = (
+            await conn.execute(
+                select(JobEvent.from_status, JobEvent.to_status, JobEvent.source).where(
+                    JobEvent.job_id == a.id, JobEvent.to_status.in_(["succeeded", "failed"])
+                )
+            )
+        ).all()
+    assert len(terminal) == 1
+    from_status, to_status, source = terminal[0]
+    assert (from_status, source) == ("running", "webhook")
+    stored = next(j for j in await stack.jobs() if j.id == a.id)
+    assert stored.status == to_status and stored.resolved_by == "webhook"
+    assert stored.finished_at is not None and stored.updated_at == stored.finished_at
+    if to_status == "succeeded":
+        assert (stored.video_url, stored.error_code) == ("https://cdn.example.net/v.mp4", None)
+    else:
+        assert (stored.video_url, stored.error_code, stored.error_detail) == (
+            None,
+            "upstream_failed",
+            "no",
+        )

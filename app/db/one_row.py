@@ -1,14 +1,14 @@
-"""One-row reads on the hot path, run on the asyncpg connection under a pooled SQLAlchemy
-connection.
+"""Single statements on the hot paths (reading a job, applying a callback), run on the
+asyncpg connection under a pooled SQLAlchemy connection, as their own transaction.
 
-Why: for `GET /jobs/{id}` SQLAlchemy's per-statement machinery (the ORM session, the
-execution context, `BEGIN`/`ROLLBACK` around one `SELECT`) cost more than everything
-else the read does: a FastAPI endpoint reading a job through an ORM session served 36% of
-the requests of the same endpoint on bare asyncpg, through this class 92%
-(bench/README.md). SQLAlchemy still owns everything that matters: the SQL (compiled once
-from a Core `select`), the types' bind and result processing, the pool, and failures
-(raised as its `DBAPIError`s, a dead connection invalidated). On other drivers (SQLite
-on a laptop) the statement runs the usual way.
+Why: SQLAlchemy's per-statement machinery (the ORM session, the execution context,
+`BEGIN`/`ROLLBACK` around the statement) cost more than everything else these requests
+do: a FastAPI endpoint reading a job through an ORM session served 36% of the requests of
+the same endpoint on bare asyncpg, through this class 92% (bench/README.md). SQLAlchemy
+still owns everything that matters: the SQL (compiled once from a Core statement), the
+types' bind and result processing, the pool, and failures (raised as its `DBAPIError`s,
+a dead connection invalidated). On other drivers (SQLite on a laptop) the statement runs
+the usual way, in a transaction of its own.
 """
 
 from collections.abc import Callable
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.expression import ReturnsRows
 
 from app.db.availability import is_database_unavailable
 
@@ -32,15 +32,15 @@ Processor = Callable[[Any], Any] | None
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
-    parameters: list[tuple[str, Processor]]
+    parameters: list[tuple[str, Processor, Any]]  # name, processor, value if not given
     columns: list[tuple[str, Processor]]
 
 
-class OneRowRead:
-    """A Core `select` of one row, compiled once per dialect; `first()` gives the row as a
-    dict keyed by column, or None."""
+class OneRowStatement:
+    """A Core statement returning at most one row, compiled once per dialect; `first()`
+    runs it and gives the row as a dict keyed by column, or None."""
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: ReturnsRows) -> None:
         self.statement = statement
         self._compiled: dict[str, _Compiled] = {}
 
@@ -51,26 +51,31 @@ class OneRowRead:
             compiled = self._compiled[dialect.name] = _Compiled(
                 sql=sql.string,
                 parameters=[
-                    (name, sql.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+                    (
+                        name,
+                        sql.binds[name].type.dialect_impl(dialect).bind_processor(dialect),
+                        sql.binds[name].value,
+                    )
                     for name in sql.positiontup or ()
                 ],
                 columns=[
                     (column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
-                    for column in self.statement.selected_columns
+                    for column in self.statement.exported_columns
                 ],
             )
         return compiled
 
     async def first(self, engine: AsyncEngine, **params: Any) -> dict[str, Any] | None:
-        async with engine.connect() as conn:
-            if engine.dialect.driver != "asyncpg":
+        if engine.dialect.driver != "asyncpg":
+            async with engine.begin() as conn:
                 row = (await conn.execute(self.statement, params)).mappings().first()
                 return dict(row) if row is not None else None
+        async with engine.connect() as conn:
             compiled = self._for(engine.dialect)
-            args = [
-                process(params[name]) if process else params[name]
-                for name, process in compiled.parameters
-            ]
+            args = []
+            for name, process, default in compiled.parameters:
+                value = params.get(name, default)
+                args.append(process(value) if process else value)
             driver = (await conn.get_raw_connection()).driver_connection
             try:
                 record = await driver.fetchrow(compiled.sql, *args)
