@@ -101,8 +101,7 @@ async def list_jobs(
     responses=problem_responses(404),
 )
 async def get_job(job_id: uuid.UUID, principal: Reader, request: Request) -> JobOut:
-    job = await service.read_job(request.app.state.engine, principal.subject, job_id)
-    return JobOut.model_validate(job)
+    return await service.read_job(request.app.state.engine, principal.subject, job_id)
 
 
 @router.post(

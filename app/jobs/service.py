@@ -8,7 +8,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -27,7 +26,14 @@ from app.jobs.states import (
     move,
     record_creation,
 )
-from app.schemas import AspectRatio, BatchCreate, JobCreate, PromoteRequest, SeedanceModel
+from app.schemas import (
+    AspectRatio,
+    BatchCreate,
+    JobCreate,
+    JobOut,
+    PromoteRequest,
+    SeedanceModel,
+)
 from app.seedance.client import SeedanceClient, SeedanceError, TaskReport, TaskState
 
 logger = logging.getLogger(__name__)
@@ -248,13 +254,13 @@ async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
     return job
 
 
-async def read_job(engine: AsyncEngine, owner: str, job_id: uuid.UUID) -> dict[str, Any]:
-    """The owner's job, to show: its row as a dict, read on the fast path of
-    `OneRowStatement` (no session; nothing to change)."""
+async def read_job(engine: AsyncEngine, owner: str, job_id: uuid.UUID) -> JobOut:
+    """The owner's job, to show: read in one round trip on the driver connection
+    (`OneRowStatement`), with no session, since nothing is changed."""
     row = await _OWNED_JOB_ROW.first(engine, job_id=job_id, owner=owner)
     if row is None:
         raise job_not_found()
-    return row
+    return JobOut.model_validate(row)
 
 
 @dataclass(frozen=True, slots=True)
