@@ -9,9 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app.db.availability import DATABASE_ERRORS, is_database_unavailable
 
@@ -56,6 +57,7 @@ class ProblemError(Exception):
         self.headers = headers
 
 
+CLIENT_CLOSED_REQUEST = 499
 _TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -184,6 +186,12 @@ async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_client_gone(_request: Request, _exc: Exception) -> Response:
+    """The client hung up while sending its body: not a server error, and nobody reads
+    the answer. The request's log line and metrics say 499, as nginx does."""
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(500, "internal_error", "An unexpected error occurred.")
@@ -195,6 +203,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http)
     for database_error in DATABASE_ERRORS:
         app.add_exception_handler(database_error, _on_database_error)
+    app.add_exception_handler(ClientDisconnect, _on_client_gone)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Job
+from app.jobs.callbacks import callback_signature
 from tests.harness import Stack, bearer, running_stack, wait_until
 from tests.integration.conftest import fresh_postgres_database
 
@@ -264,3 +265,30 @@ async def test_path_values_cannot_forge_log_lines(
     await wait_until(lambda: asyncio.sleep(0, len(job_fields()) == 3))
     assert job_fields() == [None, "invalid", job["id"]]
     assert not any("\n" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_client_hanging_up_mid_body_is_not_a_server_error(
+    api: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """wrk does this at the end of every benchmark run: it was logged as an unhandled 500."""
+    caplog.set_level(logging.INFO)
+    job_id = uuid.uuid4()
+    host, port = api.url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST /webhooks/seedance/{job_id}?sig={callback_signature(api.settings, job_id)}"
+        f" HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        'Content-Length: 1000\r\n\r\n{"task_id": '.encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the body is being read
+    writer.close()
+
+    def request_lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "app.requests"]
+
+    await wait_until(lambda: asyncio.sleep(0, bool(request_lines())))
+    assert [(r.route, r.status) for r in request_lines()] == [  # type: ignore[attr-defined]
+        ("/webhooks/seedance/{job_id}", 499)
+    ]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
