@@ -206,7 +206,7 @@ def compare(bare: Target, ours: Target, args: Any) -> tuple[dict[str, Any], dict
     def median(runs: list[dict[str, float]]) -> dict[str, Any]:
         return sorted(runs, key=lambda run: run["rps"])[len(runs) // 2]
 
-    return {**median(our_runs), "runs": our_runs}, median(bare_runs)
+    return {**median(our_runs), "runs": our_runs}, {**median(bare_runs), "runs": bare_runs}
 
 
 def row(
@@ -223,6 +223,11 @@ def row(
         "bare_rps": bare["rps"],
         "bare_p99_ms": bare["p99_ms"],
         "of_bare": f"{ours['rps'] / bare['rps']:.0%}",
+        # every round's requests/s, in the JSON only (paced runs have one round)
+        "rounds": {
+            side: [run["rps"] for run in figures.get("runs", [figures])]
+            for side, figures in (("ours", ours), ("bare", bare))
+        },
     }
 
 
@@ -233,7 +238,7 @@ async def main(args: Any) -> None:
     rows = []
     for workers in args.workers:
         rows += await measure(workers, args, log)
-    headers = list(rows[0])
+    headers = [name for name in rows[0] if name != "rounds"]
     print_table(
         f"API throughput ({args.seconds:g} s per run, wrk -t1 -c{args.connections}, loopback)",
         headers,
