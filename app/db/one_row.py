@@ -27,28 +27,30 @@ from app.db.availability import is_database_unavailable
 _DRIVER_DISCONNECTS = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)
 
 Processor = Callable[[Any], Any] | None
+Columns = list[tuple[str, Processor]]
 
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
     parameters: list[tuple[str, Processor, Any]]  # name, processor, value if not given
-    columns: list[tuple[str, Processor]]
 
 
 class OneRowStatement:
-    """A Core statement returning at most one row, compiled once per dialect; `first()`
-    runs it and gives the row as a dict keyed by column, or None."""
+    """A Core statement returning at most one row; `first()` runs it and gives the row as
+    a dict keyed by column, or None. On asyncpg it is compiled once, and its result
+    processors are made on the first run: some (numerics) need the column types the
+    server reports."""
 
     def __init__(self, statement: ReturnsRows) -> None:
         self.statement = statement
-        self._compiled: dict[str, _Compiled] = {}
+        self._compiled: _Compiled | None = None
+        self._columns: Columns | None = None
 
-    def _for(self, dialect: Dialect) -> _Compiled:
-        compiled = self._compiled.get(dialect.name)
-        if compiled is None:
+    def _compile(self, dialect: Dialect) -> _Compiled:
+        if self._compiled is None:
             sql = self.statement.compile(dialect=dialect)
-            compiled = self._compiled[dialect.name] = _Compiled(
+            self._compiled = _Compiled(
                 sql=sql.string,
                 parameters=[
                     (
@@ -58,34 +60,50 @@ class OneRowStatement:
                     )
                     for name in sql.positiontup or ()
                 ],
-                columns=[
-                    (column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
-                    for column in self.statement.exported_columns
-                ],
             )
-        return compiled
+        return self._compiled
+
+    async def _fetch(
+        self, driver: asyncpg.Connection, dialect: Dialect, sql: str, args: list[Any]
+    ) -> tuple[Columns, asyncpg.Record | None]:
+        if self._columns is not None:
+            return self._columns, await driver.fetchrow(sql, *args)
+        prepared = await driver.prepare(sql)
+        attributes = prepared.get_attributes()
+        self._columns = [
+            (column.key, column.type.dialect_impl(dialect).result_processor(dialect, oid))
+            for column, oid in zip(
+                self.statement.exported_columns,
+                (attribute.type.oid for attribute in attributes),
+                strict=True,
+            )
+        ]
+        return self._columns, await prepared.fetchrow(*args)
 
     async def first(self, engine: AsyncEngine, **params: Any) -> dict[str, Any] | None:
         if engine.dialect.driver != "asyncpg":
             async with engine.begin() as conn:
                 row = (await conn.execute(self.statement, params)).mappings().first()
                 return dict(row) if row is not None else None
+        compiled = self._compile(engine.dialect)
+        args = []
+        for name, process, default in compiled.parameters:
+            value = params.get(name, default)
+            args.append(process(value) if process else value)
         async with engine.connect() as conn:
-            compiled = self._for(engine.dialect)
-            args = []
-            for name, process, default in compiled.parameters:
-                value = params.get(name, default)
-                args.append(process(value) if process else value)
             driver = (await conn.get_raw_connection()).driver_connection
             try:
-                record = await driver.fetchrow(compiled.sql, *args)
+                columns, record = await self._fetch(driver, engine.dialect, compiled.sql, args)
             except Exception as exc:
                 error = sa_exc.DBAPIError.instance(
                     compiled.sql,
                     args,
                     exc,
                     Exception,
-                    connection_invalidated=isinstance(exc, _DRIVER_DISCONNECTS),
+                    # as SQLAlchemy decides it: a closed connection after the error (a
+                    # server that ended the session can surface as an InternalClientError)
+                    connection_invalidated=driver.is_closed()
+                    or isinstance(exc, _DRIVER_DISCONNECTS),
                 )
                 if is_database_unavailable(error):
                     await conn.invalidate(exc)
@@ -94,5 +112,5 @@ class OneRowStatement:
             return None
         return {
             key: process(value) if process else value
-            for (key, process), value in zip(compiled.columns, record.values(), strict=True)
+            for (key, process), value in zip(columns, record.values(), strict=True)
         }

@@ -171,6 +171,9 @@ async def test_a_database_outage_is_503_and_the_service_recovers_alone(
         proxied.render_as_string(hide_password=False), **FAST_NETS, **LIVE
     ) as stack:
         before = [await stack.create_job(prompt=f"before {i}") for i in range(5)]
+        reads = [f"/jobs/{job['id']}" for job in before]
+        # pooled connections for the driver-connection path of GET /jobs/{id}
+        await asyncio.gather(*(stack.http.get(path, headers=stack.headers()) for path in reads))
         await proxy.cut()
         during = await asyncio.gather(
             *(
@@ -178,6 +181,7 @@ async def test_a_database_outage_is_503_and_the_service_recovers_alone(
                 for _ in range(10)
             ),
             stack.http.get("/jobs", headers=stack.headers()),
+            *(stack.http.get(path, headers=stack.headers()) for path in reads),
         )
         for response in during:
             assert response.status_code == 503, response.text
@@ -191,6 +195,8 @@ async def test_a_database_outage_is_503_and_the_service_recovers_alone(
             return (await stack.http.get("/readyz")).status_code == 200
 
         await wait_until(ready)
+        for path in reads:  # no dead connection went back to the pool
+            assert (await stack.http.get(path, headers=stack.headers())).status_code == 200
         after = await stack.create_job(prompt="after")
         await wait_until(lambda: all_terminal(db_engine, 6))
         ids = {str(j.id) for j in await stack.jobs()}
