@@ -120,6 +120,12 @@ async def test_in_process_fan_out_on_sqlite(tmp_path: Path) -> None:
             stack.http, f"/jobs/{job['id']}/events", {**stack.headers(), "Last-Event-ID": "0"}
         )
         assert [e["to_status"] for _, e in events] == ["queued", "running", "succeeded"]
+        # the read path and the callback's move outside Postgres: the session's way
+        read = await stack.http.get(f"/jobs/{job['id']}", headers=stack.headers())
+        assert read.status_code == 200
+        body = read.json()
+        assert (body["status"], body["images"], body["error_code"]) == ("succeeded", [], None)
+        assert body["video_url"] and body["created_at"].endswith(("Z", "+00:00"))
 
 
 # --- batches ------------------------------------------------------------------------
