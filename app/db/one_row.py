@@ -69,13 +69,13 @@ class OneRowStatement:
         if self._columns is not None:
             return self._columns, await driver.fetchrow(sql, *args)
         prepared = await driver.prepare(sql)
-        attributes = prepared.get_attributes()
         self._columns = [
-            (column.key, column.type.dialect_impl(dialect).result_processor(dialect, oid))
-            for column, oid in zip(
-                self.statement.exported_columns,
-                (attribute.type.oid for attribute in attributes),
-                strict=True,
+            (
+                column.key,
+                column.type.dialect_impl(dialect).result_processor(dialect, attribute.type.oid),
+            )
+            for column, attribute in zip(
+                self.statement.exported_columns, prepared.get_attributes(), strict=True
             )
         ]
         return self._columns, await prepared.fetchrow(*args)

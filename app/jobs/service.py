@@ -19,6 +19,7 @@ from app.errors import ProblemError
 from app.jobs import budget, policy
 from app.jobs.cursor import decode_cursor, encode_cursor
 from app.jobs.states import (
+    TASK_FAILED,
     EventSource,
     JobStatus,
     finish_running,
@@ -240,7 +241,8 @@ def _check_replay(original_fingerprint: str | None, fingerprint: str) -> None:
         )
 
 
-# built once: the hottest read of the API (every GET, SSE open, promote)
+# built once: a job by id for its owner (GET on the driver path; SSE open and promote
+# through the session)
 _OWNED = (Job.id == bindparam("job_id"), Job.owner == bindparam("owner"))
 _OWNED_JOB = select(Job).where(*_OWNED)
 _OWNED_JOB_ROW = OneRowStatement(select(Job.__table__).where(*_OWNED))
@@ -416,7 +418,7 @@ async def apply_report(
         move(session, job, JobStatus.SUCCEEDED, source)
         result = ApplyResult.APPLIED
     elif report.state is TaskState.FAILED:
-        job.error_code = "upstream_failed"
+        job.error_code = TASK_FAILED
         job.error_detail = report.error
         job.resolved_by = source
         move(session, job, JobStatus.FAILED, source, detail=report.error)

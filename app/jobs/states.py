@@ -38,6 +38,9 @@ ALLOWED_MOVES: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.CANCELED: frozenset(),
 }
 
+# the error code of a job whose Seedance task failed
+TASK_FAILED = "upstream_failed"
+
 TERMINAL: frozenset[JobStatus] = frozenset(s for s, moves in ALLOWED_MOVES.items() if not moves)
 
 
@@ -104,7 +107,7 @@ def _finish_running_statement(to: JobStatus) -> Insert:
     results = (
         {"video_url": bindparam("video_url", type_=jobs.c.video_url.type)}
         if to is JobStatus.SUCCEEDED
-        else {"error_code": literal("upstream_failed"), "error_detail": detail}
+        else {"error_code": literal(TASK_FAILED), "error_detail": detail}
     )
     moved = (
         update(jobs)
