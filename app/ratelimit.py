@@ -44,7 +44,7 @@ class RouteClass(StrEnum):
 # has room, then report the window. The clock is Redis's, the same for every replica.
 # KEYS[1]: the entry timestamps, newest first. ARGV: limit, window length in seconds.
 # Returns {taken (1/0), entries in the window, timestamp of the oldest of them}.
-_MOVING_WINDOW_HIT = """
+MOVING_WINDOW_HIT = """
 local limit = tonumber(ARGV[1])
 local expiry = tonumber(ARGV[2])
 local time = redis.call('TIME')
@@ -77,16 +77,24 @@ return {taken, oldest + 1, redis.call('LINDEX', KEYS[1], oldest)}
 
 
 class RedisWindows:
-    """Moving windows in Redis, shared by every replica: one script call per hit."""
+    """Moving windows in Redis, shared by every replica: one script call per hit.
 
-    def __init__(self, url: str, key_prefix: str) -> None:
-        self._redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-        self._hit = self._redis.register_script(_MOVING_WINDOW_HIT)
+    A hit has one deadline, connecting included, instead of redis-py's socket timeouts,
+    which wrap every write in `asyncio.wait_for` (a task per request) and every read in a
+    timeout of its own. A command cancelled midway drops its connection (redis-py)."""
+
+    def __init__(self, url: str, key_prefix: str, timeout: float = 2.0) -> None:
+        self._redis = Redis.from_url(url, socket_connect_timeout=timeout)
+        self._hit = self._redis.register_script(MOVING_WINDOW_HIT)
         self._prefix = key_prefix
+        self._timeout = timeout
 
     async def hit(self, item: RateLimitItem, *identifiers: str) -> tuple[bool, WindowStats]:
         key = f"{self._prefix}:{item.key_for(*identifiers)}"
-        taken, count, oldest = await self._hit(keys=[key], args=[item.amount, item.get_expiry()])
+        async with asyncio.timeout(self._timeout):
+            taken, count, oldest = await self._hit(
+                keys=[key], args=[item.amount, item.get_expiry()]
+            )
         return bool(taken), WindowStats(float(oldest) + item.get_expiry(), item.amount - count)
 
     async def check(self) -> bool:
@@ -143,7 +151,7 @@ class RateLimits:
         try:
             allowed, stats = await self.windows.hit(item, route_class, key)
         except Exception as exc:  # storage down: fail open, budgets still hold
-            logger.warning("rate limit storage unavailable (%s); request let through", exc)
+            logger.warning("rate limit storage unavailable (%r); request let through", exc)
             return {}
         reset_in = max(0, int(stats.reset_time - time.time() + 0.999))
         headers = {
@@ -167,7 +175,7 @@ class RateLimits:
             try:
                 allowed, stats = await self.windows.hit(self._submit_item, "submit", "global")
             except Exception as exc:
-                logger.warning("submission rate storage unavailable (%s); not limiting", exc)
+                logger.warning("submission rate storage unavailable (%r); not limiting", exc)
                 return
             if allowed:
                 return

@@ -235,3 +235,28 @@ async def test_redis_and_memory_windows_count_alike() -> None:
         taken, stats = await windows.hit(item, "read", "user:alice")
         assert taken and stats.remaining == 2
         await windows.aclose()
+
+
+async def test_a_redis_that_stops_answering_is_given_up_at_the_deadline() -> None:
+    """A Redis that accepts the connection and never answers: the hit ends on its own with
+    TimeoutError (which `RateLimits.check` turns into a request let through), and the
+    half-used connection is closed rather than returned to the pool."""
+    closed = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1024):  # swallow the handshake and the command, say nothing
+            pass
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    windows = RedisWindows(f"redis://127.0.0.1:{port}/0", "test-hung", timeout=0.2)
+    hit = asyncio.create_task(windows.hit(parse("3 per second"), "read", "user:alice"))
+    done, _ = await asyncio.wait({hit}, timeout=10)
+    assert hit in done, "the hit outlived its deadline"
+    assert isinstance(hit.exception(), TimeoutError)
+    await asyncio.wait_for(closed.wait(), 10)
+    await windows.aclose()
+    server.close()
+    await server.wait_closed()
