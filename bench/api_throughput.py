@@ -2,17 +2,19 @@
 the same database, with one and two uvicorn workers:
 
 * `GET /jobs/{id}` (auth, rate limit, owner check, serialize) vs a bare FastAPI + asyncpg
-  endpoint reading the same row;
+  endpoint reading the same row, and vs the same I/O (the rate-limit script in Redis, then
+  that read) through the raw drivers;
 * `POST /jobs` (validate, rate limit, budget under the owner lock, record job + event,
-  202) vs a bare endpoint inserting one row;
+  202) vs a bare endpoint inserting one row, and vs the same I/O (the rate-limit script,
+  then the create's transaction: lock, budget, job, event) through the raw drivers;
 * webhook ingestion (verify the signature, parse, apply the move under the row lock,
   event row) vs the same bare insert; every delivery is a different running job, and
   the run checks that each acknowledged callback was applied (no lost update).
 
 The service runs as deployed: production settings, JSON logs, rate limits in Redis.
-Load comes from wrk on loopback, bounded by `--seconds`. At saturation the bare app and
-ours alternate for `--rounds` rounds and each side reports its median round: on a shared
-machine the speed of both drifts by ±15% from one minute to the next.
+Load comes from wrk on loopback, bounded by `--seconds`. At saturation the baselines and
+ours alternate for `--rounds` rounds and each reports its median round: on a shared
+machine the speed of all drifts by ±15% from one minute to the next.
 
     .venv/bin/python -m bench.api_throughput --seconds 10 --connections 64
 """
@@ -121,22 +123,34 @@ async def measure(workers: int, args: Any, log: Path) -> list[dict[str, Any]]:
         ]
         posts = [line("POST", "/jobs", token, BODY) for token in tokens]
         bare_inserts = [line("POST", "/insert", "", BODY)]
+        same_io = {
+            "GET": [line("GET", f"/io/jobs/{job['id']}?owner={job['owner']}") for job in readable],
+            "POST": [line("POST", f"/io/jobs?owner=user-{i}", "", BODY) for i in range(USERS)],
+        }
         ours_env = service_env(url, args.port)
-        bare_env = {**os.environ, "DATABASE_URL": url}
+        bare_env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": ours_env["REDIS_URL"]}
         with (
             server("app.main:create_app", args.port, workers, ours_env, log) as ours,
             server("bench.bare_app:create_app", args.port + 1, workers, bare_env, log) as bare,
         ):
             for target in (ours, bare):  # warm pools and caches
                 wrk(target, gets, 2, args.connections)
-            for name, bare_lines, our_lines in (
-                ("GET /jobs/{id}", gets, gets),
-                ("POST /jobs", bare_inserts, posts),
+            for name, bare_lines, io_lines, our_lines in (
+                ("GET /jobs/{id}", gets, same_io["GET"], gets),
+                ("POST /jobs", bare_inserts, same_io["POST"], posts),
             ):
-                measured, baseline = compare(
-                    (bare, [bare_lines] * args.rounds), (ours, [our_lines] * args.rounds), args
+                baseline, io, measured = compare(
+                    [
+                        (target, [lines] * args.rounds)
+                        for target, lines in (
+                            (bare, bare_lines),
+                            (bare, io_lines),
+                            (ours, our_lines),
+                        )
+                    ],
+                    args,
                 )
-                rows.append(row(name, workers, args.connections, measured, baseline))
+                rows.append(row(name, workers, args.connections, measured, baseline, io))
                 if our_lines is gets:
                     get_maximum = measured["rps"]
             # latency below saturation: both paced to half of our measured GET maximum
@@ -167,9 +181,11 @@ async def measure(workers: int, args: Any, log: Path) -> list[dict[str, Any]]:
             ]
             # each round calls back jobs of its own: a repeated delivery would be ignored
             share = len(callbacks) // args.rounds
-            measured, baseline = compare(
-                (bare, [bare_inserts] * args.rounds),
-                (ours, [callbacks[i * share : (i + 1) * share] for i in range(args.rounds)]),
+            baseline, measured = compare(
+                [
+                    (bare, [bare_inserts] * args.rounds),
+                    (ours, [callbacks[i * share : (i + 1) * share] for i in range(args.rounds)]),
+                ],
                 args,
             )
             acknowledged = sum(run["ok"] for run in measured["runs"])
@@ -194,24 +210,31 @@ async def measure(workers: int, args: Any, log: Path) -> list[dict[str, Any]]:
 Target = tuple[str, list[list[str]]]  # a server's URL and the requests of each round
 
 
-def compare(bare: Target, ours: Target, args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Alternate the bare app and ours for `--rounds` rounds (the shared machine's speed
-    drifts); each side's figures are those of its median round by requests/s, and ours
-    keeps every round (`runs`) for the no-lost-update count."""
-    bare_runs, our_runs = [], []
-    for bare_lines, our_lines in zip(bare[1], ours[1], strict=True):
-        bare_runs.append(wrk(bare[0], bare_lines, args.seconds, args.connections))
-        our_runs.append(wrk(ours[0], our_lines, args.seconds, args.connections))
+def compare(targets: list[Target], args: Any) -> list[dict[str, Any]]:
+    """Run the targets in turn, round after round, for `--rounds` rounds (the shared
+    machine's speed drifts); each target's figures are those of its median round by
+    requests/s, with every round kept (`runs`: ours needs them for the no-lost-update
+    count)."""
+    runs: list[list[dict[str, float]]] = [[] for _ in targets]
+    for index in range(args.rounds):
+        for (url, rounds), target_runs in zip(targets, runs, strict=True):
+            target_runs.append(wrk(url, rounds[index], args.seconds, args.connections))
 
     def median(runs: list[dict[str, float]]) -> dict[str, Any]:
         return sorted(runs, key=lambda run: run["rps"])[len(runs) // 2]
 
-    return {**median(our_runs), "runs": our_runs}, {**median(bare_runs), "runs": bare_runs}
+    return [{**median(target_runs), "runs": target_runs} for target_runs in runs]
 
 
 def row(
-    name: str, workers: int, connections: int, ours: dict[str, float], bare: dict[str, float]
+    name: str,
+    workers: int,
+    connections: int,
+    ours: dict[str, Any],
+    bare: dict[str, Any],
+    same_io: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    sides = {"ours": ours, "bare": bare, **({"same_io": same_io} if same_io else {})}
     return {
         "route": name,
         "workers": workers,
@@ -223,10 +246,13 @@ def row(
         "bare_rps": bare["rps"],
         "bare_p99_ms": bare["p99_ms"],
         "of_bare": f"{ours['rps'] / bare['rps']:.0%}",
+        "same_io_rps": same_io["rps"] if same_io else "",
+        "same_io_of_bare": f"{same_io['rps'] / bare['rps']:.0%}" if same_io else "",
+        "of_same_io": f"{ours['rps'] / same_io['rps']:.0%}" if same_io else "",
         # every round's requests/s, in the JSON only (paced runs have one round)
         "rounds": {
             side: [run["rps"] for run in figures.get("runs", [figures])]
-            for side, figures in (("ours", ours), ("bare", bare))
+            for side, figures in sides.items()
         },
     }
 

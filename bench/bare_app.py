@@ -1,18 +1,48 @@
-"""The bare baseline of the throughput benchmark: a minimal FastAPI + asyncpg app on the
-same database, doing only the database work of each measured route (read one job row by
-id; insert one row). Run it as `uvicorn bench.bare_app:create_app --factory`."""
+"""The baselines of the throughput benchmark: a minimal FastAPI + asyncpg app on the same
+database. Run it as `uvicorn bench.bare_app:create_app --factory`.
+
+* bare: only the database work of the measured route (read one job row by id; insert
+  one row), what the issue's targets are ratios against;
+* same I/O (`/io/...`): every round trip our route makes, through the raw drivers and
+  nothing else (no auth, validation, ORM, log line or metrics): the rate-limit script
+  in Redis, then the same SQL. The best any code on this stack could do for the route.
+"""
 
 import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, time
 from typing import Any
 
 import asyncpg
 import orjson
 from fastapi import Body, FastAPI, HTTPException
+from redis.asyncio import Redis
+
+from app.ratelimit import MOVING_WINDOW_HIT
 
 BARE_TABLE = "CREATE TABLE IF NOT EXISTS bare_inserts (id uuid PRIMARY KEY, body jsonb NOT NULL)"
+
+# What a create sends in its transaction (app/jobs/budget.py, then the ORM's two inserts).
+LOCK_OWNER = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+USAGE = """
+SELECT coalesce(sum(estimated_cost) FILTER (WHERE created_at >= $1
+         AND NOT (status IN ('canceled', 'failed') AND upstream_task_id IS NULL)), 0),
+       count(*) FILTER (WHERE status IN ('queued', 'running'))
+FROM jobs WHERE owner = $2 AND (created_at >= $1 OR status IN ('queued', 'running'))
+"""
+INSERT_JOB = """
+INSERT INTO jobs (id, owner, model, prompt, duration, resolution, aspect_ratio, images,
+  reference_video_urls, reference_audio_urls, estimated_cost, status, created_at,
+  updated_at, submit_attempts, status_polls)
+VALUES ($1, $2, 'seedance-2-mini', $3, 8, '720p', '16:9', '[]', '[]', '[]', 16, 'queued',
+  $4, $4, 0, 0)
+"""
+INSERT_EVENT = """
+INSERT INTO job_events (job_id, to_status, source, at) VALUES ($1, 'queued', 'api', $2)
+RETURNING id
+"""
 
 
 def create_app() -> FastAPI:
@@ -21,7 +51,10 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await asyncpg.create_pool(dsn, min_size=10, max_size=20)
+        app.state.redis = Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=2)
+        app.state.hit = app.state.redis.register_script(MOVING_WINDOW_HIT)
         yield
+        await app.state.redis.aclose()
         await app.state.pool.close()
 
     app = FastAPI(lifespan=lifespan)
@@ -46,5 +79,25 @@ def create_app() -> FastAPI:
             orjson.dumps(body).decode(),
         )
         return {"id": str(row_id)}
+
+    async def rate_limit(owner: str) -> None:
+        await app.state.hit(keys=[f"bench-io:{owner}"], args=[10**7, 60])
+
+    @app.get("/io/jobs/{job_id}")
+    async def read_one_same_io(job_id: uuid.UUID, owner: str) -> dict[str, Any]:
+        await rate_limit(owner)
+        return await read_one(job_id)
+
+    @app.post("/io/jobs", status_code=202)
+    async def create_same_io(owner: str, body: dict[str, Any] = Body(...)) -> dict[str, str]:
+        await rate_limit(owner)
+        now = datetime.now(UTC)
+        job_id = uuid.uuid4()
+        async with app.state.pool.acquire() as conn, conn.transaction():
+            await conn.execute(LOCK_OWNER, owner)
+            await conn.fetchrow(USAGE, datetime.combine(now.date(), time(), tzinfo=UTC), owner)
+            await conn.execute(INSERT_JOB, job_id, owner, body["prompt"], now)
+            await conn.fetchval(INSERT_EVENT, job_id, now)
+        return {"id": str(job_id), "status": "queued"}
 
     return app
