@@ -81,6 +81,7 @@ def create_app() -> FastAPI:
         return {"id": str(row_id)}
 
     async def rate_limit(owner: str) -> None:
+        """The service's hit, with the benchmark's limit (10,000,000 a minute)."""
         await app.state.hit(keys=[f"bench-io:{owner}"], args=[10**7, 60])
 
     @app.get("/io/jobs/{job_id}")
