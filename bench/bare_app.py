@@ -12,7 +12,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -20,6 +20,7 @@ import orjson
 from fastapi import Body, FastAPI, HTTPException
 from redis.asyncio import Redis
 
+from app.jobs.budget import today_started_at
 from app.ratelimit import MOVING_WINDOW_HIT
 
 BARE_TABLE = "CREATE TABLE IF NOT EXISTS bare_inserts (id uuid PRIMARY KEY, body jsonb NOT NULL)"
@@ -96,7 +97,7 @@ def create_app() -> FastAPI:
         job_id = uuid.uuid4()
         async with app.state.pool.acquire() as conn, conn.transaction():
             await conn.execute(LOCK_OWNER, owner)
-            await conn.fetchrow(USAGE, datetime.combine(now.date(), time(), tzinfo=UTC), owner)
+            await conn.fetchrow(USAGE, today_started_at(), owner)
             await conn.execute(INSERT_JOB, job_id, owner, body["prompt"], now)
             await conn.fetchval(INSERT_EVENT, job_id, now)
         return {"id": str(job_id), "status": "queued"}
