@@ -2,7 +2,8 @@
 
 It checks the bearer key, validates like the real API (400 with a message), runs each
 task PENDING -> IN_PROGRESS -> SUCCESS/FAILED over a configurable time, answers
-`GET /v2/status`, serves a tiny real MP4 as the result, and POSTs the callback. Faults are
+`GET /v2/status`, serves a real MP4 of the asked size and length as the result (whose URL
+expires, may redirect, and can be made to misbehave), and POSTs the callback. Faults are
 injected from a seeded RNG. Counters of every call received let tests and benchmarks
 assert what each job cost upstream. Control endpoints live under `/_sim/` (no auth).
 """
@@ -14,19 +15,19 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SAMPLE_MP4 = (Path(__file__).parent / "sample.mp4").read_bytes()
+from simulator.videos import dimensions, padded, padded_size, render
+
 MODELS = {"seedance-2-mini": set(range(4, 16)), "seedance-2.0": {5, 10, 15}}
 RESOLUTIONS = {"480p", "720p"}
 ASPECT_RATIOS = {"16:9", "9:16", "4:3", "3:4", "1:1", "21:9", "adaptive"}
@@ -58,6 +59,32 @@ class SimulatorConfig(BaseModel):
     reject_local_callbacks: bool = Field(
         True, description="the real API refuses localhost callback URLs; dev runs turn this off"
     )
+    # the result file (what the service copies into its own storage)
+    result_url_ttl_seconds: float = Field(
+        86400.0, ge=0, description="the result URL stops working this long after success"
+    )
+    result_expired_status: int = Field(404, ge=400, le=599)
+    result_error_status: int | None = Field(
+        None, ge=400, le=599, description="every download answers this status"
+    )
+    result_redirect: str | None = Field(
+        None, description="'cdn' redirects to a second path of the simulator; any URL goes there"
+    )
+    result_content_type: str = "video/mp4"
+    result_not_video: bool = Field(False, description="serve an HTML page instead of the video")
+    result_truncate_rate: float = Field(
+        0.0, ge=0, le=1, description="announce the whole file, send half, hang up"
+    )
+    result_pad_bytes: int = Field(
+        0, ge=0, description="make the files of tasks created from now on this much larger"
+    )
+    result_stall_seconds: float = Field(
+        0.0, ge=0, description="pause this long after the first bytes of a download"
+    )
+    result_hide_length: bool = Field(False, description="send no Content-Length (chunked)")
+    result_wrong_resolution_rate: float = Field(
+        0.0, ge=0, le=1, description="deliver the other resolution than the one asked for"
+    )
 
 
 @dataclass
@@ -68,6 +95,18 @@ class SimTask:
     will_fail: bool
     never_finish: bool
     video_url: str
+    wrong_resolution: bool = False
+    pad_bytes: int = 0  # RESULT_PAD_BYTES when the task was made
+
+    def finished_at(self, task_seconds: float) -> float:
+        return self.created + task_seconds
+
+    def video(self) -> bytes:
+        resolution = self.request.get("resolution", "720p")
+        if self.wrong_resolution:
+            resolution = "480p" if resolution == "720p" else "720p"
+        size = dimensions(resolution, self.request.get("aspect_ratio", "16:9"))
+        return render(*size, int(self.request.get("duration", 5)))
 
     def status(self, task_seconds: float) -> str:
         elapsed = time.monotonic() - self.created
@@ -88,6 +127,7 @@ class SimulatorState:
     generate_times: list[float] = field(default_factory=list)  # monotonic, per request
     status_calls_by_task: Counter[str] = field(default_factory=Counter)
     callbacks: Counter[str] = field(default_factory=Counter)
+    downloads_by_task: Counter[str] = field(default_factory=Counter)
     lost_callbacks: set[str] = field(default_factory=set)
     final_callback_at: dict[str, float] = field(default_factory=dict)  # monotonic, per task
     generate_in_flight: int = 0
@@ -102,6 +142,7 @@ class SimulatorState:
         self.generate_times.clear()
         self.status_calls_by_task.clear()
         self.callbacks.clear()
+        self.downloads_by_task.clear()
         self.lost_callbacks.clear()
         self.final_callback_at.clear()
         self.max_generate_in_flight = self.generate_in_flight
@@ -117,6 +158,7 @@ class SimulatorState:
             "task_status": dict(statuses),
             "status_calls_by_task": dict(self.status_calls_by_task),
             "callbacks": dict(self.callbacks),
+            "downloads_by_task": dict(self.downloads_by_task),
             "lost_callbacks": sorted(self.lost_callbacks),
             "max_generate_in_flight": self.max_generate_in_flight,
             "max_requests_per_callback_url": max(self.requests_by_callback.values(), default=0),
@@ -276,6 +318,8 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
             will_fail=state.chance(config.task_failure_rate),
             never_finish=state.chance(config.never_finish_rate),
             video_url=str(request.url_for("video", task_id=task_id)),
+            wrong_resolution=state.chance(config.result_wrong_resolution_rate),
+            pad_bytes=config.result_pad_bytes,
         )
         state.tasks[task_id] = task
         state.calls["generate_accepted"] += 1
@@ -297,11 +341,51 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
         return _envelope(200, "success", report(task))
 
     @app.get("/files/{task_id}.mp4", name="video")
-    async def video(task_id: str) -> Response:
+    async def video(request: Request, task_id: str) -> Response:
         state.calls["video"] += 1
-        if task_id not in state.tasks:
+        config = state.config
+        task = state.tasks.get(task_id)
+        if task is None or task.status(config.task_seconds) != "SUCCESS":
             return Response(status_code=404)
-        return Response(SAMPLE_MP4, media_type="video/mp4")
+        state.downloads_by_task[task_id] += 1
+        expires = task.finished_at(config.task_seconds) + config.result_url_ttl_seconds
+        if time.monotonic() > expires:
+            return Response(status_code=config.result_expired_status)
+        if config.result_error_status is not None:
+            return Response(status_code=config.result_error_status)
+        if config.result_redirect == "cdn":
+            return RedirectResponse(str(request.url_for("cdn_video", task_id=task_id)))
+        if config.result_redirect is not None:
+            return RedirectResponse(config.result_redirect)
+        return serve_result(task)
+
+    @app.get("/cdn/{task_id}.mp4", name="cdn_video")
+    async def cdn_video(task_id: str) -> Response:
+        task = state.tasks.get(task_id)
+        return Response(status_code=404) if task is None else serve_result(task)
+
+    def serve_result(task: SimTask) -> Response:
+        config = state.config
+        if config.result_not_video:
+            return Response(b"<html><body>Access denied</body></html>", media_type="text/html")
+        video = task.video()
+        size = padded_size(video, task.pad_bytes)
+        headers = {} if config.result_hide_length else {"Content-Length": str(size)}
+        chunks = padded(video, task.pad_bytes)
+        if state.chance(config.result_truncate_rate):
+            chunks = iter([video[: len(video) // 2]])
+        if config.result_stall_seconds:
+            chunks = stalled(chunks, config.result_stall_seconds)
+        return StreamingResponse(chunks, media_type=config.result_content_type, headers=headers)
+
+    async def stalled(chunks: Iterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+        """Half of the first chunk, a pause, then the rest: a download under way."""
+        first = next(chunks)
+        yield first[: len(first) // 2]
+        await asyncio.sleep(seconds)
+        yield first[len(first) // 2 :]
+        for chunk in chunks:
+            yield chunk
 
     @app.get("/_sim/stats")
     async def stats() -> dict[str, Any]:
