@@ -1,4 +1,4 @@
-"""The shared shape of the service's background loops (dispatcher, reconciler).
+"""The shared shape of the service's background loops (dispatcher, reconciler, media).
 
 A loop runs `run_once()` every `interval` seconds, or sooner when woken; an error in one
 round is logged and the next round goes on, so a database blip never kills the loop.
@@ -9,6 +9,8 @@ and the work it claimed), then `drain()` waits for work the round started.
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -53,3 +55,35 @@ class Loop:
                 logger.exception("%s round failed; retrying", self.name)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._interval)
+
+
+class PooledLoop(Loop):
+    """A loop whose rounds claim work and run each claimed item as a task of its own, at
+    most `capacity` at once; a finished task frees its slot and wakes the loop."""
+
+    def __init__(self, interval: float, capacity: int) -> None:
+        super().__init__(interval)
+        self._capacity = capacity
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def free_slots(self) -> int:
+        return self._capacity - len(self._in_flight)
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._in_flight.add(task)
+        task.add_done_callback(self._release)
+
+    def _release(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self.wake()  # a slot is free: more work may go
+
+    async def drain(self) -> None:
+        """Let claimed work finish, so its outcome is recorded."""
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)

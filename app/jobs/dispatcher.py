@@ -8,7 +8,6 @@ upstream (connection refused, 429, 5xx). Claims use `FOR UPDATE SKIP LOCKED`, so
 replicas can run dispatchers against one Postgres database.
 """
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,7 +25,7 @@ from tenacity import (
 from app.config import Settings
 from app.db.availability import is_database_unavailable
 from app.db.models import Job
-from app.jobs.background import Loop
+from app.jobs.background import PooledLoop
 from app.jobs.callbacks import callback_url
 from app.jobs.service import mark_submitted
 from app.jobs.states import EventSource, JobStatus, move
@@ -50,7 +49,7 @@ _PERMANENT = (UpstreamRejected, InsufficientCredits, UpstreamProtocolError)
 _NOT_SENT = (UpstreamRateLimited, UpstreamTransient, UpstreamAuthError)
 
 
-class Dispatcher(Loop):
+class Dispatcher(PooledLoop):
     name = "dispatcher"
 
     def __init__(
@@ -60,36 +59,21 @@ class Dispatcher(Loop):
         rate_limits: RateLimits,
         settings: Settings,
     ) -> None:
-        super().__init__(settings.dispatcher_poll_seconds)
+        super().__init__(settings.dispatcher_poll_seconds, settings.dispatcher_max_in_flight)
         self._sessionmaker = sessionmaker
         self._client = client
         self._rate_limits = rate_limits
         self._settings = settings
-        self._in_flight: set[asyncio.Task[None]] = set()
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
 
     async def run_once(self) -> int:
-        """Claim as many due jobs as there are free slots and start submitting them."""
-        free = self._settings.dispatcher_max_in_flight - len(self._in_flight)
+        """Claim as many due jobs as there are free slots and start submitting them
+        (submissions already sent finish on stop, so their outcome is recorded)."""
+        free = self.free_slots
         if free <= 0:
             return 0
         for job_id, request in await self._claim(free):
-            task = asyncio.create_task(self._submit(job_id, request), name=f"submit-{job_id}")
-            self._in_flight.add(task)
-            task.add_done_callback(self._release)
+            self.spawn(self._submit(job_id, request), name=f"submit-{job_id}")
         return free
-
-    def _release(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self.wake()  # a slot is free: more queued jobs may go
-
-    async def drain(self) -> None:
-        """Let submissions already sent finish, so their outcome is recorded."""
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _claim(self, limit: int) -> list[tuple[uuid.UUID, GenerateRequest]]:
         """Mark due jobs as being submitted and build their upstream requests in the same
