@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"  # noqa: S105 - refused in production
 DEV_WEBHOOK_SECRET = "dev-only-webhook-secret-change-me-012345"  # noqa: S105 - refused in production
 DEV_SEEDANCE_KEY = "sim-dev-key"  # the simulator's default key
+DEV_MEDIA_URL_SECRET = "dev-only-media-url-secret-change-me-0123"  # noqa: S105 - refused in production
 
 
 class Environment(StrEnum):
@@ -31,6 +32,11 @@ class DocsAccess(StrEnum):
 class LogFormat(StrEnum):
     JSON = "json"
     TEXT = "text"
+
+
+class MediaBackend(StrEnum):
+    LOCAL = "local"  # a folder on this machine, served by the service itself
+    S3 = "s3"  # any S3-compatible bucket (AWS S3, MinIO, R2, GCS interop)
 
 
 class JwtAlgorithm(StrEnum):
@@ -124,6 +130,39 @@ class Settings(BaseSettings):
     reconciler_status_rate_per_second: float = Field(5.0, gt=0)
     job_hard_deadline_seconds: float = Field(3600.0, gt=0)
 
+    # Media: the durable copy of every video (and its poster) in our own storage
+    media_backend: MediaBackend = MediaBackend.LOCAL
+    media_root: str = Field("./media", description="the local backend's folder")
+    media_s3_bucket: str | None = None
+    media_s3_endpoint: str | None = Field(None, description="unset for AWS S3")
+    media_s3_public_endpoint: str | None = Field(
+        None, description="the endpoint browsers reach, when it differs (signing only)"
+    )
+    media_s3_region: str = "us-east-1"
+    media_s3_access_key_id: SecretStr | None = None
+    media_s3_secret_access_key: SecretStr | None = None
+    media_url_secret: SecretStr = SecretStr(DEV_MEDIA_URL_SECRET)
+    media_url_ttl_seconds: int = Field(3600, ge=10, le=7 * 24 * 3600)
+    media_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    media_connect_timeout: float = Field(10.0, gt=0)
+    media_read_timeout: float = Field(60.0, gt=0)
+    media_max_redirects: int = Field(5, ge=0)
+    media_trusted_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="origins a result may be downloaded from although not public https "
+        "(the simulator in dev, tests and benchmarks); the real API needs none",
+    )
+    media_worker_enabled: bool = True
+    media_copy_concurrency: int = Field(4, ge=1)
+    media_poll_seconds: float = Field(1.0, gt=0)
+    media_copy_max_attempts: int = Field(8, ge=1)
+    media_retry_backoff_seconds: float = Field(5.0, ge=0)
+    media_retry_backoff_max_seconds: float = Field(1800.0, ge=0)
+    media_copy_lease_seconds: float = Field(
+        900.0, gt=0, description="a claimed copy not finished by then is claimed again"
+    )
+    media_retention_days: float | None = Field(None, gt=0, description="unset: keep forever")
+
     # Live updates (SSE): heartbeat, and how often a stream re-reads the database anyway
     sse_heartbeat_seconds: float = Field(15.0, gt=0)
 
@@ -155,11 +194,13 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _split_origins(cls, data: object) -> object:
-        """Accept CORS_ALLOW_ORIGINS as a comma-separated list, the usual form in env files."""
+        """Accept CORS_ALLOW_ORIGINS and MEDIA_TRUSTED_ORIGINS as comma-separated lists, the
+        usual form in env files."""
         if isinstance(data, dict):
-            origins = data.get("cors_allow_origins")
-            if isinstance(origins, str):
-                data["cors_allow_origins"] = [o.strip() for o in origins.split(",") if o.strip()]
+            for name in ("cors_allow_origins", "media_trusted_origins"):
+                origins = data.get(name)
+                if isinstance(origins, str):
+                    data[name] = [o.strip() for o in origins.split(",") if o.strip()]
         return data
 
     @property
@@ -198,6 +239,13 @@ class Settings(BaseSettings):
                 raise ValueError("WEBHOOK_SECRET must be set in production")
             if self.seedance_api_key.get_secret_value() == DEV_SEEDANCE_KEY:
                 raise ValueError("SEEDANCE_API_KEY must be set in production")
+            if (
+                self.media_backend is MediaBackend.LOCAL
+                and self.media_url_secret.get_secret_value() == DEV_MEDIA_URL_SECRET
+            ):
+                raise ValueError("MEDIA_URL_SECRET must be set in production")
+        if self.media_backend is MediaBackend.S3 and not self.media_s3_bucket:
+            raise ValueError("MEDIA_S3_BUCKET is required with MEDIA_BACKEND=s3")
         if self.jwt_algorithm is JwtAlgorithm.RS256 and not self.jwt_public_key:
             raise ValueError("JWT_PUBLIC_KEY is required with JWT_ALGORITHM=RS256")
         for limit in (self.rate_limit_create, self.rate_limit_read, self.rate_limit_webhook):

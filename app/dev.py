@@ -1,4 +1,5 @@
-"""The zero-setup dev run: SQLite file database, the Seedance simulator alongside, a token.
+"""The zero-setup dev run: SQLite file database, the Seedance simulator alongside, media in
+a local folder (`./media`), a token.
 
 `python -m app.dev` migrates the database, starts the simulator (port 8100) and the
 service (port 8000) in one process, and prints a client token and a curl to try.
@@ -31,6 +32,8 @@ def main() -> None:
         update={
             "seedance_base_url": f"http://127.0.0.1:{args.simulator_port}/v2",
             "public_base_url": f"http://127.0.0.1:{args.port}",
+            # the simulator serves its results over plain http on loopback
+            "media_trusted_origins": [f"http://127.0.0.1:{args.simulator_port}"],
         }
     )
     upgrade(settings.database_url)
@@ -44,7 +47,8 @@ def main() -> None:
     token = issue_token(settings, "dev-user")
     print(
         f"\nseedance-bff dev run: service http://127.0.0.1:{args.port}  "
-        f"simulator http://127.0.0.1:{args.simulator_port}  database {settings.database_url}\n"
+        f"simulator http://127.0.0.1:{args.simulator_port}  database {settings.database_url}  "
+        f"media {settings.media_root}\n"
         f"\nplayground: http://127.0.0.1:{args.port}/playground/\n"
         f"\nexport TOKEN={token}\n"
         f'curl -s -X POST http://127.0.0.1:{args.port}/jobs -H "Authorization: Bearer $TOKEN" '

@@ -11,9 +11,9 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import admin, batches, events, health, jobs, me, playground, webhooks
+from app.api import admin, batches, events, health, jobs, me, media, playground, webhooks
 from app.api.docs import docs_router
-from app.config import JwtAlgorithm, Settings
+from app.config import JwtAlgorithm, MediaBackend, Settings
 from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
 from app.errors import install_error_handlers, problem_responses
@@ -22,13 +22,17 @@ from app.jobs.dispatcher import Dispatcher
 from app.jobs.events import EventHub, PostgresListener, publish_after_commit
 from app.jobs.reconciler import Reconciler
 from app.logs import configure_logging
+from app.media.copier import MediaWorker
+from app.media.links import MediaLinks
+from app.media.storage import MediaStorage
 from app.ratelimit import RateLimitHeadersMiddleware, RateLimits
 from app.request_limits import RequestLimitsMiddleware
 from app.request_telemetry import RequestTelemetryMiddleware
 from app.seedance.client import SeedanceClient
 
 DESCRIPTION = """
-Create Seedance video jobs, follow them, and get the video URL when they are done.
+Create Seedance video jobs, follow them, and play the video from our own storage when
+they are done (`video_url` and `poster_url` are short-lived signed URLs, fresh on every read).
 
 Every request needs `Authorization: Bearer <JWT>`. Errors are `application/problem+json`
 bodies with a stable `code` (and, for validation, the list of fields at fault).
@@ -48,16 +52,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         seedance = SeedanceClient(http, settings)
         rate_limits = RateLimits(settings)
         dispatcher = Dispatcher(sessionmaker, seedance, rate_limits, settings)
+        storage = MediaStorage(settings)
+        media_worker = MediaWorker(sessionmaker, storage, settings)
         loops: list[Loop] = []
         if settings.dispatcher_enabled:
             loops.append(dispatcher)
         if settings.reconciler_enabled:
-            loops.append(Reconciler(sessionmaker, seedance, settings))
+            loops.append(Reconciler(sessionmaker, seedance, settings, media_worker.wake))
+        if settings.media_worker_enabled:
+            loops.append(media_worker)
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
         app.state.seedance = seedance
         app.state.rate_limits = rate_limits
         app.state.dispatcher = dispatcher if settings.dispatcher_enabled else None
+        app.state.media_storage = storage
+        app.state.media_links = MediaLinks(storage)
+        app.state.purger = media_worker.purger
+        app.state.media_worker = media_worker if settings.media_worker_enabled else None
         app.state.migration_head = head_revision()
         app.state.event_hub = hub = EventHub()
         if settings.is_sqlite:
@@ -77,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else:
                 await listener.stop()
             await http.aclose()
+            await media_worker.close()
+            storage.close()
             await rate_limits.windows.aclose()
             await engine.dispose()
 
@@ -97,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_allow_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
             expose_headers=["Location", "X-Request-ID", "Retry-After", "X-RateLimit-Remaining"],
         )
@@ -116,8 +130,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # the size caps of RequestLimitsMiddleware apply to every route
     size_errors = problem_responses(413, 431)
-    for module in (jobs, batches, events, me, webhooks, admin, health):
+    for module in (jobs, media, batches, events, me, webhooks, admin, health):
         app.include_router(module.router, responses=size_errors)
+    if settings.media_backend is MediaBackend.LOCAL:
+        app.include_router(media.files_router, responses=size_errors)
     if (docs := docs_router(settings.effective_docs_access)) is not None:
         app.include_router(docs)
     if settings.effective_playground_enabled:

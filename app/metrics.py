@@ -43,3 +43,13 @@ JOBS_BY_STATUS = Gauge(
     "Jobs in the database by status (read at scrape time)",
     ["status"],
 )
+MEDIA_COPIES = Counter(
+    "seedance_media_copies_total",
+    "Copy attempts of result videos into our storage, by outcome (stored, retry, or the "
+    "failure code)",
+    ["outcome"],
+)
+MEDIA_OBJECTS_PURGED = Counter(
+    "seedance_media_objects_purged_total",
+    "Stored objects removed (deletion, erasure, retention)",
+)

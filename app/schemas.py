@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from app.db.models import Batch, Job
+from app.db.models import Batch
 from app.jobs.states import JobStatus
 from app.public_urls import check_public_https_url
 
@@ -283,6 +283,27 @@ def _describe(allowed: tuple[int, ...]) -> str:
     return ", ".join(map(str, allowed[:-1])) + f" or {allowed[-1]}"
 
 
+class MediaOut(BaseModel):
+    """What the stored video really is, read from the file itself."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    content_type: str = Field(validation_alias="media_content_type", examples=["video/mp4"])
+    size_bytes: int = Field(validation_alias="media_bytes")
+    sha256: str = Field(validation_alias="media_sha256")
+    width: int = Field(validation_alias="media_width", examples=[1280])
+    height: int = Field(validation_alias="media_height", examples=[720])
+    duration_seconds: float | None = Field(validation_alias="media_duration")
+    frame_rate: float | None = Field(validation_alias="media_frame_rate")
+    video_codec: str | None = Field(validation_alias="media_video_codec", examples=["h264"])
+    has_audio: bool | None = Field(validation_alias="media_has_audio")
+    mismatch: str | None = Field(
+        validation_alias="media_mismatch",
+        description="how the delivered video differs from the request, if it does",
+        examples=["resolution: asked 720p, got 854x480"],
+    )
+
+
 class JobOut(BaseModel):
     """A job as its owner sees it."""
 
@@ -299,10 +320,19 @@ class JobOut(BaseModel):
     reference_video_urls: list[str]
     reference_audio_urls: list[str]
     estimated_cost: int = Field(description="credits, from the service's cost table")
-    video_url: str | None = Field(description="set once the job has succeeded")
+    video_url: str | None = Field(
+        None,
+        description="once succeeded: a short-lived signed URL of the video in our storage, "
+        "fresh on every read (a `<video src>` can use it as it is)",
+    )
+    poster_url: str | None = Field(
+        None, description="once succeeded: a short-lived signed URL of a JPEG poster frame"
+    )
+    media: MediaOut | None = Field(None, description="once succeeded: the stored video's facts")
     error_code: str | None = Field(
         description="stable code when failed: upstream_rejected, upstream_failed, "
-        "insufficient_credits, upstream_unavailable, upstream_timeout"
+        "insufficient_credits, upstream_unavailable, upstream_timeout, media_unavailable, "
+        "media_too_large, media_invalid, media_unsafe_url"
     )
     error_detail: str | None
     batch_id: uuid.UUID | None = Field(description="the batch this job was created in")
@@ -319,12 +349,8 @@ class BatchOut(BaseModel):
     jobs: list[JobOut] = Field(description="the variants, in the order they were given")
 
     @classmethod
-    def of(cls, batch: Batch, jobs: list[Job]) -> "BatchOut":
-        return cls(
-            id=batch.id,
-            created_at=batch.created_at,
-            jobs=[JobOut.model_validate(job) for job in jobs],
-        )
+    def of(cls, batch: Batch, jobs: list[JobOut]) -> "BatchOut":
+        return cls(id=batch.id, created_at=batch.created_at, jobs=jobs)
 
 
 class JobEventOut(BaseModel):

@@ -23,7 +23,11 @@ from app.db.migrate import run_on_connection
 from tests.integration.conftest import fresh_postgres_database
 
 RESULTS = Path(__file__).parent / "results"
-SECRETS = {"jwt_secret": "bench-jwt-secret-" + "x" * 24, "webhook_secret": "bench-hook-" + "y" * 30}
+SECRETS = {
+    "jwt_secret": "bench-jwt-secret-" + "x" * 24,
+    "webhook_secret": "bench-hook-" + "y" * 30,
+    "media_url_secret": "bench-media-" + "z" * 30,
+}
 
 
 @asynccontextmanager
@@ -50,6 +54,7 @@ def service_env(database_url: str, port: int, **overrides: str) -> dict[str, str
         "public_base_url": f"http://127.0.0.1:{port}",
         "dispatcher_enabled": "false",
         "reconciler_enabled": "false",
+        "media_worker_enabled": "false",
         "confirm_success_with_status": "false",
         "rate_limit_create": "10000000/minute",
         "rate_limit_read": "10000000/minute",

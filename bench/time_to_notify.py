@@ -81,6 +81,10 @@ async def main(args: Any) -> None:
             "seedance_base_url": f"{sim_url}/v2",
             "dispatcher_enabled": "true",
             "dispatcher_submits_per_second": "1000",
+            # a success is a move once the video is copied: the copy is part of the path
+            "media_worker_enabled": "true",
+            "media_trusted_origins": sim_url,
+            "media_root": str(RESULTS / "time_to_notify-media"),
         }
         env_a = service_env(url, args.port, **live)
         env_b = service_env(url, args.port + 1, **live)

@@ -1,7 +1,10 @@
 """Test plumbing: real servers on loopback ports, settings for tests, tokens, waiting."""
 
 import asyncio
+import os
 import socket
+import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +24,8 @@ from simulator import SimulatorConfig, create_simulator
 from simulator.app import SimulatorState
 
 SEEDANCE_TEST_KEY = "sim-test-key-4f9a1c"
+# the local media backend's folder for every app the tests build (S3 tests set their own)
+MEDIA_ROOT = tempfile.mkdtemp(prefix="seedance-bff-test-media-")
 
 
 def bound_socket() -> socket.socket:
@@ -93,8 +98,15 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "rate_limit_read": "100000/minute",
         "rate_limit_webhook": "100000/minute",
         "dispatcher_submits_per_second": 1000,
+        "media_root": MEDIA_ROOT,
+        "media_poll_seconds": 0.05,
+        "media_retry_backoff_seconds": 0.05,
+        "media_retry_backoff_max_seconds": 0.2,
     }
     values.update(overrides)
+    # the media worker runs where the dispatcher does: a stack that makes videos copies them
+    # (several stacks share the test database, and a worker would claim others' copies)
+    values.setdefault("media_worker_enabled", values["dispatcher_enabled"])
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
@@ -142,7 +154,12 @@ async def running_stack(
         sock = bound_socket()
         settings = make_settings(
             database_url,
-            **{"seedance_base_url": f"{sim_url}/v2", "public_base_url": url_of(sock), **overrides},
+            **{
+                "seedance_base_url": f"{sim_url}/v2",
+                "public_base_url": url_of(sock),
+                "media_trusted_origins": [sim_url],
+                **overrides,
+            },
         )
         app = create_app(settings)
         async with serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
@@ -158,3 +175,29 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
+
+
+def service_env(settings: dict[str, Any]) -> dict[str, str]:
+    """The environment of a service run as its own process (settings as env variables)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "SEEDANCE_"))}
+    env.update({name.upper(): str(value) for name, value in settings.items()})
+    return env
+
+
+async def start_service(port: int, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """`uvicorn app.main:create_app` in a process of its own, once it answers /healthz."""
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"),
+        *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+        env=env,
+    )
+    async with httpx.AsyncClient() as http:
+
+        async def up() -> bool:
+            try:
+                return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(up, within=30)
+    return process

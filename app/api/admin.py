@@ -3,7 +3,7 @@
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from app.api.deps import Session
@@ -29,6 +29,12 @@ class AdminJobOut(JobOut):
     )
     submit_attempts: int
     status_polls: int
+    media_status: str | None = Field(
+        description="pending, stored, failed, purging or purged (app/media/states.py)"
+    )
+    media_attempts: int
+    media_error: str | None
+    deleted_at: datetime | None
 
 
 class AdminJobPage(BaseModel):
@@ -45,11 +51,25 @@ class StatsOut(BaseModel):
     credits_spent_today: int = Field(description="all users, since 00:00 UTC")
     resolved_by: dict[str, int]
     callback_ratio: float | None = Field(description="outcomes learned by webhook / all learned")
+    media_mismatches: int = Field(
+        description="stored videos that differ from what was asked (resolution, shape, length)"
+    )
+
+
+class ErasureOut(BaseModel):
+    subject: str
+    jobs_deleted: int = Field(description="jobs turned into tombstones (cost kept)")
+    prompts_removed: int
+    media_objects_removed: int = Field(description="videos and posters removed from storage")
+    media_pending_removal: int = Field(
+        description="jobs whose objects could not be removed now; the media worker retries"
+    )
 
 
 @router.get("/jobs", response_model=AdminJobPage, summary="Search all users' jobs")
 async def search_jobs(
     session: Session,
+    request: Request,
     owner: Annotated[str | None, Query(max_length=255, alias="user")] = None,
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
     created_after: datetime | None = None,
@@ -60,6 +80,7 @@ async def search_jobs(
 ) -> AdminJobPage:
     filters = service.JobFilter(
         owner=owner,
+        include_deleted=True,
         status=job_status,
         created_after=_utc(created_after),
         created_before=_utc(created_before),
@@ -67,7 +88,8 @@ async def search_jobs(
     )
     jobs, next_cursor = await service.list_jobs(session, filters, limit=limit, cursor=cursor)
     return AdminJobPage(
-        items=[AdminJobOut.model_validate(job) for job in jobs], next_cursor=next_cursor
+        items=[request.app.state.media_links.job_out(job, AdminJobOut) for job in jobs],
+        next_cursor=next_cursor,
     )
 
 
@@ -78,6 +100,30 @@ async def get_stats(
 ) -> StatsOut:
     since = datetime.now(UTC) - timedelta(hours=hours)
     return StatsOut.model_validate(await stats.compute(session, since), from_attributes=True)
+
+
+@router.delete(
+    "/users/{subject}/data",
+    response_model=ErasureOut,
+    summary="Erase one user's prompts, inputs and media (right to erasure)",
+)
+async def erase_user_data(
+    subject: Annotated[str, Path(min_length=1, max_length=255)],
+    session: Session,
+    request: Request,
+) -> ErasureOut:
+    """Every job of the user becomes a tombstone (prompt and inputs removed, cost kept),
+    and their stored videos and posters are removed now. Repeating it is harmless."""
+    erasure = await service.erase_user(session, subject)
+    removed = await request.app.state.purger.purge(erasure.job_ids)
+    pending = await stats.media_pending_purge(session, subject)
+    return ErasureOut(
+        subject=subject,
+        jobs_deleted=erasure.jobs,
+        prompts_removed=erasure.prompts,
+        media_objects_removed=removed,
+        media_pending_removal=pending,
+    )
 
 
 def _utc(value: datetime | None) -> datetime | None:

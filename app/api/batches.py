@@ -2,7 +2,7 @@
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from app.api.deps import Reader, Session
 from app.errors import problem_responses
@@ -22,6 +22,7 @@ async def get_batch(
     batch_id: uuid.UUID,
     principal: Reader,
     session: Session,
+    request: Request,
 ) -> BatchOut:
     batch, jobs = await service.get_batch(session, principal.subject, batch_id)
-    return BatchOut.of(batch, jobs)
+    return BatchOut.of(batch, [request.app.state.media_links.job_out(job) for job in jobs])

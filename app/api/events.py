@@ -12,7 +12,8 @@ from app.api.deps import Reader, Session
 from app.errors import problem_responses
 from app.jobs import service
 from app.jobs.feed import FeedItem, job_feed, owner_feed
-from app.schemas import JobEventOut, JobOut
+from app.media.links import MediaLinks
+from app.schemas import JobEventOut
 
 router = APIRouter(tags=["events"], responses=problem_responses(401, 422, 429))
 LastEventId = Annotated[
@@ -26,7 +27,7 @@ SSE_DESCRIPTION = (
 )
 
 
-async def _sse(items: AsyncIterator[FeedItem]) -> AsyncIterator[ServerSentEvent]:
+async def _sse(items: AsyncIterator[FeedItem], links: MediaLinks) -> AsyncIterator[ServerSentEvent]:
     async for item in items:
         payload = JobEventOut(
             event_id=item.event.id,
@@ -35,7 +36,7 @@ async def _sse(items: AsyncIterator[FeedItem]) -> AsyncIterator[ServerSentEvent]
             to_status=item.event.to_status,
             source=item.event.source,
             at=item.event.at,
-            job=JobOut.model_validate(item.job),
+            job=links.job_out(item.job),
         )
         yield ServerSentEvent(data=payload.model_dump_json(), id=str(item.event.id), event="job")
 
@@ -46,7 +47,7 @@ def _stream(
     """On server shutdown sse-starlette sets `shutdown`; the feed then ends and the
     response is completed properly (not cut), and the client resumes with Last-Event-ID."""
     return EventSourceResponse(
-        _sse(items),
+        _sse(items, request.app.state.media_links),
         ping=request.app.state.settings.sse_heartbeat_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         shutdown_event=shutdown,

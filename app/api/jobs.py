@@ -41,7 +41,7 @@ async def create_job(
         session, settings, principal.subject, body, idempotency_key
     )
     _accepted(request, response, created, location=f"/jobs/{job.id}")
-    return JobOut.model_validate(job)
+    return request.app.state.media_links.job_out(job)
 
 
 def _accepted(request: Request, response: Response, created: bool, *, location: str) -> None:
@@ -78,20 +78,22 @@ async def create_batch(
         session, request.app.state.settings, principal.subject, body, idempotency_key
     )
     _accepted(request, response, created, location=f"/batches/{batch.id}")
-    return BatchOut.of(batch, jobs)
+    return BatchOut.of(batch, [request.app.state.media_links.job_out(job) for job in jobs])
 
 
 @router.get("", response_model=JobPage, summary="List your jobs, newest first")
 async def list_jobs(
     principal: Reader,
     session: Session,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
 ) -> JobPage:
     filters = service.JobFilter(owner=principal.subject, status=job_status)
     jobs, next_cursor = await service.list_jobs(session, filters, limit=limit, cursor=cursor)
-    return JobPage(items=[JobOut.model_validate(j) for j in jobs], next_cursor=next_cursor)
+    links = request.app.state.media_links
+    return JobPage(items=[links.job_out(job) for job in jobs], next_cursor=next_cursor)
 
 
 @router.get(
@@ -101,7 +103,8 @@ async def list_jobs(
     responses=problem_responses(404),
 )
 async def get_job(job_id: uuid.UUID, principal: Reader, request: Request) -> JobOut:
-    return await service.read_job(request.app.state.engine, principal.subject, job_id)
+    state = request.app.state
+    return await service.read_job(state.engine, state.media_links, principal.subject, job_id)
 
 
 @router.post(
@@ -134,7 +137,7 @@ async def promote_job(
         idempotency_key,
     )
     _accepted(request, response, created, location=f"/jobs/{job.id}")
-    return JobOut.model_validate(job)
+    return request.app.state.media_links.job_out(job)
 
 
 @router.post(
@@ -143,7 +146,30 @@ async def promote_job(
     summary="Cancel a job that has not been sent to Seedance",
     responses=problem_responses(404, 409),
 )
-async def cancel_job(job_id: uuid.UUID, principal: Creator, session: Session) -> JobOut:
+async def cancel_job(
+    job_id: uuid.UUID, principal: Creator, session: Session, request: Request
+) -> JobOut:
     """A queued job becomes `canceled` and is never submitted (canceling twice is fine).
     Once Seedance has the job it cannot be canceled: 409 `not_cancelable`."""
-    return JobOut.model_validate(await service.cancel_job(session, principal.subject, job_id))
+    job = await service.cancel_job(session, principal.subject, job_id)
+    return request.app.state.media_links.job_out(job)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete a job: its video, poster, prompt and inputs",
+    responses=problem_responses(404),
+)
+async def delete_job(
+    job_id: uuid.UUID, principal: Creator, session: Session, request: Request
+) -> Response:
+    """The stored media is removed (its signed URLs stop working), the prompt and inputs
+    are forgotten, and the job disappears from your reads; a record of its cost stays for
+    accounting. A job Seedance is still rendering is deleted now and stores nothing when
+    it finishes; one not yet sent is canceled. Deleting again is a 204 too."""
+    deleted = await service.delete_job(session, principal.subject, job_id)
+    if deleted is not None:
+        await request.app.state.purger.purge([deleted.id])  # the rest is retried by the worker
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -60,4 +60,7 @@ async def seedance_callback(
             409, "task_mismatch", "The callback names a task that is not this job's.", "mismatch"
         ) from exc
     WEBHOOK_DELIVERIES.labels(result).inc()
+    worker = request.app.state.media_worker
+    if worker is not None and result is service.ApplyResult.APPLIED:
+        worker.wake()  # a success hands the job to the media worker: copy it now
     return CallbackAck(result=result)

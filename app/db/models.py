@@ -11,7 +11,9 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -89,6 +91,8 @@ class Job(Base):
         Index("ix_jobs_status_created", "status", "created_at", "id"),
         Index("ix_jobs_status_next_poll", "status", "next_poll_at"),
         Index("ix_jobs_batch_id", "batch_id"),
+        # the media worker's claims: copies due, objects to purge, stored media past retention
+        Index("ix_jobs_media_status_next_attempt", "media_status", "media_next_attempt_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -110,7 +114,8 @@ class Job(Base):
     # lifecycle
     status: Mapped[str] = mapped_column(String(16))
     upstream_task_id: Mapped[str | None] = mapped_column(String(128), unique=True)
-    video_url: Mapped[str | None] = mapped_column(Text)
+    # the temporary result URL Seedance reported (expires within about a day)
+    upstream_video_url: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_detail: Mapped[str | None] = mapped_column(Text)
     resolved_by: Mapped[str | None] = mapped_column(String(16))
@@ -126,6 +131,24 @@ class Job(Base):
     # reconciler bookkeeping: when to ask upstream if no callback has come
     next_poll_at: Mapped[datetime | None]
     status_polls: Mapped[int] = mapped_column(Integer, default=0)
+    # the durable copy in our storage (app/media): see MediaStatus for the life of these
+    media_status: Mapped[str | None] = mapped_column(String(16))
+    media_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    media_next_attempt_at: Mapped[datetime | None]  # backoff, and the lease of a claimed copy
+    media_error: Mapped[str | None] = mapped_column(Text)
+    media_content_type: Mapped[str | None] = mapped_column(String(64))
+    media_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    media_sha256: Mapped[str | None] = mapped_column(String(64))
+    media_width: Mapped[int | None] = mapped_column(Integer)
+    media_height: Mapped[int | None] = mapped_column(Integer)
+    media_duration: Mapped[float | None] = mapped_column(Float)
+    media_frame_rate: Mapped[float | None] = mapped_column(Float)
+    media_video_codec: Mapped[str | None] = mapped_column(String(32))
+    media_has_audio: Mapped[bool | None] = mapped_column(Boolean)
+    media_mismatch: Mapped[str | None] = mapped_column(Text)  # what differs from the request
+    media_stored_at: Mapped[datetime | None]
+    # DELETE /jobs/{id}: prompt, inputs and media are gone; the row stays for accounting
+    deleted_at: Mapped[datetime | None]
 
 
 class JobEvent(Base):

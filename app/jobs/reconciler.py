@@ -11,6 +11,7 @@ replicas share the work.
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from aiolimiter import AsyncLimiter
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db.models import Job
 from app.jobs.background import Loop
-from app.jobs.service import apply_report
+from app.jobs.service import ApplyResult, apply_report
 from app.jobs.states import EventSource, JobStatus, move
 from app.metrics import RECONCILER_POLLS
 from app.seedance.client import SeedanceClient, SeedanceError
@@ -37,11 +38,13 @@ class Reconciler(Loop):
         sessionmaker: async_sessionmaker[AsyncSession],
         client: SeedanceClient,
         settings: Settings,
+        on_applied: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(settings.reconciler_poll_seconds)
         self._sessionmaker = sessionmaker
         self._client = client
         self._settings = settings
+        self._on_applied = on_applied  # wakes the media worker: a success may need a copy
         self._limiter = AsyncLimiter(settings.reconciler_status_rate_per_second, 1)
         # never lease more jobs than the rate cap lets us poll before the next round
         self._batch = max(
@@ -89,13 +92,20 @@ class Reconciler(Loop):
                 session, self._settings, job_id, report, EventSource.RECONCILER
             )
         RECONCILER_POLLS.labels(result).inc()
+        if result is ApplyResult.APPLIED:
+            self._on_applied()
 
     async def _expire_overdue(self) -> int:
         now = datetime.now(UTC)
         hard = now - timedelta(seconds=self._settings.job_hard_deadline_seconds)
         grace = now - timedelta(seconds=self._settings.submit_unknown_grace_seconds)
         expired = await self._fail_where(
-            and_(Job.status == JobStatus.RUNNING, Job.submitted_at < hard),
+            # a job whose video Seedance delivered is the media worker's now
+            and_(
+                Job.status == JobStatus.RUNNING,
+                Job.submitted_at < hard,
+                Job.media_status.is_(None),
+            ),
             "Seedance did not report an outcome before the deadline",
         )
         expired += await self._fail_where(

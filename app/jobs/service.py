@@ -8,8 +8,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from types import SimpleNamespace
 
-from sqlalchemy import ColumnElement, bindparam, select, tuple_, update
+from sqlalchemy import ColumnElement, Update, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
@@ -22,11 +23,13 @@ from app.jobs.states import (
     TASK_FAILED,
     EventSource,
     JobStatus,
-    finish_running,
+    fail_running,
     is_terminal,
     move,
     record_creation,
 )
+from app.media.links import MediaLinks
+from app.media.states import MediaStatus
 from app.schemas import (
     AspectRatio,
     BatchCreate,
@@ -213,7 +216,7 @@ async def cancel_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Jo
     """A queued job that the dispatcher has not claimed becomes `canceled` and is never
     submitted. The row lock orders this against the dispatcher's claim."""
     job = await session.scalar(
-        select(Job).where(Job.id == job_id, Job.owner == owner).with_for_update()
+        select(Job).where(*_OWNED).with_for_update(), {"job_id": job_id, "owner": owner}
     )
     if job is None:
         raise job_not_found()
@@ -232,6 +235,78 @@ async def cancel_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Jo
     return job
 
 
+PURGE_HANDOFF = timedelta(minutes=1)
+
+
+def _tombstone(session: AsyncSession, job: Job, source: EventSource, detail: str) -> None:
+    """Forget what the user gave and what we made: the prompt and inputs go now, stored media
+    is handed to the media worker's purge, a job not yet sent is canceled; the row stays,
+    with its cost, for accounting. A job Seedance is still working on ends when it reports
+    (the media worker then stores nothing)."""
+    now = datetime.now(UTC)
+    job.deleted_at = now
+    job.prompt = None
+    job.images = []
+    job.reference_video_urls = []
+    job.reference_audio_urls = []
+    job.upstream_video_url = None
+    if job.media_status == MediaStatus.STORED:
+        job.media_status = MediaStatus.PURGING
+        # the deleting request removes the objects itself; the worker's purge takes over
+        # only if it could not
+        job.media_next_attempt_at = now + PURGE_HANDOFF
+    if job.status == JobStatus.QUEUED and job.submit_started_at is None:
+        move(session, job, JobStatus.CANCELED, source, detail=detail)
+
+
+async def delete_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job | None:
+    """The owner deletes a job; deleting it again is fine (None: it was already deleted)."""
+    job = await session.scalar(
+        select(Job).where(Job.id == job_id, Job.owner == owner).with_for_update()
+    )
+    if job is None:
+        raise job_not_found()
+    if job.deleted_at is not None:
+        await session.commit()
+        return None
+    _tombstone(session, job, EventSource.API, "deleted by its owner")
+    await session.commit()
+    return job
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    jobs: int  # jobs of the user that were not deleted yet
+    prompts: int  # of them, those that had a prompt
+    job_ids: list[uuid.UUID]
+
+
+ERASE_BATCH = 500
+
+
+async def erase_user(session: AsyncSession, owner: str) -> Erasure:
+    """Right to erasure: every job of `owner` becomes a tombstone (see `_tombstone`)."""
+    jobs = prompts = 0
+    job_ids: list[uuid.UUID] = []
+    while True:
+        batch = list(
+            await session.scalars(
+                select(Job)
+                .where(Job.owner == owner, Job.deleted_at.is_(None))
+                .limit(ERASE_BATCH)
+                .with_for_update()
+            )
+        )
+        for job in batch:
+            prompts += job.prompt is not None
+            job_ids.append(job.id)
+            _tombstone(session, job, EventSource.API, "erased at the user's request")
+        await session.commit()
+        jobs += len(batch)
+        if len(batch) < ERASE_BATCH:
+            return Erasure(jobs=jobs, prompts=prompts, job_ids=job_ids)
+
+
 def _check_replay(original_fingerprint: str | None, fingerprint: str) -> None:
     if original_fingerprint != fingerprint:
         raise ProblemError(
@@ -243,7 +318,11 @@ def _check_replay(original_fingerprint: str | None, fingerprint: str) -> None:
 
 # built once: a job by id for its owner (GET on the driver path; SSE open and promote
 # through the session)
-_OWNED = (Job.id == bindparam("job_id"), Job.owner == bindparam("owner"))
+_OWNED = (
+    Job.id == bindparam("job_id"),
+    Job.owner == bindparam("owner"),
+    Job.deleted_at.is_(None),
+)
 _OWNED_JOB = select(Job).where(*_OWNED)
 _OWNED_JOB_ROW = OneRowStatement(select(Job.__table__).where(*_OWNED))
 
@@ -256,13 +335,13 @@ async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
     return job
 
 
-async def read_job(engine: AsyncEngine, owner: str, job_id: uuid.UUID) -> JobOut:
+async def read_job(engine: AsyncEngine, links: MediaLinks, owner: str, job_id: uuid.UUID) -> JobOut:
     """The owner's job, to show: read in one round trip on the driver connection
     (`OneRowStatement`), with no session, since nothing is changed."""
     row = await _OWNED_JOB_ROW.first(engine, job_id=job_id, owner=owner)
     if row is None:
         raise job_not_found()
-    return JobOut.model_validate(row)
+    return links.job_out(SimpleNamespace(**row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +349,7 @@ class JobFilter:
     """What a job list is narrowed to. Client lists always set `owner`."""
 
     owner: str | None = None
+    include_deleted: bool = False
     status: JobStatus | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
@@ -279,6 +359,8 @@ class JobFilter:
         conditions: list[ColumnElement[bool]] = []
         if self.owner is not None:
             conditions.append(Job.owner == self.owner)
+        if not self.include_deleted:
+            conditions.append(Job.deleted_at.is_(None))
         if self.status is not None:
             conditions.append(Job.status == self.status)
         if self.created_after is not None:
@@ -348,14 +430,16 @@ async def _confirm_then_apply(
     transaction stays open across the upstream call. If the status call fails, the job is
     left for the reconciler, which is told to look at once."""
     row = (
-        await session.execute(select(Job.status, Job.upstream_task_id).where(Job.id == job_id))
+        await session.execute(
+            select(Job.status, Job.upstream_task_id, Job.media_status).where(Job.id == job_id)
+        )
     ).one_or_none()
     if row is None:
         raise job_not_found()
-    job_status, task_id = row
+    job_status, task_id, media_status = row
     if task_id is not None and task_id != report.task_id:
         raise TaskMismatch(report.task_id)
-    if is_terminal(job_status):
+    if is_terminal(job_status) or media_status is not None:
         return ApplyResult.IGNORED
     await session.rollback()
     try:
@@ -374,7 +458,75 @@ async def _confirm_then_apply(
     return await _apply_callback(session, settings, job_id, confirmed)
 
 
-_FINISHES = {TaskState.SUCCEEDED: JobStatus.SUCCEEDED, TaskState.FAILED: JobStatus.FAILED}
+def _upstream_success_statement() -> Update:
+    jobs = Job.__table__
+    return (
+        update(jobs)
+        .where(
+            jobs.c.id == bindparam("job_id"),
+            jobs.c.status == JobStatus.RUNNING,
+            jobs.c.upstream_task_id == bindparam("task_id"),
+            jobs.c.media_status.is_(None),
+            jobs.c.deleted_at.is_(None),
+        )
+        .values(
+            upstream_video_url=bindparam("video_url", type_=jobs.c.upstream_video_url.type),
+            media_status=MediaStatus.PENDING,
+            media_next_attempt_at=None,
+            next_poll_at=None,
+            resolved_by=bindparam("source", type_=jobs.c.resolved_by.type),
+            updated_at=bindparam("at", type_=jobs.c.updated_at.type),
+        )
+        .returning(jobs.c.id)
+    )
+
+
+_UPSTREAM_SUCCESS = OneRowStatement(_upstream_success_statement())
+
+
+def record_upstream_success(job: Job, video_url: str | None, source: EventSource) -> None:
+    """Seedance has the video: the job stays `running` until the media worker has copied it
+    into our storage (only then is it `succeeded`); the reconciler stops asking."""
+    job.upstream_video_url = video_url
+    job.media_status = MediaStatus.PENDING
+    job.media_next_attempt_at = None
+    job.next_poll_at = None
+    job.resolved_by = source
+    job.updated_at = datetime.now(UTC)
+
+
+DELETED_DETAIL = "deleted by its owner before it finished; nothing was stored"
+
+
+def end_deleted(session: AsyncSession, job: Job, source: EventSource) -> None:
+    """A job deleted while Seedance rendered it ends `canceled` once the render is done, with
+    nothing stored (its cost stays counted: Seedance was paid)."""
+    job.media_status = MediaStatus.PURGED
+    job.media_next_attempt_at = None
+    if job.status == JobStatus.RUNNING:
+        move(session, job, JobStatus.CANCELED, source, detail=DELETED_DETAIL)
+
+
+async def _apply_in_one_statement(
+    session: AsyncSession, job_id: uuid.UUID, report: TaskReport, source: EventSource
+) -> bool:
+    """The usual case, a running job's own task finishing, in one round trip; False when
+    the job is in any other situation (the general path then decides)."""
+    if session.in_transaction():
+        return False
+    if report.state is TaskState.FAILED:
+        return await fail_running(session.bind, job_id, report.task_id, source, report.error)
+    if report.state is TaskState.SUCCEEDED:
+        row = await _UPSTREAM_SUCCESS.first(
+            session.bind,
+            job_id=job_id,
+            task_id=report.task_id,
+            video_url=report.video_url,
+            source=source,
+            at=datetime.now(UTC),
+        )
+        return row is not None
+    return False
 
 
 async def apply_report(
@@ -386,36 +538,29 @@ async def apply_report(
 ) -> ApplyResult:
     """Apply an upstream report (callback or status poll) to a job, under its row lock.
 
-    Terminal jobs never change again; a report for another task raises TaskMismatch.
-    A running job finishing, the usual case, takes one statement (`finish_running`).
+    Terminal jobs, and jobs whose success is already known (their copy is under way), never
+    change on a report again; a report for another task raises TaskMismatch. A success
+    hands the job to the media worker (`record_upstream_success`).
     """
-    finish = _FINISHES.get(report.state)
-    if finish is not None and not session.in_transaction():
-        if await finish_running(
-            session.bind,
-            job_id,
-            report.task_id,
-            finish,
-            source,
-            video_url=report.video_url,
-            error=report.error,
-        ):
-            return ApplyResult.APPLIED
+    if await _apply_in_one_statement(session, job_id, report, source):
+        return ApplyResult.APPLIED
     job = await session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job is None:
         raise LookupError(job_id)
     if job.upstream_task_id is not None and job.upstream_task_id != report.task_id:
         raise TaskMismatch(report.task_id)
-    if is_terminal(job.status):
+    if is_terminal(job.status) or job.media_status is not None:
         return ApplyResult.IGNORED
     result = ApplyResult.UNCHANGED
     if job.upstream_task_id is None:
         await _attach_task(session, settings, job, report.task_id, source)
         result = ApplyResult.APPLIED
-    if report.state is TaskState.SUCCEEDED:
-        job.video_url = report.video_url
+    if report.state is TaskState.SUCCEEDED and job.deleted_at is not None:
         job.resolved_by = source
-        move(session, job, JobStatus.SUCCEEDED, source)
+        end_deleted(session, job, source)
+        result = ApplyResult.APPLIED
+    elif report.state is TaskState.SUCCEEDED:
+        record_upstream_success(job, report.video_url, source)
         result = ApplyResult.APPLIED
     elif report.state is TaskState.FAILED:
         job.error_code = TASK_FAILED

@@ -17,8 +17,8 @@ from app.db.one_row import OneRowStatement
 
 class JobStatus(StrEnum):
     QUEUED = "queued"  # recorded, not yet accepted upstream
-    RUNNING = "running"  # Seedance task id known
-    SUCCEEDED = "succeeded"
+    RUNNING = "running"  # Seedance task id known (and, after its success, the copy under way)
+    SUCCEEDED = "succeeded"  # the video is in our own storage and playable
     FAILED = "failed"
     CANCELED = "canceled"
 
@@ -28,11 +28,13 @@ class EventSource(StrEnum):
     DISPATCHER = "dispatcher"
     WEBHOOK = "webhook"
     RECONCILER = "reconciler"
+    MEDIA = "media"  # the media worker: the copy is stored (or cannot be made)
 
 
 ALLOWED_MOVES: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELED}),
-    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED}),
+    # running -> canceled: deleted by its owner before it finished; nothing is stored
+    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELED: frozenset(),
@@ -96,27 +98,31 @@ def record_creation(session: AsyncSession, job: Job) -> JobEvent:
     return event
 
 
-def _finish_running_statement(to: JobStatus) -> Insert:
-    """running -> `to` for the job whose task reported, with its event, as one statement:
-    the UPDATE takes the row lock and re-checks the status under it, so of two concurrent
-    deliveries one moves the job and the other finds nothing to move."""
+def _fail_running_statement() -> Insert:
+    """running -> failed for the job whose task reported failure, with its event, as one
+    statement: the UPDATE takes the row lock and re-checks the status under it, so of two
+    concurrent deliveries one moves the job and the other finds nothing to move. A job
+    whose success was already reported (its copy under way) is not touched."""
     jobs, events = Job.__table__, JobEvent.__table__
     at = bindparam("at", type_=UTCDateTime())
     detail = bindparam("detail", type_=events.c.detail.type)
     source = bindparam("source", type_=events.c.source.type)
-    results = (
-        {"video_url": bindparam("video_url", type_=jobs.c.video_url.type)}
-        if to is JobStatus.SUCCEEDED
-        else {"error_code": literal(TASK_FAILED), "error_detail": detail}
-    )
     moved = (
         update(jobs)
         .where(
             jobs.c.id == bindparam("job_id"),
             jobs.c.status == JobStatus.RUNNING,
             jobs.c.upstream_task_id == bindparam("task_id"),
+            jobs.c.media_status.is_(None),
         )
-        .values(status=to, updated_at=at, finished_at=at, resolved_by=source, **results)
+        .values(
+            status=JobStatus.FAILED,
+            updated_at=at,
+            finished_at=at,
+            resolved_by=source,
+            error_code=literal(TASK_FAILED),
+            error_detail=detail,
+        )
         .returning(jobs.c.id)
         .cte("moved")
     )
@@ -124,7 +130,7 @@ def _finish_running_statement(to: JobStatus) -> Insert:
     row = select(
         moved.c.id,
         literal(JobStatus.RUNNING.value, events.c.from_status.type),
-        literal(to.value, events.c.to_status.type),
+        literal(JobStatus.FAILED.value, events.c.to_status.type),
         source,
         detail,
         at,
@@ -132,34 +138,19 @@ def _finish_running_statement(to: JobStatus) -> Insert:
     return insert(events).from_select(columns, row).returning(events.c.id)
 
 
-_FINISH_RUNNING = {
-    to: OneRowStatement(_finish_running_statement(to)) for to in ALLOWED_MOVES[JobStatus.RUNNING]
-}
+_FAIL_RUNNING = OneRowStatement(_fail_running_statement())
 
 
-async def finish_running(
-    engine: AsyncEngine,
-    job_id: uuid.UUID,
-    task_id: str,
-    to: JobStatus,
-    source: EventSource,
-    *,
-    video_url: str | None = None,
-    error: str | None = None,
+async def fail_running(
+    engine: AsyncEngine, job_id: uuid.UUID, task_id: str, source: EventSource, error: str | None
 ) -> bool:
-    """The most frequent move, a running job finishing on a report of its own task, in one
-    round trip (Postgres): what `move()` and `apply_report` would do, without the session.
-    False when the job is not running that task (the caller then takes the general path)
-    and always on SQLite, which has no UPDATE inside WITH."""
+    """A running job failing on a report of its own task, in one round trip (Postgres):
+    what `move()` and `apply_report` would do, without the session. False when the job is
+    not running that task (the caller then takes the general path) and always on SQLite,
+    which has no UPDATE inside WITH."""
     if engine.dialect.name != "postgresql":
         return False
-    event = await _FINISH_RUNNING[to].first(
-        engine,
-        job_id=job_id,
-        task_id=task_id,
-        source=source,
-        video_url=video_url,
-        detail=error,
-        at=datetime.now(UTC),
+    event = await _FAIL_RUNNING.first(
+        engine, job_id=job_id, task_id=task_id, source=source, detail=error, at=datetime.now(UTC)
     )
     return event is not None

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.models import Job
 from app.jobs.budget import credits_committed_since, today_started_at
 from app.jobs.states import EventSource, JobStatus
+from app.media.states import MediaStatus
 
 MAX_DURATION_SAMPLES = 100_000
 
@@ -25,6 +26,7 @@ class Stats:
     credits_spent_today: int
     resolved_by: dict[str, int]
     callback_ratio: float | None
+    media_mismatches: int
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float | None:
@@ -65,6 +67,9 @@ async def compute(session: AsyncSession, since: datetime) -> Stats:
     by_callback = resolved.get(EventSource.WEBHOOK, 0)
     by_polling = resolved.get(EventSource.RECONCILER, 0)
     spent = await session.scalar(select(credits_committed_since(today_started_at())))
+    mismatched = await session.scalar(
+        select(func.count()).where(Job.media_mismatch.is_not(None), Job.created_at >= since)
+    )
     return Stats(
         since=since,
         jobs_by_status=counts,
@@ -76,4 +81,11 @@ async def compute(session: AsyncSession, since: datetime) -> Stats:
         callback_ratio=by_callback / (by_callback + by_polling)
         if by_callback + by_polling
         else None,
+        media_mismatches=mismatched or 0,
     )
+
+
+async def media_pending_purge(session: AsyncSession, owner: str) -> int:
+    """The user's jobs whose stored objects still wait to be removed."""
+    query = select(func.count()).where(Job.owner == owner, Job.media_status == MediaStatus.PURGING)
+    return await session.scalar(query) or 0

@@ -2,7 +2,7 @@
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -13,6 +13,7 @@ from sqlalchemy.pool import NullPool
 
 from app.db.migrate import run_on_connection
 from tests.harness import Stack, running_stack
+from tests.s3_server import S3Bucket, new_bucket, s3_server
 
 # The server's maintenance database; each run creates (and drops) databases of its own.
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -69,3 +70,15 @@ async def api(database_url: str) -> AsyncIterator[Stack]:
     """The service (background loops off) and the simulator, shared by a module's tests."""
     async with running_stack(database_url) as stack:
         yield stack
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> S3Bucket:
+    """An empty bucket of its own for each test."""
+    return new_bucket(s3_endpoint)

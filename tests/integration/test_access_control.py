@@ -11,7 +11,8 @@ import pytest
 
 from tests.harness import Stack, bearer
 
-PUBLIC = {"/healthz", "/readyz", "/webhooks/seedance/{job_id}"}  # webhooks: tested by signature
+# webhooks and media files carry their own proof: tested by signature (test_webhooks, test_media)
+PUBLIC = {"/healthz", "/readyz", "/webhooks/seedance/{job_id}", "/media/{key}"}
 BODIES = {
     ("POST", "/jobs"): {"prompt": "boat"},
     ("POST", "/jobs/batch"): {"prompts": ["a", "b"]},
@@ -60,7 +61,7 @@ async def test_every_endpoint_refuses_bad_credentials(api: Stack) -> None:
     job, batch = await alices_job_and_batch(api)
     checked = 0
     for method, path in routes(api):
-        url = path.format(job_id=job["id"], batch_id=batch["id"])
+        url = path.format(job_id=job["id"], batch_id=batch["id"], subject="alice")
         for name, token in bad_tokens(api).items():
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             response = await api.http.request(

@@ -59,7 +59,10 @@ async def test_happy_path_submits_once_and_succeeds_by_callback(
         assert task.request["callback_url"].startswith(
             f"{stack.url}/webhooks/seedance/{job['id']}?sig="
         )
-        assert body["video_url"] == task.video_url
+        assert body["video_url"].startswith(f"{stack.url}/media/videos/{job['id']}.mp4?")
+        played = await stack.http.get(body["video_url"])
+        assert played.content == task.video()  # the very bytes Seedance delivered
+        assert body["media"]["width"] == body["media"]["height"] == 480
         assert body["submitted_at"] is not None and body["finished_at"] is not None
     async with db_engine.connect() as conn:
         moves = (
@@ -72,7 +75,7 @@ async def test_happy_path_submits_once_and_succeeds_by_callback(
     assert moves == [
         (None, "queued", "api"),
         ("queued", "running", "dispatcher"),
-        ("running", "succeeded", "webhook"),
+        ("running", "succeeded", "media"),  # once the video is in our storage
     ]
 
 
@@ -218,6 +221,7 @@ async def test_unknown_outcome_waits_for_the_callback_instead_of_resending(
         assert [(e.to_status, e.source) for e in events] == [
             ("queued", "api"),
             ("running", "webhook"),
-            ("succeeded", "webhook"),
+            ("succeeded", "media"),
         ]
+        assert stored is not None and stored.resolved_by == "webhook"
         assert stored is not None and stored.upstream_task_id in stack.sim.tasks

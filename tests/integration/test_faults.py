@@ -7,9 +7,9 @@ import asyncio
 import itertools
 import os
 import signal
-import sys
 import uuid
 from collections import Counter, defaultdict
+from hashlib import sha256 as _sha256
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ from app.jobs.states import ALLOWED_MOVES, TERMINAL, JobStatus
 from simulator import SimulatorConfig, create_simulator
 from simulator.app import SimulatorState
 from tests.harness import (
+    MEDIA_ROOT,
     SEEDANCE_TEST_KEY,
     bearer,
     bound_socket,
@@ -29,6 +30,8 @@ from tests.harness import (
     make_settings,
     running_stack,
     serve,
+    service_env,
+    start_service,
     url_of,
     wait_until,
 )
@@ -118,7 +121,8 @@ async def test_200_jobs_under_mixed_faults_end_right_and_are_sent_once(
         elif task.will_fail:
             assert (job.status, job.error_code) == ("failed", "upstream_failed")
         else:
-            assert job.status == "succeeded" and job.video_url == task.video_url
+            assert job.status == "succeeded" and job.upstream_video_url == task.video_url
+            assert job.media_status == "stored" and job.media_sha256 == sha256(task.video())
     # every task Seedance created whose outcome came back is attached to its own job
     attached = {j.upstream_task_id for j in jobs.values() if j.upstream_task_id}
     orphans = set(sim.tasks) - attached
@@ -128,6 +132,10 @@ async def test_200_jobs_under_mixed_faults_end_right_and_are_sent_once(
     assert sim.callbacks["lost"] and sim.callbacks["duplicate_200"] and sim.callbacks["stale_200"]
     assert sum(j.status == "succeeded" for j in jobs.values()) >= 140
     await assert_histories_only_move_forward(db_engine)
+
+
+def sha256(data: bytes) -> str:
+    return _sha256(data).hexdigest()
 
 
 async def test_an_upstream_refusing_connections_is_waited_out(
@@ -142,6 +150,7 @@ async def test_an_upstream_refusing_connections_is_waited_out(
     async with running_stack(
         database_url,
         seedance_base_url=f"{url_of(upstream)}/v2",
+        media_trusted_origins=[url_of(upstream)],
         dispatcher_max_submit_attempts=50,
         dispatcher_retry_backoff_seconds=0.05,
         **LIVE,
@@ -205,30 +214,6 @@ async def test_a_database_outage_is_503_and_the_service_recovers_alone(
     await proxy.cut()
 
 
-def service_env(settings: dict[str, Any]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "SEEDANCE_"))}
-    env.update({name.upper(): str(value) for name, value in settings.items()})
-    return env
-
-
-async def start_service(port: int, env: dict[str, str]) -> asyncio.subprocess.Process:
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"),
-        *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
-        env=env,
-    )
-    async with httpx.AsyncClient() as http:
-
-        async def up() -> bool:
-            try:
-                return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_until(up, within=30)
-    return process
-
-
 async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
     database_url: str, db_engine: AsyncEngine
 ) -> None:
@@ -254,6 +239,8 @@ async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
             "dispatcher_max_in_flight": 8,
             "rate_limit_create": "100000/minute",
             "user_max_jobs_in_flight": 1000,
+            "media_root": MEDIA_ROOT,
+            "media_trusted_origins": sim_url,
             **FAST_NETS,
         }
         env = service_env(settings)

@@ -52,7 +52,11 @@ async def read_events(
 async def replica(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     """A second instance of the service, on the same Postgres, with no background loops."""
     settings = stack.settings.model_copy(
-        update={"dispatcher_enabled": False, "reconciler_enabled": False}
+        update={
+            "dispatcher_enabled": False,
+            "reconciler_enabled": False,
+            "media_worker_enabled": False,
+        }
     )
     async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as http:
         yield http
@@ -65,7 +69,7 @@ async def test_stream_on_one_replica_sees_moves_made_on_another(database_url: st
             b, f"/jobs/{job['id']}/events", {**a.headers(), "Last-Event-ID": "0"}
         )
         assert [e["to_status"] for _, e in events] == ["queued", "running", "succeeded"]
-        assert [e["source"] for _, e in events] == ["api", "dispatcher", "webhook"]
+        assert [e["source"] for _, e in events] == ["api", "dispatcher", "media"]
         assert events[-1][1]["job"]["video_url"]
         ids = [int(event_id) for event_id, _ in events]
         assert ids == sorted(ids) and ids == [e["event_id"] for _, e in events]

@@ -4,6 +4,7 @@ simulator over real HTTP: sign in with a dev token, submit two variants, watch t
 live over SSE, play both videos, promote one, and keep a screenshot as a test artifact."""
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -103,6 +104,16 @@ async def test_two_variants_finish_live_play_and_one_is_promoted(
             " v.onloadedmetadata = ok; v.onerror = () => fail(new Error('video error')); })"
         )
 
+    # Seedance's URLs expire; the cards play from our storage, poster first
+    stack.sim.config.result_url_ttl_seconds = 0
+    for index in range(2):
+        await expect(videos.nth(index)).to_have_attribute("poster", re.compile(r"/media/posters/"))
+        await videos.nth(index).evaluate(
+            "v => new Promise((ok, fail) => { v.onloadeddata = ok;"
+            " v.onerror = () => fail(new Error('video error')); v.load(); })"
+        )
+    stack.sim.config.result_url_ttl_seconds = 86400  # the next render's URL works again
+
     first = cards.nth(0)
     await first.get_by_label("Duration").select_option("10")
     await first.get_by_role("button", name="Promote").click()
@@ -111,6 +122,13 @@ async def test_two_variants_finish_live_play_and_one_is_promoted(
     await expect(promoted).to_have_attribute("data-status", "succeeded", timeout=20_000)
     await expect(promoted.locator(".details")).to_contain_text("seedance-2.0 · 10s")
 
+    # a deleted job disappears, and stays gone
+    second = cards.nth(1)
+    deleted_id = await second.get_attribute("data-job-id")
+    await second.get_by_role("button", name="Delete").click()
+    await expect(page.locator(f'#results > li[data-job-id="{deleted_id}"]')).to_have_count(0)
+    await expect(cards).to_have_count(2)
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=ARTIFACTS / "playground.png", full_page=True)
     assert (ARTIFACTS / "playground.png").stat().st_size > 10_000
@@ -118,6 +136,7 @@ async def test_two_variants_finish_live_play_and_one_is_promoted(
 
     jobs = await stack.jobs()
     assert sorted(j.model for j in jobs) == ["seedance-2-mini", "seedance-2-mini", "seedance-2.0"]
+    assert [str(j.id) for j in jobs if j.deleted_at is not None] == [deleted_id]
     (render,) = [j for j in jobs if j.model == "seedance-2.0"]
     assert render.source_job_id in {j.id for j in jobs} and render.duration == 10
     assert stack.sim.calls["generate"] == 3
@@ -195,7 +214,12 @@ async def test_readable_on_a_phone_and_every_control_is_labelled(
 async def test_production_has_no_dev_tokens_and_no_playground_by_default(
     database_url: str,
 ) -> None:
-    production = {"environment": "production", "jwt_secret": "p" * 40, "webhook_secret": "w" * 40}
+    production = {
+        "environment": "production",
+        "jwt_secret": "p" * 40,
+        "webhook_secret": "w" * 40,
+        "media_url_secret": "m" * 40,
+    }
     async with running_stack(database_url, **production) as stack:
         assert (await stack.http.get("/playground/")).status_code == 404
         assert (await stack.http.post("/dev/token")).status_code == 404

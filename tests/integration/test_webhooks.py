@@ -180,6 +180,7 @@ async def quiet_stack(database_url: str):
         database_url,
         sim_config={"callback_loss_rate": 1.0, "task_seconds": 60},
         dispatcher_enabled=True,
+        media_worker_enabled=False,  # a success stays a pending copy: what the webhook did
     ) as stack:
         yield stack
 
@@ -243,16 +244,23 @@ async def test_a_genuine_late_callback_after_success_is_acknowledged_and_ignored
     for body in (success_body(a.upstream_task_id), late, {**late, "status": "FAILED"}):
         response = await post_callback(stack, a.id, sig, json=body)
         assert (response.status_code, response.json()) == (200, {"result": "ignored"})
-    assert (await events_per_job(db_engine))[a.id] == 3
+    # queued, running: the success hands the job to the media worker, without a move
+    assert (await events_per_job(db_engine))[a.id] == 2
     stored = next(j for j in await stack.jobs() if j.id == a.id)
-    assert (stored.status, stored.video_url) == ("succeeded", "https://cdn.example.net/v.mp4")
+    assert (stored.status, stored.media_status, stored.upstream_video_url) == (
+        "running",
+        "pending",
+        "https://cdn.example.net/v.mp4",
+    )
+    assert stored.next_poll_at is None  # the reconciler no longer asks about it
 
 
 async def test_concurrent_deliveries_move_a_job_once(
     quiet_stack: Stack, db_engine: AsyncEngine
 ) -> None:
     """Twenty deliveries at once, success and failure mixed: the first to take the row lock
-    moves the job, every other one finds it finished; one terminal event, fields to match."""
+    applies, every other one finds it decided; a failure is one terminal event, a success
+    one pending copy (the job stays running until the media worker has stored it)."""
     stack = quiet_stack
     a, _ = await two_running_jobs(stack)
     assert a.upstream_task_id
@@ -272,16 +280,19 @@ async def test_concurrent_deliveries_move_a_job_once(
                 )
             )
         ).all()
-    assert len(terminal) == 1
-    from_status, to_status, source = terminal[0]
-    assert (from_status, source) == ("running", "webhook")
     stored = next(j for j in await stack.jobs() if j.id == a.id)
-    assert stored.status == to_status and stored.resolved_by == "webhook"
-    assert stored.finished_at is not None and stored.updated_at == stored.finished_at
-    if to_status == "succeeded":
-        assert (stored.video_url, stored.error_code) == ("https://cdn.example.net/v.mp4", None)
+    assert stored.resolved_by == "webhook"
+    if stored.status == "running":  # the success came first
+        assert terminal == []
+        assert (stored.media_status, stored.upstream_video_url, stored.error_code) == (
+            "pending",
+            "https://cdn.example.net/v.mp4",
+            None,
+        )
     else:
-        assert (stored.video_url, stored.error_code, stored.error_detail) == (
+        assert terminal == [("running", "failed", "webhook")]
+        assert stored.finished_at is not None and stored.updated_at == stored.finished_at
+        assert (stored.upstream_video_url, stored.error_code, stored.error_detail) == (
             None,
             "upstream_failed",
             "no",

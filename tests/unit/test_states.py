@@ -15,6 +15,7 @@ EXPECTED = {
     (JobStatus.QUEUED, JobStatus.CANCELED),
     (JobStatus.RUNNING, JobStatus.SUCCEEDED),
     (JobStatus.RUNNING, JobStatus.FAILED),
+    (JobStatus.RUNNING, JobStatus.CANCELED),  # deleted before it finished
 }
 
 

@@ -1,0 +1,27 @@
+"""A job as clients see it, with fresh signed URLs of its stored video and poster.
+
+Signing is local work (an HMAC, or an S3 presignature computed offline), so every read
+of a job hands out URLs valid for MEDIA_URL_TTL_SECONDS from that read.
+"""
+
+from typing import Any, TypeVar
+
+from app.media.states import MediaStatus
+from app.media.storage import MediaStorage, poster_key, video_key
+from app.schemas import JobOut, MediaOut
+
+Out = TypeVar("Out", bound=JobOut)
+
+
+class MediaLinks:
+    def __init__(self, storage: MediaStorage) -> None:
+        self._storage = storage
+
+    def job_out(self, job: Any, model: type[Out] = JobOut) -> Out:  # type: ignore[assignment]
+        """`job`: a Job, or any object with its attributes."""
+        out = model.model_validate(job)
+        if job.media_status == MediaStatus.STORED and job.deleted_at is None:
+            out.video_url = self._storage.signed_url(video_key(job.id, job.media_content_type))
+            out.poster_url = self._storage.signed_url(poster_key(job.id))
+            out.media = MediaOut.model_validate(job)
+        return out

@@ -1,0 +1,39 @@
+"""Short-lived URLs for the local media backend, signed by the service.
+
+A `<video src>` cannot send an `Authorization` header, so the URL itself is the proof:
+an HMAC-SHA256 under MEDIA_URL_SECRET of the object key and the expiry time. Anyone
+holding the URL can play the object until it expires, as with S3's presigned URLs.
+"""
+
+import hashlib
+import hmac
+import re
+import time
+from urllib.parse import urlencode
+
+from app.config import Settings
+
+MEDIA_PATH = "/media/"
+# the keys `storage.video_key` and `storage.poster_key` make, and nothing else
+KEY_PATTERN = re.compile(r"^(videos/[0-9a-f-]{36}\.(mp4|webm)|posters/[0-9a-f-]{36}\.jpg)$")
+
+
+def _signature(settings: Settings, key: str, expires: int) -> str:
+    secret = settings.media_url_secret.get_secret_value().encode()
+    return hmac.new(secret, f"media:{key}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def local_media_url(settings: Settings, key: str, ttl_seconds: int) -> str:
+    expires = int(time.time()) + ttl_seconds
+    query = urlencode({"expires": expires, "signature": _signature(settings, key, expires)})
+    return f"{settings.public_base_url.rstrip('/')}{MEDIA_PATH}{key}?{query}"
+
+
+def check_signature(settings: Settings, key: str, expires: int, signature: str) -> str | None:
+    """None when the URL is valid now; else why not (`invalid_signature`, `url_expired`)."""
+    expected = _signature(settings, key, expires).encode()
+    if not hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass")):
+        return "invalid_signature"
+    if time.time() > expires:
+        return "url_expired"
+    return None

@@ -1,0 +1,152 @@
+"""Where videos and posters live: one small interface over obstore, which speaks to a local
+folder and to any S3-compatible bucket with one async API (multipart uploads, presigned
+URLs), so no S3 signing or upload logic is ours.
+
+Object keys are derived from the job id, so a repeated copy overwrites the same object
+(at most one stored object per job, whatever crashes or races happened on the way).
+"""
+
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import obstore
+from obstore.store import LocalStore, S3Store
+
+from app.config import MediaBackend, Settings
+from app.media.signed_urls import local_media_url
+
+VIDEO_EXTENSIONS = {"video/mp4": "mp4", "video/webm": "webm"}
+POSTER_CONTENT_TYPE = "image/jpeg"
+# bounded memory for uploads: parts of 8 MiB, two in flight
+_PART_BYTES = 8 * 1024 * 1024
+_PARTS_IN_FLIGHT = 2
+
+
+def video_key(job_id: uuid.UUID, content_type: str) -> str:
+    return f"videos/{job_id}.{VIDEO_EXTENSIONS[content_type]}"
+
+
+def poster_key(job_id: uuid.UUID) -> str:
+    return f"posters/{job_id}.jpg"
+
+
+def job_keys(job_id: uuid.UUID) -> list[str]:
+    """Every key a job's media can have (a purge removes all of them)."""
+    return [video_key(job_id, t) for t in VIDEO_EXTENSIONS] + [poster_key(job_id)]
+
+
+def _s3_store(settings: Settings, endpoint: str | None) -> S3Store:
+    credentials = {}
+    if settings.media_s3_access_key_id and settings.media_s3_secret_access_key:
+        credentials = {
+            "access_key_id": settings.media_s3_access_key_id.get_secret_value(),
+            "secret_access_key": settings.media_s3_secret_access_key.get_secret_value(),
+        }
+    options = {}
+    if endpoint is not None:
+        options = {"endpoint": endpoint, "virtual_hosted_style_request": False}
+    assert settings.media_s3_bucket is not None  # enforced by Settings
+    return S3Store(
+        settings.media_s3_bucket,
+        region=settings.media_s3_region,
+        client_options={"allow_http": True},
+        **credentials,
+        **options,
+    )
+
+
+STAGING = ".staging"  # beside the stored objects, never served (not a key `/media` accepts)
+
+
+class MediaStorage:
+    """Put, delete and hand out short-lived GET URLs for media objects.
+
+    Downloads are staged as files in `staging_root`: on the local backend a folder inside
+    MEDIA_ROOT, on the same filesystem, so storing a staged video is a rename, not a copy;
+    on S3 a private temporary folder, uploaded from."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.local_root: Path | None = None
+        if settings.media_backend is MediaBackend.LOCAL:
+            self.local_root = Path(settings.media_root).resolve()
+            self._store: LocalStore | S3Store = LocalStore(self.local_root, mkdir=True)
+            self._signer: S3Store | None = None
+            self.staging_root = self.local_root / STAGING
+            self.staging_root.mkdir(exist_ok=True)
+        else:
+            self._store = _s3_store(settings, settings.media_s3_endpoint)
+            public = settings.media_s3_public_endpoint
+            self._signer = _s3_store(settings, public) if public else self._store
+            self.staging_root = Path(tempfile.mkdtemp(prefix="seedance-bff-media-"))
+
+    async def store_staged(self, name: str, key: str, content_type: str) -> None:
+        """Make the staged file `name` the object `key` (the staged file is gone after)."""
+        if self.local_root is not None:
+            await obstore.rename_async(self._store, f"{STAGING}/{name}", key)
+        else:
+            await self.put_file(key, self.staging_root / name, content_type)
+
+    def clean_staging(self, older_than_seconds: float) -> None:
+        """Remove staged files left by copies that cannot be running any more (a process
+        killed mid-copy): copies end within their lease."""
+        cutoff = time.time() - older_than_seconds
+        for path in self.staging_root.iterdir():
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.local_root is None:
+            shutil.rmtree(self.staging_root, ignore_errors=True)
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Upload a local file in bounded memory (multipart above one part)."""
+        attributes = None if self.local_root else {"Content-Type": content_type}
+        await obstore.put_async(
+            self._store,
+            key,
+            path,
+            attributes=attributes,  # type: ignore[arg-type]
+            chunk_size=_PART_BYTES,
+            max_concurrency=_PARTS_IN_FLIGHT,
+        )
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        attributes = None if self.local_root else {"Content-Type": content_type}
+        await obstore.put_async(self._store, key, data, attributes=attributes)  # type: ignore[arg-type]
+
+    async def delete(self, key: str) -> bool:
+        """Remove an object; False when there was none (deleting is idempotent)."""
+        try:
+            await obstore.head_async(self._store, key)
+        except FileNotFoundError:
+            return False
+        try:
+            await obstore.delete_async(self._store, key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await obstore.head_async(self._store, key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def signed_url(self, key: str) -> str:
+        """A GET URL valid for MEDIA_URL_TTL_SECONDS: presigned by the bucket's rules on S3,
+        signed by us (and served by `/media/...`) on the local backend."""
+        ttl = self._settings.media_url_ttl_seconds
+        if self._signer is None:
+            return local_media_url(self._settings, key, ttl)
+        return obstore.sign(self._signer, "GET", key, timedelta(seconds=ttl))
+
+    def local_path(self, key: str) -> Path:
+        """The file behind a key of the local backend (keys are checked before this)."""
+        assert self.local_root is not None
+        return self.local_root / key
