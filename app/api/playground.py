@@ -18,7 +18,7 @@ PLAYGROUND_DIR = Path(__file__).resolve().parent.parent / "playground"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        "img-src 'self' data:; media-src https: http:; form-action 'none'; "
+        "img-src 'self' data: https: http:; media-src https: http:; form-action 'none'; "
         "base-uri 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",

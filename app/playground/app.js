@@ -17,6 +17,7 @@ const FIELD_LABELS = {
 const state = {
   token: sessionStorage.getItem("seedance-bff-token") || "",
   cards: new Map(), // job id -> card element
+  deleted: new Set(), // ids of jobs deleted here (their late events are ignored)
   stream: null, // AbortController of the live stream
   lastEventId: null,
 };
@@ -132,12 +133,14 @@ function describe(job) {
 }
 
 function render(job) {
+  if (state.deleted.has(job.id)) return; // a late live event of a deleted job
   let card = state.cards.get(job.id);
   if (!card) {
     card = $("#job-card").content.firstElementChild.cloneNode(true);
     card.dataset.jobId = job.id;
     card.dataset.model = job.model;
     $(".promote", card).addEventListener("submit", (event) => promote(event, job.id));
+    $(".delete", card).addEventListener("click", () => remove(job.id));
     state.cards.set(job.id, card);
     $("#results").append(card);
   }
@@ -155,7 +158,8 @@ function render(job) {
     video.muted = true;
     video.loop = true;
     video.preload = "metadata";
-    video.src = job.video_url;
+    if (job.poster_url) video.poster = job.poster_url;
+    video.src = job.video_url; // a signed URL of our own storage: no header needed
     video.setAttribute("aria-label", `Video for: ${job.prompt}`);
     $(".player", card).append(video);
   }
@@ -163,6 +167,18 @@ function render(job) {
   error.hidden = job.status !== "failed";
   error.textContent = job.status === "failed" ? `${job.error_code}: ${job.error_detail || ""}` : "";
   $(".promote", card).hidden = !(job.model === "seedance-2-mini" && job.status === "succeeded");
+}
+
+async function remove(jobId) {
+  clearProblem();
+  try {
+    await api("DELETE", `../jobs/${jobId}`);
+    state.deleted.add(jobId);
+    state.cards.get(jobId)?.remove();
+    state.cards.delete(jobId);
+  } catch (error) {
+    showProblem(error);
+  }
 }
 
 async function promote(event, jobId) {
