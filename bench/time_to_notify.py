@@ -1,7 +1,8 @@
 """Time to notify: from the moment the simulator sends a task's final callback to the
 moment a browser-like client, streaming `GET /events` (SSE), receives the `succeeded`
 move. Two service replicas on one Postgres: callbacks land on replica A, the streams are
-open on replica B, so the figure includes the NOTIFY fan-out between replicas.
+open on replica B, so the figure includes the NOTIFY fan-out between replicas, and the
+copy of the video into our storage, which comes before `succeeded`.
 
     .venv/bin/python -m bench.time_to_notify --jobs 300
 """
