@@ -23,6 +23,7 @@ from app.jobs.states import (
     TASK_FAILED,
     EventSource,
     JobStatus,
+    awaiting_own_report,
     fail_running,
     is_terminal,
     move,
@@ -462,13 +463,7 @@ def _upstream_success_statement() -> Update:
     jobs = Job.__table__
     return (
         update(jobs)
-        .where(
-            jobs.c.id == bindparam("job_id"),
-            jobs.c.status == JobStatus.RUNNING,
-            jobs.c.upstream_task_id == bindparam("task_id"),
-            jobs.c.media_status.is_(None),
-            jobs.c.deleted_at.is_(None),
-        )
+        .where(*awaiting_own_report(), jobs.c.deleted_at.is_(None))
         .values(
             upstream_video_url=bindparam("video_url", type_=jobs.c.upstream_video_url.type),
             media_status=MediaStatus.PENDING,

@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import Insert, bindparam, insert, literal, select, update
+from sqlalchemy import ColumnElement, Insert, bindparam, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import Job, JobEvent, UTCDateTime
@@ -98,6 +98,19 @@ def record_creation(session: AsyncSession, job: Job) -> JobEvent:
     return event
 
 
+def awaiting_own_report() -> tuple[ColumnElement[bool], ...]:
+    """The job `:job_id` is running task `:task_id`, whose outcome is not known yet: where
+    the one-statement applications of a report start (a failure here, a success in
+    `service`)."""
+    jobs = Job.__table__
+    return (
+        jobs.c.id == bindparam("job_id"),
+        jobs.c.status == JobStatus.RUNNING,
+        jobs.c.upstream_task_id == bindparam("task_id"),
+        jobs.c.media_status.is_(None),
+    )
+
+
 def _fail_running_statement() -> Insert:
     """running -> failed for the job whose task reported failure, with its event, as one
     statement: the UPDATE takes the row lock and re-checks the status under it, so of two
@@ -109,12 +122,7 @@ def _fail_running_statement() -> Insert:
     source = bindparam("source", type_=events.c.source.type)
     moved = (
         update(jobs)
-        .where(
-            jobs.c.id == bindparam("job_id"),
-            jobs.c.status == JobStatus.RUNNING,
-            jobs.c.upstream_task_id == bindparam("task_id"),
-            jobs.c.media_status.is_(None),
-        )
+        .where(*awaiting_own_report())
         .values(
             status=JobStatus.FAILED,
             updated_at=at,
