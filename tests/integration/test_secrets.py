@@ -1,6 +1,6 @@
 """Secrets stay secret: over a job's whole life with every logger at DEBUG, neither the
-Seedance key, a bearer token, the JWT secret nor the webhook secret appears in any log
-line, response body or header (errors included), or stored row."""
+Seedance key, a bearer token, the JWT secret, the webhook secret nor the media URL secret
+appears in any log line, response body or header (errors included), or stored row."""
 
 import logging
 
@@ -41,6 +41,7 @@ async def test_no_secret_reaches_logs_responses_or_the_database(
             "bearer token": token,
             "jwt secret": stack.settings.jwt_secret.get_secret_value(),
             "webhook secret": stack.settings.webhook_secret.get_secret_value(),
+            "media URL secret": stack.settings.media_url_secret.get_secret_value(),
         }
         jobs = [await stack.create_job(prompt=f"variant {i}") for i in range(4)]
         async with stack.http.stream(
@@ -54,6 +55,10 @@ async def test_no_secret_reaches_logs_responses_or_the_database(
         await wait_until(done)
         for path in ("/jobs", f"/jobs/{jobs[1]['id']}", "/me/usage", "/readyz"):
             assert (await stack.http.get(path, headers=headers)).status_code == 200
+        for job in jobs:  # the stored videos, through their signed URLs
+            await stack.http.get(
+                f"/jobs/{job['id']}/content", headers=headers, follow_redirects=True
+            )
         # errors: a bad body carrying the token (422s never echo input), a tampered token, the
         # Seedance key presented as a token, someone else's job
         await stack.http.post("/jobs", json={"prompt": token, "duration": 99}, headers=headers)
