@@ -1,7 +1,10 @@
 """What the database's failures mean: "unavailable, retry soon" (a 503 for clients, a
 retry for background work) as opposed to a bug."""
 
+from collections.abc import Awaitable, Callable
+
 from sqlalchemy import exc as sa_exc
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 # What a database that is down, restarting or unreachable raises (asyncpg's refused
 # connects surface as ConnectionError, unwrapped).
@@ -31,3 +34,17 @@ def is_database_unavailable(exc: BaseException) -> bool:
 
 # Every exception class a database failure can surface as (for exception handlers).
 DATABASE_ERRORS = (sa_exc.DBAPIError, *_UNAVAILABLE)
+
+
+async def write_through_outage(write: Callable[[], Awaitable[None]], give_up_after: float) -> None:
+    """Run `write`, waiting out a database outage (exponential backoff with jitter) for up
+    to `give_up_after` seconds: for background work whose outcome exists only in this
+    process until it is written. Any other error, or the outage outlasting that, raises."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_database_unavailable),
+        wait=wait_exponential_jitter(multiplier=0.1, max=5),
+        stop=stop_after_delay(give_up_after),
+        reraise=True,
+    ):
+        with attempt:
+            await write()

@@ -15,15 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from app.config import Settings
-from app.db.availability import is_database_unavailable
+from app.db.availability import write_through_outage
 from app.db.models import Job
 from app.jobs.background import PooledLoop
 from app.jobs.callbacks import callback_url
@@ -143,14 +137,9 @@ class Dispatcher(PooledLoop):
         in this process until it is written. Gives up after the unknown-outcome grace;
         the job is then an unknown outcome, found again by its callback."""
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_database_unavailable),
-                wait=wait_exponential_jitter(multiplier=0.1, max=5),
-                stop=stop_after_delay(self._settings.submit_unknown_grace_seconds),
-                reraise=True,
-            ):
-                with attempt:
-                    await write(job_id, *args)
+            await write_through_outage(
+                lambda: write(job_id, *args), self._settings.submit_unknown_grace_seconds
+            )
         except Exception:
             logger.exception("job %s: could not record the submission's %s", job_id, what)
 

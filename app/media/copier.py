@@ -14,16 +14,17 @@ not a video, an unsafe redirect), the job fails with that code, its cost still c
 import asyncio
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
 
 import httpx
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db.availability import write_through_outage
 from app.db.models import Job
 from app.jobs.background import PooledLoop
 from app.jobs.service import end_deleted
@@ -143,23 +144,24 @@ class MediaWorker(PooledLoop):
             async with asyncio.timeout(deadline):
                 stored = await self.store_copy(order)
         except MediaCopyError as exc:
-            await self._record(self._record_failure(order, exc), order)
+            await self._record(partial(self._record_failure, order, exc), order)
         except TimeoutError:
             error = MediaCopyError("media_unavailable", "the copy took too long", retryable=True)
-            await self._record(self._record_failure(order, error), order)
-        except Exception as exc:  # storage errors, database blips: retried like the rest
+            await self._record(partial(self._record_failure, order, error), order)
+        except Exception as exc:  # storage errors: retried like the rest
             logger.warning("job %s: media copy failed: %s", order.job_id, type(exc).__name__)
             detail = f"storing the copy failed: {type(exc).__name__}"
             error = MediaCopyError("media_unavailable", detail, retryable=True)
-            await self._record(self._record_failure(order, error), order)
+            await self._record(partial(self._record_failure, order, error), order)
         else:
-            await self._record(self._record_success(order, stored), order)
+            await self._record(partial(self._record_success, order, stored), order)
 
-    async def _record(self, outcome: Coroutine[Any, Any, None], order: CopyOrder) -> None:
-        """Write a copy's outcome; if the database cannot take it now, the claim's lease
-        runs out and the copy is made again (into the same keys), so nothing is lost."""
+    async def _record(self, outcome: Callable[[], Awaitable[None]], order: CopyOrder) -> None:
+        """Write a copy's outcome, waiting out a database outage (a stored copy is not
+        made again for a restart of Postgres). If the outage outlasts the claim's lease,
+        the copy is simply made again (into the same keys): nothing is lost."""
         try:
-            await outcome
+            await write_through_outage(outcome, self._settings.media_copy_lease_seconds)
         except Exception:
             logger.exception("job %s: could not record copy %d", order.job_id, order.attempt)
 
