@@ -247,6 +247,7 @@ def _tombstone(session: AsyncSession, job: Job, source: EventSource, detail: str
     now = datetime.now(UTC)
     job.deleted_at = now
     job.prompt = None
+    job.request_fingerprint = None  # a digest of the prompt is the prompt, to a guesser
     job.images = []
     job.reference_video_urls = []
     job.reference_audio_urls = []
@@ -305,7 +306,13 @@ async def erase_user(session: AsyncSession, owner: str) -> Erasure:
         await session.commit()
         jobs += len(batch)
         if len(batch) < ERASE_BATCH:
-            return Erasure(jobs=jobs, prompts=prompts, job_ids=job_ids)
+            break
+    # a batch's fingerprint digests its prompts
+    await session.execute(
+        update(Batch).where(Batch.owner == owner).values(request_fingerprint=None)
+    )
+    await session.commit()
+    return Erasure(jobs=jobs, prompts=prompts, job_ids=job_ids)
 
 
 def _check_replay(original_fingerprint: str | None, fingerprint: str) -> None:

@@ -460,11 +460,19 @@ async def test_erasure_leaves_no_prompt_or_object_of_the_user(
     database_url: str, db_engine: AsyncEngine, s3_bucket: S3Bucket
 ) -> None:
     async with running_stack(database_url, **s3_bucket.settings(), **LIVE) as stack:
-        mine = [(await stack.create_job("alice", prompt=f"alice {i}"))["id"] for i in range(3)]
+        mine = []
+        for i in range(3):  # with Idempotency-Keys: the rows keep a digest of each request
+            created = await stack.http.post(
+                "/jobs",
+                json={"prompt": f"alice {i}"},
+                headers={**stack.headers("alice"), "Idempotency-Key": f"alice-{i}"},
+            )
+            mine.append(created.json()["id"])
         theirs = (await stack.create_job("bob", prompt="bob's"))["id"]
         for job_id in mine:
             assert (await finished(stack, job_id))["status"] == "succeeded"
         await wait_until(lambda: _succeeded(stack, theirs, "bob"))
+        assert all(j.request_fingerprint for j in await stack.jobs() if j.owner == "alice")
         admin = bearer(stack.settings, "ops", admin=True)
         response = await stack.http.delete("/admin/users/alice/data", headers=admin)
         assert response.status_code == 200
@@ -479,12 +487,16 @@ async def test_erasure_leaves_no_prompt_or_object_of_the_user(
         assert again.json()["jobs_deleted"] == 0
         assert s3_bucket.keys() == {f"videos/{theirs}.mp4", f"posters/{theirs}.jpg"}
     async with db_engine.connect() as conn:
-        rows = (await conn.execute(select(Job.owner, Job.prompt, Job.images))).all()
+        rows = (
+            await conn.execute(
+                select(Job.owner, Job.prompt, Job.images, Job.request_fingerprint.is_not(None))
+            )
+        ).all()
     assert sorted(rows) == [
-        ("alice", None, []),
-        ("alice", None, []),
-        ("alice", None, []),
-        ("bob", "bob's", []),
+        ("alice", None, [], False),
+        ("alice", None, [], False),
+        ("alice", None, [], False),
+        ("bob", "bob's", [], False),  # (created without an Idempotency-Key: never had one)
     ]
 
 
