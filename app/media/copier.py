@@ -29,7 +29,7 @@ from app.db.models import Job
 from app.jobs.background import PooledLoop
 from app.jobs.service import end_deleted
 from app.jobs.states import EventSource, JobStatus, move
-from app.media.download import MediaCopyError, download
+from app.media.download import MediaCopyError, download, refused, unavailable
 from app.media.probe import NotAVideo, VideoFacts, mismatches, probe
 from app.media.purge import Purger
 from app.media.states import MediaStatus
@@ -146,12 +146,11 @@ class MediaWorker(PooledLoop):
         except MediaCopyError as exc:
             await self._record(partial(self._record_failure, order, exc), order)
         except TimeoutError:
-            error = MediaCopyError("media_unavailable", "the copy took too long", retryable=True)
+            error = unavailable("the copy took too long")
             await self._record(partial(self._record_failure, order, error), order)
         except Exception as exc:  # storage errors: retried like the rest
             logger.warning("job %s: media copy failed: %s", order.job_id, type(exc).__name__)
-            detail = f"storing the copy failed: {type(exc).__name__}"
-            error = MediaCopyError("media_unavailable", detail, retryable=True)
+            error = unavailable(f"storing the copy failed: {type(exc).__name__}")
             await self._record(partial(self._record_failure, order, error), order)
         else:
             await self._record(partial(self._record_success, order, stored), order)
@@ -175,7 +174,7 @@ class MediaWorker(PooledLoop):
             try:
                 facts = await asyncio.to_thread(probe, staged)
             except NotAVideo as exc:
-                raise MediaCopyError("media_invalid", str(exc), retryable=False) from exc
+                raise refused("media_invalid", str(exc)) from exc
             key = video_key(order.job_id, got.content_type)
             await self._storage.store_staged(name, key, got.content_type)
         finally:

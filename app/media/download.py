@@ -44,7 +44,7 @@ def unavailable(detail: str) -> MediaCopyError:
     return MediaCopyError("media_unavailable", detail, retryable=True)
 
 
-def _refused(code: str, detail: str) -> MediaCopyError:
+def refused(code: str, detail: str) -> MediaCopyError:
     return MediaCopyError(code, detail, retryable=False)
 
 
@@ -123,18 +123,14 @@ async def check_source(url: str, settings: Settings) -> None:
     try:
         check_public_https_url(url)
     except PydanticCustomError as exc:
-        raise _refused(
-            "media_unsafe_url", f"refused to fetch from {host}: {exc.message()}"
-        ) from exc
+        raise refused("media_unsafe_url", f"refused to fetch from {host}: {exc.message()}") from exc
     try:
         addresses = await asyncio.get_running_loop().getaddrinfo(host, 443, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise unavailable(f"cannot resolve {host}") from exc
     for *_, sockaddr in addresses:
         if not ipaddress.ip_address(sockaddr[0]).is_global:
-            raise _refused(
-                "media_unsafe_url", f"refused to fetch from {host}: not a public address"
-            )
+            raise refused("media_unsafe_url", f"refused to fetch from {host}: not a public address")
 
 
 def _check_response(response: httpx.Response, max_bytes: int) -> None:
@@ -145,7 +141,7 @@ def _check_response(response: httpx.Response, max_bytes: int) -> None:
         raise unavailable(f"the result URL answered {status}")
     announced = response.headers.get("content-length", "")
     if announced.isdigit() and int(announced) > max_bytes:
-        raise _refused("media_too_large", f"the video is {announced} bytes; at most {max_bytes}")
+        raise refused("media_too_large", f"the video is {announced} bytes; at most {max_bytes}")
 
 
 async def _save(response: httpx.Response, path: Path, max_bytes: int) -> Downloaded:
@@ -159,20 +155,20 @@ async def _save(response: httpx.Response, path: Path, max_bytes: int) -> Downloa
             async for chunk in response.aiter_bytes():
                 result.size += len(chunk)
                 if result.size > max_bytes:
-                    raise _refused("media_too_large", f"the video is over {max_bytes} bytes")
+                    raise refused("media_too_large", f"the video is over {max_bytes} bytes")
                 if result.content_type is None:
                     result._head += chunk[:_SNIFF_BYTES]
                     if len(result._head) >= _SNIFF_BYTES:
                         result.content_type = sniff(result._head)
                         if result.content_type is None:
-                            raise _refused("media_invalid", "the result is not an MP4 or WebM")
+                            raise refused("media_invalid", "the result is not an MP4 or WebM")
                 await digest.update(chunk)
                 output.write(chunk)
         result.sha256 = await digest.hexdigest()
     finally:
         digest.close()
     if result.content_type is None:
-        raise _refused("media_invalid", "the result is too short to be a video")
+        raise refused("media_invalid", "the result is too short to be a video")
     return result
 
 
@@ -193,4 +189,4 @@ async def download(http: httpx.AsyncClient, url: str, path: Path, settings: Sett
                 return await _save(response, path, settings.media_max_bytes)
         except httpx.TransportError as exc:
             raise unavailable(f"the download broke off: {type(exc).__name__}") from exc
-    raise _refused("media_unsafe_url", f"more than {settings.media_max_redirects} redirects")
+    raise refused("media_unsafe_url", f"more than {settings.media_max_redirects} redirects")

@@ -103,27 +103,28 @@ class MediaStorage:
         if self.local_root is None:
             shutil.rmtree(self.staging_root, ignore_errors=True)
 
+    def _attributes(self, content_type: str) -> dict[str, str] | None:
+        """The object's Content-Type, for S3 (a local file's comes from its extension)."""
+        return None if self.local_root else {"Content-Type": content_type}
+
     async def put_file(self, key: str, path: Path, content_type: str) -> None:
         """Upload a local file in bounded memory (multipart above one part)."""
-        attributes = None if self.local_root else {"Content-Type": content_type}
         await obstore.put_async(
             self._store,
             key,
             path,
-            attributes=attributes,  # type: ignore[arg-type]
+            attributes=self._attributes(content_type),  # type: ignore[arg-type]
             chunk_size=_PART_BYTES,
             max_concurrency=_PARTS_IN_FLIGHT,
         )
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        attributes = None if self.local_root else {"Content-Type": content_type}
+        attributes = self._attributes(content_type)
         await obstore.put_async(self._store, key, data, attributes=attributes)  # type: ignore[arg-type]
 
     async def delete(self, key: str) -> bool:
         """Remove an object; False when there was none (deleting is idempotent)."""
-        try:
-            await obstore.head_async(self._store, key)
-        except FileNotFoundError:
+        if not await self.exists(key):
             return False
         try:
             await obstore.delete_async(self._store, key)
