@@ -16,6 +16,9 @@ DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"  # noqa: S105 - refu
 DEV_WEBHOOK_SECRET = "dev-only-webhook-secret-change-me-012345"  # noqa: S105 - refused in production
 DEV_SEEDANCE_KEY = "sim-dev-key"  # the simulator's default key
 DEV_MEDIA_URL_SECRET = "dev-only-media-url-secret-change-me-0123"  # noqa: S105 - refused in production
+DEV_OUTBOUND_SECRETS_KEY = "dev-only-outbound-secrets-key-change-me-0"  # refused in production
+# Standard Webhooks' suggested schedule: the delays after each failed attempt (8 attempts)
+DEFAULT_OUTBOUND_RETRY_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
 
 
 class Environment(StrEnum):
@@ -163,6 +166,31 @@ class Settings(BaseSettings):
     )
     media_retention_days: float | None = Field(None, gt=0, description="unset: keep forever")
 
+    # Outbound webhooks (app/outbound): signed deliveries of job outcomes to the product's servers
+    outbound_enabled: bool = Field(True, description="run the delivery worker in this process")
+    outbound_secrets_key: SecretStr = Field(
+        SecretStr(DEV_OUTBOUND_SECRETS_KEY),
+        description="encrypts the endpoints' signing secrets at rest",
+    )
+    outbound_poll_seconds: float = Field(1.0, gt=0)
+    outbound_timeout_seconds: float = Field(
+        10.0, gt=0, description="one attempt, connect to last byte read"
+    )
+    outbound_retry_schedule: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_OUTBOUND_RETRY_SCHEDULE),
+        description="seconds before each retry (jittered by 20%); its length + 1 attempts",
+    )
+    outbound_concurrency: int = Field(32, ge=1, description="deliveries in flight per replica")
+    outbound_endpoint_concurrency: int = Field(
+        4, ge=1, description="deliveries in flight per endpoint and replica"
+    )
+    outbound_disable_after_seconds: float = Field(
+        5 * 24 * 3600.0, gt=0, description="an endpoint failing this long is disabled"
+    )
+    outbound_rotation_grace_seconds: float = Field(
+        24 * 3600.0, ge=0, description="how long a rotated-out secret keeps signing"
+    )
+
     # Live updates (SSE): heartbeat, and how often a stream re-reads the database anyway
     sse_heartbeat_seconds: float = Field(15.0, gt=0)
 
@@ -244,6 +272,8 @@ class Settings(BaseSettings):
                 and self.media_url_secret.get_secret_value() == DEV_MEDIA_URL_SECRET
             ):
                 raise ValueError("MEDIA_URL_SECRET must be set in production")
+            if self.outbound_secrets_key.get_secret_value() == DEV_OUTBOUND_SECRETS_KEY:
+                raise ValueError("OUTBOUND_SECRETS_KEY must be set in production")
         if self.media_backend is MediaBackend.S3 and not self.media_s3_bucket:
             raise ValueError("MEDIA_S3_BUCKET is required with MEDIA_BACKEND=s3")
         if self.jwt_algorithm is JwtAlgorithm.RS256 and not self.jwt_public_key:
@@ -257,6 +287,8 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"BLOCKED_PROMPT_PATTERNS: {pattern!r} is not a regex: {exc}"
                 ) from exc
+        if any(delay < 0 for delay in self.outbound_retry_schedule):
+            raise ValueError("OUTBOUND_RETRY_SCHEDULE: delays must not be negative")
         for model, rates in self.cost_per_second.items():
             if any(rate < 0 for rate in rates.values()):
                 raise ValueError(f"negative cost in COST_PER_SECOND for {model}")

@@ -11,7 +11,18 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import admin, batches, events, health, jobs, me, media, playground, webhooks
+from app.api import (
+    admin,
+    batches,
+    events,
+    health,
+    jobs,
+    me,
+    media,
+    playground,
+    webhook_endpoints,
+    webhooks,
+)
 from app.api.docs import docs_router
 from app.config import JwtAlgorithm, MediaBackend, Settings
 from app.db.migrate import head_revision
@@ -25,6 +36,8 @@ from app.logs import configure_logging
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
 from app.media.storage import MediaStorage
+from app.outbound.signing import SecretBox
+from app.outbound.worker import OutboundWorker
 from app.ratelimit import RateLimitHeadersMiddleware, RateLimits
 from app.request_limits import RequestLimitsMiddleware
 from app.request_telemetry import RequestTelemetryMiddleware
@@ -54,6 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dispatcher = Dispatcher(sessionmaker, seedance, rate_limits, settings)
         storage = MediaStorage(settings)
         media_worker = MediaWorker(sessionmaker, storage, settings)
+        links = MediaLinks(storage)
+        outbound_secrets = SecretBox(settings.outbound_secrets_key)
+        outbound_worker = OutboundWorker(sessionmaker, links, outbound_secrets, settings)
         loops: list[Loop] = []
         if settings.dispatcher_enabled:
             loops.append(dispatcher)
@@ -61,17 +77,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             loops.append(Reconciler(sessionmaker, seedance, settings, media_worker.wake))
         if settings.media_worker_enabled:
             loops.append(media_worker)
+        if settings.outbound_enabled:
+            loops.append(outbound_worker)
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
         app.state.seedance = seedance
         app.state.rate_limits = rate_limits
         app.state.dispatcher = dispatcher if settings.dispatcher_enabled else None
         app.state.media_storage = storage
-        app.state.media_links = MediaLinks(storage)
+        app.state.media_links = links
         app.state.purger = media_worker.purger
         app.state.media_worker = media_worker if settings.media_worker_enabled else None
         app.state.migration_head = head_revision()
+        app.state.outbound_secrets = outbound_secrets
+        app.state.outbound_worker = outbound_worker if settings.outbound_enabled else None
         app.state.event_hub = hub = EventHub()
+        if settings.outbound_enabled:
+            hub.on_any(outbound_worker.wake)  # a move may have written the outbox
         if settings.is_sqlite:
             detach = publish_after_commit(sessionmaker, hub)
         else:
@@ -90,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await listener.stop()
             await http.aclose()
             await media_worker.close()
+            await outbound_worker.close()
             storage.close()
             await rate_limits.windows.aclose()
             await engine.dispose()
@@ -130,7 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # the size caps of RequestLimitsMiddleware apply to every route
     size_errors = problem_responses(413, 431)
-    for module in (jobs, media, batches, events, me, webhooks, admin, health):
+    for module in (jobs, media, batches, events, me, webhooks, admin, webhook_endpoints, health):
         app.include_router(module.router, responses=size_errors)
     if settings.media_backend is MediaBackend.LOCAL:
         app.include_router(media.files_router, responses=size_errors)

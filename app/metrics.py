@@ -53,3 +53,17 @@ MEDIA_OBJECTS_PURGED = Counter(
     "seedance_media_objects_purged_total",
     "Stored objects removed (deletion, erasure, retention)",
 )
+OUTBOUND_ATTEMPTS = Counter(
+    "seedance_outbound_attempts_total",
+    "Webhook delivery attempts to the product's endpoints, by endpoint id and result",
+    ["endpoint", "result"],
+)
+OUTBOUND_OLDEST_PENDING = Gauge(
+    "seedance_outbound_oldest_pending_seconds",
+    "Age of the oldest undelivered webhook message, by endpoint id (read at scrape time)",
+    ["endpoint"],
+)
+OUTBOUND_ENDPOINTS_DISABLED = Counter(
+    "seedance_outbound_endpoints_disabled_total",
+    "Webhook endpoints the service disabled because they failed for too long",
+)

@@ -5,11 +5,14 @@ loopback, link-local or metadata address would let a client make requests "from 
 The check is purely syntactic (no DNS lookup): hosts must be IP literals that are
 globally routable, or DNS names with an alphabetic top-level label outside the
 special-use domains. Numeric host tricks (`2130706433`, `0x7f.1`, `127.1`) therefore
-fail as not-a-name.
+fail as not-a-name. Where we fetch a URL ourselves, `resolve_publicly` adds the DNS
+check: a public-looking name must not resolve to a private address.
 """
 
+import asyncio
 import ipaddress
 import re
+import socket
 from urllib.parse import urlsplit
 
 from pydantic_core import PydanticCustomError
@@ -89,3 +92,19 @@ def check_public_https_url(url: str) -> str:
     else:
         _check_dns_host(host)
     return url
+
+
+class HostNotPublic(Exception):
+    """A host name that resolves to a loopback, private, link-local or metadata address."""
+
+
+async def resolve_publicly(host: str, port: int) -> None:
+    """Raise HostNotPublic unless every address `host` resolves to is globally routable
+    (OSError when it does not resolve). Called before each request we make to such a URL."""
+    addresses = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    for *_, sockaddr in addresses:
+        address = ipaddress.ip_address(sockaddr[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if not address.is_global or address.is_multicast:
+            raise HostNotPublic(f"{host} resolves to a non-public address")

@@ -12,7 +12,8 @@ from app.auth import admin_principal
 from app.errors import FieldError, ProblemError, problem_responses
 from app.jobs import stats
 from app.jobs.states import JobStatus
-from app.metrics import JOBS_BY_STATUS
+from app.metrics import JOBS_BY_STATUS, OUTBOUND_OLDEST_PENDING
+from app.outbound import deliveries
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -91,6 +92,10 @@ async def metrics(request: Request) -> Response:
     admin_principal(request, extra_secret=request.app.state.settings.metrics_token)
     async with request.app.state.sessionmaker() as session:
         counts = await stats.job_counts(session)
+        pending = await deliveries.oldest_pending_ages(session)
     for status in JobStatus:
         JOBS_BY_STATUS.labels(status).set(counts.get(status, 0))
+    OUTBOUND_OLDEST_PENDING.clear()  # endpoints with nothing pending drop out
+    for endpoint_id, age in pending.items():
+        OUTBOUND_OLDEST_PENDING.labels(str(endpoint_id)).set(age)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,5 @@
-"""The database of record: `jobs` and their append-only history `job_events`.
+"""The database of record: `jobs` and their append-only history `job_events`, and the
+outbound webhooks: endpoints, the outbox, messages and their attempts.
 
 One schema serves Postgres (production) and SQLite (laptop default); `UTCDateTime`
 keeps timestamps timezone-aware on both.
@@ -164,3 +165,93 @@ class JobEvent(Base):
     source: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboundEndpoint(Base):
+    """A server of the product that receives signed webhooks (app/outbound)."""
+
+    __tablename__ = "outbound_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(String(500))
+    events: Mapped[list[str]] = mapped_column(default=list)
+    include_prompts: Mapped[bool] = mapped_column(Boolean, default=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # signing secrets, encrypted at rest; the previous one signs too until it expires
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None]
+    # failing since the first failed attempt after a success; disabled past a limit
+    failing_since: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboundEvent(Base):
+    """The outbox: what happened and must be told to the endpoints, written in the
+    transaction that made it happen (a trigger on `job_events`, or the deletion itself)
+    and turned into one message per subscribed endpoint by the delivery worker."""
+
+    __tablename__ = "outbound_events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    type: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    job_event_id: Mapped[int | None] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutboundMessage(Base):
+    """One event for one endpoint: signed and sent until it is delivered or given up."""
+
+    __tablename__ = "outbound_messages"
+    __table_args__ = (
+        # one message per event and endpoint, however often the event is fanned out
+        UniqueConstraint("endpoint_id", "dedupe_key"),
+        # the worker's claim (an endpoint's due messages) and the admin's list
+        Index(
+            "ix_outbound_messages_endpoint_status_next", "endpoint_id", "status", "next_attempt_at"
+        ),
+        Index("ix_outbound_messages_endpoint_created", "endpoint_id", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("outbound_endpoints.id", ondelete="CASCADE")
+    )
+    type: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(80))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]  # when due; while an attempt runs, its lease
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+
+class OutboundAttempt(Base):
+    """One try at sending a message, as the operator sees it in the deliveries list."""
+
+    __tablename__ = "outbound_attempts"
+    __table_args__ = (Index("ix_outbound_attempts_message_id", "message_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("outbound_messages.id", ondelete="CASCADE")
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    result: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    response_body: Mapped[str | None] = mapped_column(Text)  # its first KB

@@ -50,6 +50,11 @@ class EventHub:
     def __init__(self) -> None:
         self._by_job: defaultdict[uuid.UUID, set[asyncio.Queue[Notice]]] = defaultdict(set)
         self._by_owner: defaultdict[str, set[asyncio.Queue[Notice]]] = defaultdict(set)
+        self._on_any: list[Callable[[], None]] = []
+
+    def on_any(self, wake: Callable[[], None]) -> None:
+        """Call `wake` on every notice (a worker with work to do for each move)."""
+        self._on_any.append(wake)
 
     @contextlib.contextmanager
     def _subscribe(
@@ -71,6 +76,8 @@ class EventHub:
         return self._subscribe(self._by_owner, owner)
 
     def publish(self, notice: Notice) -> None:
+        for wake in self._on_any:
+            wake()
         for queue in (*self._by_job.get(notice.job_id, ()), *self._by_owner.get(notice.owner, ())):
             with contextlib.suppress(asyncio.QueueFull):  # a stuck reader re-reads the DB anyway
                 queue.put_nowait(notice)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import SimpleNamespace
 
-from sqlalchemy import ColumnElement, Update, bindparam, select, tuple_, update
+from sqlalchemy import ColumnElement, Update, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
@@ -18,7 +18,7 @@ from app.db.models import Batch, Job
 from app.db.one_row import OneRowStatement
 from app.errors import ProblemError
 from app.jobs import budget, policy
-from app.jobs.cursor import decode_cursor, encode_cursor
+from app.jobs.cursor import newest_first_page
 from app.jobs.states import (
     TASK_FAILED,
     EventSource,
@@ -141,7 +141,7 @@ async def create_batch(
             select(Batch).where(Batch.owner == owner, Batch.idempotency_key == idempotency_key)
         )
         if existing is not None:
-            jobs = await _batch_jobs(session, existing.id)
+            jobs = await batch_jobs(session, existing.id)
             await session.commit()
             _check_replay(existing.request_fingerprint, fingerprint)
             return existing, jobs, False
@@ -162,7 +162,7 @@ async def create_batch(
     return batch, jobs, True
 
 
-async def _batch_jobs(session: AsyncSession, batch_id: uuid.UUID) -> list[Job]:
+async def batch_jobs(session: AsyncSession, batch_id: uuid.UUID) -> list[Job]:
     # created in one transaction: same created_at, so the id keeps a stable order
     return list(
         await session.scalars(
@@ -177,7 +177,7 @@ async def get_batch(
     batch = await session.scalar(select(Batch).where(Batch.id == batch_id, Batch.owner == owner))
     if batch is None:
         raise ProblemError(404, "batch_not_found", "No such batch.")
-    return batch, await _batch_jobs(session, batch_id)
+    return batch, await batch_jobs(session, batch_id)
 
 
 async def promote_job(
@@ -385,13 +385,8 @@ async def list_jobs(
 ) -> tuple[list[Job], str | None]:
     """One page of jobs, newest first, and the cursor of the next page."""
     query = select(Job).where(*filters.where())
-    if cursor is not None:
-        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(*decode_cursor(cursor)))
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    rows = list(await session.scalars(query))
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
-    return page, next_cursor
+    keys = (Job.created_at, Job.id)
+    return await newest_first_page(session, query, keys, limit=limit, cursor=cursor)
 
 
 class ApplyResult(StrEnum):

@@ -11,8 +11,6 @@ content decides, never the `Content-Type` header.
 
 import asyncio
 import hashlib
-import ipaddress
-import socket
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ import httpx
 from pydantic_core import PydanticCustomError
 
 from app.config import Settings
-from app.public_urls import check_public_https_url
+from app.public_urls import HostNotPublic, check_public_https_url, resolve_publicly
 
 _SNIFF_BYTES = 12
 GONE_STATUSES = frozenset({403, 404, 410})  # an expired signed URL is a 403 at most CDNs
@@ -125,12 +123,13 @@ async def check_source(url: str, settings: Settings) -> None:
     except PydanticCustomError as exc:
         raise refused("media_unsafe_url", f"refused to fetch from {host}: {exc.message()}") from exc
     try:
-        addresses = await asyncio.get_running_loop().getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+        await resolve_publicly(host, 443)
     except OSError as exc:
         raise unavailable(f"cannot resolve {host}") from exc
-    for *_, sockaddr in addresses:
-        if not ipaddress.ip_address(sockaddr[0]).is_global:
-            raise refused("media_unsafe_url", f"refused to fetch from {host}: not a public address")
+    except HostNotPublic as exc:
+        raise refused(
+            "media_unsafe_url", f"refused to fetch from {host}: not a public address"
+        ) from exc
 
 
 def _check_response(response: httpx.Response, max_bytes: int) -> None:

@@ -62,7 +62,12 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture(autouse=True)
 async def clean_tables(db_engine: AsyncEngine) -> None:
     async with db_engine.begin() as conn:
-        await conn.execute(text("TRUNCATE jobs, job_events, batches RESTART IDENTITY CASCADE"))
+        await conn.execute(
+            text(
+                "TRUNCATE jobs, job_events, batches, outbound_endpoints, outbound_events, "
+                "outbound_messages, outbound_attempts RESTART IDENTITY CASCADE"
+            )
+        )
 
 
 @pytest.fixture(scope="module")

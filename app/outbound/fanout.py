@@ -1,0 +1,177 @@
+"""The outbox, fanned out: each event becomes one message per enabled endpoint that
+subscribes to its type, payload frozen now, in one transaction that also removes the
+event (claimed with SKIP LOCKED, so replicas share the work and none repeats it).
+
+`batch.completed` is found here: when a job of a batch ends, the batch is complete if no
+variant is left unfinished. Two variants ending at once may both find it complete; the
+message's dedupe key keeps one per endpoint.
+"""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db.models import Batch, Job, OutboundEndpoint, OutboundEvent, OutboundMessage
+from app.jobs.service import batch_jobs
+from app.jobs.states import TERMINAL
+from app.media.links import MediaLinks
+from app.outbound.payloads import batch_data, envelope, job_data, job_out
+from app.outbound.states import EventType, MessageStatus
+
+BATCH = 200  # outbox rows per transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    type: str
+    dedupe_key: str
+    job_id: uuid.UUID | None
+    payload: str  # the same for every endpoint of the same prompt choice
+
+
+async def add_messages(
+    session: AsyncSession, endpoint_ids: list[uuid.UUID], messages: list[Message]
+) -> list[uuid.UUID]:
+    """Insert messages, due now, skipping any already written (same endpoint and key);
+    returns the ids of those inserted."""
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "endpoint_id": endpoint_id,
+            "type": message.type,
+            "dedupe_key": message.dedupe_key,
+            "job_id": message.job_id,
+            "payload": message.payload,
+            "status": MessageStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for endpoint_id, message in zip(endpoint_ids, messages, strict=True)
+    ]
+    if not rows:
+        return []
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(OutboundMessage)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["endpoint_id", "dedupe_key"])
+        .returning(OutboundMessage.id)
+    )
+    return list(await session.scalars(statement))
+
+
+class Fanout:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], links: MediaLinks) -> None:
+        self._sessionmaker = sessionmaker
+        self._links = links
+
+    async def run(self) -> int:
+        """Fan out up to BATCH outbox events; returns how many were taken."""
+        async with self._sessionmaker() as session, session.begin():
+            events = list(
+                await session.scalars(
+                    select(OutboundEvent)
+                    .order_by(OutboundEvent.id)
+                    .limit(BATCH)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if not events:
+                return 0
+            endpoints = list(
+                await session.scalars(select(OutboundEndpoint).where(OutboundEndpoint.enabled))
+            )
+            jobs = {
+                job.id: job
+                for job in await session.scalars(
+                    select(Job).where(Job.id.in_({e.job_id for e in events}))
+                )
+            }
+            targets: list[uuid.UUID] = []
+            messages: list[Message] = []
+            for event in events:
+                job = jobs.get(event.job_id)
+                if job is None:
+                    continue
+                for endpoint, message in await self._messages(session, endpoints, event, job):
+                    targets.append(endpoint)
+                    messages.append(message)
+            await add_messages(session, targets, messages)
+            await session.execute(
+                delete(OutboundEvent).where(OutboundEvent.id.in_([e.id for e in events]))
+            )
+        return len(events)
+
+    async def _messages(
+        self,
+        session: AsyncSession,
+        endpoints: list[OutboundEndpoint],
+        event: OutboundEvent,
+        job: Job,
+    ) -> list[tuple[uuid.UUID, Message]]:
+        def render(prompt: bool) -> dict[str, Any]:
+            out = job_out(self._links, job, include_prompt=prompt)
+            return job_data(out, job.owner, event.job_event_id)
+
+        key = f"job_event:{event.job_event_id}" if event.job_event_id else f"{event.type}:{job.id}"
+        messages = _for_endpoints(endpoints, event, event.type, key, job.id, render)
+        if job.batch_id is not None and event.job_event_id is not None and job.status in TERMINAL:
+            messages += await self._batch_completed(session, endpoints, event, job.batch_id)
+        return messages
+
+    async def _batch_completed(
+        self,
+        session: AsyncSession,
+        endpoints: list[OutboundEndpoint],
+        event: OutboundEvent,
+        batch_id: uuid.UUID,
+    ) -> list[tuple[uuid.UUID, Message]]:
+        if not any(EventType.BATCH_COMPLETED in e.events for e in endpoints):
+            return []
+        unfinished = await session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.batch_id == batch_id, Job.status.not_in(list(TERMINAL)))
+        )
+        if unfinished:
+            return []
+        batch = await session.get(Batch, batch_id)
+        assert batch is not None
+        variants = await batch_jobs(session, batch_id)
+
+        def render(prompt: bool) -> dict[str, Any]:
+            jobs = [job_out(self._links, job, include_prompt=prompt) for job in variants]
+            return batch_data(batch, jobs, event.job_event_id or 0)
+
+        key = f"{EventType.BATCH_COMPLETED}:{batch_id}"
+        return _for_endpoints(endpoints, event, EventType.BATCH_COMPLETED, key, None, render)
+
+
+def _for_endpoints(
+    endpoints: list[OutboundEndpoint],
+    event: OutboundEvent,
+    event_type: str,
+    key: str,
+    job_id: uuid.UUID | None,
+    render: Callable[[bool], dict[str, Any]],
+) -> list[tuple[uuid.UUID, Message]]:
+    """The message of one event for each endpoint subscribed to its type; the payload is
+    rendered at most twice (with and without prompts)."""
+    payloads: dict[bool, str] = {}
+    out: list[tuple[uuid.UUID, Message]] = []
+    for endpoint in endpoints:
+        if event_type not in endpoint.events:
+            continue
+        prompt = endpoint.include_prompts
+        if prompt not in payloads:
+            payloads[prompt] = envelope(event_type, event.at, render(prompt))
+        out.append((endpoint.id, Message(event_type, key, job_id, payloads[prompt])))
+    return out

@@ -1,0 +1,37 @@
+"""The names the outbound webhooks use: event types, and the life of a message."""
+
+import uuid
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    JOB_QUEUED = "job.queued"
+    JOB_RUNNING = "job.running"
+    JOB_SUCCEEDED = "job.succeeded"
+    JOB_FAILED = "job.failed"
+    JOB_CANCELED = "job.canceled"
+    JOB_DELETED = "job.deleted"
+    BATCH_COMPLETED = "batch.completed"  # every variant of a batch is terminal
+
+
+# sent on an admin's request to one endpoint, whatever it subscribes to
+TEST_EVENT = "webhook.test"
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"  # due at next_attempt_at (or being sent, under a lease until then)
+    DELIVERED = "delivered"  # a 2xx answer
+    FAILED = "failed"  # every attempt of the schedule failed; an admin may retry it
+
+
+class AttemptResult(StrEnum):
+    DELIVERED = "delivered"
+    HTTP_ERROR = "http_error"  # an answer other than 2xx (a redirect included: not followed)
+    TIMEOUT = "timeout"
+    NETWORK_ERROR = "network_error"  # refused, reset, unresolvable
+    UNSAFE_URL = "unsafe_url"  # the host no longer resolves to a public address
+
+
+def webhook_id(message_id: uuid.UUID) -> str:
+    """The `webhook-id` header of a message: the same on every attempt, so receivers dedupe."""
+    return f"msg_{message_id.hex}"
