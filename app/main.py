@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.outbound_worker = outbound_worker if settings.outbound_enabled else None
         app.state.event_hub = hub = EventHub()
         if settings.outbound_enabled:
-            hub.on_any(outbound_worker.wake)  # a move may have written the outbox
+            hub.on_any(outbound_worker.on_move)
         if settings.is_sqlite:
             detach = publish_after_commit(sessionmaker, hub)
         else:

@@ -27,6 +27,7 @@ SECRETS = {
     "jwt_secret": "bench-jwt-secret-" + "x" * 24,
     "webhook_secret": "bench-hook-" + "y" * 30,
     "media_url_secret": "bench-media-" + "z" * 30,
+    "outbound_secrets_key": "bench-outbound-" + "w" * 30,
 }
 
 

@@ -2,6 +2,10 @@
 write it: every delivery is verified with the `standardwebhooks` library."""
 
 import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -10,6 +14,8 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
+
+from tests.harness import serve
 
 ERROR_BODY = "receiver broke: " + "x" * 5000  # longer than the 1 KB the service keeps
 
@@ -27,6 +33,7 @@ class Delivery:
     body: str
     verified_by: list[int]  # the indexes of `Receiver.secrets` that verify it
     answered: bool = False  # with a 2xx
+    arrived_at: float = field(default_factory=time.time)  # wall clock, as payload timestamps
 
     @property
     def webhook_id(self) -> str:
@@ -87,3 +94,14 @@ def verifies(secret: str, body: str, headers: dict[str, str]) -> bool:
     except WebhookVerificationError:
         return False
     return True
+
+
+@asynccontextmanager
+async def receiving(receiver: Receiver, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Serve `receiver` on a loopback port (or on `sock`, bound and not yet listening);
+    yields its webhook URL."""
+    async with serve(receiver.app(), sock) as url:
+        try:
+            yield f"{url}/hook"
+        finally:
+            receiver.release.set()

@@ -218,6 +218,9 @@ class OutboundMessage(Base):
             "ix_outbound_messages_endpoint_status_next", "endpoint_id", "status", "next_attempt_at"
         ),
         Index("ix_outbound_messages_endpoint_created", "endpoint_id", "created_at", "id"),
+        # deleting a job forgets its prompt in the messages about it
+        Index("ix_outbound_messages_job_id", "job_id"),
+        Index("ix_outbound_messages_batch_id", "batch_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -227,6 +230,7 @@ class OutboundMessage(Base):
     type: Mapped[str] = mapped_column(String(32))
     dedupe_key: Mapped[str] = mapped_column(String(80))
     job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # of batch.completed
     payload: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)

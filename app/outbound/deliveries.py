@@ -116,7 +116,7 @@ async def send_test_event(session: AsyncSession, endpoint_id: uuid.UUID) -> Deli
     if not endpoint.enabled:
         raise _endpoint_disabled()
     payload = envelope(TEST_EVENT, datetime.now(UTC), test_event_data(endpoint_id))
-    message = Message(TEST_EVENT, f"{TEST_EVENT}:{uuid.uuid4()}", None, payload)
+    message = Message(TEST_EVENT, f"{TEST_EVENT}:{uuid.uuid4()}", None, None, payload)
     (message_id,) = await add_messages(session, [endpoint_id], [message])
     await session.commit()
     return await get_delivery(session, endpoint_id, message_id)

@@ -2,6 +2,7 @@
 subscribes to its type, payload frozen now, in one transaction that also removes the
 event (claimed with SKIP LOCKED, so replicas share the work and none repeats it).
 
+A deletion also removes the job's prompt from the messages already written about it.
 `batch.completed` is found here: when a job of a batch ends, the batch is complete if no
 variant is left unfinished. Two variants ending at once may both find it complete; the
 message's dedupe key keeps one per endpoint.
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,7 +22,7 @@ from app.db.models import Batch, Job, OutboundEndpoint, OutboundEvent, OutboundM
 from app.jobs.service import batch_jobs
 from app.jobs.states import TERMINAL
 from app.media.links import MediaLinks
-from app.outbound.payloads import batch_data, envelope, job_data, job_out
+from app.outbound.payloads import batch_data, envelope, job_data, job_out, without_prompt
 from app.outbound.states import EventType, MessageStatus
 
 BATCH = 200  # outbox rows per transaction
@@ -32,6 +33,7 @@ class Message:
     type: str
     dedupe_key: str
     job_id: uuid.UUID | None
+    batch_id: uuid.UUID | None
     payload: str  # the same for every endpoint of the same prompt choice
 
 
@@ -48,6 +50,7 @@ async def add_messages(
             "type": message.type,
             "dedupe_key": message.dedupe_key,
             "job_id": message.job_id,
+            "batch_id": message.batch_id,
             "payload": message.payload,
             "status": MessageStatus.PENDING,
             "attempts": 0,
@@ -121,8 +124,10 @@ class Fanout:
             out = job_out(self._links, job, include_prompt=prompt)
             return job_data(out, job.owner, event.job_event_id)
 
+        if event.type == EventType.JOB_DELETED:
+            await _forget_prompt(session, job)
         key = f"job_event:{event.job_event_id}" if event.job_event_id else f"{event.type}:{job.id}"
-        messages = _for_endpoints(endpoints, event, event.type, key, job.id, render)
+        messages = _for_endpoints(endpoints, event, event.type, key, (job.id, None), render)
         if job.batch_id is not None and event.job_event_id is not None and job.status in TERMINAL:
             messages += await self._batch_completed(session, endpoints, event, job.batch_id)
         return messages
@@ -152,7 +157,8 @@ class Fanout:
             return batch_data(batch, jobs, event.job_event_id or 0)
 
         key = f"{EventType.BATCH_COMPLETED}:{batch_id}"
-        return _for_endpoints(endpoints, event, EventType.BATCH_COMPLETED, key, None, render)
+        about = (None, batch_id)
+        return _for_endpoints(endpoints, event, EventType.BATCH_COMPLETED, key, about, render)
 
 
 def _for_endpoints(
@@ -160,7 +166,7 @@ def _for_endpoints(
     event: OutboundEvent,
     event_type: str,
     key: str,
-    job_id: uuid.UUID | None,
+    about: tuple[uuid.UUID | None, uuid.UUID | None],
     render: Callable[[bool], dict[str, Any]],
 ) -> list[tuple[uuid.UUID, Message]]:
     """The message of one event for each endpoint subscribed to its type; the payload is
@@ -173,5 +179,15 @@ def _for_endpoints(
         prompt = endpoint.include_prompts
         if prompt not in payloads:
             payloads[prompt] = envelope(event_type, event.at, render(prompt))
-        out.append((endpoint.id, Message(event_type, key, job_id, payloads[prompt])))
+        out.append((endpoint.id, Message(event_type, key, *about, payloads[prompt])))
     return out
+
+
+async def _forget_prompt(session: AsyncSession, job: Job) -> None:
+    """A deleted job's prompt goes from the messages about it too (its own events, and its
+    batch's completion): a retry sends them without it, and our database keeps none."""
+    about = [OutboundMessage.job_id == job.id]
+    if job.batch_id is not None:
+        about.append(OutboundMessage.batch_id == job.batch_id)
+    for message in await session.scalars(select(OutboundMessage).where(or_(*about))):
+        message.payload = without_prompt(message.payload, job.id)

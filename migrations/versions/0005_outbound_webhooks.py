@@ -7,7 +7,8 @@ Create Date: 2026-11-26
 Triggers write the outbox row of each job move (an insert into `job_events`) and of each
 deletion (`jobs.deleted_at` set) in the transaction that makes it, on Postgres and SQLite
 alike: no code path that moves or deletes a job can forget to tell the endpoints, and a
-crash after the commit loses nothing. While no endpoint is enabled they write nothing.
+crash after the commit loses nothing. While no endpoint is enabled they write nothing (a
+deletion: while none exists).
 """
 
 from collections.abc import Sequence
@@ -20,20 +21,25 @@ down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_ANY_ENDPOINT = "EXISTS (SELECT 1 FROM outbound_endpoints WHERE enabled)"
+_ENABLED_ENDPOINT = "EXISTS (SELECT 1 FROM outbound_endpoints WHERE enabled)"
+_ANY_ENDPOINT = "EXISTS (SELECT 1 FROM outbound_endpoints)"
 _DELETION = "OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL"
-# (trigger, table and event, condition, the outbox row's values)
+# (trigger, table and event, row condition, endpoint condition, the outbox row's values);
+# a deletion is written while any endpoint exists: its fan-out also removes the prompt from
+# the messages already stored about the job, a disabled endpoint's included
 TRIGGERS = (
     (
         "job_events_outbox",
         "INSERT ON job_events",
         None,
+        _ENABLED_ENDPOINT,
         "'job.' || NEW.to_status, NEW.job_id, NEW.id, NEW.at",
     ),
     (
         "jobs_deleted_outbox",
         "UPDATE OF deleted_at ON jobs",
         _DELETION,
+        _ANY_ENDPOINT,
         "'job.deleted', NEW.id, NULL, NEW.deleted_at",
     ),
 )
@@ -41,14 +47,14 @@ _INSERT = "INSERT INTO outbound_events (type, job_id, job_event_id, at) VALUES (
 
 
 def _create_triggers(dialect: str) -> None:
-    for name, on, condition, values in TRIGGERS:
+    for name, on, condition, endpoints, values in TRIGGERS:
         insert = _INSERT.format(values=values)
         if dialect == "postgresql":
             op.execute(
                 f"""
                 CREATE FUNCTION {name}() RETURNS trigger AS $$
                 BEGIN
-                  IF {_ANY_ENDPOINT} THEN {insert}; END IF;
+                  IF {endpoints} THEN {insert}; END IF;
                   RETURN NEW;
                 END
                 $$ LANGUAGE plpgsql
@@ -59,12 +65,12 @@ def _create_triggers(dialect: str) -> None:
                 f"CREATE TRIGGER {name} AFTER {on} FOR EACH ROW {when} EXECUTE FUNCTION {name}()"
             )
         else:
-            when = " AND ".join(c for c in (condition, _ANY_ENDPOINT) if c)
+            when = " AND ".join(c for c in (condition, endpoints) if c)
             op.execute(f"CREATE TRIGGER {name} AFTER {on} WHEN {when} BEGIN {insert}; END")
 
 
 def _drop_triggers(dialect: str) -> None:
-    for name, on, _, _ in TRIGGERS:
+    for name, on, *_ in TRIGGERS:
         if dialect == "postgresql":
             op.execute(f"DROP TRIGGER {name} ON {on.split(' ON ')[1]}")
             op.execute(f"DROP FUNCTION {name}()")
@@ -112,6 +118,7 @@ def upgrade() -> None:
         sa.Column("type", sa.String(length=32), nullable=False),
         sa.Column("dedupe_key", sa.String(length=80), nullable=False),
         sa.Column("job_id", sa.Uuid(), nullable=True),
+        sa.Column("batch_id", sa.Uuid(), nullable=True),
         sa.Column("payload", sa.Text(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -141,6 +148,8 @@ def upgrade() -> None:
         "outbound_messages",
         ["endpoint_id", "created_at", "id"],
     )
+    op.create_index("ix_outbound_messages_job_id", "outbound_messages", ["job_id"])
+    op.create_index("ix_outbound_messages_batch_id", "outbound_messages", ["batch_id"])
     op.create_table(
         "outbound_attempts",
         sa.Column(
@@ -172,6 +181,8 @@ def downgrade() -> None:
     _drop_triggers(op.get_bind().dialect.name)
     op.drop_index("ix_outbound_attempts_message_id", table_name="outbound_attempts")
     op.drop_table("outbound_attempts")
+    op.drop_index("ix_outbound_messages_batch_id", table_name="outbound_messages")
+    op.drop_index("ix_outbound_messages_job_id", table_name="outbound_messages")
     op.drop_index("ix_outbound_messages_endpoint_created", table_name="outbound_messages")
     op.drop_index("ix_outbound_messages_endpoint_status_next", table_name="outbound_messages")
     op.drop_table("outbound_messages")

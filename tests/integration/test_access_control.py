@@ -61,7 +61,13 @@ async def test_every_endpoint_refuses_bad_credentials(api: Stack) -> None:
     job, batch = await alices_job_and_batch(api)
     checked = 0
     for method, path in routes(api):
-        url = path.format(job_id=job["id"], batch_id=batch["id"], subject="alice")
+        url = path.format(
+            job_id=job["id"],
+            batch_id=batch["id"],
+            subject="alice",
+            endpoint_id=uuid.uuid4(),
+            delivery_id=uuid.uuid4(),
+        )
         for name, token in bad_tokens(api).items():
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             response = await api.http.request(

@@ -11,7 +11,15 @@ from app.db.migrate import run_on_connection
 from app.db.models import Base
 from tests.integration.conftest import fresh_postgres_database
 
-TABLES = {"jobs", "job_events", "batches"}
+TABLES = {
+    "jobs",
+    "job_events",
+    "batches",
+    "outbound_endpoints",
+    "outbound_events",
+    "outbound_messages",
+    "outbound_attempts",
+}
 
 
 def _diff(connection: Connection) -> list[object]:

@@ -3,41 +3,38 @@ the `standardwebhooks` library, through receivers that are down, failing, hangin
 redirecting, across secret rotation, a SIGKILL and two replicas."""
 
 import asyncio
-import socket
+import signal
+from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 from unittest import mock
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import webhooks as standardwebhooks_module
 
-from app.db.models import JobEvent, OutboundEndpoint
+from app.db.models import JobEvent, OutboundEndpoint, OutboundMessage
 from app.outbound.states import EventType
 from tests.harness import (
+    MEDIA_ROOT,
     Stack,
+    bearer,
     bound_socket,
+    free_port,
+    make_settings,
     running_stack,
-    serve,
+    service_env,
+    start_service,
     url_of,
     wait_until,
 )
-from tests.webhook_receiver import ERROR_BODY, Mode, Receiver, verifies
+from tests.webhook_receiver import ERROR_BODY, Mode, Receiver, receiving, verifies
 
 ADMIN_TOKEN = "admin-token-for-webhook-tests-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@asynccontextmanager
-async def receiving(receiver: Receiver, sock: socket.socket | None = None) -> AsyncIterator[str]:
-    async with serve(receiver.app(), sock) as url:
-        try:
-            yield f"{url}/hook"
-        finally:
-            receiver.release.set()
 
 
 async def add_endpoint(stack: Stack, url: str, **body: Any) -> dict[str, Any]:
@@ -206,6 +203,15 @@ async def test_every_event_arrives_through_a_receiver_down_then_failing_then_up(
 
             await wait_until(all_arrived, within=60)
             assert len(received_events(receiver)) == len(expected)  # one message per event
+            # the deleted job's messages still waiting when it was deleted go without its
+            # prompt, and none is kept in our database; the others carry theirs
+            for delivery in receiver.unique().values():
+                job = delivery.payload["data"].get("job")
+                if job is not None:
+                    assert (job["prompt"] is None) == (job["id"] == jobs[0]["id"])
+            async with db_engine.connect() as conn:
+                payloads = (await conn.execute(select(OutboundMessage.payload))).scalars().all()
+            assert not [p for p in payloads if jobs[0]["prompt"] in p]
             assert_duplicates_share_their_id(receiver)
             assert all(d.verified_by == [0] for d in receiver.received)
 
@@ -242,3 +248,204 @@ async def test_every_event_arrives_through_a_receiver_down_then_failing_then_up(
     assert verifies(receiver.secrets[0], done.body, done.headers)
     with mock.patch.object(standardwebhooks_module, "datetime", Later):
         assert not verifies(receiver.secrets[0], done.body, done.headers)
+
+
+async def test_a_rotated_secret_keeps_signing_through_its_grace_period(
+    database_url: str,
+) -> None:
+    receiver = Receiver()
+    async with stack_with_webhooks(database_url) as stack, receiving(receiver) as url:
+        endpoint = await add_endpoint(stack, url, events=["job.queued"])
+        path = f"/admin/webhook-endpoints/{endpoint['id']}"
+        rotated = await stack.http.post(f"{path}/rotate-secret", headers=ADMIN)
+        assert rotated.status_code == 200, rotated.text
+        old, new = endpoint["secret"], rotated.json()["secret"]
+        assert new != old and new.startswith("whsec_")
+        receiver.secrets = [old, new]  # index 0: a receiver still on the old secret
+        for _ in range(3):
+            await stack.create_job()
+        await wait_until(lambda: asyncio.sleep(0, len(receiver.accepted()) == 3))
+        # within the grace period, a receiver holding only one of them accepts every delivery
+        assert all(d.verified_by == [0, 1] for d in receiver.received)
+
+        # a rotation without grace: the secret rotated out signs nothing any more
+        again = await stack.http.post(
+            f"{path}/rotate-secret", json={"grace_seconds": 0}, headers=ADMIN
+        )
+        newest = again.json()["secret"]
+        receiver.secrets = [new, newest]
+        receiver.received.clear()
+        await stack.create_job()
+        await wait_until(lambda: asyncio.sleep(0, len(receiver.accepted()) == 1))
+        assert receiver.received[0].verified_by == [1]
+
+
+async def test_a_redirect_is_not_followed_and_a_hanging_receiver_is_cut_and_retried(
+    database_url: str,
+) -> None:
+    receiver = Receiver(mode=Mode.REDIRECT)
+    async with (
+        stack_with_webhooks(
+            database_url, outbound_timeout_seconds=0.5, outbound_retry_schedule=[0.1] * 50
+        ) as stack,
+        receiving(receiver) as url,
+    ):
+        endpoint = await add_endpoint(stack, url)
+        receiver.secrets = [endpoint["secret"]]
+        test = await stack.http.post(
+            f"/admin/webhook-endpoints/{endpoint['id']}/test", headers=ADMIN
+        )
+        assert test.status_code == 202 and test.json()["type"] == "webhook.test"
+        await wait_until(lambda: asyncio.sleep(0, len(receiver.received) >= 2))
+        receiver.mode = Mode.HANG
+        await wait_until(lambda: asyncio.sleep(0, len(receiver.received) >= 4))
+        receiver.mode = Mode.OK
+        await wait_until(lambda: asyncio.sleep(0, len(receiver.accepted()) == 1))
+        (delivery,) = await deliveries(stack, endpoint["id"])
+        assert delivery["id"] == test.json()["id"] and delivery["status"] == "delivered"
+        results = [(a["result"], a["status_code"]) for a in delivery["history"]]
+        assert ("http_error", 307) in results and ("timeout", None) in results
+        redirect = next(a for a in delivery["history"] if a["status_code"] == 307)
+        assert "not followed" in redirect["error"]
+        # every request reached this receiver (none followed the redirect), with one id
+        assert {d.webhook_id for d in receiver.received} == {delivery["webhook_id"]}
+
+
+async def test_an_endpoint_failing_too_long_is_disabled_and_an_admin_brings_it_back(
+    database_url: str,
+) -> None:
+    receiver = Receiver(mode=Mode.ERROR)
+    async with (
+        stack_with_webhooks(
+            database_url,
+            outbound_disable_after_seconds=0.3,
+            outbound_retry_schedule=[0.1, 0.1],
+        ) as stack,
+        receiving(receiver) as url,
+    ):
+        endpoint = await add_endpoint(stack, url, events=["job.queued"], include_prompts=False)
+        receiver.secrets = [endpoint["secret"]]
+        path = f"/admin/webhook-endpoints/{endpoint['id']}"
+        job = await stack.create_job(prompt="a secret birthday surprise")
+
+        async def disabled() -> bool:
+            return not (await stack.http.get(path, headers=ADMIN)).json()["enabled"]
+
+        while not await disabled():  # failing since the first attempt; new events keep failing
+            await stack.create_job()
+            await asyncio.sleep(0.1)
+        state = (await stack.http.get(path, headers=ADMIN)).json()
+        assert state["disabled_at"] and "500" in state["disabled_reason"]
+        metrics = (await stack.http.get("/metrics", headers=ADMIN)).text
+        assert "seedance_outbound_endpoints_disabled_total 1.0" in metrics
+        assert (
+            f'seedance_outbound_attempts_total{{endpoint="{endpoint["id"]}",result="http_error"}}'
+            in metrics
+        )
+        assert f'seedance_outbound_oldest_pending_seconds{{endpoint="{endpoint["id"]}"}}' in metrics
+
+        failed = [d for d in await deliveries(stack, endpoint["id"]) if d["status"] == "failed"]
+        assert failed and all(len(d["history"]) == 3 for d in failed)  # 1 + the schedule's 2
+        first = next(d for d in failed if d["job_id"] == job["id"])
+        retry = await stack.http.post(f"{path}/deliveries/{first['id']}/retry", headers=ADMIN)
+        assert (retry.status_code, retry.json()["code"]) == (409, "webhook_endpoint_disabled")
+
+        receiver.mode = Mode.OK
+        enabled = await stack.http.patch(path, json={"enabled": True}, headers=ADMIN)
+        assert enabled.json()["enabled"] and enabled.json()["failing_since"] is None
+        retry = await stack.http.post(f"{path}/deliveries/{first['id']}/retry", headers=ADMIN)
+        assert retry.status_code == 202 and retry.json()["status"] == "pending"
+
+        async def redelivered() -> bool:
+            got = await stack.http.get(f"{path}/deliveries/{first['id']}", headers=ADMIN)
+            return bool(got.json()["status"] == "delivered")
+
+        await wait_until(redelivered)
+        payload = next(d for d in receiver.accepted() if d.webhook_id == first["webhook_id"])
+        assert payload.payload["data"]["job"]["prompt"] is None  # the endpoint opted out
+        assert payload.payload["data"]["job"]["id"] == job["id"]
+
+
+async def test_two_replicas_send_each_message_once(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    receiver = Receiver()
+    async with (
+        receiving(receiver) as url,
+        stack_with_webhooks(database_url) as one,
+        stack_with_webhooks(database_url) as two,
+    ):
+        endpoint = await add_endpoint(one, url, events=["job.queued", "job.canceled"])
+        receiver.secrets = [endpoint["secret"]]
+        created = await asyncio.gather(
+            *(stack.create_job() for stack in (one, two) for _ in range(40))
+        )
+        for job in created[::4]:
+            canceled = await two.http.post(f"/jobs/{job['id']}/cancel", headers=two.headers())
+            assert canceled.status_code == 200, canceled.text
+        expected = len(created) + len(created[::4])
+        await wait_until(lambda: asyncio.sleep(0, len(receiver.unique()) == expected))
+        async with db_engine.connect() as conn:
+            attempts = (await conn.execute(select(OutboundMessage.attempts))).scalars().all()
+    assert len(attempts) == expected and set(attempts) == {1}
+    assert Counter(d.webhook_id for d in receiver.received).most_common(1)[0][1] == 1
+
+
+async def test_a_sigkill_between_the_move_and_the_send_loses_nothing(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    """The service runs as its own process and is SIGKILLed while its first attempt hangs;
+    after a restart the message is sent again (same webhook-id) once its lease runs out."""
+    receiver = Receiver(mode=Mode.HANG)
+    port = free_port()
+    settings = {
+        "database_url": database_url,
+        "admin_token": ADMIN_TOKEN,
+        "dispatcher_enabled": False,
+        "reconciler_enabled": False,
+        "media_worker_enabled": False,
+        "media_root": MEDIA_ROOT,
+        "outbound_poll_seconds": 0.05,
+        "outbound_timeout_seconds": 1.0,
+        "outbound_retry_schedule": [0.1],
+    }
+    env = service_env(settings)
+    async with receiving(receiver) as url:
+        service = await start_service(port, env)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                response = await http.post(
+                    "/admin/webhook-endpoints",
+                    json={"url": url, "events": ["job.queued"]},
+                    headers=ADMIN,
+                )
+                receiver.secrets = [response.json()["secret"]]
+                job = await http.post(
+                    "/jobs",
+                    json={"prompt": "a kite over the dunes"},
+                    headers=bearer(make_settings(database_url), "alice"),
+                )
+                assert job.status_code == 202, job.text
+                await asyncio.wait_for(receiver.arrived.wait(), 30)  # the send is under way
+                service.send_signal(signal.SIGKILL)
+                await service.wait()
+                receiver.mode = Mode.OK
+                service = await start_service(port, env)
+                await wait_until(lambda: asyncio.sleep(0, len(receiver.accepted()) == 1))
+
+                async def recorded() -> bool:
+                    async with db_engine.connect() as conn:
+                        status = await conn.scalar(select(OutboundMessage.status))
+                    return status == "delivered"
+
+                await wait_until(recorded)
+        finally:
+            service.send_signal(signal.SIGKILL)
+            await service.wait()
+    first, *_ = receiver.received
+    (delivered,) = receiver.accepted()
+    assert delivered.webhook_id == first.webhook_id and delivered.body == first.body
+    assert delivered.payload["data"]["job"]["id"] == job.json()["id"]
+    async with db_engine.connect() as conn:
+        message = (await conn.execute(select(OutboundMessage))).one()
+    assert (message.status, message.attempts) == ("delivered", 2)  # the killed one, then this

@@ -219,6 +219,7 @@ async def test_production_has_no_dev_tokens_and_no_playground_by_default(
         "jwt_secret": "p" * 40,
         "webhook_secret": "w" * 40,
         "media_url_secret": "m" * 40,
+        "outbound_secrets_key": "o" * 40,
     }
     async with running_stack(database_url, **production) as stack:
         assert (await stack.http.get("/playground/")).status_code == 404

@@ -1,7 +1,10 @@
 """Secrets stay secret: over a job's whole life with every logger at DEBUG, neither the
-Seedance key, a bearer token, the JWT secret, the webhook secret nor the media URL secret
-appears in any log line, response body or header (errors included), or stored row."""
+Seedance key, a bearer token, the JWT secret, the webhook secret, the media URL secret, an
+outbound endpoint's signing secrets (after the one answer that shows each) nor the key that
+encrypts them appears in any log line, response body or header (errors included), or
+stored row."""
 
+import asyncio
 import logging
 
 import httpx
@@ -10,12 +13,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.harness import SEEDANCE_TEST_KEY, running_stack, wait_until
+from tests.webhook_receiver import Receiver, receiving
+
+ADMIN_TOKEN = "admin-token-for-the-secrets-test-0123456789"
 
 
 async def test_no_secret_reaches_logs_responses_or_the_database(
     database_url: str, db_engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[str] = []
+    receiver = Receiver()
 
     async def keep(response: httpx.Response) -> None:
         if "text/event-stream" not in response.headers.get("content-type", ""):
@@ -23,16 +30,30 @@ async def test_no_secret_reaches_logs_responses_or_the_database(
             seen.append(response.text)
         seen.append(repr(response.headers.multi_items()))
 
-    async with running_stack(
-        database_url,
-        sim_config={"generate_5xx_rate": 0.5, "task_failure_rate": 0.3, "seed": 3},
-        confirm_success_with_status=True,
-        dispatcher_enabled=True,
-        reconciler_enabled=True,
-        log_level="DEBUG",
-    ) as stack:
+    async with (
+        running_stack(
+            database_url,
+            sim_config={"generate_5xx_rate": 0.5, "task_failure_rate": 0.3, "seed": 3},
+            confirm_success_with_status=True,
+            dispatcher_enabled=True,
+            reconciler_enabled=True,
+            log_level="DEBUG",
+            admin_token=ADMIN_TOKEN,
+            outbound_enabled=True,
+        ) as stack,
+        receiving(receiver) as hook,
+    ):
         for name in ("", "httpx", "httpcore", "sqlalchemy.engine", "uvicorn", "app"):
             caplog.set_level(logging.DEBUG, logger=name)
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with httpx.AsyncClient(base_url=stack.url) as shown_once:  # not kept
+            endpoint = (
+                await shown_once.post("/admin/webhook-endpoints", json={"url": hook}, headers=admin)
+            ).json()
+            rotated = await shown_once.post(
+                f"/admin/webhook-endpoints/{endpoint['id']}/rotate-secret", headers=admin
+            )
+        receiver.secrets = [endpoint["secret"], rotated.json()["secret"]]
         stack.http.event_hooks["response"].append(keep)
         headers = stack.headers()
         token = headers["Authorization"].removeprefix("Bearer ")
@@ -42,7 +63,12 @@ async def test_no_secret_reaches_logs_responses_or_the_database(
             "jwt secret": stack.settings.jwt_secret.get_secret_value(),
             "webhook secret": stack.settings.webhook_secret.get_secret_value(),
             "media URL secret": stack.settings.media_url_secret.get_secret_value(),
+            "outbound secrets key": stack.settings.outbound_secrets_key.get_secret_value(),
+            "admin token": ADMIN_TOKEN,
         }
+        for number, secret in enumerate(receiver.secrets):
+            secrets[f"endpoint secret {number}"] = secret
+            secrets[f"endpoint secret {number}, unprefixed"] = secret.removeprefix("whsec_")
         jobs = [await stack.create_job(prompt=f"variant {i}") for i in range(4)]
         async with stack.http.stream(
             "GET", f"/jobs/{jobs[0]['id']}/events", headers=headers
@@ -53,6 +79,8 @@ async def test_no_secret_reaches_logs_responses_or_the_database(
             return all(j.status in {"succeeded", "failed"} for j in await stack.jobs())
 
         await wait_until(done)
+        await wait_until(lambda: asyncio.sleep(0, len(receiver.accepted()) >= 12))
+        await stack.http.get(f"/admin/webhook-endpoints/{endpoint['id']}/deliveries", headers=admin)
         for path in ("/jobs", f"/jobs/{jobs[1]['id']}", "/me/usage", "/readyz"):
             assert (await stack.http.get(path, headers=headers)).status_code == 200
         for job in jobs:  # the stored videos, through their signed URLs
@@ -70,7 +98,14 @@ async def test_no_secret_reaches_logs_responses_or_the_database(
     async with db_engine.connect() as conn:
         stored = [
             repr(row)
-            for table in ("jobs", "job_events", "batches")
+            for table in (
+                "jobs",
+                "job_events",
+                "batches",
+                "outbound_endpoints",
+                "outbound_messages",
+                "outbound_attempts",
+            )
             for row in (await conn.execute(text(f"SELECT * FROM {table}"))).all()  # noqa: S608
         ]
     logs = [f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records]
