@@ -3,8 +3,9 @@ rotate the secret with a grace period."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -109,7 +110,9 @@ async def rotate_secret(
     return endpoint, secret
 
 
-def signing_secrets(endpoint: OutboundEndpoint, box: SecretBox, now: datetime) -> list[str]:
+def signing_secrets(
+    endpoint: OutboundEndpoint | Row[Any], box: SecretBox, now: datetime
+) -> list[str]:
     """The secrets that sign a message sent now: the current one, and the previous one
     while its grace period lasts."""
     sealed = [endpoint.secret]

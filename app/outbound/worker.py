@@ -19,12 +19,13 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Update, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Insert, Update, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.availability import write_through_outage
-from app.db.models import OutboundAttempt, OutboundEndpoint, OutboundMessage
+from app.db.models import OutboundAttempt, OutboundEndpoint, OutboundMessage, UTCDateTime
+from app.db.one_row import OneRowStatement
 from app.jobs.background import PooledLoop
 from app.media.links import MediaLinks
 from app.metrics import OUTBOUND_ATTEMPTS, OUTBOUND_ENDPOINTS_DISABLED
@@ -63,26 +64,89 @@ _MESSAGES = OutboundMessage.__table__
 _ENDPOINTS = OutboundEndpoint.__table__
 
 
-def _claim_statement(endpoint_id: uuid.UUID, room: int, now: datetime, lease: datetime) -> Update:
-    """Up to `room` due messages of one endpoint, claimed in one statement: the rows are
-    picked with SKIP LOCKED (another replica's claim passes them by) and leased."""
+def _claim_statement() -> Update:
+    """Up to `:claim_room` due messages of endpoint `:claim_endpoint`, claimed in one
+    statement: the rows are picked with SKIP LOCKED (another replica's claim passes them
+    by) and leased until `:claim_lease`. Built once: a round per freed slot makes it hot."""
+    now = bindparam("claim_now", type_=UTCDateTime())
     due = (
         select(_MESSAGES.c.id)
         .where(
-            _MESSAGES.c.endpoint_id == endpoint_id,
+            _MESSAGES.c.endpoint_id == bindparam("claim_endpoint"),
             _MESSAGES.c.status == MessageStatus.PENDING,
             _MESSAGES.c.next_attempt_at <= now,
         )
         .order_by(_MESSAGES.c.next_attempt_at, _MESSAGES.c.id)
-        .limit(room)
+        .limit(bindparam("claim_room"))
         .with_for_update(skip_locked=True)
     )
     return (
         update(_MESSAGES)
         .where(_MESSAGES.c.id.in_(due))
-        .values(attempts=_MESSAGES.c.attempts + 1, next_attempt_at=lease)
+        .values(
+            attempts=_MESSAGES.c.attempts + 1,
+            next_attempt_at=bindparam("claim_lease", type_=UTCDateTime()),
+        )
         .returning(_MESSAGES.c.id, _MESSAGES.c.attempts, _MESSAGES.c.payload)
     )
+
+
+_CLAIM = _claim_statement()
+
+
+def _claimed(order: SendOrder) -> Update:
+    """The UPDATE of a message whose claim by `order` still holds (re-checked under the
+    row lock), returning its id: nothing when a later claim superseded it."""
+    return (
+        update(_MESSAGES)
+        .where(
+            _MESSAGES.c.id == order.message_id,
+            _MESSAGES.c.status == MessageStatus.PENDING,
+            _MESSAGES.c.attempts == order.attempt,
+        )
+        .returning(_MESSAGES.c.id)
+    )
+
+
+def _record_statement() -> Insert:
+    """An attempt's outcome as one statement (Postgres): the message's UPDATE, under its
+    claim (see `_claimed`), feeds the attempt's INSERT; nothing is written when the claim
+    was superseded."""
+    messages, attempts = _MESSAGES.c, OutboundAttempt.__table__
+    at = bindparam("at", type_=UTCDateTime())
+    status_code = bindparam("status_code", type_=attempts.c.status_code.type)
+    error = bindparam("error", type_=attempts.c.error.type)
+    updated = (
+        update(_MESSAGES)
+        .where(
+            messages.id == bindparam("message_id"),
+            messages.status == MessageStatus.PENDING,
+            messages.attempts == bindparam("attempt"),
+        )
+        .values(
+            status=bindparam("status", type_=messages.status.type),
+            delivered_at=bindparam("delivered_at", type_=UTCDateTime()),
+            next_attempt_at=bindparam("next_attempt_at", type_=UTCDateTime()),
+            last_status_code=status_code,
+            last_error=error,
+        )
+        .returning(messages.id)
+        .cte("updated")
+    )
+    row = select(
+        updated.c.id,
+        at,
+        bindparam("result", type_=attempts.c.result.type),
+        status_code,
+        bindparam("latency_ms", type_=attempts.c.latency_ms.type),
+        error,
+        bindparam("response_body", type_=attempts.c.response_body.type),
+    )
+    columns = ["message_id", "at", "result", "status_code", "latency_ms", "error", "response_body"]
+    return insert(attempts).from_select(columns, row).returning(attempts.c.id)
+
+
+_RECORD = OneRowStatement(_record_statement())
 
 
 class OutboundWorker(PooledLoop):
@@ -97,6 +161,7 @@ class OutboundWorker(PooledLoop):
     ) -> None:
         super().__init__(settings.outbound_poll_seconds, settings.outbound_concurrency)
         self._sessionmaker = sessionmaker
+        self._engine: AsyncEngine = sessionmaker.kw["bind"]
         self._fanout = Fanout(sessionmaker, links)
         self._box = box
         self._settings = settings
@@ -139,10 +204,8 @@ class OutboundWorker(PooledLoop):
         free = self.free_slots
         now = datetime.now(UTC)
         orders: list[SendOrder] = []
-        async with self._sessionmaker() as session, session.begin():
-            endpoints = list(
-                await session.scalars(select(OutboundEndpoint).where(OutboundEndpoint.enabled))
-            )
+        async with self._engine.begin() as conn:  # Core: a round a slot, no session needed
+            endpoints = list(await conn.execute(select(_ENDPOINTS).where(_ENDPOINTS.c.enabled)))
             random.shuffle(endpoints)  # no endpoint always first in line for the free slots
             for endpoint in endpoints:
                 room = min(
@@ -151,11 +214,10 @@ class OutboundWorker(PooledLoop):
                 )
                 if room <= 0:
                     continue
-                claimed = (
-                    await session.execute(
-                        _claim_statement(endpoint.id, room, now, now + self.lease())
-                    )
-                ).all()
+                lease = now + self.lease()
+                params = {"endpoint": endpoint.id, "room": room, "now": now, "lease": lease}
+                claim = {f"claim_{name}": value for name, value in params.items()}
+                claimed = (await conn.execute(_CLAIM, claim)).all()
                 if not claimed:
                     continue
                 secrets = signing_secrets(endpoint, self._box, now)
@@ -196,6 +258,9 @@ class OutboundWorker(PooledLoop):
     def _message_outcome(self, order: SendOrder, outcome: Outcome, now: datetime) -> dict[str, Any]:
         """The message's columns after this attempt."""
         values: dict[str, Any] = {
+            "status": MessageStatus.PENDING,
+            "delivered_at": None,
+            "next_attempt_at": now,
             "last_status_code": outcome.status_code,
             "last_error": outcome.error,
         }
@@ -213,53 +278,54 @@ class OutboundWorker(PooledLoop):
         return {**values, "next_attempt_at": now + delay}
 
     async def _record(self, order: SendOrder, outcome: Outcome) -> None:
-        """The attempt's outcome, if this claim still holds: two statements on the happy
-        path (the message, its attempt), the endpoint's record only when it changes."""
+        """The attempt's outcome, if this claim still holds; the endpoint's record only when
+        it changes (a first failure, a success after failures, a limit reached)."""
         now = datetime.now(UTC)
-        async with self._sessionmaker() as session, session.begin():
-            still_ours = await session.scalar(
-                update(_MESSAGES)
-                .where(
-                    _MESSAGES.c.id == order.message_id,
-                    _MESSAGES.c.status == MessageStatus.PENDING,
-                    _MESSAGES.c.attempts == order.attempt,
-                )
-                .values(self._message_outcome(order, outcome, now))
-                .returning(_MESSAGES.c.id)
-            )
-            if still_ours is None:
-                logger.warning("webhook %s: attempt superseded", webhook_id(order.message_id))
-                return
-            await session.execute(
-                insert(OutboundAttempt.__table__).values(
-                    message_id=order.message_id,
-                    at=now,
-                    result=outcome.result,
-                    status_code=outcome.status_code,
-                    latency_ms=outcome.latency_ms,
-                    error=outcome.error,
-                    response_body=outcome.response_body,
-                )
-            )
-            endpoint = update(_ENDPOINTS).where(_ENDPOINTS.c.id == order.endpoint_id)
-            if outcome.result is AttemptResult.DELIVERED:
-                if order.failing_since is not None:
-                    await session.execute(endpoint.values(failing_since=None))
-            elif order.failing_since is None:
-                await session.execute(
-                    endpoint.where(_ENDPOINTS.c.failing_since.is_(None)).values(failing_since=now)
-                )
-            elif now - order.failing_since >= self._disable_after():
-                await self._disable_if_failing_too_long(session, order.endpoint_id, outcome, now)
+        attempt = {
+            "message_id": order.message_id,
+            "at": now,
+            "result": outcome.result,
+            "status_code": outcome.status_code,
+            "latency_ms": outcome.latency_ms,
+            "error": outcome.error,
+            "response_body": outcome.response_body,
+        }
+        message = self._message_outcome(order, outcome, now)
+        if self._engine.dialect.name == "postgresql":
+            values = {**message, **attempt, "attempt": order.attempt}
+            recorded = await _RECORD.first(self._engine, **values) is not None
+        else:  # SQLite has no UPDATE inside WITH
+            async with self._sessionmaker() as session, session.begin():
+                recorded = await session.scalar(_claimed(order).values(message)) is not None
+                if recorded:
+                    await session.execute(insert(OutboundAttempt.__table__).values(attempt))
+        if not recorded:
+            logger.warning("webhook %s: attempt superseded", webhook_id(order.message_id))
+            return
+        endpoint = update(_ENDPOINTS).where(_ENDPOINTS.c.id == order.endpoint_id)
+        if outcome.result is AttemptResult.DELIVERED:
+            if order.failing_since is not None:
+                await self._execute(endpoint.values(failing_since=None))
+        elif order.failing_since is None:
+            first_failure = _ENDPOINTS.c.failing_since.is_(None)
+            await self._execute(endpoint.where(first_failure).values(failing_since=now))
+        elif now - order.failing_since >= self._disable_after():
+            await self._disable_if_failing_too_long(order.endpoint_id, outcome, now)
+
+    async def _execute(self, statement: Update) -> Any:
+        """Run an endpoint update; its RETURNING value, if it has one."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(statement)
+            return result.scalar() if result.returns_rows else None
 
     def _disable_after(self) -> timedelta:
         return timedelta(seconds=self._settings.outbound_disable_after_seconds)
 
     async def _disable_if_failing_too_long(
-        self, session: AsyncSession, endpoint_id: uuid.UUID, outcome: Outcome, now: datetime
+        self, endpoint_id: uuid.UUID, outcome: Outcome, now: datetime
     ) -> None:
         limit = self._disable_after()
-        disabled = await session.scalar(
+        disabled = await self._execute(
             update(OutboundEndpoint)
             .where(
                 OutboundEndpoint.id == endpoint_id,

@@ -7,6 +7,7 @@ import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import webhooks as standardwebhooks_module
 
+from app.db.migrate import upgrade
 from app.db.models import JobEvent, OutboundEndpoint, OutboundMessage
 from app.outbound.states import EventType
 from tests.harness import (
@@ -328,12 +330,11 @@ async def test_an_endpoint_failing_too_long_is_disabled_and_an_admin_brings_it_b
         path = f"/admin/webhook-endpoints/{endpoint['id']}"
         job = await stack.create_job(prompt="a secret birthday surprise")
 
-        async def disabled() -> bool:
+        async def disabled_after_one_more() -> bool:
+            await stack.create_job()  # failing since the first attempt, and still failing
             return not (await stack.http.get(path, headers=ADMIN)).json()["enabled"]
 
-        while not await disabled():  # failing since the first attempt; new events keep failing
-            await stack.create_job()
-            await asyncio.sleep(0.1)
+        await wait_until(disabled_after_one_more, interval=0.1)
         state = (await stack.http.get(path, headers=ADMIN)).json()
         assert state["disabled_at"] and "500" in state["disabled_reason"]
         metrics = (await stack.http.get("/metrics", headers=ADMIN)).text
@@ -449,3 +450,35 @@ async def test_a_sigkill_between_the_move_and_the_send_loses_nothing(
     async with db_engine.connect() as conn:
         message = (await conn.execute(select(OutboundMessage))).one()
     assert (message.status, message.attempts) == ("delivered", 2)  # the killed one, then this
+
+
+async def test_webhooks_on_sqlite_the_laptop_default(tmp_path: Path) -> None:
+    """The outbox triggers and the worker's statements on SQLite (`make run`): every move
+    of a job arrives, a failed attempt is retried, a deletion is told."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hooks.db'}"
+    await asyncio.to_thread(upgrade, url)
+    receiver = Receiver(mode=Mode.ERROR)
+    async with (
+        receiving(receiver) as hook,
+        stack_with_webhooks(url, dispatcher_enabled=True) as stack,
+    ):
+        endpoint = await add_endpoint(stack, hook)
+        receiver.secrets = [endpoint["secret"]]
+        job = await stack.create_job()
+        await wait_until(lambda: asyncio.sleep(0, len(receiver.received) >= 2))
+        receiver.mode = Mode.OK
+
+        async def told(types: set[str]) -> bool:
+            return {d.payload["type"] for d in receiver.unique().values()} == types
+
+        await wait_until(lambda: told({"job.queued", "job.running", "job.succeeded"}))
+        deleted = await stack.http.delete(f"/jobs/{job['id']}", headers=stack.headers())
+        assert deleted.status_code == 204
+        await wait_until(
+            lambda: told({"job.queued", "job.running", "job.succeeded", "job.deleted"})
+        )
+        queued = next(
+            d for d in await deliveries(stack, endpoint["id"]) if d["type"] == "job.queued"
+        )
+        results = [a["result"] for a in queued["history"]]
+        assert results[0] == "http_error" and results[-1] == "delivered"
