@@ -50,30 +50,13 @@ async def _head_of(response: httpx.Response) -> str:
     return body[:RESPONSE_BODY_BYTES].decode(errors="replace")
 
 
-async def _attempt(
-    http: httpx.AsyncClient,
-    url: str,
-    msg_id: str,
-    body: str,
-    secrets: list[str],
-    settings: Settings,
-) -> Outcome:
-    await check_before_send(url, settings)
-    now = datetime.now(UTC)
-    headers = {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": signature_header(secrets, msg_id, now, body),
-    }
-    async with http.stream("POST", url, content=body.encode(), headers=headers) as response:
-        head = await _head_of(response)
-    if response.is_success:
-        return Outcome(AttemptResult.DELIVERED, response.status_code, response_body=head)
-    error = f"answered {response.status_code}"
-    if response.is_redirect:
+def _outcome(status: int, is_redirect: bool, head: str) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome(AttemptResult.DELIVERED, status, response_body=head)
+    error = f"answered {status}"
+    if is_redirect:
         error += " (redirects are not followed)"
-    return Outcome(AttemptResult.HTTP_ERROR, response.status_code, error, head)
+    return Outcome(AttemptResult.HTTP_ERROR, status, error, head)
 
 
 async def send(
@@ -88,7 +71,16 @@ async def send(
     started = time.perf_counter()
     try:
         async with asyncio.timeout(settings.outbound_timeout_seconds):
-            outcome = await _attempt(http, url, msg_id, body, secrets, settings)
+            await check_before_send(url, settings)
+            now = datetime.now(UTC)
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": msg_id,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": signature_header(secrets, msg_id, now, body),
+            }
+            async with http.stream("POST", url, content=body.encode(), headers=headers) as answer:
+                outcome = _outcome(answer.status_code, answer.is_redirect, await _head_of(answer))
     except UnsafeUrl as exc:
         outcome = Outcome(AttemptResult.UNSAFE_URL, error=f"refused: {exc}")
     except (TimeoutError, httpx.TimeoutException):
