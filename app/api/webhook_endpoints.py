@@ -39,6 +39,7 @@ def _wake_worker(request: Request) -> None:
     status_code=status.HTTP_201_CREATED,
     response_model=EndpointCreated,
     summary="Add a webhook endpoint (its signing secret is shown only in this answer)",
+    responses=problem_responses(400),
 )
 async def create_endpoint(
     body: EndpointCreate, session: Session, request: Request
@@ -65,6 +66,7 @@ async def get_endpoint(endpoint_id: uuid.UUID, session: Session) -> EndpointOut:
     "/{endpoint_id}",
     response_model=EndpointOut,
     summary="Change a webhook endpoint (events, enabled, URL, description, prompts)",
+    responses=problem_responses(400),
 )
 async def update_endpoint(
     endpoint_id: uuid.UUID, body: EndpointUpdate, session: Session, request: Request
@@ -91,6 +93,7 @@ async def delete_endpoint(endpoint_id: uuid.UUID, session: Session) -> Response:
     "/{endpoint_id}/rotate-secret",
     response_model=SecretRotated,
     summary="Rotate the signing secret; the old one keeps signing for a grace period",
+    responses=problem_responses(400),
 )
 async def rotate_secret(
     endpoint_id: uuid.UUID, session: Session, request: Request, body: RotateSecret | None = None
