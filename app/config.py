@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Annotated, Self
 
 from limits import parse_many
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"  # noqa: S105 - refused in production
@@ -45,6 +45,43 @@ class MediaBackend(StrEnum):
 class JwtAlgorithm(StrEnum):
     HS256 = "HS256"
     RS256 = "RS256"
+
+
+class TokenIssuer(BaseModel):
+    """One identity provider whose tokens are accepted (an entry of JWT_ISSUERS).
+
+    The audience check is the provider's own: `aud` (most), `azp` (Clerk's session tokens
+    carry no `aud`), `client_id` (Cognito access tokens), or none, with the reason stated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str = Field(min_length=1, description="the exact `iss` of its tokens")
+    jwks_url: str | None = None
+    discovery: bool = Field(
+        False, description="find the JWKS from <issuer>/.well-known/openid-configuration"
+    )
+    audiences: list[str] = Field(default_factory=list, description="accepted `aud` values")
+    authorized_parties: list[str] = Field(default_factory=list, description="accepted `azp` values")
+    client_ids: list[str] = Field(default_factory=list, description="accepted `client_id` values")
+    no_audience_check_because: str | None = Field(
+        None, min_length=10, description="why this provider's tokens name no audience"
+    )
+    # this provider's claim mapping, when it differs from JWT_SUBJECT_CLAIM / JWT_ADMIN_*
+    subject_claim: str | list[str] | None = None
+    admin_claim: str | list[str] | None = None
+    admin_values: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _checked(self) -> Self:
+        if not (self.jwks_url or self.discovery):
+            raise ValueError(f"issuer {self.issuer}: give jwks_url, or discovery: true")
+        checks = (self.audiences, self.authorized_parties, self.client_ids)
+        if not any(checks) and not self.no_audience_check_because:
+            raise ValueError(
+                f"issuer {self.issuer}: give audiences, authorized_parties or client_ids, "
+                "or no_audience_check_because (never skipped silently)"
+            )
+        return self
 
 
 # Credits per second of video, by model and resolution (UPSTREAM.md: billed per task by model
@@ -87,6 +124,29 @@ class Settings(BaseSettings):
     jwt_issuer: str = "seedance-bff"
     jwt_audience: str = "seedance-bff"
     jwt_leeway_seconds: int = Field(30, ge=0)
+    # the issuer above with keys from a JWKS instead of JWT_SECRET / JWT_PUBLIC_KEY
+    jwt_jwks_url: str | None = None
+    jwt_oidc_discovery: bool = Field(
+        False, description="find JWT_ISSUER's JWKS from its /.well-known/openid-configuration"
+    )
+    # more identity providers (JSON list of TokenIssuer), each with its JWKS
+    jwt_issuers: list[TokenIssuer] = Field(default_factory=list)
+    # claim mapping: a claim name, or a JSON list of keys down to a nested claim
+    jwt_subject_claim: str | list[str] = "sub"
+    jwt_admin_claim: str | list[str] = "role"
+    jwt_admin_values: list[str] = Field(default_factory=lambda: ["admin"])
+    # JWKS caching (the reference values of maintained verifiers)
+    jwks_cache_seconds: float = Field(
+        3600.0, gt=0, description="when the provider's Cache-Control says nothing"
+    )
+    jwks_refetch_seconds: float = Field(
+        300.0, ge=0, description="an unknown `kid` refetches the keys at most this often"
+    )
+    jwks_failure_backoff_seconds: float = Field(10.0, ge=0)
+    jwks_stale_seconds: float = Field(
+        86400.0, ge=0, description="cached keys keep verifying this long while the provider is down"
+    )
+    jwks_fetch_timeout_seconds: float = Field(5.0, gt=0)
     dev_token_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
 
     # Request rate limits (`limits` syntax: "30/minute", "5/second"): per user for the /jobs

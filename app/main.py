@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -28,6 +29,7 @@ from app.config import JwtAlgorithm, MediaBackend, Settings
 from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
 from app.errors import install_error_handlers, problem_responses
+from app.identity.verifier import TokenVerifier
 from app.jobs.background import Loop
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.events import EventHub, PostgresListener, publish_after_commit
@@ -61,6 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         http = SeedanceClient.create_http_client(settings)
+        # identity providers' keys: their own client, with a short deadline (a request that
+        # needs keys waits for it)
+        identity_http = httpx.AsyncClient(
+            timeout=settings.jwks_fetch_timeout_seconds, trust_env=False
+        )
+        app.state.verifier = verifier = TokenVerifier(settings, identity_http)
+        prefetch = verifier.prefetch()
         sessionmaker = create_sessionmaker(engine)
         seedance = SeedanceClient(http, settings)
         rate_limits = RateLimits(settings)
@@ -110,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 detach()
             else:
                 await listener.stop()
+            prefetch.cancel()
+            await identity_http.aclose()
             await http.aclose()
             await media_worker.close()
             await outbound_worker.close()

@@ -89,7 +89,7 @@ async def readyz(request: Request) -> dict[str, str]:
     responses=problem_responses(401, 403),
 )
 async def metrics(request: Request) -> Response:
-    admin_principal(request, extra_secret=request.app.state.settings.metrics_token)
+    await admin_principal(request, extra_secret=request.app.state.settings.metrics_token)
     async with request.app.state.sessionmaker() as session:
         counts = await stats.job_counts(session)
         pending = await deliveries.oldest_pending_ages(session)

@@ -1,6 +1,6 @@
-"""Bearer tokens: RS256 with an identity provider's public key (and no algorithm
-confusion); verified tokens are cached, but the cache never outlives a token or crosses
-secrets."""
+"""Bearer tokens with a static key: RS256 with an identity provider's public key (and no
+algorithm confusion); verified tokens are cached, but the cache never outlives a token or
+crosses secrets. (Keys from a JWKS: tests/integration/test_identity_providers.py.)"""
 
 import base64
 import hashlib
@@ -16,32 +16,36 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from app import auth
 from app.config import Settings
 from app.errors import ProblemError
+from app.identity import verifier as verifier_module
+from app.identity.verifier import TokenVerifier
 
 SETTINGS = Settings(_env_file=None, jwt_leeway_seconds=5)  # type: ignore[call-arg]
 OTHER = Settings(_env_file=None, jwt_secret="another-jwt-secret-" + "z" * 24)  # type: ignore[call-arg]
 
 
-def test_a_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     token = auth.issue_token(SETTINGS, "alice", ttl=60)
-    assert auth.verify_token(SETTINGS, token).subject == "alice"  # verified, now cached
+    verifier = TokenVerifier(SETTINGS)
+    assert (await verifier.verify(token)).subject == "alice"  # verified, now cached
     later = time.time() + 60 + 5 + 1
-    monkeypatch.setattr(auth.time, "time", lambda: later)
+    monkeypatch.setattr(verifier_module.time, "time", lambda: later)
     with pytest.raises(ProblemError) as refused:
-        auth.verify_token(SETTINGS, token)
+        await verifier.verify(token)
     assert (refused.value.status, refused.value.detail) == (401, "The bearer token has expired.")
 
 
-def test_the_cache_is_keyed_by_the_verification_key() -> None:
+async def test_the_cache_is_the_verifiers_own() -> None:
     token = auth.issue_token(SETTINGS, "alice")
-    assert auth.verify_token(SETTINGS, token).subject == "alice"
+    assert (await TokenVerifier(SETTINGS).verify(token)).subject == "alice"
     with pytest.raises(ProblemError):
-        auth.verify_token(OTHER, token)  # cached under one secret, still refused under another
+        await TokenVerifier(OTHER).verify(token)  # verified under one secret, not another
 
 
-def test_admin_role_survives_the_cache() -> None:
+async def test_admin_role_survives_the_cache() -> None:
     token = auth.issue_token(SETTINGS, "ops", admin=True)
-    assert auth.verify_token(SETTINGS, token).is_admin
-    assert auth.verify_token(SETTINGS, token).is_admin
+    verifier = TokenVerifier(SETTINGS)
+    assert (await verifier.verify(token)).is_admin
+    assert (await verifier.verify(token)).is_admin
 
 
 def _rsa_pair() -> tuple[rsa.RSAPrivateKey, str]:
@@ -52,7 +56,7 @@ def _rsa_pair() -> tuple[rsa.RSAPrivateKey, str]:
     return key, public.decode()
 
 
-def test_rs256_tokens_from_the_identity_provider() -> None:
+async def test_rs256_tokens_from_the_identity_provider() -> None:
     private, public = _rsa_pair()
     other_private, _ = _rsa_pair()
     settings = Settings(_env_file=None, jwt_algorithm="RS256", jwt_public_key=public)  # type: ignore[call-arg]
@@ -62,9 +66,9 @@ def test_rs256_tokens_from_the_identity_provider() -> None:
         "aud": settings.jwt_audience,
         "exp": int(time.time()) + 60,
     }
-    assert auth.verify_token(settings, jwt.encode(claims, private, algorithm="RS256")).subject == (
-        "carol"
-    )
+    verifier = TokenVerifier(settings)
+    token = jwt.encode(claims, private, algorithm="RS256")
+    assert (await verifier.verify(token)).subject == "carol"
     forged = [
         jwt.encode(claims, other_private, algorithm="RS256"),  # another key
         _hs256_with(public, claims),  # algorithm confusion: the public key as an HMAC secret
@@ -72,7 +76,7 @@ def test_rs256_tokens_from_the_identity_provider() -> None:
     ]
     for token in forged:
         with pytest.raises(ProblemError) as refused:
-            auth.verify_token(settings, token)
+            await verifier.verify(token)
         assert refused.value.status == 401
     with pytest.raises(ValueError, match="HS256"):
         auth.issue_token(settings, "carol")  # only an IdP mints RS256 tokens

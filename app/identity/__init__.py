@@ -1,0 +1,2 @@
+"""Who is calling: bearer tokens from identity providers (JWKS, several issuers, claim
+mapping), verified with PyJWT."""
