@@ -79,7 +79,7 @@ async def admin_principal(request: Request, *, extra_secret: SecretStr | None = 
     if presented and (
         _matches(settings.admin_token, presented) or _matches(extra_secret, presented)
     ):
-        return Principal(subject="admin-token", is_admin=True)
+        return Principal("admin-token", request.app.state.verifier.plans.default, is_admin=True)
     if presented is None or request.headers["authorization"].lower().startswith("basic"):
         raise ProblemError(
             401,

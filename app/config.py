@@ -47,6 +47,21 @@ class JwtAlgorithm(StrEnum):
     RS256 = "RS256"
 
 
+class Plan(BaseModel):
+    """Limits sold as a plan (an entry of PLANS); an unset field takes the global setting
+    (RATE_LIMIT_CREATE, RATE_LIMIT_READ, USER_MAX_JOBS_IN_FLIGHT, USER_DAILY_CREDIT_BUDGET,
+    every model and resolution of COST_PER_SECOND)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate_limit_create: str | None = None
+    rate_limit_read: str | None = None
+    max_jobs_in_flight: int | None = Field(None, ge=1)
+    daily_credit_budget: int | None = Field(None, ge=0)
+    models: list[str] | None = None
+    resolutions: list[str] | None = None
+
+
 class TokenIssuer(BaseModel):
     """One identity provider whose tokens are accepted (an entry of JWT_ISSUERS).
 
@@ -66,10 +81,12 @@ class TokenIssuer(BaseModel):
     no_audience_check_because: str | None = Field(
         None, min_length=10, description="why this provider's tokens name no audience"
     )
-    # this provider's claim mapping, when it differs from JWT_SUBJECT_CLAIM / JWT_ADMIN_*
+    # this provider's claim mapping, when it differs from JWT_SUBJECT_CLAIM / JWT_ADMIN_* /
+    # JWT_PLAN_CLAIM
     subject_claim: str | list[str] | None = None
     admin_claim: str | list[str] | None = None
     admin_values: list[str] | None = None
+    plan_claim: str | list[str] | None = None
 
     @model_validator(mode="after")
     def _checked(self) -> Self:
@@ -135,6 +152,9 @@ class Settings(BaseSettings):
     jwt_subject_claim: str | list[str] = "sub"
     jwt_admin_claim: str | list[str] = "role"
     jwt_admin_values: list[str] = Field(default_factory=lambda: ["admin"])
+    jwt_plan_claim: str | list[str] | None = Field(
+        None, description="the claim naming the user's plan (unset: everyone on DEFAULT_PLAN)"
+    )
     # JWKS caching (the reference values of maintained verifiers)
     jwks_cache_seconds: float = Field(
         3600.0, gt=0, description="when the provider's Cache-Control says nothing"
@@ -159,6 +179,11 @@ class Settings(BaseSettings):
     # Per-user budgets, enforced in the database (hold across replicas and restarts)
     user_max_jobs_in_flight: int = Field(10, ge=1, description="queued + running jobs per user")
     user_daily_credit_budget: int = Field(1000, ge=0, description="credits per user per UTC day")
+
+    # Plans: limits by plan name (JSON: name -> Plan); a token names its plan in
+    # JWT_PLAN_CLAIM; no plan, or one not in PLANS, is DEFAULT_PLAN
+    plans: dict[str, Plan] = Field(default_factory=dict)
+    default_plan: str = "default"
 
     # Content policy: prompts matching any of these regexes (case-insensitive) are refused
     blocked_prompt_patterns: list[str] = Field(default_factory=list)
@@ -340,6 +365,7 @@ class Settings(BaseSettings):
             raise ValueError("JWT_PUBLIC_KEY is required with JWT_ALGORITHM=RS256")
         for limit in (self.rate_limit_create, self.rate_limit_read, self.rate_limit_webhook):
             parse_many(limit)  # raises ValueError on a malformed limit
+        self._check_plans()
         for pattern in self.blocked_prompt_patterns:
             try:
                 re.compile(pattern)
@@ -353,6 +379,19 @@ class Settings(BaseSettings):
             if any(rate < 0 for rate in rates.values()):
                 raise ValueError(f"negative cost in COST_PER_SECOND for {model}")
         return self
+
+    def _check_plans(self) -> None:
+        if self.plans and self.default_plan not in self.plans:
+            raise ValueError(f"DEFAULT_PLAN {self.default_plan!r} is not one of PLANS")
+        resolutions = {r for rates in self.cost_per_second.values() for r in rates}
+        for name, plan in self.plans.items():
+            for limit in (plan.rate_limit_create, plan.rate_limit_read):
+                if limit is not None:
+                    parse_many(limit)
+            if unknown := set(plan.models or ()) - set(self.cost_per_second):
+                raise ValueError(f"plan {name}: unknown models {sorted(unknown)}")
+            if unknown := set(plan.resolutions or ()) - resolutions:
+                raise ValueError(f"plan {name}: unknown resolutions {sorted(unknown)}")
 
     @property
     def is_sqlite(self) -> bool:

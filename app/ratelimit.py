@@ -144,10 +144,20 @@ class RateLimits:
             RouteClass.WEBHOOK: parse(settings.rate_limit_webhook),
         }
         self._submit_item = RateLimitItemPerSecond(settings.dispatcher_submits_per_second)
+        self._parsed: dict[str, RateLimitItem] = {}
 
-    async def check(self, route_class: RouteClass, key: str) -> dict[str, str]:
-        """Count one request; return the rate-limit headers, or raise a 429 problem."""
-        item = self._items[route_class]
+    def _item(self, limit: str) -> RateLimitItem:
+        """A plan's limit, parsed once."""
+        if (item := self._parsed.get(limit)) is None:
+            item = self._parsed[limit] = parse(limit)
+        return item
+
+    async def check(
+        self, route_class: RouteClass, key: str, limit: str | None = None
+    ) -> dict[str, str]:
+        """Count one request (against `limit`, a plan's, else the route class's); return the
+        rate-limit headers, or raise a 429 problem."""
+        item = self._items[route_class] if limit is None else self._item(limit)
         try:
             allowed, stats = await self.windows.hit(item, route_class, key)
         except Exception as exc:  # storage down: fail open, budgets still hold
@@ -182,18 +192,23 @@ class RateLimits:
             await asyncio.sleep(max(0.01, stats.reset_time - time.time()))
 
 
-async def _apply(request: Request, route_class: RouteClass, key: str) -> None:
+async def _apply(
+    request: Request, route_class: RouteClass, key: str, limit: str | None = None
+) -> None:
     limits: RateLimits = request.app.state.rate_limits
-    request.state.rate_limit_headers = await limits.check(route_class, key)
+    request.state.rate_limit_headers = await limits.check(route_class, key, limit)
 
 
 def per_user(route_class: RouteClass) -> object:
-    """Dependency: authenticate, then count the request against the user's limit."""
+    """Dependency: authenticate, then count the request against the limit of the user's
+    plan."""
 
     async def dependency(
         request: Request, principal: Annotated[Principal, Depends(current_principal)]
     ) -> Principal:
-        await _apply(request, route_class, f"user:{principal.subject}")
+        plan = principal.plan
+        limit = plan.rate_limit_create if route_class is RouteClass.CREATE else plan.rate_limit_read
+        await _apply(request, route_class, f"user:{principal.subject}", limit)
         return principal
 
     return Depends(dependency)

@@ -250,7 +250,13 @@ class BatchCreate(BaseModel):
 
     def prompt_field(self, index: int) -> str:
         """Where variant `index`'s prompt is in the request, for error messages."""
-        return f"jobs[{index}].prompt" if self.jobs is not None else f"prompts[{index}]"
+        return self.field(index, "prompt")
+
+    def field(self, index: int, name: str) -> str:
+        """Where variant `index`'s `name` is in the request (a shared one is in `base`)."""
+        if self.jobs is not None:
+            return f"jobs[{index}].{name}"
+        return f"prompts[{index}]" if name == "prompt" else f"base.{name}"
 
     def fingerprint(self) -> str:
         return _digest([variant.fingerprint() for variant in self.variants()])

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(40
     summary="Create a video job",
     responses={
         200: {"model": JobOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(400, 402, 409),
+        **problem_responses(400, 402, 403, 409),
     },
 )
 async def create_job(
@@ -38,7 +38,7 @@ async def create_job(
     `prompt_blocked`), too many jobs in flight (429), the daily credit budget (402)."""
     settings = request.app.state.settings
     job, created = await service.create_job(
-        session, settings, principal.subject, body, idempotency_key
+        session, settings, principal.subject, principal.plan, body, idempotency_key
     )
     _accepted(request, response, created, location=f"/jobs/{job.id}")
     return request.app.state.media_links.job_out(job)
@@ -61,7 +61,7 @@ def _accepted(request: Request, response: Response, created: bool, *, location: 
     summary="Create 2 to 8 prompt variants at once",
     responses={
         200: {"model": BatchOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(400, 402, 409),
+        **problem_responses(400, 402, 403, 409),
     },
 )
 async def create_batch(
@@ -75,7 +75,12 @@ async def create_batch(
     """All variants are recorded under one batch, or none is: one invalid variant, a
     blocked prompt or a budget the whole batch would pass refuses the request."""
     batch, jobs, created = await service.create_batch(
-        session, request.app.state.settings, principal.subject, body, idempotency_key
+        session,
+        request.app.state.settings,
+        principal.subject,
+        principal.plan,
+        body,
+        idempotency_key,
     )
     _accepted(request, response, created, location=f"/batches/{batch.id}")
     return BatchOut.of(batch, [request.app.state.media_links.job_out(job) for job in jobs])
@@ -114,7 +119,7 @@ async def get_job(job_id: uuid.UUID, principal: Reader, request: Request) -> Job
     summary="Render a succeeded Mini job again on seedance-2.0",
     responses={
         200: {"model": JobOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(400, 402, 404, 409),
+        **problem_responses(400, 402, 403, 404, 409),
     },
 )
 async def promote_job(
@@ -132,6 +137,7 @@ async def promote_job(
         session,
         request.app.state.settings,
         principal.subject,
+        principal.plan,
         job_id,
         body or PromoteRequest(),
         idempotency_key,

@@ -1,8 +1,9 @@
 """What the caller can still spend."""
 
+from dataclasses import asdict
 from datetime import datetime
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.api.deps import Reader, Session
@@ -12,7 +13,18 @@ from app.jobs import budget
 router = APIRouter(prefix="/me", tags=["me"], responses=problem_responses(401, 429))
 
 
+class PlanOut(BaseModel):
+    name: str = Field(examples=["free"])
+    rate_limit_create: str = Field(examples=["10/minute"])
+    rate_limit_read: str = Field(examples=["300/minute"])
+    max_jobs_in_flight: int
+    daily_credit_budget: int
+    models: list[str] = Field(description="the models the plan includes")
+    resolutions: list[str]
+
+
 class UsageOut(BaseModel):
+    plan: PlanOut
     spent_today: int = Field(
         description="credits committed today (UTC) by jobs that reach Seedance"
     )
@@ -23,19 +35,19 @@ class UsageOut(BaseModel):
     resets_at: datetime
 
 
-@router.get("/usage", response_model=UsageOut, summary="Your spend today and your limits")
+@router.get("/usage", response_model=UsageOut, summary="Your plan, your spend today, your limits")
 async def get_usage(
-    request: Request,
     principal: Reader,
     session: Session,
 ) -> UsageOut:
-    settings = request.app.state.settings
+    plan = principal.plan
     usage = await budget.usage(session, principal.subject)
     return UsageOut(
+        plan=PlanOut.model_validate(asdict(plan)),
         spent_today=usage.spent_today,
-        daily_budget=settings.user_daily_credit_budget,
-        remaining_today=max(0, settings.user_daily_credit_budget - usage.spent_today),
+        daily_budget=plan.daily_credit_budget,
+        remaining_today=max(0, plan.daily_credit_budget - usage.spent_today),
         jobs_in_flight=usage.jobs_in_flight,
-        max_jobs_in_flight=settings.user_max_jobs_in_flight,
+        max_jobs_in_flight=plan.max_jobs_in_flight,
         resets_at=usage.resets_at,
     )

@@ -21,6 +21,7 @@ from app.config import JwtAlgorithm, Settings
 from app.errors import ProblemError
 from app.identity.claims import ClaimPath, claim, has_any
 from app.identity.jwks import JwksKeys, UnknownKey
+from app.identity.plans import PlanLimits, Plans
 
 MAX_SUBJECT_LENGTH = 255
 CACHED_TOKENS = 8192
@@ -29,6 +30,7 @@ CACHED_TOKENS = 8192
 @dataclass(frozen=True, slots=True)
 class Principal:
     subject: str
+    plan: PlanLimits
     is_admin: bool = False
 
 
@@ -46,12 +48,15 @@ class ClaimMapping:
     subject: ClaimPath
     admin: ClaimPath
     admin_values: list[str]
+    plan: ClaimPath | None
 
-    def principal(self, claims: dict[str, Any]) -> Principal:
+    def principal(self, claims: dict[str, Any], plans: Plans) -> Principal:
         subject = claim(claims, self.subject)
         if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
             raise unauthorized("The bearer token's subject is invalid.")
-        return Principal(subject, is_admin=has_any(claim(claims, self.admin), self.admin_values))
+        plan = plans.named(claim(claims, self.plan)) if self.plan is not None else plans.default
+        is_admin = has_any(claim(claims, self.admin), self.admin_values)
+        return Principal(subject, plan, is_admin=is_admin)
 
 
 @dataclass
@@ -76,7 +81,10 @@ class _Issuer:
 
 def _issuers(settings: Settings, http: httpx.AsyncClient | None) -> dict[str, _Issuer]:
     default = ClaimMapping(
-        settings.jwt_subject_claim, settings.jwt_admin_claim, settings.jwt_admin_values
+        settings.jwt_subject_claim,
+        settings.jwt_admin_claim,
+        settings.jwt_admin_values,
+        settings.jwt_plan_claim,
     )
     primary = _Issuer(settings.jwt_issuer, [settings.jwt_audience], default)
     if settings.jwt_jwks_url or settings.jwt_oidc_discovery:
@@ -94,6 +102,7 @@ def _issuers(settings: Settings, http: httpx.AsyncClient | None) -> dict[str, _I
             rules.subject_claim or default.subject,
             rules.admin_claim or default.admin,
             rules.admin_values or default.admin_values,
+            rules.plan_claim or default.plan,
         )
         issuers[rules.issuer] = _Issuer(
             rules.issuer,
@@ -116,6 +125,7 @@ class TokenVerifier:
     def __init__(self, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
         self._settings = settings
         self._issuers = _issuers(settings, http)
+        self.plans = Plans(settings)
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     def jwks(self, issuer: str) -> JwksKeys | None:
@@ -179,4 +189,4 @@ class TokenVerifier:
         for name, accepted in issuer.extra.items():
             if claims.get(name) not in accepted:
                 raise unauthorized(f"The bearer token's `{name}` is not accepted.")
-        return issuer.mapping.principal(claims), float(claims["exp"])
+        return issuer.mapping.principal(claims, self.plans), float(claims["exp"])

@@ -22,9 +22,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
 from app.db.models import Job
 from app.errors import ProblemError
+from app.identity.plans import PlanLimits
 from app.jobs.states import JobStatus
 
 IN_FLIGHT = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -88,23 +88,23 @@ async def usage(session: AsyncSession, owner: str) -> Usage:
 
 
 async def enforce(
-    session: AsyncSession, settings: Settings, owner: str, *, cost: int, jobs: int = 1
+    session: AsyncSession, plan: PlanLimits, owner: str, *, cost: int, jobs: int = 1
 ) -> None:
-    """Refuse new work that would pass the user's in-flight cap or daily credit budget.
-    Call under `lock_owner`."""
+    """Refuse new work that would pass the in-flight cap or daily credit budget of the
+    user's plan. Call under `lock_owner`."""
     current = await usage(session, owner)
-    if current.jobs_in_flight + jobs > settings.user_max_jobs_in_flight:
+    if current.jobs_in_flight + jobs > plan.max_jobs_in_flight:
         raise ProblemError(
             429,
             "too_many_jobs_in_flight",
             f"You have {current.jobs_in_flight} jobs queued or running; the limit is "
-            f"{settings.user_max_jobs_in_flight}. Wait for some to finish.",
+            f"{plan.max_jobs_in_flight}. Wait for some to finish.",
         )
-    if current.spent_today + cost > settings.user_daily_credit_budget:
+    if current.spent_today + cost > plan.daily_credit_budget:
         raise ProblemError(
             402,
             "budget_exceeded",
             f"This would cost {cost} credits; {current.spent_today} of your daily "
-            f"{settings.user_daily_credit_budget} are already committed. "
+            f"{plan.daily_credit_budget} are already committed. "
             f"The budget resets at {current.resets_at.isoformat()}.",
         )

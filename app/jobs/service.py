@@ -17,6 +17,7 @@ from app.config import Settings
 from app.db.models import Batch, Job
 from app.db.one_row import OneRowStatement
 from app.errors import ProblemError
+from app.identity.plans import PlanLimits
 from app.jobs import budget, policy
 from app.jobs.cursor import newest_first_page
 from app.jobs.states import (
@@ -96,15 +97,17 @@ async def create_job(
     session: AsyncSession,
     settings: Settings,
     owner: str,
+    plan: PlanLimits,
     body: JobCreate,
     idempotency_key: str | None,
     *,
     source_job_id: uuid.UUID | None = None,
 ) -> tuple[Job, bool]:
     """Record a queued job; returns (job, created). A repeated Idempotency-Key returns the
-    original job when the body matches and raises 409 when it does not. Content policy
-    and the user's budgets are checked before anything is recorded."""
+    original job when the body matches and raises 409 when it does not. Content policy,
+    the user's plan and budgets are checked before anything is recorded."""
     policy.check_prompt(settings, body.prompt)
+    plan.check(body.model, body.resolution, model_field="model", resolution_field="resolution")
     await budget.lock_owner(session, owner)  # one create at a time per user, until commit
     if idempotency_key is not None:
         existing = await session.scalar(
@@ -117,7 +120,7 @@ async def create_job(
     job = _new_job(
         settings, owner, body, idempotency_key=idempotency_key, source_job_id=source_job_id
     )
-    await budget.enforce(session, settings, owner, cost=job.estimated_cost)
+    await budget.enforce(session, plan, owner, cost=job.estimated_cost)
     await _record(session, [job])
     return job, True
 
@@ -126,14 +129,21 @@ async def create_batch(
     session: AsyncSession,
     settings: Settings,
     owner: str,
+    plan: PlanLimits,
     body: BatchCreate,
     idempotency_key: str | None,
 ) -> tuple[Batch, list[Job], bool]:
-    """Record all variants under one batch, or none of them (policy and budgets are
+    """Record all variants under one batch, or none of them (policy, plan and budgets are
     checked for the whole batch first)."""
     variants = body.variants()
     for index, variant in enumerate(variants):
         policy.check_prompt(settings, variant.prompt, field=body.prompt_field(index))
+        plan.check(
+            variant.model,
+            variant.resolution,
+            model_field=body.field(index, "model"),
+            resolution_field=body.field(index, "resolution"),
+        )
     fingerprint = body.fingerprint()
     await budget.lock_owner(session, owner)
     if idempotency_key is not None:
@@ -154,7 +164,7 @@ async def create_batch(
     )
     jobs = [_new_job(settings, owner, variant, batch_id=batch.id) for variant in variants]
     await budget.enforce(
-        session, settings, owner, cost=sum(j.estimated_cost for j in jobs), jobs=len(jobs)
+        session, plan, owner, cost=sum(j.estimated_cost for j in jobs), jobs=len(jobs)
     )
     session.add(batch)
     await session.flush()  # the batch row before the jobs that point at it
@@ -184,6 +194,7 @@ async def promote_job(
     session: AsyncSession,
     settings: Settings,
     owner: str,
+    plan: PlanLimits,
     job_id: uuid.UUID,
     body: PromoteRequest,
     idempotency_key: str | None,
@@ -209,7 +220,7 @@ async def promote_job(
         resolution=body.resolution,
     )
     return await create_job(
-        session, settings, owner, render, idempotency_key, source_job_id=source.id
+        session, settings, owner, plan, render, idempotency_key, source_job_id=source.id
     )
 
 

@@ -1,0 +1,64 @@
+"""Plans: the limits a user has, by the plan their token names (JWT_PLAN_CLAIM), with
+DEFAULT_PLAN for a token that names none or one not in PLANS. A plan change in the token
+takes effect on the next request: nothing about plans is stored."""
+
+from dataclasses import dataclass
+
+from app.config import Plan, Settings
+from app.errors import FieldError, ProblemError
+
+
+@dataclass(frozen=True, slots=True)
+class PlanLimits:
+    name: str
+    rate_limit_create: str
+    rate_limit_read: str
+    max_jobs_in_flight: int
+    daily_credit_budget: int
+    models: tuple[str, ...]
+    resolutions: tuple[str, ...]
+
+    def check(
+        self, model: str, resolution: str, *, model_field: str, resolution_field: str
+    ) -> None:
+        """403 problem if the plan does not include this model or resolution."""
+        for value, allowed, field, what in (
+            (model, self.models, model_field, "model"),
+            (resolution, self.resolutions, resolution_field, "resolution"),
+        ):
+            if value not in allowed:
+                message = f"the {self.name} plan includes {', '.join(allowed)}"
+                raise ProblemError(
+                    403,
+                    f"plan_forbids_{what}",
+                    f"The {self.name} plan does not include the {what} {value}.",
+                    errors=[FieldError(field=field, code=f"plan_forbids_{what}", message=message)],
+                )
+
+
+class Plans:
+    def __init__(self, settings: Settings) -> None:
+        resolutions = sorted({r for rates in settings.cost_per_second.values() for r in rates})
+
+        def limits(name: str, plan: Plan) -> PlanLimits:
+            return PlanLimits(
+                name=name,
+                rate_limit_create=plan.rate_limit_create or settings.rate_limit_create,
+                rate_limit_read=plan.rate_limit_read or settings.rate_limit_read,
+                max_jobs_in_flight=plan.max_jobs_in_flight or settings.user_max_jobs_in_flight,
+                daily_credit_budget=(
+                    plan.daily_credit_budget
+                    if plan.daily_credit_budget is not None
+                    else settings.user_daily_credit_budget
+                ),
+                models=tuple(plan.models or sorted(settings.cost_per_second)),
+                resolutions=tuple(plan.resolutions or resolutions),
+            )
+
+        self._plans = {name: limits(name, plan) for name, plan in settings.plans.items()}
+        self.default = self._plans.get(settings.default_plan) or limits(
+            settings.default_plan, Plan()
+        )
+
+    def named(self, name: object) -> PlanLimits:
+        return self._plans.get(name, self.default) if isinstance(name, str) else self.default

@@ -1,0 +1,51 @@
+"""The identity settings refuse what would weaken a check, and claims are found where each
+provider puts them."""
+
+import pytest
+
+from app.config import Settings, TokenIssuer
+from app.identity.claims import claim, has_any
+
+
+def test_an_issuer_needs_keys_and_an_audience_rule_or_a_reason() -> None:
+    with pytest.raises(ValueError, match="jwks_url"):
+        TokenIssuer(issuer="https://idp.example.com", audiences=["api"])
+    with pytest.raises(ValueError, match="never skipped silently"):
+        TokenIssuer(issuer="https://idp.example.com", discovery=True)
+    TokenIssuer(issuer="https://idp.example.com", discovery=True, client_ids=["abc"])
+    TokenIssuer(
+        issuer="https://idp.example.com",
+        discovery=True,
+        no_audience_check_because="tokens are minted for this API only",
+    )
+
+
+def test_plans_name_what_exists() -> None:
+    def settings(**values: object) -> Settings:
+        return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+    with pytest.raises(ValueError, match="DEFAULT_PLAN"):
+        settings(plans={"pro": {}})
+    with pytest.raises(ValueError, match="unknown models"):
+        settings(plans={"default": {"models": ["seedance-9"]}})
+    with pytest.raises(ValueError, match="unknown resolutions"):
+        settings(plans={"default": {"resolutions": ["4k"]}})
+    with pytest.raises(ValueError):
+        settings(plans={"default": {"rate_limit_create": "lots"}})
+    settings(plans={"free": {"models": ["seedance-2-mini"]}}, default_plan="free")
+
+
+def test_claims_where_providers_put_them() -> None:
+    claims = {
+        "sub": "auth0|42",
+        "https://acme.com/roles": ["admin"],
+        "realm_access": {"roles": ["user", "admin"]},
+        "cognito:groups": ["editors"],
+        "role": "authenticated",
+    }
+    assert claim(claims, "https://acme.com/roles") == ["admin"]
+    assert has_any(claim(claims, ["realm_access", "roles"]), ["admin"])
+    assert not has_any(claim(claims, "cognito:groups"), ["admin"])
+    assert not has_any(claim(claims, "role"), ["admin"])
+    assert claim(claims, ["realm_access", "missing", "deeper"]) is None
+    assert claim(claims, ["sub", "x"]) is None  # a string has no keys
