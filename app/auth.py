@@ -1,5 +1,6 @@
-"""Who is calling: the FastAPI dependencies that turn a bearer token into a `Principal`
-(verified by `app.identity.verifier`), the admin credentials, and dev tokens."""
+"""Who is calling: the FastAPI dependencies that turn a bearer credential into a
+`Principal` (a token verified by `app.identity.verifier`, or a service API key), the
+admin credentials, and dev tokens."""
 
 import base64
 import binascii
@@ -14,9 +15,13 @@ from pydantic import SecretStr
 
 from app.config import JwtAlgorithm, Settings
 from app.errors import ProblemError
+from app.identity import api_keys
 from app.identity.verifier import Principal, unauthorized
 
-_bearer = HTTPBearer(auto_error=False, description="A JWT of an accepted identity provider")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A JWT of an accepted identity provider, or a service API key (sbff_live_…)",
+)
 
 
 def issue_token(
@@ -38,6 +43,15 @@ def issue_token(
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
+async def authenticate(request: Request, credential: str) -> Principal:
+    """A service API key (`sbff_live_…`) or an identity provider's token."""
+    state = request.app.state
+    if api_keys.looks_like_a_key(credential):
+        return await api_keys.authenticate(state.sessionmaker, state.verifier.plans, credential)
+    principal: Principal = await state.verifier.verify(credential)
+    return principal
+
+
 async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -45,7 +59,7 @@ async def current_principal(
     """FastAPI dependency: the verified caller, or a 401 with WWW-Authenticate."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise unauthorized("A bearer token is required.", error="invalid_request")
-    principal = await request.app.state.verifier.verify(credentials.credentials)
+    principal = await authenticate(request, credentials.credentials)
     request.state.principal = principal  # for the request log line
     return principal
 
@@ -87,7 +101,7 @@ async def admin_principal(request: Request, *, extra_secret: SecretStr | None = 
             "Admin credentials are required.",
             headers={"WWW-Authenticate": 'Basic realm="seedance-bff admin", Bearer'},
         )
-    principal = await request.app.state.verifier.verify(presented)
+    principal = await authenticate(request, presented)
     request.state.principal = principal
     if not principal.is_admin:
         raise ProblemError(403, "forbidden", "This needs the admin role.")

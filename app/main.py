@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import (
     admin,
+    api_keys,
     batches,
     events,
     health,
@@ -164,7 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # the size caps of RequestLimitsMiddleware apply to every route
     size_errors = problem_responses(413, 431)
-    for module in (jobs, media, batches, events, me, webhooks, admin, webhook_endpoints, health):
+    routers = (jobs, media, batches, events, me, webhooks, admin, api_keys, webhook_endpoints)
+    for module in (*routers, health):
         app.include_router(module.router, responses=size_errors)
     if settings.media_backend is MediaBackend.LOCAL:
         app.include_router(media.files_router, responses=size_errors)

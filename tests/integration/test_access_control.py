@@ -67,6 +67,7 @@ async def test_every_endpoint_refuses_bad_credentials(api: Stack) -> None:
             subject="alice",
             endpoint_id=uuid.uuid4(),
             delivery_id=uuid.uuid4(),
+            key_id=uuid.uuid4(),
         )
         for name, token in bad_tokens(api).items():
             headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -19,6 +19,7 @@ TABLES = {
     "outbound_events",
     "outbound_messages",
     "outbound_attempts",
+    "api_keys",
 }
 
 

@@ -1,14 +1,19 @@
 """Plans: the token names the plan, the plan sets the limits (models, resolutions, rate,
-budget), a plan change takes effect on the next request, `/me/usage` shows it."""
+budget), a plan change takes effect on the next request, `/me/usage` shows it. Service API
+keys act as their subject with their plan, until revoked or expired."""
 
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.harness import Stack, running_stack
+from app.db.models import ApiKey
+from tests.harness import Stack, running_stack, wait_until
 
 PLANS = {
     "free": {
@@ -100,3 +105,68 @@ async def test_a_plan_change_in_the_token_takes_effect_on_the_next_request(
         usage = await plans_api.http.get("/me/usage", headers=token_of(plans_api, "gus", **claims))
         assert usage.json()["plan"]["name"] == "free"
         assert usage.json()["plan"]["models"] == ["seedance-2-mini"]
+
+
+ADMIN_TOKEN = "admin-token-for-the-api-key-tests-0123456789"
+
+
+async def test_service_api_keys_act_as_their_subject_with_their_plan(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    async with running_stack(
+        database_url, plans=PLANS, default_plan="free", admin_token=ADMIN_TOKEN
+    ) as stack:
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        created = await stack.http.post(
+            "/admin/api-keys",
+            json={"subject": "svc:cms", "plan": "pro", "description": "the CMS"},
+            headers=admin,
+        )
+        assert created.status_code == 201, created.text
+        key = created.json()["key"]
+        assert key.startswith("sbff_live_") and len(key) == len("sbff_live_") + 40
+        as_service = {"Authorization": f"Bearer {key}"}
+        big = {"prompt": "a lantern in the fog", "model": "seedance-2.0", "duration": 5}
+        job = await stack.http.post("/jobs", json=big, headers=as_service)
+        assert job.status_code == 202, job.text  # the pro plan's model
+        assert [j.owner for j in await stack.jobs()] == ["svc:cms"]
+        usage = (await stack.http.get("/me/usage", headers=as_service)).json()
+        assert usage["plan"]["name"] == "pro"
+        listed = (await stack.http.get("/admin/api-keys", headers=admin)).json()
+        assert [k["prefix"] for k in listed] == [key[:14]] and key not in str(listed)
+        assert listed[0]["last_used_at"] is not None
+        # not an admin, whatever it is worth
+        assert (await stack.http.get("/admin/stats", headers=as_service)).status_code == 403
+
+        gone = await stack.http.delete(f"/admin/api-keys/{created.json()['id']}", headers=admin)
+        assert gone.status_code == 204
+        refused = await stack.http.get("/jobs", headers=as_service)
+        assert (refused.status_code, refused.json()["code"]) == (401, "unauthorized")
+
+        soon = datetime.now(UTC) + timedelta(seconds=1)
+        expiring = await stack.http.post(
+            "/admin/api-keys",
+            json={"subject": "svc:batch", "expires_at": soon.isoformat()},
+            headers=admin,
+        )
+        short = {"Authorization": f"Bearer {expiring.json()['key']}"}
+        assert (await stack.http.get("/jobs", headers=short)).status_code == 200
+
+        async def expired() -> bool:
+            return (await stack.http.get("/jobs", headers=short)).status_code == 401
+
+        await wait_until(expired)
+        for body, field in (
+            ({"subject": "x", "plan": "platinum"}, "plan"),
+            ({"subject": "x", "expires_at": "2020-01-01T00:00:00Z"}, "expires_at"),
+            ({"subject": "x", "expires_at": "2030-01-01T00:00:00"}, "expires_at"),  # no offset
+            ({"subject": ""}, "subject"),
+        ):
+            bad = await stack.http.post("/admin/api-keys", json=body, headers=admin)
+            assert bad.status_code == 422, body
+            assert [e["field"] for e in bad.json()["errors"]] == [field], body
+        forged = {"Authorization": "Bearer sbff_live_" + "A" * 40}
+        assert (await stack.http.get("/jobs", headers=forged)).status_code == 401
+    async with db_engine.connect() as conn:
+        stored = [repr(row) for row in (await conn.execute(select(ApiKey))).all()]
+    assert stored and not [row for row in stored if key in row or key[14:] in row]

@@ -1,8 +1,8 @@
 """Secrets stay secret: over a job's whole life with every logger at DEBUG, neither the
 Seedance key, a bearer token, the JWT secret, the webhook secret, the media URL secret, an
-outbound endpoint's signing secrets (after the one answer that shows each) nor the key that
-encrypts them appears in any log line, response body or header (errors included), or
-stored row."""
+outbound endpoint's signing secrets and a service API key (after the one answer that shows
+each) nor the key that encrypts the secrets appears in any log line, response body or
+header (errors included), or stored row."""
 
 import asyncio
 import logging
@@ -53,8 +53,17 @@ async def test_no_secret_reaches_logs_responses_or_the_database(
             rotated = await shown_once.post(
                 f"/admin/webhook-endpoints/{endpoint['id']}/rotate-secret", headers=admin
             )
+            api_key = (
+                await shown_once.post("/admin/api-keys", json={"subject": "svc:cms"}, headers=admin)
+            ).json()["key"]
         receiver.secrets = [endpoint["secret"], rotated.json()["secret"]]
         stack.http.event_hooks["response"].append(keep)
+        service = {"Authorization": f"Bearer {api_key}"}
+        assert (
+            await stack.http.post("/jobs", json={"prompt": "x"}, headers=service)
+        ).status_code == 202
+        await stack.http.get("/admin/stats", headers=service)  # a 403
+        await stack.http.get("/jobs", headers={"Authorization": f"Bearer {api_key}x"})  # a 401
         headers = stack.headers()
         token = headers["Authorization"].removeprefix("Bearer ")
         secrets = {
@@ -65,6 +74,8 @@ async def test_no_secret_reaches_logs_responses_or_the_database(
             "media URL secret": stack.settings.media_url_secret.get_secret_value(),
             "outbound secrets key": stack.settings.outbound_secrets_key.get_secret_value(),
             "admin token": ADMIN_TOKEN,
+            "API key": api_key,
+            "API key, unprefixed": api_key.removeprefix("sbff_live_"),
         }
         for number, secret in enumerate(receiver.secrets):
             secrets[f"endpoint secret {number}"] = secret
@@ -105,6 +116,7 @@ async def test_no_secret_reaches_logs_responses_or_the_database(
                 "outbound_endpoints",
                 "outbound_messages",
                 "outbound_attempts",
+                "api_keys",
             )
             for row in (await conn.execute(text(f"SELECT * FROM {table}"))).all()  # noqa: S608
         ]

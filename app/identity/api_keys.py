@@ -1,0 +1,101 @@
+"""Service API keys: how the product's servers (a batch pipeline, a CMS) call the API as
+a subject of their own, with a plan, without borrowing a user's token.
+
+A key is `sbff_live_` and 40 random letters and digits: the prefix lets secret scanners
+find leaked ones. It is shown once, at creation; the database keeps its SHA-256 (a long
+random secret needs no slow hash) and its first characters, to recognise it in a list.
+Revoked or expired keys are refused on the next request: keys are looked up every time,
+not cached. The last use is recorded at most once a minute per key.
+"""
+
+import hashlib
+import secrets
+import string
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db.models import ApiKey
+from app.errors import ProblemError
+from app.identity.plans import Plans
+from app.identity.verifier import Principal, unauthorized
+
+PREFIX = "sbff_live_"
+_ALPHABET = string.ascii_letters + string.digits
+_RANDOM_CHARS = 40
+_SHOWN_CHARS = len(PREFIX) + 4
+LAST_USE_RESOLUTION = timedelta(minutes=1)
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def looks_like_a_key(credential: str) -> bool:
+    return credential.startswith(PREFIX)
+
+
+def api_key_not_found() -> ProblemError:
+    return ProblemError(404, "api_key_not_found", "No such API key.")
+
+
+async def create_key(
+    session: AsyncSession,
+    *,
+    subject: str,
+    plan: str | None,
+    description: str | None,
+    expires_at: datetime | None,
+) -> tuple[ApiKey, str]:
+    """The new key's row and the key itself (the only time it exists outside its holder)."""
+    key = PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_CHARS))
+    row = ApiKey(
+        key_hash=_digest(key),
+        prefix=key[:_SHOWN_CHARS],
+        subject=subject,
+        plan=plan,
+        description=description,
+        expires_at=expires_at,
+    )
+    session.add(row)
+    await session.commit()
+    return row, key
+
+
+async def list_keys(session: AsyncSession) -> list[ApiKey]:
+    return list(await session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+async def get_key(session: AsyncSession, key_id: uuid.UUID) -> ApiKey:
+    row = await session.get(ApiKey, key_id)
+    if row is None:
+        raise api_key_not_found()
+    return row
+
+
+async def revoke_key(session: AsyncSession, key_id: uuid.UUID) -> None:
+    """Refused from the next request on; revoking again is fine."""
+    row = await get_key(session, key_id)
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(UTC)
+    await session.commit()
+
+
+async def authenticate(
+    sessionmaker: async_sessionmaker[AsyncSession], plans: Plans, key: str
+) -> Principal:
+    """The principal a presented key acts as, or a 401."""
+    now = datetime.now(UTC)
+    async with sessionmaker() as session, session.begin():
+        row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == _digest(key)))
+        if row is None or row.revoked_at is not None:
+            raise unauthorized("The API key is invalid or revoked.")
+        if row.expires_at is not None and row.expires_at <= now:
+            raise unauthorized("The API key has expired.")
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USE_RESOLUTION:
+            await session.execute(
+                update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now)
+            )
+        return Principal(row.subject, plans.named(row.plan))
