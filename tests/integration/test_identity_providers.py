@@ -259,3 +259,15 @@ async def test_the_provider_down(database_url: str) -> None:
                     return await reads(stack, token) == 200
 
                 await wait_until(recovered)  # after the failure backoff
+
+
+async def test_the_primary_issuer_from_oidc_discovery(database_url: str) -> None:
+    """JWT_ISSUER's keys found through its OpenID configuration (JWT_OIDC_DISCOVERY), with
+    JWT_AUDIENCE checked, next to nothing else."""
+    provider = Provider(keys=[ec_key("k-1")])
+    async with provider_server(provider) as url:
+        async with running_stack(
+            database_url, jwt_issuer=url, jwt_audience=AUDIENCE, jwt_oidc_discovery=True
+        ) as stack:
+            assert await reads(stack, provider.token(provider.keys[0], aud=AUDIENCE)) == 200
+            assert await reads(stack, provider.token(provider.keys[0], aud="other")) == 401

@@ -1,10 +1,12 @@
 """The identity settings refuse what would weaken a check, and claims are found where each
 provider puts them."""
 
+import httpx
 import pytest
 
 from app.config import Settings, TokenIssuer
 from app.identity.claims import claim, has_any
+from app.identity.jwks import _max_age
 
 
 def test_an_issuer_needs_keys_and_an_audience_rule_or_a_reason() -> None:
@@ -49,3 +51,14 @@ def test_claims_where_providers_put_them() -> None:
     assert not has_any(claim(claims, "role"), ["admin"])
     assert claim(claims, ["realm_access", "missing", "deeper"]) is None
     assert claim(claims, ["sub", "x"]) is None  # a string has no keys
+
+
+def test_the_providers_cache_lifetime_is_honoured_within_bounds() -> None:
+    def max_age(header: str | None) -> float:
+        headers = {"cache-control": header} if header is not None else {}
+        return _max_age(httpx.Response(200, headers=headers), default=3600.0)
+
+    assert max_age("public, max-age=600, must-revalidate") == 600
+    assert max_age("max-age=5") == 60  # at least a minute: no fetch storm
+    assert max_age("max-age=604800") == 86400  # at most a day: rotations are seen
+    assert max_age("no-store") == max_age(None) == 3600
