@@ -57,6 +57,16 @@ class ProblemError(Exception):
         self.headers = headers
 
 
+def invalid_field(field: str, code: str, message: str, detail: str) -> ProblemError:
+    """The 422 of a rule checked after parsing, shaped like the validator's own."""
+    return ProblemError(
+        422,
+        "validation_failed",
+        detail,
+        errors=[FieldError(field=field, code=code, message=message)],
+    )
+
+
 CLIENT_CLOSED_REQUEST = 499
 _TITLES = {
     400: "Bad Request",

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 
 from app.api.deps import Session
 from app.auth import require_admin
-from app.errors import FieldError, ProblemError, problem_responses
+from app.errors import invalid_field, problem_responses
 from app.identity import api_keys
 from app.identity.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 
@@ -17,15 +17,6 @@ router = APIRouter(
     dependencies=[Depends(require_admin)],
     responses=problem_responses(401, 403, 404, 422),
 )
-
-
-def _invalid(field: str, code: str, message: str) -> ProblemError:
-    return ProblemError(
-        422,
-        "validation_failed",
-        f"The request has 1 invalid field: {message}.",
-        errors=[FieldError(field=field, code=code, message=message)],
-    )
 
 
 @router.post(
@@ -38,9 +29,12 @@ def _invalid(field: str, code: str, message: str) -> ProblemError:
 async def create_api_key(body: ApiKeyCreate, session: Session, request: Request) -> ApiKeyCreated:
     settings = request.app.state.settings
     if body.plan is not None and body.plan not in {*settings.plans, settings.default_plan}:
-        raise _invalid("plan", "unknown_plan", f"{body.plan!r} is not one of PLANS")
+        message = f"{body.plan!r} is not one of PLANS"
+        raise invalid_field("plan", "unknown_plan", message, f"The plan is refused: {message}.")
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
-        raise _invalid("expires_at", "in_the_past", "the expiry must be in the future")
+        message = "the expiry must be in the future"
+        detail = f"The expiry is refused: {message}."
+        raise invalid_field("expires_at", "in_the_past", message, detail)
     row, key = await api_keys.create_key(
         session,
         subject=body.subject,

@@ -11,7 +11,7 @@ from sqlalchemy import Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.errors import FieldError, ProblemError
+from app.errors import invalid_field
 
 
 def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
@@ -28,12 +28,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("naive timestamp")
         return when, uuid.UUID(job_id)
     except (ValueError, TypeError) as exc:  # binascii and orjson errors are ValueErrors
-        raise ProblemError(
-            422,
-            "validation_failed",
-            "The cursor is not one this service issued.",
-            errors=[FieldError(field="cursor", code="invalid_cursor", message="unknown cursor")],
-        ) from exc
+        detail = "The cursor is not one this service issued."
+        raise invalid_field("cursor", "invalid_cursor", "unknown cursor", detail) from exc
 
 
 Row = TypeVar("Row")

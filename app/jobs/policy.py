@@ -9,7 +9,7 @@ import re
 from functools import lru_cache
 
 from app.config import Settings
-from app.errors import FieldError, ProblemError
+from app.errors import invalid_field
 
 
 @lru_cache(maxsize=8)
@@ -23,11 +23,9 @@ def check_prompt(settings: Settings, prompt: str | None, field: str = "prompt") 
     blocked = _compiled(tuple(settings.blocked_prompt_patterns))
     if prompt is None or blocked is None or not blocked.search(prompt):
         return
-    raise ProblemError(
-        422,
-        "validation_failed",
+    raise invalid_field(
+        field,
+        "prompt_blocked",
+        "blocked by content policy",
         "The prompt is not allowed by the content policy.",
-        errors=[
-            FieldError(field=field, code="prompt_blocked", message="blocked by content policy")
-        ],
     )

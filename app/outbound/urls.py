@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from pydantic_core import PydanticCustomError
 
 from app.config import Settings
-from app.errors import FieldError, ProblemError
+from app.errors import invalid_field
 from app.public_urls import HostNotPublic, check_public_https_url, resolve_publicly
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -35,11 +35,8 @@ def check_endpoint_url(url: str, settings: Settings) -> str:
     try:
         return check_public_https_url(url)
     except PydanticCustomError as exc:
-        raise ProblemError(
-            422,
-            "validation_failed",
-            f"The endpoint URL is refused: {exc.message()}.",
-            errors=[FieldError(field="url", code=exc.type, message=exc.message())],
+        raise invalid_field(
+            "url", exc.type, exc.message(), f"The endpoint URL is refused: {exc.message()}."
         ) from exc
 
 
