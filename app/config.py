@@ -119,6 +119,15 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(20, ge=1)
     database_max_overflow: int = Field(0, ge=0)
     redis_url: str | None = None
+    redis_timeout_seconds: float = Field(
+        2.0, gt=0, description="one rate-limit call to Redis, connecting included"
+    )
+    redis_breaker_failures: int = Field(
+        3, ge=1, description="failures in a row that open the circuit breaker around Redis"
+    )
+    redis_breaker_reset_seconds: float = Field(
+        5.0, gt=0, description="how long the breaker stays open before one probe"
+    )
 
     # Upstream (Seedance v2)
     seedance_api_key: SecretStr = SecretStr(DEV_SEEDANCE_KEY)

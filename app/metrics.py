@@ -67,3 +67,7 @@ OUTBOUND_ENDPOINTS_DISABLED = Counter(
     "seedance_outbound_endpoints_disabled_total",
     "Webhook endpoints the service disabled because they failed for too long",
 )
+REDIS_BREAKER_OPEN = Gauge(
+    "seedance_redis_breaker_open",
+    "1 while the circuit breaker around Redis is open or probing (rate limits skip Redis)",
+)

@@ -8,7 +8,8 @@ share one budget), in memory otherwise. In Redis, limits' two scripts per reques
 an entry, then read the window for the headers) are one script of ours: rate limiting
 was the largest share of a job read (22%), half of it the second round trip. If Redis
 fails, requests are let through and the failure is logged: per-user budgets in the
-database still bound what can be spent.
+database still bound what can be spent; a circuit breaker (`app/breaker.py`) makes a Redis
+that hangs cost a few deadlines, not one per request.
 """
 
 import asyncio
@@ -25,9 +26,10 @@ from redis.asyncio import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import Principal, current_principal
+from app.breaker import CircuitBreaker
 from app.config import Settings
 from app.errors import ProblemError
-from app.metrics import RATE_LIMITED
+from app.metrics import RATE_LIMITED, REDIS_BREAKER_OPEN
 
 logger = logging.getLogger(__name__)
 HEADERS_STATE_KEY = "rate_limit_headers"
@@ -134,9 +136,17 @@ class RateLimits:
 
     def __init__(self, settings: Settings) -> None:
         self.windows: RedisWindows | MemoryWindows = (
-            RedisWindows(settings.redis_url, settings.rate_limit_key_prefix)
+            RedisWindows(
+                settings.redis_url, settings.rate_limit_key_prefix, settings.redis_timeout_seconds
+            )
             if settings.redis_url
             else MemoryWindows()
+        )
+        self.breaker = CircuitBreaker(
+            "redis",
+            REDIS_BREAKER_OPEN,
+            threshold=settings.redis_breaker_failures,
+            reset_seconds=settings.redis_breaker_reset_seconds,
         )
         self._items = {
             RouteClass.CREATE: parse(settings.rate_limit_create),
@@ -158,11 +168,10 @@ class RateLimits:
         """Count one request (against `limit`, a plan's, else the route class's); return the
         rate-limit headers, or raise a 429 problem."""
         item = self._items[route_class] if limit is None else self._item(limit)
-        try:
-            allowed, stats = await self.windows.hit(item, route_class, key)
-        except Exception as exc:  # storage down: fail open, budgets still hold
-            logger.warning("rate limit storage unavailable (%r); request let through", exc)
+        hit = await self._hit(item, route_class, key)
+        if hit is None:  # storage down or skipped: fail open, budgets still hold
             return {}
+        allowed, stats = hit
         reset_in = max(0, int(stats.reset_time - time.time() + 0.999))
         headers = {
             "X-RateLimit-Limit": str(item.amount),
@@ -179,14 +188,27 @@ class RateLimits:
             )
         return headers
 
+    async def _hit(self, item: RateLimitItem, *identifiers: str) -> tuple[bool, WindowStats] | None:
+        """Take an entry in the window, through the breaker; None when the storage failed
+        or the breaker is open (the caller lets the request through)."""
+        if not self.breaker.allow():
+            return None
+        try:
+            taken = await self.windows.hit(item, *identifiers)
+        except Exception as exc:
+            self.breaker.failed()
+            logger.warning("rate limit storage unavailable (%r); not limiting", exc)
+            return None
+        self.breaker.succeeded()
+        return taken
+
     async def wait_for_submit_slot(self) -> None:
         """Block until the global generate-call rate allows one more call."""
         while True:
-            try:
-                allowed, stats = await self.windows.hit(self._submit_item, "submit", "global")
-            except Exception as exc:
-                logger.warning("submission rate storage unavailable (%r); not limiting", exc)
+            hit = await self._hit(self._submit_item, "submit", "global")
+            if hit is None:
                 return
+            allowed, stats = hit
             if allowed:
                 return
             await asyncio.sleep(max(0.01, stats.reset_time - time.time()))

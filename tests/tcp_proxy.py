@@ -1,6 +1,7 @@
 """A loopback TCP proxy that a test can cut and restore: what a database restart looks
 like from the service's side (open connections die, new ones are refused, then it is
-back on the same address), without restarting the machine's shared Postgres mid-suite."""
+back on the same address), without restarting the machine's shared Postgres mid-suite.
+It can also hang: accept connections and never answer (a brownout)."""
 
 import asyncio
 import contextlib
@@ -14,6 +15,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = free_port()
+        self.hang = False  # new connections are accepted and never answered
+        self.connections = 0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -30,6 +33,13 @@ class TcpProxy:
         self._writers.clear()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.hang:
+            with contextlib.suppress(OSError):
+                while await client_r.read(65536):  # swallow whatever comes, say nothing
+                    pass
+            client_w.transport.abort()
+            return
         try:
             upstream_r, upstream_w = await asyncio.open_connection(*self._target)
         except OSError:

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from app.auth import admin_principal
+from app.breaker import BreakerState
 from app.errors import FieldError, ProblemError, problem_responses
 from app.jobs import stats
 from app.jobs.states import JobStatus
@@ -43,8 +44,11 @@ async def _database_problem(request: Request) -> FieldError | None:
 async def _redis_problem(request: Request) -> FieldError | None:
     if not request.app.state.settings.redis_url:
         return None
+    rate_limits = request.app.state.rate_limits
+    if rate_limits.breaker.state is not BreakerState.CLOSED:
+        return FieldError(field="redis", code="circuit_open", message="requests skip Redis")
     try:
-        healthy = await request.app.state.rate_limits.windows.check()
+        healthy = await rate_limits.windows.check()
     except Exception:
         healthy = False
     return (
@@ -63,22 +67,22 @@ async def _bounded(check: Any, name: str) -> FieldError | None:
 
 @router.get(
     "/readyz",
-    summary="Ready for traffic: database reachable and migrated, Redis reachable if configured",
+    summary="Ready for traffic: database reachable and migrated (Redis down only degrades)",
     responses=problem_responses(503),
 )
-async def readyz(request: Request) -> dict[str, str]:
-    problems = [
-        p
-        for p in await asyncio.gather(
-            _bounded(_database_problem(request), "database"),
-            _bounded(_redis_problem(request), "redis"),
-        )
-        if p is not None
-    ]
-    if problems:
-        raise ProblemError(
-            503, "not_ready", ", ".join(f"{p.field}: {p.code}" for p in problems), errors=problems
-        )
+async def readyz(request: Request) -> dict[str, str | list[str]]:
+    """503 only for what a replica cannot serve without (the database, migrations at
+    head). Redis is not one of those: without it rate limits are let through and the
+    database budgets hold, so an unreachable Redis, or its breaker open, is `degraded`;
+    a load balancer keeps the replica (and the fleet) in service."""
+    database, redis = await asyncio.gather(
+        _bounded(_database_problem(request), "database"),
+        _bounded(_redis_problem(request), "redis"),
+    )
+    if database is not None:
+        raise ProblemError(503, "not_ready", f"database: {database.code}", errors=[database])
+    if redis is not None:
+        return {"status": "degraded", "degraded": [f"redis: {redis.code}"]}
     return {"status": "ready"}
 
 

@@ -21,6 +21,7 @@ from app.jobs.callbacks import callback_signature
 from app.main import create_app
 from app.ratelimit import MemoryWindows, RedisWindows
 from tests.harness import Stack, bearer, running_stack, serve, wait_until
+from tests.tcp_proxy import TcpProxy
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BODY = {"prompt": "a paper boat drifting down a rainy street"}  # 8 s at 720p: 16 credits
@@ -260,3 +261,43 @@ async def test_a_redis_that_stops_answering_is_given_up_at_the_deadline() -> Non
     await windows.aclose()
     server.close()
     await server.wait_closed()
+
+
+async def test_a_hung_redis_costs_a_few_deadlines_then_none(database_url: str) -> None:
+    """Redis accepts connections and never answers: after the breaker's threshold of
+    timeouts, requests make no Redis attempt (counted at the proxy) until the probe; once
+    Redis answers again the probe closes the breaker and the limits hold again."""
+    proxy = TcpProxy("127.0.0.1", int(REDIS_URL.rsplit(":", 1)[1].split("/")[0]))
+    await proxy.start()
+    proxy.hang = True
+    settings = redis_settings(
+        redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+        redis_timeout_seconds=0.2,
+        redis_breaker_failures=3,
+        redis_breaker_reset_seconds=0.5,
+        rate_limit_read="5/minute",
+    )
+    async with running_stack(database_url, **settings) as stack:
+        statuses = [(await stack.http.get("/jobs", headers=stack.headers())).status_code]
+        statuses += [(await stack.http.get("/jobs", headers=stack.headers())).status_code]
+        statuses += [(await stack.http.get("/jobs", headers=stack.headers())).status_code]
+        attempts = proxy.connections
+        assert statuses == [200, 200, 200] and attempts >= 3  # each waited out its deadline
+        for _ in range(20):  # the breaker is open: let through at once, Redis not asked
+            assert (await stack.http.get("/jobs", headers=stack.headers())).status_code == 200
+        assert proxy.connections == attempts
+        ready = (await stack.http.get("/readyz")).json()
+        assert ready == {"status": "degraded", "degraded": ["redis: circuit_open"]}
+        admin = bearer(stack.settings, "ops", admin=True)
+        metrics = (await stack.http.get("/metrics", headers=admin)).text
+        assert "seedance_redis_breaker_open 1.0" in metrics
+
+        proxy.hang = False  # Redis answers again; after the reset time one probe closes it
+
+        async def limited_again() -> bool:
+            response = await stack.http.get("/jobs", headers=stack.headers())
+            return response.status_code == 429
+
+        await wait_until(limited_again)  # 5/minute holds once requests reach Redis
+        assert (await stack.http.get("/readyz")).json() == {"status": "ready"}
+    await proxy.cut()

@@ -31,12 +31,12 @@ async def test_healthz_and_readyz(api: Stack) -> None:
 async def test_readyz_with_redis(database_url: str) -> None:
     async with running_stack(database_url, redis_url="redis://127.0.0.1:6379/0") as stack:
         assert (await stack.http.get("/readyz")).status_code == 200
+    # the service runs without Redis (limits let through, budgets hold): degraded, not down,
+    # or a Redis outage would take every replica out of the load balancer
     async with running_stack(database_url, redis_url="redis://127.0.0.1:1/0") as stack:
         response = await stack.http.get("/readyz")
-        assert response.status_code == 503
-        assert [(e["field"], e["code"]) for e in response.json()["errors"]] == [
-            ("redis", "unreachable")
-        ]
+        assert response.status_code == 200
+        assert response.json() == {"status": "degraded", "degraded": ["redis: unreachable"]}
 
 
 async def test_readyz_reports_a_database_that_is_down(database_url: str) -> None:
