@@ -56,6 +56,9 @@ ALLOWED_DURATIONS: dict[SeedanceModel, tuple[int, ...]] = {
     SeedanceModel.STANDARD: (5, 10, 15),
 }
 DEFAULT_DURATION: dict[SeedanceModel, int] = {SeedanceModel.MINI: 8, SeedanceModel.STANDARD: 5}
+# one line of text without control characters (Postgres refuses NUL in text; the rest
+# has no place in a name or a description)
+SINGLE_LINE = r"^[^\x00-\x1f\x7f]*$"
 MAX_PROMPT_CHARS = 2000
 MAX_IMAGES = 4
 MAX_REFERENCE_URLS = 4  # not published upstream; our cap

@@ -11,7 +11,7 @@ from app.auth import require_admin
 from app.errors import problem_responses
 from app.jobs import service, stats
 from app.jobs.states import JobStatus
-from app.schemas import JobOut
+from app.schemas import SINGLE_LINE, JobOut
 
 router = APIRouter(
     prefix="/admin",
@@ -70,11 +70,11 @@ class ErasureOut(BaseModel):
 async def search_jobs(
     session: Session,
     request: Request,
-    owner: Annotated[str | None, Query(max_length=255, alias="user")] = None,
+    owner: Annotated[str | None, Query(max_length=255, pattern=SINGLE_LINE, alias="user")] = None,
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
-    upstream_task_id: Annotated[str | None, Query(max_length=128)] = None,
+    upstream_task_id: Annotated[str | None, Query(max_length=128, pattern=SINGLE_LINE)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AdminJobPage:
@@ -108,7 +108,7 @@ async def get_stats(
     summary="Erase one user's prompts, inputs and media (right to erasure)",
 )
 async def erase_user_data(
-    subject: Annotated[str, Path(min_length=1, max_length=255)],
+    subject: Annotated[str, Path(min_length=1, max_length=255, pattern=SINGLE_LINE)],
     session: Session,
     request: Request,
 ) -> ErasureOut:

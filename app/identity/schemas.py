@@ -7,19 +7,22 @@ from typing import Annotated
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from app.identity.verifier import MAX_SUBJECT_LENGTH
+from app.schemas import SINGLE_LINE
 
 
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subject: Annotated[str, Field(min_length=1, max_length=MAX_SUBJECT_LENGTH)] = Field(
+    subject: Annotated[
+        str, Field(min_length=1, max_length=MAX_SUBJECT_LENGTH, pattern=SINGLE_LINE)
+    ] = Field(
         description="who the key acts as: its jobs are this subject's",
         examples=["svc:batch-pipeline"],
     )
     plan: str | None = Field(
-        None, max_length=64, description="one of PLANS (default: DEFAULT_PLAN)"
+        None, max_length=64, pattern=SINGLE_LINE, description="one of PLANS (default: DEFAULT_PLAN)"
     )
-    description: str | None = Field(None, max_length=500)
+    description: str | None = Field(None, max_length=500, pattern=SINGLE_LINE)
     expires_at: AwareDatetime | None = Field(None, description="unset: until revoked")
 
 

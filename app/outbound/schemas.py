@@ -7,12 +7,14 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.outbound.states import AttemptResult, EventType, MessageStatus
+from app.schemas import SINGLE_LINE
 
 EndpointUrl = Annotated[
     str,
     Field(
         min_length=1,
         max_length=2048,
+        pattern=SINGLE_LINE,
         description="public https URL (outside production also http://127.0.0.1)",
         examples=["https://api.example.com/hooks/seedance"],
     ),
@@ -21,7 +23,7 @@ EventTypes = Annotated[
     list[EventType],
     Field(min_length=1, max_length=len(EventType), description="the events to send"),
 ]
-Description = Annotated[str, Field(max_length=500)]
+Description = Annotated[str, Field(max_length=500, pattern=SINGLE_LINE)]
 
 
 class EndpointCreate(BaseModel):
