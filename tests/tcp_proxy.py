@@ -15,7 +15,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = free_port()
-        self.hang = False  # new connections are accepted and never answered
+        self.hang = False  # connections are accepted, and nothing is answered
         self.connections = 0
 
     async def start(self) -> None:
@@ -51,6 +51,8 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
+                if self.hang:  # open connections go silent too
+                    continue
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()
