@@ -82,7 +82,6 @@ class JwksKeys:
         self._fresh_until = -float("inf")
         self._retry_at = -float("inf")  # after a failed fetch
         self._lock = asyncio.Lock()
-        self.fetches = 0  # JWKS documents asked for (tests, logs)
 
     async def key(self, kid: str | None) -> PyJWK:
         """The key `kid` names (or the only key, for a token without `kid`)."""
@@ -119,7 +118,6 @@ class JwksKeys:
             now = time.monotonic()
             if self._fetched_at >= asked_at or now < self._retry_at:
                 return  # another task just fetched, or the provider failed a moment ago
-            self.fetches += 1
             try:
                 url = self._jwks_url or await self._discover()
                 response = await self._http.get(url)

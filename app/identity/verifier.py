@@ -128,9 +128,6 @@ class TokenVerifier:
         self.plans = Plans(settings)
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
-    def jwks(self, issuer: str) -> JwksKeys | None:
-        return self._issuers[issuer].jwks
-
     def prefetch(self) -> asyncio.Task[None]:
         """Fetch every provider's keys in the background (startup does not wait for them)."""
 
