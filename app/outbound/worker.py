@@ -268,12 +268,6 @@ class OutboundWorker(PooledLoop):
             return {**values, "status": MessageStatus.DELIVERED, "delivered_at": now}
         delay = retry_delay(self._settings.outbound_retry_schedule, order.attempt)
         if delay is None:
-            logger.warning(
-                "webhook %s: given up after %d attempts (%s)",
-                webhook_id(order.message_id),
-                order.attempt,
-                outcome.error,
-            )
             return {**values, "status": MessageStatus.FAILED}
         return {**values, "next_attempt_at": now + delay}
 
@@ -302,6 +296,13 @@ class OutboundWorker(PooledLoop):
         if not recorded:
             logger.warning("webhook %s: attempt superseded", webhook_id(order.message_id))
             return
+        if message["status"] == MessageStatus.FAILED:
+            logger.warning(
+                "webhook %s: given up after %d attempts (%s)",
+                webhook_id(order.message_id),
+                order.attempt,
+                outcome.error,
+            )
         endpoint = update(_ENDPOINTS).where(_ENDPOINTS.c.id == order.endpoint_id)
         if outcome.result is AttemptResult.DELIVERED:
             if order.failing_since is not None:
