@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match, Mount
 
 from app.db.availability import DATABASE_ERRORS, is_database_unavailable
 
@@ -167,7 +168,7 @@ async def _on_validation(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     # FastAPI raises 400 for bodies it cannot decode (bad UTF-8, JSON nested too deep)
     codes = {
@@ -176,12 +177,30 @@ async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
         405: "method_not_allowed",
         413: "body_too_large",
     }
+    headers = exc.headers
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers = {**(headers or {}), "Allow": allowed}
     return problem_response(
-        exc.status_code,
-        codes.get(exc.status_code, "http_error"),
-        str(exc.detail),
-        headers=exc.headers,
+        exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers=headers
     )
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path (Starlette's own `Allow` names only the
+    first route that matched the path, and GET /jobs and POST /jobs are two routes)."""
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+            if not isinstance(route, Mount)  # static files take any method, then refuse
+        )
+    ]
+    return ", ".join(allowed)
 
 
 async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:

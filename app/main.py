@@ -39,6 +39,7 @@ from app.logs import configure_logging
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
 from app.media.storage import MediaStorage
+from app.openapi import build_openapi, operation_id
 from app.outbound.signing import SecretBox
 from app.outbound.worker import OutboundWorker
 from app.ratelimit import RateLimitHeadersMiddleware, RateLimits
@@ -137,7 +138,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        generate_unique_id_function=operation_id,
     )
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.state.settings = settings
     install_error_handlers(app)
     # added innermost first: CORS, rate-limit headers, size caps, request log, request id

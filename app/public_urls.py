@@ -38,6 +38,42 @@ _PRIVATE_SUFFIXES = (
 )
 
 
+# The syntax every accepted URL has, as a pattern (the OpenAPI document states it, the
+# check enforces it last): https, a DNS name with an alphabetic top-level label or an IP
+# address, a port from 1 to 65535, no user info, and only the characters RFC 3986 allows
+# unencoded. Which names and addresses are public is for the check (`url_host_not_public`).
+_LABEL_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_OCTET_PATTERN = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV4_PATTERN = rf"(?:{_OCTET_PATTERN}\.){{3}}{_OCTET_PATTERN}"
+_H16, _LS32 = "[0-9A-Fa-f]{1,4}", rf"(?:[0-9A-Fa-f]{{1,4}}:[0-9A-Fa-f]{{1,4}}|{_IPV4_PATTERN})"
+_IPV6_PATTERN = "|".join(  # RFC 3986's IPv6address, form by form
+    [
+        rf"(?:{_H16}:){{6}}{_LS32}",
+        rf"::(?:{_H16}:){{5}}{_LS32}",
+        rf"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+        *(rf"(?:(?:{_H16}:){{0,{n - 1}}}{_H16})?::(?:{_H16}:){{{3 - n}}}{_LS32}" for n in (2, 3)),
+        rf"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+        rf"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+        rf"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
+        rf"(?:(?:{_H16}:){{0,6}}{_H16})?::",
+    ]
+)
+_HOST_PATTERN = (
+    rf"(?:(?:{_LABEL_PATTERN}\.)+(?:[A-Za-z]{{2,63}}|[Xx][Nn]--[A-Za-z0-9-]{{1,59}})\.?"
+    rf"|{_IPV4_PATTERN}|\[(?:{_IPV6_PATTERN})\])"
+)
+_PORT_PATTERN = (  # 1 to 65535
+    r"[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]"
+)
+_URL_CHAR_PATTERN = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})"
+URL_TAIL_PATTERN = (  # port, path and query, fragment
+    rf"(?::(?:{_PORT_PATTERN}))?(?:[/?]{_URL_CHAR_PATTERN}*)?(?:#{_URL_CHAR_PATTERN}*)?"
+)
+_HOST_LENGTH_PATTERN = r"(?=[^/?#:]{1,253}\.?(?:[/?#:]|$))"  # a name of at most 253 characters
+PUBLIC_HTTPS_URL_PATTERN = rf"^https://{_HOST_LENGTH_PATTERN}{_HOST_PATTERN}{URL_TAIL_PATTERN}$"
+_WELL_FORMED = re.compile(PUBLIC_HTTPS_URL_PATTERN)
+
+
 def _reject(code: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(code, message)
 
@@ -91,6 +127,8 @@ def check_public_https_url(url: str) -> str:
         _check_ip_host(host)
     else:
         _check_dns_host(host)
+    if not _WELL_FORMED.fullmatch(url):
+        raise _reject("invalid_url", "the URL has characters that RFC 3986 wants percent-encoded")
     return url
 
 

@@ -25,8 +25,8 @@ def _job_id(scope: Scope) -> str | None:
     """The job id of the path, normalized: a raw path value is the client's text (it could
     carry a newline and forge a log line), so anything that is not a UUID is `invalid`."""
     raw = scope.get("path_params", {}).get("job_id")
-    if raw is None:
-        return None
+    if raw is None or isinstance(raw, uuid.UUID):  # /jobs/{job_id:uuid} converts it
+        return None if raw is None else str(raw)
     try:
         return str(uuid.UUID(raw))
     except ValueError:
@@ -57,7 +57,7 @@ class RequestTelemetryMiddleware:
         finally:
             duration = time.perf_counter() - started
             route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            template = getattr(route, "path_format", "unmatched")
             method = scope["method"]
             if template not in _NOT_MEASURED:
                 HTTP_REQUESTS.labels(template, method, f"{status // 100}xx").inc()

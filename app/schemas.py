@@ -6,6 +6,7 @@ a field's validator may read the fields declared before it (`info.data`).
 """
 
 import hashlib
+import re
 import unicodedata
 import uuid
 from datetime import datetime
@@ -15,19 +16,23 @@ from typing import Annotated, Self
 import orjson
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    StrictInt,
+    GetJsonSchemaHandler,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from app.db.models import Batch
 from app.jobs.states import JobStatus
-from app.public_urls import check_public_https_url
+from app.public_urls import MAX_URL_LENGTH, PUBLIC_HTTPS_URL_PATTERN, check_public_https_url
 
 
 class SeedanceModel(StrEnum):
@@ -59,24 +64,66 @@ DEFAULT_DURATION: dict[SeedanceModel, int] = {SeedanceModel.MINI: 8, SeedanceMod
 # one line of text without control characters (Postgres refuses NUL in text; the rest
 # has no place in a name or a description)
 SINGLE_LINE = r"^[^\x00-\x1f\x7f]*$"
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339_text(value: object) -> object:
+    """Only RFC 3339 text, as the schema's `date-time` says: pydantic alone would also read
+    a number as Unix time and a bare date as midnight."""
+    if isinstance(value, str) and _RFC3339.match(value):
+        return value
+    raise PydanticCustomError(
+        "invalid_datetime", "give an RFC 3339 date-time with an offset: 2026-11-26T09:30:00Z"
+    )
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+
+
+def _whole_number(value: object) -> object:
+    """A JSON integer as JSON Schema counts them (8 and 8.0), never a string or a boolean."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("invalid_type", "Input should be a whole number")
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 MAX_PROMPT_CHARS = 2000
 MAX_IMAGES = 4
 MAX_REFERENCE_URLS = 4  # not published upstream; our cap
 _ALLOWED_CONTROL_CHARS = frozenset("\n\t")
 
-PublicHttpsUrl = Annotated[str, AfterValidator(check_public_https_url)]
+PublicHttpsUrl = Annotated[
+    str,
+    AfterValidator(check_public_https_url),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "uri",
+            "maxLength": MAX_URL_LENGTH,
+            "pattern": PUBLIC_HTTPS_URL_PATTERN,
+            "examples": ["https://cdn.example.com/boat.png"],
+        }
+    ),
+]
+# A prompt's characters, as the schema states them: no control character but tab, LF and
+# CRLF, and at least one that is not a space.
+_PROMPT_CHAR = r"(?:[^\x00-\x08\x0b-\x1f\x7f-\x9f]|\r\n)"
+PROMPT_PATTERN = rf"^{_PROMPT_CHAR}*[^\s\x00-\x1f\x7f-\x9f]{_PROMPT_CHAR}*$"
 
 
 def _check_prompt(value: str) -> str:
-    value = value.replace("\r\n", "\n").strip()
-    if not value:
-        raise PydanticCustomError("prompt_empty", "the prompt is empty")
+    """Length and characters are those of the text as sent (as the schema's maxLength and
+    pattern count them); only then are CRLFs normalized and the ends trimmed."""
     if len(value) > MAX_PROMPT_CHARS:
         raise PydanticCustomError(
             "prompt_too_long",
             "the prompt has {length} characters; at most {limit} are accepted",
             {"length": len(value), "limit": MAX_PROMPT_CHARS},
         )
+    value = value.replace("\r\n", "\n")
     for char in value:
         if unicodedata.category(char) == "Cs":
             raise PydanticCustomError(
@@ -88,6 +135,9 @@ def _check_prompt(value: str) -> str:
                 "the prompt contains a control character (U+{code:04X})",
                 {"code": ord(char)},
             )
+    value = value.strip()
+    if not value:
+        raise PydanticCustomError("prompt_empty", "the prompt is empty")
     return value
 
 
@@ -99,7 +149,83 @@ def _check_url_list(values: list[str] | None, *, limit: int, code: str) -> list[
     return values
 
 
-Prompt = Annotated[str, AfterValidator(_check_prompt)]
+Prompt = Annotated[
+    str,
+    AfterValidator(_check_prompt),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": MAX_PROMPT_CHARS,
+            "pattern": PROMPT_PATTERN,
+            "examples": ["A paper boat drifting down a rainy street, golden hour"],
+        }
+    ),
+]
+
+
+def _url_list_schema(limit: int) -> WithJsonSchema:
+    """An optional list of 1 to `limit` URLs: absent or null, never empty."""
+    items = PublicHttpsUrl.__metadata__[1].json_schema  # type: ignore[attr-defined]
+    array = {"type": "array", "items": items, "minItems": 1, "maxItems": limit}
+    return WithJsonSchema({"anyOf": [array, {"type": "null"}]})
+
+
+def _duration_schema(model: "SeedanceModel") -> dict[str, object]:
+    allowed = ALLOWED_DURATIONS[model]
+    rule: dict[str, object] = (
+        {"minimum": allowed[0], "maximum": allowed[-1]}
+        if allowed == tuple(range(allowed[0], allowed[-1] + 1))
+        else {"enum": list(allowed)}
+    )
+    return {"type": "integer", **rule}
+
+
+def _split_by_model(schema: dict[str, object]) -> None:
+    """Rewrite a job body's object schema as one variant per model: `duration`'s choices
+    depend on `model`, which properties alone cannot say. `model` may be left out for Mini.
+    With images, `adaptive` is refused; without (absent or null), a body with `prompt`
+    needs one."""
+    properties = dict(schema.pop("properties"))  # type: ignore[call-overload]
+    required = list(schema.pop("required", []))  # type: ignore[call-overload]
+    del schema["type"], schema["additionalProperties"]
+    # `if`/`then` rather than `anyOf` or `not`: fuzzers read those as requirements of their
+    # own (dropping `prompt` from a body that has images is still a valid body)
+    rules = [
+        {
+            "if": {"required": ["images"], "properties": {"images": {"type": "array"}}},
+            "then": {"properties": {"aspect_ratio": {"not": {"const": "adaptive"}}}},
+        }
+    ]
+    if "prompt" in properties:
+        rules.append(
+            {
+                "if": {"properties": {"images": {"type": "null"}}},
+                "then": {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+            }
+        )
+    variants = []
+    for model in SeedanceModel:
+        model_schema = {"type": "string", "const": model.value, "default": model.value}
+        duration = properties["duration"]
+        variants.append(
+            {
+                "title": f"{schema['title']} ({model.value})",
+                "type": "object",
+                "properties": {
+                    **properties,
+                    "model": model_schema,
+                    "duration": {
+                        "anyOf": [_duration_schema(model), {"type": "null"}],
+                        "default": DEFAULT_DURATION[model],
+                        "description": duration["description"],  # type: ignore[index]
+                    },
+                },
+                "required": required if model is SeedanceModel.MINI else [*required, "model"],
+                "additionalProperties": False,
+                "allOf": rules,
+            }
+        )
+    schema["oneOf"] = variants
 
 
 class JobParams(BaseModel):
@@ -108,12 +234,12 @@ class JobParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: SeedanceModel = SeedanceModel.MINI
-    images: list[PublicHttpsUrl] | None = Field(
+    images: Annotated[list[PublicHttpsUrl] | None, _url_list_schema(MAX_IMAGES)] = Field(
         None,
         description=f"1 to {MAX_IMAGES} public https image URLs (image-to-video)",
         validate_default=True,
     )
-    duration: StrictInt | None = Field(
+    duration: WholeNumber | None = Field(
         None,
         description="seconds: 4..15 for seedance-2-mini (default 8); 5, 10 or 15 for "
         "seedance-2.0 (default 5)",
@@ -123,8 +249,20 @@ class JobParams(BaseModel):
     aspect_ratio: AspectRatio = Field(
         AspectRatio.R16_9, description="`adaptive` is for text-to-video only"
     )
-    reference_video_urls: list[PublicHttpsUrl] | None = Field(None, validate_default=True)
-    reference_audio_urls: list[PublicHttpsUrl] | None = Field(None, validate_default=True)
+    reference_video_urls: Annotated[
+        list[PublicHttpsUrl] | None, _url_list_schema(MAX_REFERENCE_URLS)
+    ] = Field(None, validate_default=True)
+    reference_audio_urls: Annotated[
+        list[PublicHttpsUrl] | None, _url_list_schema(MAX_REFERENCE_URLS)
+    ] = Field(None, validate_default=True)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        reference = handler(core_schema)
+        _split_by_model(handler.resolve_ref_schema(reference))
+        return reference
 
     def as_input(self) -> dict[str, object]:
         """The fields the client set, as input again: an absent URL list is normalized to
@@ -187,9 +325,10 @@ class JobCreate(JobParams):
         },
     )
 
-    prompt: str | None = Field(
+    prompt: Prompt | None = Field(
         None,
-        description=f"1 to {MAX_PROMPT_CHARS} characters after trimming; required without images",
+        description=f"at most {MAX_PROMPT_CHARS} characters, not only spaces; required "
+        "without images",
         validate_default=True,
     )
 
@@ -197,7 +336,7 @@ class JobCreate(JobParams):
     @classmethod
     def _prompt(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            return _check_prompt(value)
+            return value
         if "images" in info.data and not info.data["images"]:
             raise PydanticCustomError("prompt_required", "a prompt is required without images")
         return None
@@ -239,11 +378,45 @@ class BatchCreate(BaseModel):
 
     @model_validator(mode="after")
     def _one_form(self) -> Self:
-        if (self.jobs is None) == (self.prompts is None) or (self.jobs and self.base):
+        given = self.model_fields_set
+        jobs_form = "jobs" in given and self.jobs is not None and not given & {"base", "prompts"}
+        prompts_form = "prompts" in given and self.prompts is not None and "jobs" not in given
+        if not (jobs_form or prompts_form):
             raise PydanticCustomError(
                 "invalid_batch", "give either `jobs`, or `prompts` with an optional `base`"
             )
         return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The two shapes as a `oneOf`: `jobs`, or `prompts` with an optional `base`."""
+        reference = handler(core_schema)
+        schema = handler.resolve_ref_schema(reference)
+        properties = schema.pop("properties")
+        del schema["type"], schema["additionalProperties"]
+
+        def required_list(name: str) -> dict[str, object]:
+            return next(s for s in properties[name]["anyOf"] if s.get("type") == "array")
+
+        schema["oneOf"] = [
+            {
+                "title": "BatchOfJobs",
+                "type": "object",
+                "properties": {"jobs": required_list("jobs")},
+                "required": ["jobs"],
+                "additionalProperties": False,
+            },
+            {
+                "title": "BatchOfPrompts",
+                "type": "object",
+                "properties": {"base": properties["base"], "prompts": required_list("prompts")},
+                "required": ["prompts"],
+                "additionalProperties": False,
+            },
+        ]
+        return reference
 
     def variants(self) -> list[JobCreate]:
         if self.jobs is not None:
@@ -270,7 +443,9 @@ class PromoteRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    duration: StrictInt = Field(5, description="5, 10 or 15 seconds")
+    duration: Annotated[WholeNumber, WithJsonSchema(_duration_schema(SeedanceModel.STANDARD))] = (
+        Field(DEFAULT_DURATION[SeedanceModel.STANDARD], description="seconds")
+    )
     resolution: Resolution = Resolution.P720
 
     @field_validator("duration")
@@ -316,7 +491,10 @@ class MediaOut(BaseModel):
 class JobOut(BaseModel):
     """A job as its owner sees it."""
 
-    model_config = ConfigDict(from_attributes=True)
+    # every field is in every answer: the document says so (generated types need no `?`)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
 
     id: uuid.UUID
     status: JobStatus

@@ -6,12 +6,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from app.api.deps import Session
+from app.api.deps import Cursor, Session
 from app.auth import require_admin
 from app.errors import problem_responses
 from app.jobs import service, stats
 from app.jobs.states import JobStatus
-from app.schemas import SINGLE_LINE, JobOut
+from app.schemas import SINGLE_LINE, JobOut, Rfc3339
 
 router = APIRouter(
     prefix="/admin",
@@ -72,18 +72,18 @@ async def search_jobs(
     request: Request,
     owner: Annotated[str | None, Query(max_length=255, pattern=SINGLE_LINE, alias="user")] = None,
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Rfc3339 | None = None,
+    created_before: Rfc3339 | None = None,
     upstream_task_id: Annotated[str | None, Query(max_length=128, pattern=SINGLE_LINE)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Cursor = None,
 ) -> AdminJobPage:
     filters = service.JobFilter(
         owner=owner,
         include_deleted=True,
         status=job_status,
-        created_after=_utc(created_after),
-        created_before=_utc(created_before),
+        created_after=created_after,
+        created_before=created_before,
         upstream_task_id=upstream_task_id,
     )
     jobs, next_cursor = await service.list_jobs(session, filters, limit=limit, cursor=cursor)
@@ -124,10 +124,3 @@ async def erase_user_data(
         media_objects_removed=removed,
         media_pending_removal=pending,
     )
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """Query timestamps without an offset are taken as UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)

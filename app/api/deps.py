@@ -1,9 +1,9 @@
 """Dependencies shared by the routers: the session, the rate-limited caller, the
-Idempotency-Key header."""
+Idempotency-Key header, the page cursor."""
 
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal
@@ -21,5 +21,16 @@ IdempotencyKey = Annotated[
         max_length=255,
         pattern=r"^[\x21-\x7e]+$",
         description="Retries with the same key return the original job instead of a new one.",
+    ),
+]
+# the opaque cursor of app/jobs/cursor.py (base64url); one it did not issue is a 422
+# `invalid_cursor`
+Cursor = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="`next_cursor` of the previous page",
     ),
 ]

@@ -2,32 +2,86 @@
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
+import orjson
 from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import Reader, Session
 from app.errors import problem_responses
 from app.jobs import service
-from app.jobs.feed import FeedItem, job_feed, owner_feed
+from app.jobs.feed import FeedItem, job_feed, latest_event_id, owner_feed
 from app.media.links import MediaLinks
 from app.schemas import JobEventOut
 
 router = APIRouter(tags=["events"], responses=problem_responses(401, 422, 429))
+MAX_EVENT_ID = 2**63 - 1  # event ids are Postgres bigints: a larger one fails here, not mid-stream
 LastEventId = Annotated[
     int | None,
-    Header(alias="Last-Event-ID", ge=0, description="resume after this event (reconnects)"),
+    Header(
+        alias="Last-Event-ID",
+        ge=0,
+        le=MAX_EVENT_ID,
+        description="resume after this event (reconnects)",
+        examples=[42],
+    ),
 ]
 SHUTDOWN_GRACE_SECONDS = 2.0  # well under uvicorn's graceful shutdown timeout
 SSE_DESCRIPTION = (
     "`text/event-stream` of `job` events; each `data` is a JobEventOut, each `id` the event id "
-    "to send back as `Last-Event-ID` when reconnecting."
+    "to send back as `Last-Event-ID` when reconnecting. Comment lines (`: ping`) keep the "
+    "connection alive every SSE_HEARTBEAT_SECONDS."
 )
 
 
-async def _sse(items: AsyncIterator[FeedItem], links: MediaLinks) -> AsyncIterator[ServerSentEvent]:
+def _event_schema(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["event", "id", "data"],
+        "properties": {
+            "event": {"const": name},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": data,
+            },
+        },
+    }
+
+
+JOB_EVENT = _event_schema("job", {"$ref": "#/components/schemas/JobEventOut"})
+# where a stream opened "from now on" starts: a client that reconnects before any `job` event
+# sends this id as Last-Event-ID and misses nothing in between
+READY_EVENT = _event_schema(
+    "ready",
+    {
+        "type": "object",
+        "required": ["after_event_id"],
+        "properties": {"after_event_id": {"type": "integer", "minimum": 0}},
+    },
+)
+
+
+def _sse_response(*events: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    schema = events[0] if len(events) == 1 else {"oneOf": list(events)}
+    example = 'id: 42\nevent: job\ndata: {"event_id": 42, "to_status": "running"}\n\n'
+    return {
+        200: {
+            "description": "The live stream, one event per item (OpenAPI 3.1's reading)",
+            "content": {"text/event-stream": {"schema": schema, "example": example}},
+        }
+    }
+
+
+async def _sse(
+    items: AsyncIterator[FeedItem], links: MediaLinks, ready_at: int | None = None
+) -> AsyncIterator[ServerSentEvent]:
+    if ready_at is not None:
+        data = orjson.dumps({"after_event_id": ready_at}).decode()
+        yield ServerSentEvent(data=data, id=str(ready_at), event="ready")
     async for item in items:
         payload = JobEventOut(
             event_id=item.event.id,
@@ -42,12 +96,12 @@ async def _sse(items: AsyncIterator[FeedItem], links: MediaLinks) -> AsyncIterat
 
 
 def _stream(
-    request: Request, items: AsyncIterator[FeedItem], shutdown: anyio.Event
+    request: Request, events: AsyncIterator[ServerSentEvent], shutdown: anyio.Event
 ) -> EventSourceResponse:
     """On server shutdown sse-starlette sets `shutdown`; the feed then ends and the
     response is completed properly (not cut), and the client resumes with Last-Event-ID."""
     return EventSourceResponse(
-        _sse(items, request.app.state.media_links),
+        events,
         ping=request.app.state.settings.sse_heartbeat_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         shutdown_event=shutdown,
@@ -56,14 +110,14 @@ def _stream(
 
 
 @router.get(
-    "/jobs/{job_id}/events",
+    "/jobs/{job_id:uuid}/events",
     summary="Follow one of your jobs live (SSE)",
     description="Sends the job's latest move at once (or, with Last-Event-ID, every move "
     "after it), then each later move, and closes after a terminal state. " + SSE_DESCRIPTION,
     response_class=EventSourceResponse,
-    responses=problem_responses(404),
+    responses={**_sse_response(JOB_EVENT), **problem_responses(404)},
 )
-async def job_events(
+async def stream_job_events(
     job_id: uuid.UUID,
     request: Request,
     principal: Reader,
@@ -82,26 +136,33 @@ async def job_events(
         recheck_seconds=state.settings.sse_heartbeat_seconds,
         stop=shutdown,
     )
-    return _stream(request, feed, shutdown)
+    return _stream(request, _sse(feed, state.media_links), shutdown)
 
 
 @router.get(
     "/events",
     summary="Follow all of your jobs live (SSE)",
-    description="Every move of your jobs from now on (or after Last-Event-ID). " + SSE_DESCRIPTION,
+    description="Every move of your jobs from now on (or after Last-Event-ID). Opened without "
+    "Last-Event-ID, the stream starts with a `ready` event whose `id` is where it starts. "
+    + SSE_DESCRIPTION,
     response_class=EventSourceResponse,
+    responses=_sse_response(JOB_EVENT, READY_EVENT),
 )
-async def my_events(
+async def stream_my_events(
     request: Request, principal: Reader, last_event_id: LastEventId = None
 ) -> EventSourceResponse:
     state = request.app.state
     shutdown = anyio.Event()
+    after = last_event_id
+    if after is None:
+        after = await latest_event_id(state.sessionmaker)
     feed = owner_feed(
         state.sessionmaker,
         state.event_hub,
         principal.subject,
-        after_event_id=last_event_id,
+        after_event_id=after,
         recheck_seconds=state.settings.sse_heartbeat_seconds,
         stop=shutdown,
     )
-    return _stream(request, feed, shutdown)
+    ready_at = after if last_event_id is None else None
+    return _stream(request, _sse(feed, state.media_links, ready_at), shutdown)

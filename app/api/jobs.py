@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from app.api.deps import Creator, IdempotencyKey, Reader, Session
+from app.api.deps import Creator, Cursor, IdempotencyKey, Reader, Session
 from app.errors import problem_responses
 from app.jobs import service
 from app.jobs.states import JobStatus
@@ -92,7 +92,7 @@ async def list_jobs(
     session: Session,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Cursor = None,
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
 ) -> JobPage:
     filters = service.JobFilter(owner=principal.subject, status=job_status)
@@ -102,7 +102,7 @@ async def list_jobs(
 
 
 @router.get(
-    "/{job_id}",
+    "/{job_id:uuid}",
     response_model=JobOut,
     summary="Read one of your jobs",
     responses=problem_responses(404),
@@ -113,7 +113,7 @@ async def get_job(job_id: uuid.UUID, principal: Reader, request: Request) -> Job
 
 
 @router.post(
-    "/{job_id}/promote",
+    "/{job_id:uuid}/promote",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
     summary="Render a succeeded Mini job again on seedance-2.0",
@@ -147,7 +147,7 @@ async def promote_job(
 
 
 @router.post(
-    "/{job_id}/cancel",
+    "/{job_id:uuid}/cancel",
     response_model=JobOut,
     summary="Cancel a job that has not been sent to Seedance",
     responses=problem_responses(404, 409),
@@ -162,7 +162,7 @@ async def cancel_job(
 
 
 @router.delete(
-    "/{job_id}",
+    "/{job_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete a job: its video, poster, prompt and inputs",

@@ -31,7 +31,7 @@ class Variant(StrEnum):
 
 
 @router.get(
-    "/jobs/{job_id}/content",
+    "/jobs/{job_id:uuid}/content",
     status_code=307,
     response_class=RedirectResponse,
     summary="Redirect to a fresh signed URL of your job's video or poster",
@@ -40,7 +40,7 @@ class Variant(StrEnum):
         **problem_responses(401, 404, 409, 422, 429),
     },
 )
-async def get_content(
+async def get_job_content(
     job_id: uuid.UUID,
     principal: Reader,
     request: Request,

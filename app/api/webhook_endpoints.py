@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from app.api.deps import Session
+from app.api.deps import Cursor, Session
 from app.auth import require_admin
 from app.errors import problem_responses
 from app.outbound import deliveries, endpoints
@@ -41,7 +41,7 @@ def _wake_worker(request: Request) -> None:
     summary="Add a webhook endpoint (its signing secret is shown only in this answer)",
     responses=problem_responses(400),
 )
-async def create_endpoint(
+async def create_webhook_endpoint(
     body: EndpointCreate, session: Session, request: Request
 ) -> EndpointCreated:
     state = request.app.state
@@ -53,12 +53,12 @@ async def create_endpoint(
 
 
 @router.get("", response_model=list[EndpointOut], summary="List the webhook endpoints")
-async def list_endpoints(session: Session) -> list[EndpointOut]:
+async def list_webhook_endpoints(session: Session) -> list[EndpointOut]:
     return [EndpointOut.model_validate(e) for e in await endpoints.list_endpoints(session)]
 
 
 @router.get("/{endpoint_id}", response_model=EndpointOut, summary="Read a webhook endpoint")
-async def get_endpoint(endpoint_id: uuid.UUID, session: Session) -> EndpointOut:
+async def get_webhook_endpoint(endpoint_id: uuid.UUID, session: Session) -> EndpointOut:
     return EndpointOut.model_validate(await endpoints.get_endpoint(session, endpoint_id))
 
 
@@ -68,7 +68,7 @@ async def get_endpoint(endpoint_id: uuid.UUID, session: Session) -> EndpointOut:
     summary="Change a webhook endpoint (events, enabled, URL, description, prompts)",
     responses=problem_responses(400),
 )
-async def update_endpoint(
+async def update_webhook_endpoint(
     endpoint_id: uuid.UUID, body: EndpointUpdate, session: Session, request: Request
 ) -> EndpointOut:
     endpoint = await endpoints.update_endpoint(
@@ -84,7 +84,7 @@ async def update_endpoint(
     response_class=Response,
     summary="Remove a webhook endpoint and its undelivered messages",
 )
-async def delete_endpoint(endpoint_id: uuid.UUID, session: Session) -> Response:
+async def delete_webhook_endpoint(endpoint_id: uuid.UUID, session: Session) -> Response:
     await endpoints.delete_endpoint(session, endpoint_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -95,7 +95,7 @@ async def delete_endpoint(endpoint_id: uuid.UUID, session: Session) -> Response:
     summary="Rotate the signing secret; the old one keeps signing for a grace period",
     responses=problem_responses(400),
 )
-async def rotate_secret(
+async def rotate_webhook_secret(
     endpoint_id: uuid.UUID, session: Session, request: Request, body: RotateSecret | None = None
 ) -> SecretRotated:
     state = request.app.state
@@ -128,12 +128,12 @@ async def send_test_event(
     response_model=DeliveryPage,
     summary="The endpoint's deliveries, newest first, with every attempt",
 )
-async def list_deliveries(
+async def list_webhook_deliveries(
     endpoint_id: uuid.UUID,
     session: Session,
     delivery_status: Annotated[MessageStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Cursor = None,
 ) -> DeliveryPage:
     return await deliveries.list_deliveries(
         session, endpoint_id, status=delivery_status, limit=limit, cursor=cursor
@@ -145,7 +145,7 @@ async def list_deliveries(
     response_model=DeliveryOut,
     summary="One delivery, with every attempt",
 )
-async def get_delivery(
+async def get_webhook_delivery(
     endpoint_id: uuid.UUID, delivery_id: uuid.UUID, session: Session
 ) -> DeliveryOut:
     return await deliveries.get_delivery(session, endpoint_id, delivery_id)
@@ -158,7 +158,7 @@ async def get_delivery(
     summary="Send a delivery again now (same webhook-id)",
     responses=problem_responses(409),
 )
-async def retry_delivery(
+async def retry_webhook_delivery(
     endpoint_id: uuid.UUID, delivery_id: uuid.UUID, session: Session, request: Request
 ) -> DeliveryOut:
     delivery = await deliveries.retry_delivery(session, endpoint_id, delivery_id)

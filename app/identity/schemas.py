@@ -4,10 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.identity.verifier import MAX_SUBJECT_LENGTH
-from app.schemas import SINGLE_LINE
+from app.schemas import SINGLE_LINE, Rfc3339
 
 
 class ApiKeyCreate(BaseModel):
@@ -23,7 +23,7 @@ class ApiKeyCreate(BaseModel):
         None, max_length=64, pattern=SINGLE_LINE, description="one of PLANS (default: DEFAULT_PLAN)"
     )
     description: str | None = Field(None, max_length=500, pattern=SINGLE_LINE)
-    expires_at: AwareDatetime | None = Field(None, description="unset: until revoked")
+    expires_at: Rfc3339 | None = Field(None, description="unset: until revoked")
 
 
 class ApiKeyOut(BaseModel):

@@ -68,22 +68,25 @@ async def job_feed(
                 return
 
 
+async def latest_event_id(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """The id of the latest move of any job: a feed after it starts "from now on"."""
+    async with sessionmaker() as session:
+        return await session.scalar(select(func.max(JobEvent.id))) or 0
+
+
 async def owner_feed(
     sessionmaker: async_sessionmaker[AsyncSession],
     hub: EventHub,
     owner: str,
     *,
-    after_event_id: int | None,
+    after_event_id: int,
     recheck_seconds: float,
     stop: Stop | None = None,
 ) -> AsyncIterator[FeedItem]:
-    """Every move of the owner's jobs after `after_event_id` (without it: from now on),
-    until `stop` is set."""
+    """Every move of the owner's jobs after `after_event_id` (`latest_event_id()`: from now
+    on), until `stop` is set."""
     with hub.for_owner(owner) as queue:
         last = after_event_id
-        if last is None:
-            async with sessionmaker() as session:
-                last = await session.scalar(select(func.max(JobEvent.id))) or 0
         while True:
             async with sessionmaker() as session:
                 rows = (

@@ -4,19 +4,26 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, WithJsonSchema
 
 from app.outbound.states import AttemptResult, EventType, MessageStatus
+from app.outbound.urls import LOCAL_RECEIVER_URL_PATTERN
+from app.public_urls import MAX_URL_LENGTH, PUBLIC_HTTPS_URL_PATTERN
 from app.schemas import SINGLE_LINE
 
+# checked by app/outbound/urls.py, which gives each broken rule its own 422 code
 EndpointUrl = Annotated[
     str,
-    Field(
-        min_length=1,
-        max_length=2048,
-        pattern=SINGLE_LINE,
-        description="public https URL (outside production also http://127.0.0.1)",
-        examples=["https://api.example.com/hooks/seedance"],
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "uri",
+            "maxLength": MAX_URL_LENGTH,
+            "pattern": f"{PUBLIC_HTTPS_URL_PATTERN}|{LOCAL_RECEIVER_URL_PATTERN}",
+            "description": "public https URL (outside production also http(s)://127.0.0.1, "
+            "localhost or [::1], which production refuses)",
+            "examples": ["https://api.example.com/hooks/seedance"],
+        }
     ),
 ]
 EventTypes = Annotated[
@@ -32,7 +39,7 @@ class EndpointCreate(BaseModel):
     url: EndpointUrl
     events: EventTypes = Field(default_factory=lambda: list(EventType))
     description: Description | None = None
-    include_prompts: bool = Field(
+    include_prompts: StrictBool = Field(
         True, description="false: payloads carry no prompt (for receivers that must not see one)"
     )
 
@@ -45,8 +52,8 @@ class EndpointUpdate(BaseModel):
     url: EndpointUrl | None = None
     events: EventTypes | None = None
     description: Description | None = None
-    include_prompts: bool | None = None
-    enabled: bool | None = None
+    include_prompts: StrictBool | None = None
+    enabled: StrictBool | None = None
 
 
 class EndpointOut(BaseModel):
@@ -79,7 +86,7 @@ class EndpointCreated(EndpointOut):
 class RotateSecret(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    grace_seconds: float | None = Field(
+    grace_seconds: StrictFloat | None = Field(
         None,
         ge=0,
         le=7 * 24 * 3600,

@@ -2,15 +2,23 @@
 when an endpoint is saved and again before every attempt (DNS answers change). Outside
 production, http(s) to this machine's loopback is allowed too, for local receivers."""
 
+import re
 from urllib.parse import urlsplit
 
 from pydantic_core import PydanticCustomError
 
 from app.config import Settings
 from app.errors import invalid_field
-from app.public_urls import HostNotPublic, check_public_https_url, resolve_publicly
+from app.public_urls import (
+    MAX_URL_LENGTH,
+    URL_TAIL_PATTERN,
+    HostNotPublic,
+    check_public_https_url,
+    resolve_publicly,
+)
 
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+LOCAL_RECEIVER_URL_PATTERN = rf"^https?://(?:127\.0\.0\.1|localhost|\[::1\]){URL_TAIL_PATTERN}$"
+_LOCAL_RECEIVER = re.compile(LOCAL_RECEIVER_URL_PATTERN)
 
 
 class UnsafeUrl(Exception):
@@ -18,13 +26,10 @@ class UnsafeUrl(Exception):
 
 
 def _is_local_receiver(url: str, settings: Settings) -> bool:
-    if settings.is_production:
-        return False
-    parts = urlsplit(url)
     return (
-        parts.scheme in {"http", "https"}
-        and "@" not in parts.netloc
-        and (parts.hostname or "").lower() in _LOOPBACK_HOSTS
+        not settings.is_production
+        and len(url) <= MAX_URL_LENGTH
+        and _LOCAL_RECEIVER.fullmatch(url) is not None
     )
 
 

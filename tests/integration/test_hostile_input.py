@@ -123,13 +123,14 @@ async def test_url_tricks_are_refused_and_never_forwarded(api: Stack, url: str) 
 
 
 async def test_unusual_methods_and_paths(api: Stack) -> None:
-    assert (await api.http.request("TRACE", "/jobs", headers=api.headers())).status_code == 405
+    trace = await api.http.request("TRACE", "/jobs", headers=api.headers())
+    assert (trace.status_code, trace.headers["Allow"]) == (405, "GET, POST")
     assert (await api.http.get("/jobs/../admin/stats", headers=api.headers())).status_code in {
         403,
         404,
     }
     weird = await api.http.get("/jobs/%00", headers=api.headers())
-    assert weird.status_code == 422
+    assert (weird.status_code, weird.json()["code"]) == (404, "not_found")  # ids are UUIDs
     assert (await api.http.get("/" + "a" * 5000, headers=api.headers())).status_code == 404
 
 

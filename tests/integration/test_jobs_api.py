@@ -46,10 +46,15 @@ async def test_other_users_jobs_look_exactly_like_missing_ones(api: Stack) -> No
     assert bob_list.json() == {"items": [], "next_cursor": None}
 
 
-async def test_malformed_job_id_is_a_validation_error(api: Stack) -> None:
+async def test_a_job_path_without_a_uuid_names_no_job(api: Stack) -> None:
+    """Job paths take UUIDs only, so `/jobs/batch` is never read as a job id: GET on it is a
+    405 that names the methods it has."""
     response = await api.http.get("/jobs/not-a-uuid", headers=api.headers())
-    assert response.status_code == 422
-    assert response.json()["errors"][0]["field"] == "job_id"
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")
+    batch = await api.http.get("/jobs/batch", headers=api.headers())
+    assert (batch.status_code, batch.headers["Allow"]) == (405, "POST")
+    options = await api.http.options("/jobs", headers=api.headers())
+    assert (options.status_code, options.headers["Allow"]) == (405, "GET, POST")
 
 
 async def test_same_idempotency_key_returns_the_original_job(api: Stack) -> None:

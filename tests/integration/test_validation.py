@@ -21,7 +21,9 @@ VALID: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ),
     ("prompt 1 char", {"prompt": "a"}, {"prompt": "a"}),
     ("prompt 2000 chars", {"prompt": "x" * 2000}, {"prompt": "x" * 2000}),
-    ("prompt trimmed to 2000", {"prompt": "  " + "x" * 2000 + "\n "}, {"prompt": "x" * 2000}),
+    # the limit counts the text as sent (as the schema's maxLength does), spaces included
+    ("prompt trimmed", {"prompt": "  " + "x" * 1995 + "\r\n "}, {"prompt": "x" * 1995}),
+    ("duration 8.0 is 8", {"prompt": PROMPT, "duration": 8.0}, {"duration": 8}),
     (
         "prompt newlines and tabs",
         {"prompt": "line one\n\tline two"},
@@ -96,7 +98,10 @@ INVALID: list[tuple[str, Any, str, str]] = [
         "invalid_duration",
     ),
     ("duration as string", {"prompt": PROMPT, "duration": "8"}, "duration", "invalid_type"),
-    ("duration as float", {"prompt": PROMPT, "duration": 8.0}, "duration", "invalid_type"),
+    ("duration as fraction", {"prompt": PROMPT, "duration": 8.5}, "duration", "invalid_type"),
+    ("duration as string", {"prompt": PROMPT, "duration": "8"}, "duration", "invalid_type"),
+    ("prompt 2000 + spaces", {"prompt": "x" * 2000 + " "}, "prompt", "prompt_too_long"),
+    ("prompt \\x1c at the end", {"prompt": "boat\x1c"}, "prompt", "prompt_control_characters"),
     ("duration as bool", {"prompt": PROMPT, "duration": True}, "duration", "invalid_type"),
     ("resolution 1080p", {"prompt": PROMPT, "resolution": "1080p"}, "resolution", "invalid_choice"),
     ("resolution case", {"prompt": PROMPT, "resolution": "720P"}, "resolution", "invalid_choice"),
