@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+CLIENT := clients/typescript
 
-.PHONY: install run test lint services browser
+.PHONY: install run test lint services browser client client-deps
 
 install: $(VENV)/.installed
 
@@ -22,9 +23,19 @@ services: ## make sure Postgres and Redis answer on 127.0.0.1 (docker compose, e
 browser: ## Debian's Chromium, for the playground's browser test
 	scripts/browser.sh
 
+client-deps: $(CLIENT)/node_modules/.package-lock.json ## the TypeScript client's packages
+
+$(CLIENT)/node_modules/.package-lock.json: $(CLIENT)/package-lock.json
+	scripts/node.sh
+	cd $(CLIENT) && npm ci --no-audit --no-fund
+
+client: install client-deps ## regenerate clients/typescript from the service's OpenAPI document
+	$(PY) -m app.openapi > $(CLIENT)/openapi.json
+	cd $(CLIENT) && npm run generate
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: install services browser lint ## the whole suite against real Postgres and Redis
+test: install services browser client-deps lint ## the whole suite against real Postgres and Redis
 	$(PY) -m pytest

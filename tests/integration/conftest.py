@@ -1,11 +1,14 @@
 """Integration fixtures: a private Postgres database for the run, emptied before each test."""
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -15,6 +18,18 @@ from app.db.migrate import run_on_connection
 from tests.harness import Stack, running_stack
 from tests.s3_server import S3Bucket, new_bucket, s3_server
 
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+# as root, in a sandboxed machine with no network but loopback
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
 # The server's maintenance database; each run creates (and drops) databases of its own.
 POSTGRES_ADMIN_URL = os.environ.get(
     # the password is that of the compose file's Postgres; trust auth (CI) ignores it
@@ -87,3 +102,14 @@ def s3_endpoint() -> Iterator[str]:
 def s3_bucket(s3_endpoint: str) -> S3Bucket:
     """An empty bucket of its own for each test."""
     return new_bucket(s3_endpoint)
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium, Debian's package (through Playwright's `executable_path`; no
+    browser is downloaded)."""
+    assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}: apt-get install chromium"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()

@@ -1,0 +1,144 @@
+"""The TypeScript client (clients/typescript) against the live service: its generated code
+matches the service's document, it type-checks, its own tests pass under Node against the
+service and the simulator over real HTTP, and in Chromium it follows a job through a
+dropped connection without losing or repeating an event.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser
+from sqlalchemy import select
+
+from app.db.models import JobEvent
+from tests.harness import Stack, running_stack, wait_until
+from tests.tcp_proxy import TcpProxy
+
+CLIENT = Path(__file__).parents[2] / "clients" / "typescript"
+BUNDLE = CLIENT / "dist" / "seedance-bff.browser.js"
+NPM = shutil.which("npm") or "npm"
+
+
+async def run(*command: str, cwd: Path = CLIENT, env: dict[str, str] | None = None) -> str:
+    """Run a command to the end; its output, or a failure with that output."""
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, f"{' '.join(command)} failed:\n{text}"
+    return text
+
+
+@pytest.fixture(scope="module")
+async def stack(database_url: str) -> AsyncIterator[Stack]:
+    """The service with its loops on, and a simulator slow enough (1 s per video) that a
+    connection can be cut while a job is still moving."""
+    async with running_stack(
+        database_url,
+        sim_config={"task_seconds": 1.0},
+        dispatcher_enabled=True,
+        reconciler_enabled=True,
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+async def built(stack: Stack) -> None:
+    await run(NPM, "run", "build")
+
+
+async def test_the_committed_client_is_generated_from_the_live_document(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """`make client` regenerates both files; CI fails when they were not committed."""
+    live = (await stack.http.get("/openapi.json")).json()
+    committed = json.loads((CLIENT / "openapi.json").read_text())
+    assert live == committed, "the document changed: run `make client` and commit the result"
+    # the package's own `generate` script, in a copy of the package fed the live document
+    shutil.copy(CLIENT / "package.json", tmp_path)
+    (tmp_path / "node_modules").symlink_to(CLIENT / "node_modules")
+    (tmp_path / "openapi.json").write_text(json.dumps(live))
+    await run(NPM, "run", "generate", cwd=tmp_path)
+    generated = (tmp_path / "src" / "schema.ts").read_text()
+    assert generated == (CLIENT / "src" / "schema.ts").read_text(), "run `make client`"
+
+
+async def test_the_client_type_checks_strictly() -> None:
+    await run(NPM, "exec", "--", "tsc", "--noEmit")
+
+
+async def test_the_client_tests_pass_against_the_service(stack: Stack, built: None) -> None:
+    token = stack.headers("ts-client")["Authorization"].removeprefix("Bearer ")
+    report = await run(
+        "node",
+        "--test",
+        "dist/test/",
+        env={"SEEDANCE_BFF_URL": stack.url, "SEEDANCE_BFF_TOKEN": token},
+    )
+    assert "# fail 0" in report and "# pass 6" in report, report
+
+
+async def test_in_chromium_the_client_follows_a_job_through_a_dropped_connection(
+    stack: Stack, built: None, browser: Browser
+) -> None:
+    proxy = TcpProxy("127.0.0.1", int(stack.url.rsplit(":", 1)[1]))
+    await proxy.start()
+    base = f"http://127.0.0.1:{proxy.port}"
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.goto(f"{base}/healthz")  # same origin as the API: no CORS needed
+        await page.add_script_tag(path=str(BUNDLE))
+        token = stack.headers("browser-user")["Authorization"].removeprefix("Bearer ")
+        job_id = await page.evaluate(
+            """async ([baseUrl, token]) => {
+                const client = SeedanceBff.createSeedanceClient({
+                    baseUrl, token, backoff: { initialMs: 50, maxMs: 200 },
+                });
+                const job = await client.createJob({ prompt: "a kite over a beach", duration: 5 });
+                window.seen = [];
+                window.reconnects = 0;
+                window.following = (async () => {
+                    const options = { onReconnect: () => { window.reconnects += 1; } };
+                    for await (const event of client.followJob(job.id, options)) {
+                        window.seen.push([event.event_id, event.to_status]);
+                    }
+                })();
+                return job.id;
+            }""",
+            [base, token],
+        )
+
+        async def first_event() -> bool:
+            return bool(await page.evaluate("window.seen.length"))
+
+        await wait_until(first_event)
+        await proxy.cut()  # every open connection dies, new ones are refused...
+        await proxy.start()  # ...until the address answers again
+        await page.evaluate("window.following")
+        seen = await page.evaluate("window.seen")
+        reconnects = await page.evaluate("window.reconnects")
+    finally:
+        await context.close()
+        await proxy.cut()
+    async with stack.app.state.sessionmaker() as session:
+        recorded = list(
+            await session.scalars(
+                select(JobEvent.id).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+            )
+        )
+    assert reconnects >= 1
+    # from the move that was the latest when it connected on: none lost, none repeated
+    first = recorded.index(seen[0][0])
+    assert [event_id for event_id, _ in seen] == recorded[first:]
+    assert seen[-1][1] == "succeeded"
