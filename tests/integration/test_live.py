@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.migrate import upgrade
-from app.db.models import Batch, Job
+from app.db.models import Batch, Job, JobEvent
 from app.main import create_app
 from tests.harness import Stack, running_stack, serve, wait_until
 
@@ -307,3 +307,34 @@ async def test_cancel_races_with_the_dispatcher(database_url: str) -> None:
 
 async def _all_final(stack: Stack) -> bool:
     return all(j.status in {"succeeded", "canceled"} for j in await stack.jobs())
+
+
+async def test_a_last_event_id_no_event_can_have_is_refused_before_the_stream(
+    api: Stack,
+) -> None:
+    """Event ids are bigints: a larger Last-Event-ID used to get a 200, then a stream that
+    died with a traceback when the database refused the value after the first byte."""
+    job = await api.create_job()
+    for path in (f"/jobs/{job['id']}/events", "/events"):
+        for value in (str(2**63), "-1", "null"):
+            refused = await api.http.get(path, headers={**api.headers(), "Last-Event-ID": value})
+            assert refused.status_code == 422, (path, value)
+            assert refused.json()["errors"][0]["field"] == "Last-Event-ID"
+
+
+async def test_a_stream_from_now_on_starts_with_its_position(api: Stack) -> None:
+    """`ready` names where the stream starts: a client cut off before any move resumes from
+    it and misses nothing."""
+    job = await api.create_job()
+    async with api.http.stream("GET", "/events", headers=api.headers(), timeout=10) as response:
+        lines = []
+        async for line in response.aiter_lines():
+            if line == "":
+                break
+            lines.append(line)
+    async with api.app.state.sessionmaker() as session:
+        latest = await session.scalar(select(func.max(JobEvent.id)))
+    assert latest is not None and job["id"]
+    assert sorted(lines) == sorted(
+        ["event: ready", f"id: {latest}", f'data: {{"after_event_id":{latest}}}']
+    )
