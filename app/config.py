@@ -285,8 +285,11 @@ class Settings(BaseSettings):
         24 * 3600.0, ge=0, description="how long a rotated-out secret keeps signing"
     )
 
-    # Live updates (SSE): heartbeat, and how often a stream re-reads the database anyway
+    # Live updates (SSE): heartbeat, and how often a stream re-reads the database anyway;
+    # how many streams a user, and this replica, may hold open
     sse_heartbeat_seconds: float = Field(15.0, gt=0)
+    sse_max_streams_per_user: int = Field(10, ge=1)
+    sse_max_streams_per_replica: int = Field(10_000, ge=1)
 
     # Hostile input: size caps on every request (API or webhook)
     max_request_body_bytes: int = Field(64 * 1024, ge=1024)

@@ -35,6 +35,7 @@ from app.jobs.background import Loop
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.events import EventHub, PostgresListener, publish_after_commit
 from app.jobs.reconciler import Reconciler
+from app.jobs.stream_slots import StreamSlots
 from app.logs import configure_logging
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
@@ -103,6 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.outbound_secrets = outbound_secrets
         app.state.outbound_worker = outbound_worker if settings.outbound_enabled else None
         app.state.event_hub = hub = EventHub()
+        app.state.stream_slots = StreamSlots(
+            settings.sse_max_streams_per_user, settings.sse_max_streams_per_replica
+        )
         if settings.outbound_enabled:
             hub.on_any(outbound_worker.on_move)
         if settings.is_sqlite:

@@ -71,3 +71,9 @@ REDIS_BREAKER_OPEN = Gauge(
     "seedance_redis_breaker_open",
     "1 while the circuit breaker around Redis is open or probing (rate limits skip Redis)",
 )
+SSE_STREAMS_OPEN = Gauge("seedance_sse_streams_open", "Live streams (SSE) this process holds open")
+SSE_STREAMS_REFUSED = Counter(
+    "seedance_sse_streams_refused_total",
+    "Live streams refused at a cap: per user (429) or per replica (503)",
+    ["cap"],
+)

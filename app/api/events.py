@@ -16,7 +16,7 @@ from app.jobs.feed import FeedItem, job_feed, latest_event_id, owner_feed
 from app.media.links import MediaLinks
 from app.schemas import JobEventOut
 
-router = APIRouter(tags=["events"], responses=problem_responses(401, 422, 429))
+router = APIRouter(tags=["events"], responses=problem_responses(401, 422, 429, 503))
 MAX_EVENT_ID = 2**63 - 1  # event ids are Postgres bigints: a larger one fails here, not mid-stream
 LastEventId = Annotated[
     int | None,
@@ -96,12 +96,14 @@ async def _sse(
 
 
 def _stream(
-    request: Request, events: AsyncIterator[ServerSentEvent], shutdown: anyio.Event
+    request: Request, subject: str, events: AsyncIterator[ServerSentEvent], shutdown: anyio.Event
 ) -> EventSourceResponse:
-    """On server shutdown sse-starlette sets `shutdown`; the feed then ends and the
-    response is completed properly (not cut), and the client resumes with Last-Event-ID."""
+    """The response, holding one of the user's stream slots (past the caps: 429, or 503
+    for a full replica, before any byte). On server shutdown sse-starlette sets
+    `shutdown`; the feed then ends and the response is completed properly (not cut), and
+    the client resumes with Last-Event-ID."""
     return EventSourceResponse(
-        events,
+        request.app.state.stream_slots.hold(subject, events),
         ping=request.app.state.settings.sse_heartbeat_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         shutdown_event=shutdown,
@@ -136,7 +138,7 @@ async def stream_job_events(
         recheck_seconds=state.settings.sse_heartbeat_seconds,
         stop=shutdown,
     )
-    return _stream(request, _sse(feed, state.media_links), shutdown)
+    return _stream(request, principal.subject, _sse(feed, state.media_links), shutdown)
 
 
 @router.get(
@@ -165,4 +167,4 @@ async def stream_my_events(
         stop=shutdown,
     )
     ready_at = after if last_event_id is None else None
-    return _stream(request, _sse(feed, state.media_links, ready_at), shutdown)
+    return _stream(request, principal.subject, _sse(feed, state.media_links, ready_at), shutdown)

@@ -338,3 +338,37 @@ async def test_a_stream_from_now_on_starts_with_its_position(api: Stack) -> None
     assert sorted(lines) == sorted(
         ["event: ready", f"id: {latest}", f'data: {{"after_event_id":{latest}}}']
     )
+
+
+@asynccontextmanager
+async def open_stream(stack: Stack, subject: str) -> AsyncIterator[None]:
+    """A `GET /events` stream held open (its `ready` event read) until the block ends."""
+    async with stack.http.stream("GET", "/events", headers=stack.headers(subject)) as response:
+        assert response.status_code == 200
+        lines = response.aiter_lines()  # not left with `break`: that would close the stream
+        while await anext(lines) != "":
+            pass
+        yield
+
+
+async def test_live_streams_are_capped_per_user_and_per_replica(database_url: str) -> None:
+    async with running_stack(
+        database_url, sse_max_streams_per_user=2, sse_max_streams_per_replica=3
+    ) as stack:
+        slots = stack.app.state.stream_slots
+        job = await stack.create_job("alice")
+        async with open_stream(stack, "alice"), open_stream(stack, "alice"):
+            for path in ("/events", f"/jobs/{job['id']}/events"):
+                refused = await stack.http.get(path, headers=stack.headers("alice"))
+                assert (refused.status_code, refused.json()["code"]) == (429, "too_many_streams")
+                assert refused.headers["Retry-After"]
+            async with open_stream(stack, "bob"):  # the replica's third
+                full = await stack.http.get("/events", headers=stack.headers("carol"))
+                assert (full.status_code, full.json()["code"]) == (
+                    503,
+                    "too_many_streams_on_replica",
+                )
+        # a stream that ends, however it ends, gives its slot back
+        await wait_until(lambda: asyncio.sleep(0, slots.open == 0))
+        async with open_stream(stack, "alice"), open_stream(stack, "alice"):
+            assert slots.open == 2
