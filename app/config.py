@@ -291,6 +291,11 @@ class Settings(BaseSettings):
     sse_max_streams_per_user: int = Field(10, ge=1)
     sse_max_streams_per_replica: int = Field(10_000, ge=1)
 
+    # Retention of what only grows: job moves (a job's latest is kept) and finished
+    # webhook messages
+    events_retention_days: float | None = Field(None, gt=0, description="unset: keep forever")
+    retention_sweep_seconds: float = Field(3600.0, gt=0)
+
     # Hostile input: size caps on every request (API or webhook)
     max_request_body_bytes: int = Field(64 * 1024, ge=1024)
     max_request_header_bytes: int = Field(16 * 1024, ge=1024)

@@ -35,6 +35,7 @@ from app.jobs.background import Loop
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.events import EventHub, PostgresListener, publish_after_commit
 from app.jobs.reconciler import Reconciler
+from app.jobs.retention import RetentionSweeper
 from app.jobs.stream_slots import StreamSlots
 from app.logs import configure_logging
 from app.media.copier import MediaWorker
@@ -91,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             loops.append(media_worker)
         if settings.outbound_enabled:
             loops.append(outbound_worker)
+        if settings.events_retention_days is not None:
+            loops.append(RetentionSweeper(sessionmaker, settings))
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
         app.state.seedance = seedance

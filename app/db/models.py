@@ -221,6 +221,8 @@ class OutboundMessage(Base):
         # deleting a job forgets its prompt in the messages about it
         Index("ix_outbound_messages_job_id", "job_id"),
         Index("ix_outbound_messages_batch_id", "batch_id"),
+        # the retention sweep's batches, oldest first
+        Index("ix_outbound_messages_created_at", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

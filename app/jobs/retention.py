@@ -1,0 +1,95 @@
+"""Pruning what only grows: job moves (`job_events`) and finished webhook messages (with
+their attempts) older than EVENTS_RETENTION_DAYS.
+
+Each batch is its own short transaction (a few thousand rows), so no lock is held for
+long and the write-ahead log grows in small steps; a sweep goes on batch after batch
+until it reaches rows younger than the cutoff. A job's latest move is kept: its live
+stream starts from it, and an old job's history still ends with how it ended.
+
+Moves are visited in id order (ids follow time), from where the last sweep of this
+process stopped: the kept latest moves of old jobs are read once per process, not once
+per sweep.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from app.config import Settings
+from app.db.models import JobEvent, OutboundMessage
+from app.jobs.background import Loop
+from app.outbound.states import MessageStatus
+
+RETENTION_BATCH = 5000
+_FINISHED = (MessageStatus.DELIVERED, MessageStatus.FAILED)
+
+
+class RetentionSweeper(Loop):
+    name = "retention"
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+        super().__init__(settings.retention_sweep_seconds)
+        self._sessionmaker = sessionmaker
+        self._days = settings.events_retention_days
+        self._events_after = 0  # moves up to this id were visited by an earlier sweep
+
+    async def run_once(self) -> int:
+        if self._days is None:
+            return 0
+        cutoff = datetime.now(UTC) - timedelta(days=self._days)
+        removed = 0
+        while not self._stopping and (batch := await self._prune_events(cutoff)) is not None:
+            removed += batch
+        while not self._stopping and (batch := await self._prune_messages(cutoff)):
+            removed += batch
+        return removed
+
+    async def _prune_events(self, cutoff: datetime) -> int | None:
+        """One window of moves after the last one visited: remove the old ones but each
+        job's latest. None once the window reaches moves younger than the cutoff."""
+        async with self._sessionmaker() as session, session.begin():
+            window = (
+                await session.execute(
+                    select(JobEvent.id, JobEvent.at)
+                    .where(JobEvent.id > self._events_after)
+                    .order_by(JobEvent.id)
+                    .limit(RETENTION_BATCH)
+                )
+            ).all()
+            if not window:
+                return None
+            first_young = next((event_id for event_id, at in window if at >= cutoff), None)
+            end = window[-1][0] if first_young is None else first_young - 1
+            later = aliased(JobEvent)
+            has_later_move = (
+                select(later.id)
+                .where(later.job_id == JobEvent.job_id, later.id > JobEvent.id)
+                .exists()
+            )
+            result = await session.execute(
+                delete(JobEvent).where(
+                    JobEvent.id > self._events_after,
+                    JobEvent.id <= end,
+                    JobEvent.at < cutoff,
+                    has_later_move,
+                )
+            )
+        self._events_after = end  # the next window, or the next sweep, starts after it
+        return result.rowcount if first_young is None else None  # type: ignore[attr-defined]
+
+    async def _prune_messages(self, cutoff: datetime) -> int:
+        """One batch of delivered or given-up messages older than the cutoff (their
+        attempts go with them); a pending one is never removed."""
+        async with self._sessionmaker() as session, session.begin():
+            batch = (
+                select(OutboundMessage.id)
+                .where(OutboundMessage.created_at < cutoff, OutboundMessage.status.in_(_FINISHED))
+                .order_by(OutboundMessage.created_at)
+                .limit(RETENTION_BATCH)
+            )
+            result = await session.execute(
+                delete(OutboundMessage).where(OutboundMessage.id.in_(batch))
+            )
+        return result.rowcount  # type: ignore[attr-defined, no-any-return]
