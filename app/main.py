@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.is_sqlite:
             detach = publish_after_commit(sessionmaker, hub)
         else:
-            listener = PostgresListener(settings, hub)
+            app.state.event_listener = listener = PostgresListener(settings, hub)
             listener.start()
         for loop in loops:
             loop.start()

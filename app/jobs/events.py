@@ -42,6 +42,8 @@ class Notice:
 
 
 Subscription = contextlib.AbstractContextManager[asyncio.Queue[Notice]]
+# no move: "re-read the database, you may have missed some" (feeds re-read on any notice)
+RESYNC = Notice(uuid.UUID(int=0), 0, "")
 
 
 class EventHub:
@@ -74,6 +76,17 @@ class EventHub:
 
     def for_owner(self, owner: str) -> Subscription:
         return self._subscribe(self._by_owner, owner)
+
+    def resync(self) -> None:
+        """Wake every subscriber and worker to re-read the database once: notices may have
+        been lost (the LISTEN connection was down)."""
+        for wake in self._on_any:
+            wake()
+        for table in (self._by_job, self._by_owner):
+            for queues in table.values():
+                for queue in queues:
+                    with contextlib.suppress(asyncio.QueueFull):  # it re-reads anyway
+                        queue.put_nowait(RESYNC)
 
     def publish(self, notice: Notice) -> None:
         for wake in self._on_any:
@@ -130,6 +143,7 @@ class PostgresListener:
         try:
             await conn.add_listener(CHANNEL, self._on_notify)
             self.listening.set()
+            self._hub.resync()  # what moved while no connection listened was not notified
             await closed.wait()
         finally:
             self.listening.clear()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.migrate import upgrade
@@ -372,3 +372,44 @@ async def test_live_streams_are_capped_per_user_and_per_replica(database_url: st
         await wait_until(lambda: asyncio.sleep(0, slots.open == 0))
         async with open_stream(stack, "alice"), open_stream(stack, "alice"):
             assert slots.open == 2
+
+
+async def anext_all(lines: AsyncIterator[str]) -> list[str]:
+    return [line async for line in lines]
+
+
+async def test_a_stream_resumes_exactly_after_the_listener_reconnects(database_url: str) -> None:
+    """A move made while the LISTEN connection is down is never notified: when it is back,
+    every stream re-reads once. (The periodic re-read is set far away, so only that can
+    deliver it.)"""
+    async with running_stack(database_url, sse_heartbeat_seconds=600) as stack:
+        listener = stack.app.state.event_listener
+        await asyncio.wait_for(listener.listening.wait(), 10)
+        job = await stack.create_job()
+        path = f"/jobs/{job['id']}/events"
+        async with stack.http.stream("GET", path, headers=stack.headers()) as response:
+            lines = response.aiter_lines()
+            seen = [await anext(lines) for _ in range(4)]  # id, event, data, blank: `queued`
+            async with stack.app.state.sessionmaker() as session:
+                killed = await session.scalar(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                    )
+                )
+            assert killed
+            await wait_until(lambda: asyncio.sleep(0, not listener.listening.is_set()))
+            canceled = await stack.http.post(f"/jobs/{job['id']}/cancel", headers=stack.headers())
+            assert canceled.status_code == 200  # committed while nobody listens
+            rest = asyncio.wait_for(anext_all(lines), 30)  # it ends at `canceled` (terminal)
+            seen += await rest
+        async with stack.app.state.sessionmaker() as session:
+            recorded = list(
+                await session.scalars(
+                    select(JobEvent.id).where(JobEvent.job_id == job["id"]).order_by(JobEvent.id)
+                )
+            )
+        assert [line for line in seen if line.startswith("id:")] == [
+            f"id: {event_id}" for event_id in recorded
+        ]
+        assert len(recorded) == 2  # queued, canceled: none lost, none repeated
