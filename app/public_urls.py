@@ -59,7 +59,7 @@ _IPV6_PATTERN = "|".join(  # RFC 3986's IPv6address, form by form
     ]
 )
 _HOST_PATTERN = (
-    rf"(?:(?:{_LABEL_PATTERN}\.)+(?:[A-Za-z]{{2,63}}|[Xx][Nn]--[A-Za-z0-9-]{{1,59}})\.?"
+    rf"(?:(?:{_LABEL_PATTERN}\.)+(?:[A-Za-z]{{2,63}}|[Xx][Nn]--[A-Za-z0-9-]{{0,58}}[A-Za-z0-9])\.?"
     rf"|{_IPV4_PATTERN}|\[(?:{_IPV6_PATTERN})\])"
 )
 _PORT_PATTERN = (  # 1 to 65535

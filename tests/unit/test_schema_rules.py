@@ -1,6 +1,7 @@
 """The OpenAPI document states the rules a schema can state; the checks enforce the same
 ones. Every value the document's patterns allow is accepted, or refused only for the
-rules no pattern can state (which hosts are special-use)."""
+rules no pattern can state (which hosts are special-use). Derandomized, so CI runs the
+same examples every time (hypothesis found the punycode label ending in `-` that way)."""
 
 import re
 
@@ -16,7 +17,7 @@ from app.schemas import PROMPT_PATTERN, JobCreate
 URL_SHAPES = PUBLIC_HTTPS_URL_PATTERN.replace(_HOST_LENGTH_PATTERN, "")
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, derandomize=True)
 @given(st.from_regex(URL_SHAPES, fullmatch=True))
 def test_every_url_the_pattern_allows_is_accepted_unless_its_host_is_not_public(
     url: str,
@@ -30,6 +31,7 @@ def test_every_url_the_pattern_allows_is_accepted_unless_its_host_is_not_public(
         assert allowed, f"accepted, but the document refuses it: {url!r}"
 
 
+@settings(max_examples=300, derandomize=True)
 @given(st.text(max_size=40))
 def test_the_check_refuses_what_the_pattern_refuses(url: str) -> None:
     candidate = "https://" + url
@@ -41,7 +43,7 @@ def test_the_check_refuses_what_the_pattern_refuses(url: str) -> None:
         raise AssertionError(f"accepted, but the document refuses it: {candidate!r}")
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, derandomize=True)
 @given(st.from_regex(PROMPT_PATTERN, fullmatch=True).filter(lambda p: len(p) <= 2000))
 def test_every_prompt_the_pattern_allows_is_accepted(prompt: str) -> None:
     if any(0xD800 <= ord(char) <= 0xDFFF for char in prompt):
@@ -49,6 +51,7 @@ def test_every_prompt_the_pattern_allows_is_accepted(prompt: str) -> None:
     assert JobCreate.model_validate({"prompt": prompt}).prompt
 
 
+@settings(max_examples=300, derandomize=True)
 @given(st.text(max_size=30))
 def test_every_prompt_the_pattern_refuses_is_refused(prompt: str) -> None:
     if not re.fullmatch(PROMPT_PATTERN, prompt):
