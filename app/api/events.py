@@ -135,7 +135,7 @@ async def stream_job_events(
         state.event_hub,
         job_id,
         after_event_id=last_event_id,
-        recheck_seconds=state.settings.sse_heartbeat_seconds,
+        recheck_seconds=state.settings.sse_recheck_seconds,
         stop=shutdown,
     )
     return _stream(request, principal.subject, _sse(feed, state.media_links), shutdown)
@@ -163,7 +163,7 @@ async def stream_my_events(
         state.event_hub,
         principal.subject,
         after_event_id=after,
-        recheck_seconds=state.settings.sse_heartbeat_seconds,
+        recheck_seconds=state.settings.sse_recheck_seconds,
         stop=shutdown,
     )
     ready_at = after if last_event_id is None else None

@@ -382,7 +382,7 @@ async def test_a_stream_resumes_exactly_after_the_listener_reconnects(database_u
     """A move made while the LISTEN connection is down is never notified: when it is back,
     every stream re-reads once. (The periodic re-read is set far away, so only that can
     deliver it.)"""
-    async with running_stack(database_url, sse_heartbeat_seconds=600) as stack:
+    async with running_stack(database_url, sse_recheck_seconds=600) as stack:
         listener = stack.app.state.event_listener
         await asyncio.wait_for(listener.listening.wait(), 10)
         job = await stack.create_job()
