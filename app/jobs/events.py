@@ -12,6 +12,7 @@ themselves from the database, so nothing is lost between a notice and a reconnec
 import asyncio
 import contextlib
 import logging
+import random
 import uuid
 from asyncio import FIRST_COMPLETED
 from collections import defaultdict
@@ -198,9 +199,10 @@ class Stop(Protocol):
 async def next_notice(
     queue: asyncio.Queue[Notice], seconds: float, stop: Stop | None = None
 ) -> Notice | None:
-    """The next notice, or None after `seconds` or once `stop` is set (the caller re-reads
-    the database either way, so a notice lost in a reconnect delays an update by at most
-    `seconds`)."""
+    """The next notice, or None after about `seconds` or once `stop` is set (the caller
+    re-reads the database either way). The wait is jittered (±25%): streams opened
+    together would otherwise re-read together, a burst on the database every period."""
+    seconds *= random.uniform(0.75, 1.25)  # noqa: S311 (spreading load, not a secret)
     getting = asyncio.ensure_future(queue.get())
     waiters = {getting}
     if stop is not None:
