@@ -127,7 +127,7 @@ async def main(jobs: int) -> None:
         batches: list[float] = []
         prune = sweeper._prune_events
 
-        async def timed(cutoff: Any) -> int | None:
+        async def timed(cutoff: Any) -> tuple[int, bool]:
             began = time.perf_counter()
             try:
                 return await prune(cutoff)

@@ -39,16 +39,17 @@ class RetentionSweeper(Loop):
         if self._days is None:
             return 0
         cutoff = datetime.now(UTC) - timedelta(days=self._days)
-        removed = 0
-        while not self._stopping and (batch := await self._prune_events(cutoff)) is not None:
+        removed, more = 0, True
+        while more and not self._stopping:
+            batch, more = await self._prune_events(cutoff)
             removed += batch
         while not self._stopping and (batch := await self._prune_messages(cutoff)):
             removed += batch
         return removed
 
-    async def _prune_events(self, cutoff: datetime) -> int | None:
+    async def _prune_events(self, cutoff: datetime) -> tuple[int, bool]:
         """One window of moves after the last one visited: remove the old ones but each
-        job's latest. None once the window reaches moves younger than the cutoff."""
+        job's latest. How many went, and whether the next window may hold old ones too."""
         async with self._sessionmaker() as session, session.begin():
             window = (
                 await session.execute(
@@ -59,7 +60,7 @@ class RetentionSweeper(Loop):
                 )
             ).all()
             if not window:
-                return None
+                return 0, False
             first_young = next((event_id for event_id, at in window if at >= cutoff), None)
             end = window[-1][0] if first_young is None else first_young - 1
             later = aliased(JobEvent)
@@ -77,7 +78,7 @@ class RetentionSweeper(Loop):
                 )
             )
         self._events_after = end  # the next window, or the next sweep, starts after it
-        return result.rowcount if first_young is None else None  # type: ignore[attr-defined]
+        return result.rowcount, first_young is None  # type: ignore[attr-defined]
 
     async def _prune_messages(self, cutoff: datetime) -> int:
         """One batch of delivered or given-up messages older than the cutoff (their
