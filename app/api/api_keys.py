@@ -50,13 +50,13 @@ async def list_api_keys(session: Session) -> list[ApiKeyOut]:
     return [ApiKeyOut.model_validate(k) for k in await api_keys.list_keys(session)]
 
 
-@router.get("/{key_id}", response_model=ApiKeyOut, summary="Read a service API key")
+@router.get("/{key_id:uuid}", response_model=ApiKeyOut, summary="Read a service API key")
 async def get_api_key(key_id: uuid.UUID, session: Session) -> ApiKeyOut:
     return ApiKeyOut.model_validate(await api_keys.get_key(session, key_id))
 
 
 @router.delete(
-    "/{key_id}",
+    "/{key_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Revoke a service API key (refused from the next request on)",

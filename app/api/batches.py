@@ -13,7 +13,7 @@ router = APIRouter(prefix="/batches", tags=["jobs"], responses=problem_responses
 
 
 @router.get(
-    "/{batch_id}",
+    "/{batch_id:uuid}",
     response_model=BatchOut,
     summary="One of your batches, its variants side by side",
     responses=problem_responses(404),

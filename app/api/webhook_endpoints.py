@@ -57,13 +57,13 @@ async def list_webhook_endpoints(session: Session) -> list[EndpointOut]:
     return [EndpointOut.model_validate(e) for e in await endpoints.list_endpoints(session)]
 
 
-@router.get("/{endpoint_id}", response_model=EndpointOut, summary="Read a webhook endpoint")
+@router.get("/{endpoint_id:uuid}", response_model=EndpointOut, summary="Read a webhook endpoint")
 async def get_webhook_endpoint(endpoint_id: uuid.UUID, session: Session) -> EndpointOut:
     return EndpointOut.model_validate(await endpoints.get_endpoint(session, endpoint_id))
 
 
 @router.patch(
-    "/{endpoint_id}",
+    "/{endpoint_id:uuid}",
     response_model=EndpointOut,
     summary="Change a webhook endpoint (events, enabled, URL, description, prompts)",
     responses=problem_responses(400),
@@ -79,7 +79,7 @@ async def update_webhook_endpoint(
 
 
 @router.delete(
-    "/{endpoint_id}",
+    "/{endpoint_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Remove a webhook endpoint and its undelivered messages",
@@ -90,7 +90,7 @@ async def delete_webhook_endpoint(endpoint_id: uuid.UUID, session: Session) -> R
 
 
 @router.post(
-    "/{endpoint_id}/rotate-secret",
+    "/{endpoint_id:uuid}/rotate-secret",
     response_model=SecretRotated,
     summary="Rotate the signing secret; the old one keeps signing for a grace period",
     responses=problem_responses(400),
@@ -109,7 +109,7 @@ async def rotate_webhook_secret(
 
 
 @router.post(
-    "/{endpoint_id}/test",
+    "/{endpoint_id:uuid}/test",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeliveryOut,
     summary="Send a `webhook.test` event to the endpoint",
@@ -124,7 +124,7 @@ async def send_test_event(
 
 
 @router.get(
-    "/{endpoint_id}/deliveries",
+    "/{endpoint_id:uuid}/deliveries",
     response_model=DeliveryPage,
     summary="The endpoint's deliveries, newest first, with every attempt",
 )
@@ -141,7 +141,7 @@ async def list_webhook_deliveries(
 
 
 @router.get(
-    "/{endpoint_id}/deliveries/{delivery_id}",
+    "/{endpoint_id:uuid}/deliveries/{delivery_id:uuid}",
     response_model=DeliveryOut,
     summary="One delivery, with every attempt",
 )
@@ -152,7 +152,7 @@ async def get_webhook_delivery(
 
 
 @router.post(
-    "/{endpoint_id}/deliveries/{delivery_id}/retry",
+    "/{endpoint_id:uuid}/deliveries/{delivery_id:uuid}/retry",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeliveryOut,
     summary="Send a delivery again now (same webhook-id)",

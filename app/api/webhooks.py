@@ -29,7 +29,7 @@ def _rejected(status: int, code: str, detail: str, result: str) -> ProblemError:
 
 
 @router.post(
-    "/webhooks/seedance/{job_id}",
+    "/webhooks/seedance/{job_id:uuid}",
     response_model=CallbackAck,
     summary="Seedance task callback (called by Seedance, not by clients)",
     responses=problem_responses(400, 401, 404, 409, 413, 422, 429),
