@@ -12,7 +12,6 @@ the sweep next to its latency before it, measured in the same run.
 
 import argparse
 import asyncio
-import statistics
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from app.config import Settings
 from app.db.models import Job
 from app.jobs.retention import RetentionSweeper
-from bench.common import job_row, migrated_database, write_results
+from bench.common import job_row, migrated_database, percentile, write_results
 
 MOVES_PER_JOB = 4
 
@@ -98,12 +97,11 @@ async def write_moves(engine: AsyncEngine, stop: asyncio.Event, latencies: list[
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
     return {
-        "p50_ms": round(statistics.median(ordered), 2),
-        "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1], 2),
-        "max_ms": round(ordered[-1], 2),
-        "n": len(ordered),
+        "p50_ms": round(percentile(values, 50), 2),
+        "p99_ms": round(percentile(values, 99), 2),
+        "max_ms": round(max(values), 2),
+        "n": len(values),
     }
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -205,3 +206,21 @@ async def start_service(port: int, env: dict[str, str]) -> asyncio.subprocess.Pr
 
         await wait_until(up, within=30)
     return process
+
+
+async def run_command(
+    *command: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> str:
+    """Run a command (a tool the tests drive: schemathesis, npm, node) to its end; its
+    output, or a failure that shows it."""
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, f"{' '.join(command)} failed:\n{text}"
+    return text

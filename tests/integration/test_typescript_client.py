@@ -4,9 +4,7 @@ service and the simulator over real HTTP, and in Chromium it follows a job throu
 dropped connection without losing or repeating an event.
 """
 
-import asyncio
 import json
-import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,27 +14,12 @@ from playwright.async_api import Browser
 from sqlalchemy import select
 
 from app.db.models import JobEvent
-from tests.harness import Stack, running_stack, wait_until
+from tests.harness import Stack, run_command, running_stack, wait_until
 from tests.tcp_proxy import TcpProxy
 
 CLIENT = Path(__file__).parents[2] / "clients" / "typescript"
 BUNDLE = CLIENT / "dist" / "seedance-bff.browser.js"
 NPM = shutil.which("npm") or "npm"
-
-
-async def run(*command: str, cwd: Path = CLIENT, env: dict[str, str] | None = None) -> str:
-    """Run a command to the end; its output, or a failure with that output."""
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    text = output.decode(errors="replace")
-    assert process.returncode == 0, f"{' '.join(command)} failed:\n{text}"
-    return text
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +37,7 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
 
 @pytest.fixture(scope="module")
 async def built(stack: Stack) -> None:
-    await run(NPM, "run", "build")
+    await run_command(NPM, "run", "build", cwd=CLIENT)
 
 
 async def test_the_committed_client_is_generated_from_the_live_document(
@@ -68,21 +51,22 @@ async def test_the_committed_client_is_generated_from_the_live_document(
     shutil.copy(CLIENT / "package.json", tmp_path)
     (tmp_path / "node_modules").symlink_to(CLIENT / "node_modules")
     (tmp_path / "openapi.json").write_text(json.dumps(live))
-    await run(NPM, "run", "generate", cwd=tmp_path)
+    await run_command(NPM, "run", "generate", cwd=tmp_path)
     generated = (tmp_path / "src" / "schema.ts").read_text()
     assert generated == (CLIENT / "src" / "schema.ts").read_text(), "run `make client`"
 
 
 async def test_the_client_type_checks_strictly() -> None:
-    await run(NPM, "exec", "--", "tsc", "--noEmit")
+    await run_command(NPM, "exec", "--", "tsc", "--noEmit", cwd=CLIENT)
 
 
 async def test_the_client_tests_pass_against_the_service(stack: Stack, built: None) -> None:
     token = stack.headers("ts-client")["Authorization"].removeprefix("Bearer ")
-    report = await run(
+    report = await run_command(
         "node",
         "--test",
         "dist/test/",
+        cwd=CLIENT,
         env={"SEEDANCE_BFF_URL": stack.url, "SEEDANCE_BFF_TOKEN": token},
     )
     assert "# fail 0" in report and "# pass 6" in report, report

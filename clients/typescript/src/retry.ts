@@ -21,10 +21,16 @@ export function backoffDelay(attempt: number, error: unknown, backoff: Backoff =
   return ceiling / 2 + Math.random() * (ceiling / 2);
 }
 
-/** A network failure or a retryable answer: worth another try (with the same request). */
+/** A stream that stayed silent past its heartbeat timeout (it is reopened). */
+export class HeartbeatTimeout extends Error {
+  override readonly name = "HeartbeatTimeout";
+}
+
+/** A network failure, a silent stream or a retryable answer: worth another try (with the
+ * same request). */
 export function isTransient(error: unknown): boolean {
   if (error instanceof ProblemError) return error.retryable;
-  return error instanceof TypeError || (error instanceof Error && error.name === "HeartbeatTimeout");
+  return error instanceof TypeError || error instanceof HeartbeatTimeout;
 }
 
 /** Wait `ms`, or less if `signal` aborts (then resolve, the caller checks the signal). */

@@ -1,7 +1,7 @@
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 
 import { ProblemError } from "./errors.js";
-import { type Backoff, backoffDelay, isTransient, sleep } from "./retry.js";
+import { type Backoff, HeartbeatTimeout, backoffDelay, isTransient, sleep } from "./retry.js";
 import type { components } from "./schema.js";
 
 /** One move of a job, with the job as it is now: the `data` of each SSE `job` event. */
@@ -29,10 +29,6 @@ export interface StreamTransport {
   url: string;
   fetch: typeof fetch;
   headers: () => Promise<Record<string, string>>;
-}
-
-class HeartbeatTimeout extends Error {
-  override readonly name = "HeartbeatTimeout";
 }
 
 /**
