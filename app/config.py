@@ -285,11 +285,9 @@ class Settings(BaseSettings):
         24 * 3600.0, ge=0, description="how long a rotated-out secret keeps signing"
     )
 
-    # Live updates (SSE): heartbeat (from memory), how often a stream re-reads the database
-    # without a notice (a safety net: notices come through LISTEN, and every stream re-reads
-    # when LISTEN reconnects), how many streams a user, and this replica, may hold open
+    # Live updates (SSE): heartbeat (from memory), how many streams a user, and this
+    # replica, may hold open
     sse_heartbeat_seconds: float = Field(15.0, gt=0)
-    sse_recheck_seconds: float = Field(300.0, gt=0)
     sse_max_streams_per_user: int = Field(10, ge=1)
     sse_max_streams_per_replica: int = Field(10_000, ge=1)
 

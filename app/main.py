@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.migration_head = head_revision()
         app.state.outbound_secrets = outbound_secrets
         app.state.outbound_worker = outbound_worker if settings.outbound_enabled else None
-        app.state.event_hub = hub = EventHub()
+        app.state.event_hub = hub = EventHub(sessionmaker)
         app.state.stream_slots = StreamSlots(
             settings.sse_max_streams_per_user, settings.sse_max_streams_per_replica
         )
@@ -128,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 detach()
             else:
                 await listener.stop()
+            await hub.close()
             prefetch.cancel()
             await identity_http.aclose()
             await http.aclose()

@@ -22,6 +22,7 @@ from app.jobs import budget, service
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.events import EventHub
 from app.jobs.feed import job_feed, owner_feed
+from app.jobs.inbox import Inbox
 from app.jobs.reconciler import Reconciler
 from app.jobs.states import JobStatus
 from bench.common import insert_rows, job_row, migrated_database, write_results
@@ -89,6 +90,7 @@ async def main() -> None:
             await feed.aclose()
 
         cursor = await list_page(service.JobFilter(owner=owner))
+        hub = EventHub(sessionmaker)
         cases: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             (
                 "GET /jobs (first page)",
@@ -139,14 +141,16 @@ async def main() -> None:
                 "GET /jobs/{id}/events",
                 lambda: first(
                     job_feed(
-                        sessionmaker, EventHub(), job["id"], after_event_id=0, recheck_seconds=0
+                        sessionmaker, hub, job["id"], Inbox(), after_event_id=0, heartbeat_seconds=1
                     )
                 ),
             ),
             (
                 "GET /events",
                 lambda: first(
-                    owner_feed(sessionmaker, EventHub(), owner, after_event_id=0, recheck_seconds=0)
+                    owner_feed(
+                        sessionmaker, hub, owner, Inbox(), after_event_id=0, heartbeat_seconds=1
+                    )
                 ),
             ),
         ]

@@ -4,7 +4,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import anyio
 import orjson
 from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -12,7 +11,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app.api.deps import Reader, Session
 from app.errors import problem_responses
 from app.jobs import service
-from app.jobs.feed import FeedItem, job_feed, latest_event_id, owner_feed
+from app.jobs.feed import job_feed, latest_event_id, owner_feed
+from app.jobs.inbox import FeedItem, Inbox
 from app.media.links import MediaLinks
 from app.schemas import JobEventOut
 
@@ -76,13 +76,19 @@ def _sse_response(*events: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
     }
 
 
+HEARTBEAT = ServerSentEvent(comment="ping")
+
+
 async def _sse(
-    items: AsyncIterator[FeedItem], links: MediaLinks, ready_at: int | None = None
+    items: AsyncIterator[FeedItem | None], links: MediaLinks, ready_at: int | None = None
 ) -> AsyncIterator[ServerSentEvent]:
     if ready_at is not None:
         data = orjson.dumps({"after_event_id": ready_at}).decode()
         yield ServerSentEvent(data=data, id=str(ready_at), event="ready")
     async for item in items:
+        if item is None:
+            yield HEARTBEAT
+            continue
         payload = JobEventOut(
             event_id=item.event.id,
             job_id=item.event.job_id,
@@ -96,17 +102,19 @@ async def _sse(
 
 
 def _stream(
-    request: Request, subject: str, events: AsyncIterator[ServerSentEvent], shutdown: anyio.Event
+    request: Request, subject: str, events: AsyncIterator[ServerSentEvent], inbox: Inbox
 ) -> EventSourceResponse:
     """The response, holding one of the user's stream slots (past the caps: 429, or 503
-    for a full replica, before any byte). On server shutdown sse-starlette sets
-    `shutdown`; the feed then ends and the response is completed properly (not cut), and
-    the client resumes with Last-Event-ID."""
+    for a full replica, before any byte). Heartbeats come from the feed (its wait's
+    timeout), so sse-starlette's own ping task is off: one task less per stream. On
+    server shutdown sse-starlette sets its `shutdown_event`, the inbox, which closes it;
+    the feed then ends, the response is completed properly (not cut), and the client
+    resumes with Last-Event-ID."""
     return EventSourceResponse(
         request.app.state.stream_slots.hold(subject, events),
-        ping=request.app.state.settings.sse_heartbeat_seconds,
+        ping=0,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        shutdown_event=shutdown,
+        shutdown_event=inbox,  # type: ignore[arg-type]  # it only calls set()
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
     )
 
@@ -129,16 +137,16 @@ async def stream_job_events(
     await service.get_job(session, principal.subject, job_id)  # 404 unless it is yours
     await session.close()  # the stream reads with short sessions of its own
     state = request.app.state
-    shutdown = anyio.Event()
+    inbox = Inbox()
     feed = job_feed(
         state.sessionmaker,
         state.event_hub,
         job_id,
+        inbox,
         after_event_id=last_event_id,
-        recheck_seconds=state.settings.sse_recheck_seconds,
-        stop=shutdown,
+        heartbeat_seconds=state.settings.sse_heartbeat_seconds,
     )
-    return _stream(request, principal.subject, _sse(feed, state.media_links), shutdown)
+    return _stream(request, principal.subject, _sse(feed, state.media_links), inbox)
 
 
 @router.get(
@@ -154,7 +162,7 @@ async def stream_my_events(
     request: Request, principal: Reader, last_event_id: LastEventId = None
 ) -> EventSourceResponse:
     state = request.app.state
-    shutdown = anyio.Event()
+    inbox = Inbox()
     after = last_event_id
     if after is None:
         after = await latest_event_id(state.sessionmaker)
@@ -162,9 +170,9 @@ async def stream_my_events(
         state.sessionmaker,
         state.event_hub,
         principal.subject,
+        inbox,
         after_event_id=after,
-        recheck_seconds=state.settings.sse_recheck_seconds,
-        stop=shutdown,
+        heartbeat_seconds=state.settings.sse_heartbeat_seconds,
     )
     ready_at = after if last_event_id is None else None
-    return _stream(request, principal.subject, _sse(feed, state.media_links, ready_at), shutdown)
+    return _stream(request, principal.subject, _sse(feed, state.media_links, ready_at), inbox)

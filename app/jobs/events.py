@@ -5,34 +5,35 @@ each replica LISTENs on one dedicated connection, so a change made by any replic
 callback landing on A) reaches streams open on every other (a client on B). On SQLite
 (one process) the same notices are published in-process after each commit.
 
-A notice says only which job moved and the event's id: subscribers read the events
-themselves from the database, so nothing is lost between a notice and a reconnect.
+A notice says only which job moved and the event's id. The hub reads each move once (the
+notices that arrive together, in one query) and pushes it to every inbox that follows the
+job or its owner, so the database's work follows the moves, not the viewers. Streams read
+for themselves only when they may have missed something: at the start (the moves before
+it), after the LISTEN connection came back, and when their inbox overflowed.
 """
 
 import asyncio
 import contextlib
 import logging
-import random
 import uuid
-from asyncio import FIRST_COMPLETED
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db.models import Job, JobEvent
+from app.jobs.inbox import FeedItem, Inbox
 
 logger = logging.getLogger(__name__)
 CHANNEL = "job_events"
 RECONNECT_SECONDS = 1.0
-QUEUE_SIZE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +43,16 @@ class Notice:
     owner: str
 
 
-Subscription = contextlib.AbstractContextManager[asyncio.Queue[Notice]]
-# no move: "re-read the database, you may have missed some" (feeds re-read on any notice)
-RESYNC = Notice(uuid.UUID(int=0), 0, "")
-
-
 class EventHub:
-    """Subscriptions by job id or by owner; `publish` wakes the matching subscribers."""
+    """Inboxes by job id or by owner; `publish` reads the move once and fills them."""
 
-    def __init__(self) -> None:
-        self._by_job: defaultdict[uuid.UUID, set[asyncio.Queue[Notice]]] = defaultdict(set)
-        self._by_owner: defaultdict[str, set[asyncio.Queue[Notice]]] = defaultdict(set)
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._by_job: defaultdict[uuid.UUID, set[Inbox]] = defaultdict(set)
+        self._by_owner: defaultdict[str, set[Inbox]] = defaultdict(set)
         self._on_any: list[Callable[[], None]] = []
+        self._pending: list[Notice] = []
+        self._reader: asyncio.Task[None] | None = None
 
     def on_any(self, wake: Callable[[], None]) -> None:
         """Call `wake` on every notice (a worker with work to do for each move)."""
@@ -61,40 +60,76 @@ class EventHub:
 
     @contextlib.contextmanager
     def _subscribe(
-        self, table: defaultdict[Any, set[asyncio.Queue[Notice]]], key: object
-    ) -> Iterator[asyncio.Queue[Notice]]:
-        queue: asyncio.Queue[Notice] = asyncio.Queue(QUEUE_SIZE)
-        table[key].add(queue)
+        self, table: defaultdict[Any, set[Inbox]], key: object, inbox: Inbox
+    ) -> Iterator[None]:
+        table[key].add(inbox)
         try:
-            yield queue
+            yield
         finally:
-            table[key].discard(queue)
+            table[key].discard(inbox)
             if not table[key]:
                 del table[key]
 
-    def for_job(self, job_id: uuid.UUID) -> Subscription:
-        return self._subscribe(self._by_job, job_id)
+    def for_job(self, job_id: uuid.UUID, inbox: Inbox) -> contextlib.AbstractContextManager[None]:
+        return self._subscribe(self._by_job, job_id, inbox)
 
-    def for_owner(self, owner: str) -> Subscription:
-        return self._subscribe(self._by_owner, owner)
+    def for_owner(self, owner: str, inbox: Inbox) -> contextlib.AbstractContextManager[None]:
+        return self._subscribe(self._by_owner, owner, inbox)
+
+    def _inboxes(self, job_id: uuid.UUID, owner: str) -> Iterator[Inbox]:
+        yield from self._by_job.get(job_id, ())
+        yield from self._by_owner.get(owner, ())
 
     def resync(self) -> None:
-        """Wake every subscriber and worker to re-read the database once: notices may have
-        been lost (the LISTEN connection was down)."""
+        """Wake every worker and make every stream re-read once: notices may have been
+        lost (the LISTEN connection was down)."""
         for wake in self._on_any:
             wake()
         for table in (self._by_job, self._by_owner):
-            for queues in table.values():
-                for queue in queues:
-                    with contextlib.suppress(asyncio.QueueFull):  # it re-reads anyway
-                        queue.put_nowait(RESYNC)
+            for inboxes in table.values():
+                for inbox in inboxes:
+                    inbox.mark_stale()
 
     def publish(self, notice: Notice) -> None:
         for wake in self._on_any:
             wake()
-        for queue in (*self._by_job.get(notice.job_id, ()), *self._by_owner.get(notice.owner, ())):
-            with contextlib.suppress(asyncio.QueueFull):  # a stuck reader re-reads the DB anyway
-                queue.put_nowait(notice)
+        if next(self._inboxes(notice.job_id, notice.owner), None) is None:
+            return  # nobody here follows it: nothing to read
+        self._pending.append(notice)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_pending(), name="event-hub-reader")
+
+    async def _read_pending(self) -> None:
+        """Read the pending moves, all at once, and push each to its inboxes. Notices that
+        arrive meanwhile wait for the next round (moves keep their order)."""
+        while self._pending:
+            notices, self._pending = self._pending, []
+            try:
+                async with self._sessionmaker() as session:
+                    rows = (
+                        await session.execute(
+                            select(JobEvent, Job)
+                            .join(Job, Job.id == JobEvent.job_id)
+                            .where(JobEvent.id.in_([notice.event_id for notice in notices]))
+                            .order_by(JobEvent.id)
+                        )
+                    ).all()
+            except Exception:  # the database is away: its streams re-read when they can
+                logger.warning("cannot read %d moves for live streams", len(notices), exc_info=True)
+                for notice in notices:
+                    for inbox in self._inboxes(notice.job_id, notice.owner):
+                        inbox.mark_stale()
+                continue
+            for move, job in rows:
+                item = FeedItem(move, job)
+                for inbox in self._inboxes(job.id, job.owner):
+                    inbox.push(item)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
 
 
 def _parse(payload: str) -> Notice:
@@ -185,31 +220,3 @@ def publish_after_commit(
             event.remove(session_class, name, hook)
 
     return detach
-
-
-class Stop(Protocol):
-    """Anything that can be awaited until a stream must end (sse-starlette's shutdown
-    event, an asyncio.Event)."""
-
-    def is_set(self) -> bool: ...
-
-    async def wait(self) -> object: ...
-
-
-async def next_notice(
-    queue: asyncio.Queue[Notice], seconds: float, stop: Stop | None = None
-) -> Notice | None:
-    """The next notice, or None after about `seconds` or once `stop` is set (the caller
-    re-reads the database either way). The wait is jittered (±25%): streams opened
-    together would otherwise re-read together, a burst on the database every period."""
-    seconds *= random.uniform(0.75, 1.25)  # noqa: S311 (spreading load, not a secret)
-    getting = asyncio.ensure_future(queue.get())
-    waiters = {getting}
-    if stop is not None:
-        waiters.add(asyncio.ensure_future(stop.wait()))
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=FIRST_COMPLETED)
-    finally:  # also when the stream itself is cancelled (the client went away)
-        for waiter in waiters:
-            waiter.cancel()  # no-op when done; a cancelled get() takes nothing from the queue
-    return getting.result() if getting in done else None

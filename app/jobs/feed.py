@@ -1,70 +1,142 @@
-"""Live feeds of job state changes, read from `job_events` and woken by the event hub.
+"""Live feeds of job state changes: the moves the event hub pushes to the stream's inbox,
+and the database's record of them when the stream may have missed some.
 
-Each item is one recorded move plus the job as it is now. Event ids are the
-`job_events` ids (monotonic), so a client that reconnects with Last-Event-ID gets
-exactly the moves it has not seen.
+Each item is one recorded move plus the job as it was read with it. Event ids are the
+`job_events` ids (monotonic), so a client that reconnects with Last-Event-ID gets exactly
+the moves it has not seen. A feed yields None when nothing came for `heartbeat_seconds`
+(the stream writes a heartbeat from memory, with no database work).
 """
 
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import Job, JobEvent
-from app.jobs.events import EventHub, Stop, next_notice
+from app.jobs.events import EventHub
+from app.jobs.inbox import FeedItem, Inbox
 from app.jobs.states import is_terminal
 
 PAGE = 500
 
 
-@dataclass(frozen=True, slots=True)
-class FeedItem:
-    event: JobEvent
-    job: Job
+class Catchup:
+    """Where a feed stands: the moves it has yielded and the ones a re-read brought.
+
+    A pushed move is new unless the last re-read brought it or it is not after that
+    re-read's start; moves of different jobs may commit out of id order, so "after the
+    highest id yielded" alone would drop a move that committed late."""
+
+    __slots__ = ("floor", "last", "read", "status")
+
+    def __init__(self, after_event_id: int) -> None:
+        self.floor = self.last = after_event_id
+        self.read: set[int] = set()
+        self.status: str | None = None  # of the last move yielded
+
+    def start_read(self) -> int:
+        self.floor, self.read = self.last, set()
+        return self.floor
+
+    def is_new(self, item: FeedItem) -> bool:
+        return item.event.id > self.floor and item.event.id not in self.read
+
+    def follows(self, item: FeedItem) -> bool:
+        """Whether a move of one job takes it on from the last one yielded (no gap)."""
+        return self.status is None or item.event.from_status == self.status
+
+    def yielded(self, item: FeedItem, by_read: bool) -> None:
+        self.last = max(self.last, item.event.id)
+        self.status = item.event.to_status
+        if by_read:
+            self.read.add(item.event.id)
+
+
+Query = Callable[[int], Select[tuple[JobEvent, Job]]]
+
+
+async def _reread(
+    sessionmaker: async_sessionmaker[AsyncSession], at: Catchup, query: Query
+) -> AsyncIterator[FeedItem]:
+    """Every recorded move after where the feed stands, page by page."""
+    after = at.start_read()
+    while True:
+        async with sessionmaker() as session:
+            rows = (await session.execute(query(after).limit(PAGE))).all()
+        for move, job in rows:
+            item = FeedItem(move, job)
+            at.yielded(item, by_read=True)
+            yield item
+            after = move.id
+        if len(rows) < PAGE:
+            return
+
+
+async def _follow(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    inbox: Inbox,
+    at: Catchup,
+    query: Query,
+    heartbeat_seconds: float,
+    one_job: bool,
+) -> AsyncIterator[FeedItem | None]:
+    """A re-read first and whenever the inbox turned stale, the pushed moves otherwise,
+    None for a heartbeat; until the inbox is closed. For `one_job`, a pushed move that
+    does not follow the last one (a gap) makes it re-read."""
+    inbox.stale = True  # the moves recorded before the stream began
+    while not inbox.closed:
+        if inbox.take_stale():
+            async for item in _reread(sessionmaker, at, query):
+                yield item
+        for item in inbox.take():
+            if not at.is_new(item):
+                continue
+            if one_job and not at.follows(item):
+                inbox.mark_stale()  # the re-read brings the missed move and this one
+                break
+            at.yielded(item, by_read=False)
+            yield item
+        if not await inbox.wait(heartbeat_seconds):
+            yield None
 
 
 async def job_feed(
     sessionmaker: async_sessionmaker[AsyncSession],
     hub: EventHub,
     job_id: uuid.UUID,
+    inbox: Inbox,
     *,
     after_event_id: int | None,
-    recheck_seconds: float,
-    stop: Stop | None = None,
-) -> AsyncIterator[FeedItem]:
+    heartbeat_seconds: float,
+) -> AsyncIterator[FeedItem | None]:
     """Moves of one job after `after_event_id` (without it: its latest move first), until
-    the job is terminal or `stop` is set (the server is shutting down: the client resumes
-    elsewhere with Last-Event-ID). The caller has checked that the job is the client's."""
-    with hub.for_job(job_id) as queue:  # subscribe before reading: no gap
-        last = after_event_id
-        if last is None:
-            async with sessionmaker() as session:
-                latest = await session.scalar(
-                    select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id)
-                )
-            last = (latest or 0) - 1
-        while True:
-            async with sessionmaker() as session:
-                events = list(
-                    await session.scalars(
-                        select(JobEvent)
-                        .where(JobEvent.job_id == job_id, JobEvent.id > last)
-                        .order_by(JobEvent.id)
-                        .limit(PAGE)
-                    )
-                )
-                job = await session.get(Job, job_id)
-            assert job is not None
-            for event in events:
-                yield FeedItem(event, job)
-                last = event.id
-            if is_terminal(job.status) and len(events) < PAGE:
-                return
-            if len(events) < PAGE:
-                await next_notice(queue, recheck_seconds, stop)
-            if stop is not None and stop.is_set():
+    the job is terminal or the inbox is closed (the server is shutting down: the client
+    resumes elsewhere with Last-Event-ID). The caller has checked that the job is the
+    client's."""
+    with hub.for_job(job_id, inbox):  # subscribe before reading: no gap
+        async with sessionmaker() as session:
+            status = await session.scalar(select(Job.status).where(Job.id == job_id))
+            latest = await session.scalar(
+                select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id)
+            )
+        latest = latest or 0
+        after = latest - 1 if after_event_id is None else after_event_id
+        if status is None or (is_terminal(status) and after >= latest):
+            return  # gone, or resumed after its last move: nothing more will come
+
+        def query(after: int) -> Select[tuple[JobEvent, Job]]:
+            return (
+                select(JobEvent, Job)
+                .join(Job, Job.id == JobEvent.job_id)
+                .where(JobEvent.job_id == job_id, JobEvent.id > after)
+                .order_by(JobEvent.id)
+            )
+
+        feed = _follow(sessionmaker, inbox, Catchup(after), query, heartbeat_seconds, True)
+        async for item in feed:
+            yield item
+            if item is not None and is_terminal(item.event.to_status):
                 return
 
 
@@ -78,30 +150,25 @@ async def owner_feed(
     sessionmaker: async_sessionmaker[AsyncSession],
     hub: EventHub,
     owner: str,
+    inbox: Inbox,
     *,
     after_event_id: int,
-    recheck_seconds: float,
-    stop: Stop | None = None,
-) -> AsyncIterator[FeedItem]:
+    heartbeat_seconds: float,
+) -> AsyncIterator[FeedItem | None]:
     """Every move of the owner's jobs after `after_event_id` (`latest_event_id()`: from now
-    on), until `stop` is set."""
-    with hub.for_owner(owner) as queue:
-        last = after_event_id
-        while True:
-            async with sessionmaker() as session:
-                rows = (
-                    await session.execute(
-                        select(JobEvent, Job)
-                        .join(Job, Job.id == JobEvent.job_id)
-                        .where(Job.owner == owner, JobEvent.id > last)
-                        .order_by(JobEvent.id)
-                        .limit(PAGE)
-                    )
-                ).all()
-            for event, job in rows:
-                yield FeedItem(event, job)
-                last = event.id
-            if len(rows) < PAGE:
-                await next_notice(queue, recheck_seconds, stop)
-            if stop is not None and stop.is_set():
-                return
+    on), until the inbox is closed."""
+    with hub.for_owner(owner, inbox):
+
+        def query(after: int) -> Select[tuple[JobEvent, Job]]:
+            return (
+                select(JobEvent, Job)
+                .join(Job, Job.id == JobEvent.job_id)
+                .where(Job.owner == owner, JobEvent.id > after)
+                .order_by(JobEvent.id)
+            )
+
+        feed = _follow(
+            sessionmaker, inbox, Catchup(after_event_id), query, heartbeat_seconds, False
+        )
+        async for item in feed:
+            yield item

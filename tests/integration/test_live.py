@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.migrate import upgrade
 from app.db.models import Batch, Job, JobEvent
+from app.jobs.feed import latest_event_id, owner_feed
+from app.jobs.inbox import CAPACITY, Inbox
 from app.main import create_app
 from tests.harness import Stack, running_stack, serve, wait_until
 
@@ -282,11 +284,13 @@ async def test_cancel_races_with_the_dispatcher(database_url: str) -> None:
     """Each job ends either canceled and never sent, or sent and not canceled."""
     async with running_stack(
         database_url,
-        sim_config={"generate_latency_seconds": 0.05},
+        sim_config={"generate_latency_seconds": 0.2},
         dispatcher_max_in_flight=3,
         **LIVE,
     ) as stack:
-        jobs = [(await stack.create_job(prompt=f"v{i}"))["id"] for i in range(30)]
+        # created together, so that sending them all takes longer than canceling them
+        created = await asyncio.gather(*(stack.create_job(prompt=f"v{i}") for i in range(30)))
+        jobs = [job["id"] for job in created]
         responses = await asyncio.gather(
             *(stack.http.post(f"/jobs/{job_id}/cancel", headers=stack.headers()) for job_id in jobs)
         )
@@ -380,9 +384,8 @@ async def anext_all(lines: AsyncIterator[str]) -> list[str]:
 
 async def test_a_stream_resumes_exactly_after_the_listener_reconnects(database_url: str) -> None:
     """A move made while the LISTEN connection is down is never notified: when it is back,
-    every stream re-reads once. (The periodic re-read is set far away, so only that can
-    deliver it.)"""
-    async with running_stack(database_url, sse_recheck_seconds=600) as stack:
+    every stream re-reads once (nothing else would deliver it)."""
+    async with running_stack(database_url) as stack:
         listener = stack.app.state.event_listener
         await asyncio.wait_for(listener.listening.wait(), 10)
         job = await stack.create_job()
@@ -413,3 +416,60 @@ async def test_a_stream_resumes_exactly_after_the_listener_reconnects(database_u
             f"id: {event_id}" for event_id in recorded
         ]
         assert len(recorded) == 2  # queued, canceled: none lost, none repeated
+
+
+async def test_a_slow_reader_is_re_read_and_loses_nothing(database_url: str) -> None:
+    """A stream that does not take its moves is not buffered without end: past its inbox's
+    capacity it turns stale, and it re-reads from the database exactly what it missed."""
+    async with running_stack(database_url) as stack:
+        state = stack.app.state
+        await asyncio.wait_for(state.event_listener.listening.wait(), 10)
+        start = await latest_event_id(state.sessionmaker)
+        inbox = Inbox()
+        feed = owner_feed(
+            state.sessionmaker,
+            state.event_hub,
+            "alice",
+            inbox,
+            after_event_id=start,
+            heartbeat_seconds=60,
+        )
+        first = asyncio.ensure_future(anext(feed))  # subscribed, then waiting for a move
+        created = [await stack.create_job("alice")]
+        received = [await first]  # the reader now stops reading
+        created += [await stack.create_job("alice") for _ in range(CAPACITY + 10)]
+        await wait_until(lambda: asyncio.sleep(0, inbox.stale))
+        while len(received) < len(created):
+            received.append(await anext(feed))
+        await feed.aclose()
+        async with state.sessionmaker() as session:
+            recorded = list(
+                await session.scalars(
+                    select(JobEvent.id)
+                    .join(Job, Job.id == JobEvent.job_id)
+                    .where(Job.owner == "alice", JobEvent.id > start)
+                    .order_by(JobEvent.id)
+                )
+            )
+        assert [item.event.id for item in received if item is not None] == recorded
+        assert len(recorded) == len(created)  # one `queued` move each: none lost or repeated
+
+
+async def test_shutdown_ends_open_streams_properly(database_url: str) -> None:
+    """The stream is completed (not cut) when the server stops: the client sees its end and
+    resumes elsewhere with Last-Event-ID."""
+    lines: list[str] = []
+    async with httpx.AsyncClient(timeout=30) as viewer:
+        async with running_stack(database_url) as stack:
+            job = await stack.create_job()
+            url = f"{stack.url}/jobs/{job['id']}/events"
+
+            async def follow() -> None:
+                async with viewer.stream("GET", url, headers=stack.headers()) as response:
+                    async for line in response.aiter_lines():
+                        lines.append(line)
+
+            following = asyncio.ensure_future(follow())
+            await wait_until(lambda: asyncio.sleep(0, "event: job" in lines))
+        await asyncio.wait_for(following, 10)  # ended without a protocol error
+    assert lines.count("event: job") == 1

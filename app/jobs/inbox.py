@@ -1,0 +1,88 @@
+"""One live stream's inbox: the moves its replica's event hub reads once and pushes to
+every stream that follows the job or its owner.
+
+Bounded: a reader too slow to take what arrives is not buffered without end. Its inbox
+drops what it holds and turns stale, and the stream re-reads what it missed from the
+database (every move is there), so a slow reader costs only itself. Waiting needs no
+task: one future, resolved by a push or by the heartbeat's timer.
+"""
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+from app.db.models import Job, JobEvent
+
+CAPACITY = 64  # moves; a stream this far behind re-reads instead
+
+
+@dataclass(frozen=True, slots=True)
+class FeedItem:
+    """One recorded move and the job as it was read with it."""
+
+    event: JobEvent
+    job: Job
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Inbox:
+    __slots__ = ("_items", "_waiter", "closed", "stale")
+
+    def __init__(self) -> None:
+        self._items: deque[FeedItem] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.stale = False  # moves may have been missed: re-read the database
+        self.closed = False  # the server is shutting down: end the stream
+
+    def push(self, item: FeedItem) -> None:
+        if self.stale:
+            return  # it re-reads anyway
+        if len(self._items) >= CAPACITY:
+            self.mark_stale()
+            return
+        self._items.append(item)
+        self._wake()
+
+    def mark_stale(self) -> None:
+        self.stale = True
+        self._items.clear()
+        self._wake()
+
+    def set(self) -> None:
+        """Close: sse-starlette calls this on server shutdown (the inbox is the response's
+        `shutdown_event`), so the stream ends properly and the client resumes elsewhere."""
+        self.closed = True
+        self._wake()
+
+    def take(self) -> list[FeedItem]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    def take_stale(self) -> bool:
+        """Whether the stream must re-read; the flag is cleared (the re-read follows)."""
+        stale, self.stale = self.stale, False
+        return stale
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait until something arrives (a move, a re-read, the close) or `seconds` pass;
+        False when nothing came (time for a heartbeat)."""
+        if self._items or self.stale or self.closed:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(seconds, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return bool(self._items or self.stale or self.closed)
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            _resolve(self._waiter)
