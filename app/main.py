@@ -48,6 +48,7 @@ from app.ratelimit import RateLimitHeadersMiddleware, RateLimits
 from app.request_limits import RequestLimitsMiddleware
 from app.request_telemetry import RequestTelemetryMiddleware
 from app.seedance.client import SeedanceClient
+from app.sse import LiveStreams
 
 DESCRIPTION = """
 Create Seedance video jobs, follow them, and play the video from our own storage when
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.outbound_secrets = outbound_secrets
         app.state.outbound_worker = outbound_worker if settings.outbound_enabled else None
         app.state.event_hub = hub = EventHub(sessionmaker)
+        app.state.live_streams = live_streams = LiveStreams()
         app.state.stream_slots = StreamSlots(
             settings.sse_max_streams_per_user, settings.sse_max_streams_per_replica
         )
@@ -129,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else:
                 await listener.stop()
             await hub.close()
+            await live_streams.stop()
             prefetch.cancel()
             await identity_http.aclose()
             await http.aclose()

@@ -85,8 +85,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                     parameter["schema"] = _without_null(parameter["schema"])
             for status, response in operation["responses"].items():
                 content = response.get("content", {})
-                if PROBLEM_MEDIA_TYPE in content:
-                    content.pop("application/json", None)
+                if PROBLEM_MEDIA_TYPE in content:  # the route's own media type is not a problem's
+                    response["content"] = {PROBLEM_MEDIA_TYPE: content[PROBLEM_MEDIA_TYPE]}
                 if status.startswith("2") and (method, path) in LINKS:
                     response["links"] = LINKS[(method, path)]
     _add_component(document, JobEventOut.model_json_schema(ref_template=COMPONENT_REF))

@@ -6,8 +6,12 @@ database. Run it as `uvicorn bench.bare_app:create_app --factory`.
 * same I/O (`/io/...`): every round trip our route makes, through the raw drivers and
   nothing else (no auth, validation, ORM, log line or metrics): the rate-limit script
   in Redis, then the same SQL. The best any code on this stack could do for the route.
+* bare streams (`/sse`, `/plain-stream`): an sse-starlette stream with its defaults, and a
+  plain Starlette `StreamingResponse`, each sending one event and then nothing: the
+  memory per open stream that bench.sse_fanout compares ours with.
 """
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -18,7 +22,9 @@ from typing import Any
 import asyncpg
 import orjson
 from fastapi import Body, FastAPI, HTTPException
+from fastapi.responses import StreamingResponse
 from redis.asyncio import Redis
+from sse_starlette import EventSourceResponse
 
 from app.jobs.budget import today_started_at
 from app.ratelimit import MOVING_WINDOW_HIT
@@ -101,5 +107,18 @@ def create_app() -> FastAPI:
             await conn.execute(INSERT_JOB, job_id, owner, body["prompt"], now)
             await conn.fetchval(INSERT_EVENT, job_id, now)
         return {"id": str(job_id), "status": "queued"}
+
+    async def one_event_then_nothing(event: Any) -> AsyncIterator[Any]:
+        yield event
+        await asyncio.Event().wait()
+
+    @app.get("/sse")
+    async def bare_sse() -> EventSourceResponse:
+        return EventSourceResponse(one_event_then_nothing({"event": "ready", "data": "{}"}))
+
+    @app.get("/plain-stream")
+    async def plain_stream() -> StreamingResponse:
+        ready = b"event: ready\r\ndata: {}\r\n\r\n"
+        return StreamingResponse(one_event_then_nothing(ready), media_type="text/event-stream")
 
     return app

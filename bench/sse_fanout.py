@@ -1,30 +1,54 @@
-"""Live streams held open against one service process while no job moves: the database
-work they cost, and the memory each one takes.
+"""Live streams held open against one service process: the database work they cost idle
+and while jobs finish, the memory each one takes, and how fast a move reaches its stream.
 
-For each N in `--streams` (one `GET /events` per user) and each SSE_RECHECK_SECONDS in
-`--recheck` (15: a re-read every heartbeat, as before the setting existed; 300: the
-default), against one uvicorn process (uvloop, httptools) on Postgres: the database's
-transactions per second while the streams sit idle (committed or rolled back: a read-only
-session ends with a rollback), minus the same window with no stream open
-(pg_stat_database, same run), and the service's RSS growth per open stream.
+For each N in `--streams`, against one uvicorn process (uvloop, httptools) on Postgres,
+with the load generator on the same machine:
+* baselines, same run: the RSS growth per open stream of a bare sse-starlette endpoint
+  and of a plain Starlette StreamingResponse (bench/bare_app.py);
+* N `GET /events` streams, one user each; the database's transactions per second while
+  they sit idle (pg_stat_database, committed or rolled back: a read-only session ends
+  with a rollback), minus the same window with no stream open; RSS growth per stream;
+* then `--rate` jobs per second finish for `--seconds` (Seedance callbacks reporting a
+  failed task, one move each, for jobs of random viewers): transactions per move, and
+  the latency from sending the callback to the move arriving on its owner's stream.
 
-    .venv/bin/python -m bench.sse_fanout --streams 1000 5000 --seconds 30
+    .venv/bin/python -m bench.sse_fanout --streams 1000 5000 10000
 """
 
 import argparse
 import asyncio
 import contextlib
+import random
+import re
 import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from app.auth import issue_token
 from app.config import Settings
-from bench.common import RESULTS, SECRETS, migrated_database, server, service_env, write_results
+from app.db.models import Job
+from app.jobs.callbacks import callback_signature
+from bench.common import (
+    RESULTS,
+    SECRETS,
+    insert_rows,
+    job_row,
+    migrated_database,
+    percentile,
+    server,
+    service_env,
+    write_results,
+)
 from tests.harness import free_port
+
+WAVE = 200  # streams opened at once: the accept queue has its limits
 
 
 def rss_mb(pid: int) -> float:
@@ -34,46 +58,9 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-async def open_stream(port: int, token: str) -> asyncio.StreamWriter:
-    """A raw HTTP/1.1 stream of /events, read up to its first event (`ready`), then
-    drained in the background (the heartbeats)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        f"GET /events HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
-        "Accept: text/event-stream\r\n\r\n".encode()
-    )
-    head = await reader.readuntil(b"\r\n\r\n")
-    assert b" 200 " in head.split(b"\r\n", 1)[0], head[:200]
-    await reader.readuntil(b"\r\n\r\n")  # the `ready` event (chunked framing around it)
-
-    async def drain() -> None:
-        with contextlib.suppress(Exception):
-            while await reader.read(65536):
-                pass
-
-    asyncio.get_running_loop().create_task(drain())
-    return writer
-
-
-async def transactions_per_second(url: str, seconds: float) -> float:
-    engine = create_async_engine(url, pool_size=1)
-    query = text(
-        "SELECT xact_commit + xact_rollback FROM pg_stat_database "
-        "WHERE datname = current_database()"
-    )
-    async with engine.connect() as conn:
-        before = await conn.scalar(query)
-        await conn.commit()
-        await asyncio.sleep(seconds)
-        await conn.execute(text("SELECT pg_stat_clear_snapshot()"))
-        after = await conn.scalar(query)
-    await engine.dispose()
-    return (after - before - 2) / seconds  # our own two reads are not the service's
-
-
-def service_pid(port: int) -> int:
+def server_pid(target: str, port: int) -> int:
     found = subprocess.run(
-        ["pgrep", "-f", f"uvicorn app.main:create_app --factory --port {port} "],
+        ["pgrep", "-f", f"uvicorn {target} --factory --port {port} "],
         capture_output=True,
         text=True,
         check=True,
@@ -81,64 +68,233 @@ def service_pid(port: int) -> int:
     return int(found.stdout.split()[0])
 
 
-async def measure(url: str, streams: int, recheck: float, seconds: float) -> dict[str, Any]:
-    port = free_port()
-    env = service_env(
-        url,
-        port,
-        sse_recheck_seconds=str(recheck),
-        sse_max_streams_per_replica=str(streams + 10),
+async def open_stream(
+    port: int, path: str, token: str | None, on_data: Callable[[bytes], None] | None = None
+) -> asyncio.StreamWriter:
+    """A raw HTTP/1.1 stream, read up to its first event, then read in the background
+    (each chunk handed to `on_data`)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}Accept: text/event-stream\r\n\r\n".encode()
     )
-    settings = Settings(_env_file=None, database_url=url, **SECRETS)  # type: ignore[arg-type]
-    tokens = [issue_token(settings, f"viewer-{i}") for i in range(streams)]
-    with server("app.main:create_app", port, 1, env, RESULTS / "sse_fanout.log"):
-        pid = service_pid(port)
-        await asyncio.sleep(2)  # settled after start-up
-        idle = await transactions_per_second(url, seconds)
-        rss_before = rss_mb(pid)
-        writers = []
-        for start in range(0, streams, 200):  # in waves: the accept queue has its limits
-            writers += await asyncio.gather(
-                *(open_stream(port, token) for token in tokens[start : start + 200])
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n", 1)[0], head[:200]
+    await reader.readuntil(b"\r\n\r\n")  # the first event (chunked framing around it)
+
+    async def drain() -> None:
+        with contextlib.suppress(Exception):
+            while chunk := await reader.read(65536):
+                if on_data is not None:
+                    on_data(chunk)
+
+    asyncio.get_running_loop().create_task(drain())
+    return writer
+
+
+async def open_streams(
+    port: int, path: str, tokens: list[str | None], on_data: Callable[[bytes], None] | None
+) -> list[asyncio.StreamWriter]:
+    writers: list[asyncio.StreamWriter] = []
+    for start in range(0, len(tokens), WAVE):
+        wave = tokens[start : start + WAVE]
+        writers += await asyncio.gather(*(open_stream(port, path, t, on_data) for t in wave))
+    return writers
+
+
+async def close_all(writers: list[asyncio.StreamWriter]) -> None:
+    """Closed before the server is stopped: its graceful shutdown waits for them."""
+    for writer in writers:
+        writer.close()
+    await asyncio.gather(*(writer.wait_closed() for writer in writers), return_exceptions=True)
+
+
+async def transactions(url: str) -> int:
+    engine = create_async_engine(url, pool_size=1)
+    async with engine.connect() as conn:
+        count = await conn.scalar(
+            text(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                "WHERE datname = current_database()"
             )
-        # each stream's first read of the database comes after its `ready` event: let the
-        # last of them land before measuring the idle ones
-        await asyncio.sleep(max(10.0, streams / 50))
+        )
+    await engine.dispose()
+    return int(count)
+
+
+async def transactions_per_second(url: str, seconds: float) -> float:
+    before = await transactions(url)
+    await asyncio.sleep(seconds)
+    return (await transactions(url) - before - 1) / seconds  # our own read is not the service's
+
+
+async def settle(url: str, baseline_per_s: float, limit_s: float = 300) -> None:
+    """Until the streams just opened have made their first reads (queued behind the
+    connection pool): three seconds in a row at the baseline's rate."""
+    calm, previous, deadline = 0, await transactions(url), time.monotonic() + limit_s
+    while calm < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+        current = await transactions(url)
+        calm = calm + 1 if current - previous - 1 <= baseline_per_s + 1 else 0
+        previous = current
+
+
+async def rss_per_stream(
+    target: str, path: str, streams: int, env: dict[str, str], tokens: list[str | None]
+) -> float:
+    """KB of RSS per open stream of `path`, after they have all settled."""
+    port = free_port()
+    with server(target, port, 1, {**env, "PORT": str(port)}, RESULTS / "sse_fanout.log"):
+        pid = server_pid(target, port)
+        await asyncio.sleep(2)
+        before = rss_mb(pid)
+        writers = await open_streams(port, path, tokens[:streams], None)
+        await asyncio.sleep(max(5.0, streams / 500))
+        after = rss_mb(pid)
+        await close_all(writers)
+    return round((after - before) * 1024 / streams, 1)
+
+
+async def seed_running_jobs(url: str, owners: list[str], count: int) -> list[dict[str, Any]]:
+    """Jobs as the dispatcher leaves them (running, a task id), for random viewers."""
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    rows = [job_row(i, rng.choice(owners), "running", now, f"task-{i}") for i in range(count)]
+    engine = create_async_engine(url)
+    async with async_sessionmaker(engine)() as session, session.begin():
+        await insert_rows(session, Job, rows)
+    await engine.dispose()
+    return rows
+
+
+# a `failed` move's event; [^{]* stays before the job object nested in it
+FAILED_MOVE = re.compile(rb'"job_id":"([0-9a-f-]{36})"[^{]*"to_status":"failed"')
+
+
+class Arrivals:
+    """When each job's move reached a stream."""
+
+    def __init__(self, job_ids: list[str]) -> None:
+        self.pending = set(job_ids)
+        self.at: dict[str, float] = {}
+        self.complete = asyncio.Event()
+
+    def note(self, chunk: bytes) -> None:
+        now = time.monotonic()
+        for match in FAILED_MOVE.finditer(chunk):
+            job_id = match.group(1).decode()
+            if job_id in self.pending:
+                self.pending.discard(job_id)
+                self.at[job_id] = now
+        if not self.pending:
+            self.complete.set()
+
+
+async def finish_jobs(
+    port: int, settings: Settings, jobs: list[dict[str, Any]], rate: float
+) -> dict[str, float]:
+    """Send each job's callback (a failed task), `rate` a second; when each was sent."""
+    sent: dict[str, float] = {}
+    start = time.monotonic()
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", limits=httpx.Limits(max_connections=50)
+    ) as http:
+
+        async def one(index: int, job: dict[str, Any]) -> None:
+            await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
+            job_id = job["id"]
+            sent[str(job_id)] = time.monotonic()
+            response = await http.post(
+                f"/webhooks/seedance/{job_id}",
+                params={"sig": callback_signature(settings, job_id)},
+                json={"task_id": job["upstream_task_id"], "status": "FAILED", "error": "bench"},
+            )
+            assert response.status_code == 200, response.text
+
+        await asyncio.gather(*(one(i, job) for i, job in enumerate(jobs)))
+    return sent
+
+
+async def measure(url: str, streams: int, args: argparse.Namespace) -> dict[str, Any]:
+    settings = Settings(_env_file=None, database_url=url, **SECRETS)  # type: ignore[arg-type]
+    owners = [f"viewer-{i}" for i in range(streams)]
+    tokens: list[str | None] = [issue_token(settings, owner) for owner in owners]
+    moves = int(args.rate * args.seconds)
+    jobs = await seed_running_jobs(url, owners, moves)
+    port = free_port()
+    env = service_env(url, port, sse_max_streams_per_replica=str(streams + 10))
+    bare = {
+        "bare_sse_starlette_kb_per_stream": await rss_per_stream(
+            "bench.bare_app:create_app", "/sse", streams, env, [None] * streams
+        ),
+        "plain_streaming_response_kb_per_stream": await rss_per_stream(
+            "bench.bare_app:create_app", "/plain-stream", streams, env, [None] * streams
+        ),
+    }
+    arrivals = Arrivals([str(job["id"]) for job in jobs])
+    with server("app.main:create_app", port, 1, env, RESULTS / "sse_fanout.log"):
+        pid = server_pid("app.main:create_app", port)
+        await asyncio.sleep(2)  # settled after start-up
+        without = await transactions_per_second(url, args.idle_seconds)
+        rss_before = rss_mb(pid)
+        writers = await open_streams(port, "/events", tokens, arrivals.note)
+        await settle(url, without)
         rss_after = rss_mb(pid)
-        held = await transactions_per_second(url, seconds)
-        for writer in writers:
-            writer.close()
+        held = await transactions_per_second(url, args.idle_seconds)
+        before_load = await transactions(url)
+        sent = await finish_jobs(port, settings, jobs, args.rate)
+        with contextlib.suppress(TimeoutError):  # what has not come by then is counted lost
+            await asyncio.wait_for(arrivals.complete.wait(), 30)
+        under_load = await transactions(url) - before_load - 1
+        await close_all(writers)
+    latencies = sorted(
+        (arrivals.at[job_id] - at) * 1000 for job_id, at in sent.items() if job_id in arrivals.at
+    )
     return {
         "streams": streams,
-        "recheck_seconds": recheck,
-        "transactions_per_s_without_streams": round(idle, 2),
-        "transactions_per_s_with_streams": round(held, 2),
-        "transactions_per_s_from_streams": round(held - idle, 2),
-        "rss_mb_before": round(rss_before, 1),
-        "rss_kb_per_stream": round((rss_after - rss_before) * 1024 / streams, 1),
+        **bare,
+        "service_kb_per_stream": round((rss_after - rss_before) * 1024 / streams, 1),
+        "service_rss_mb_before": round(rss_before, 1),
+        "idle_transactions_per_s_without_streams": round(without, 2),
+        "idle_transactions_per_s_with_streams": round(held, 2),
+        "idle_transactions_per_s_from_streams": round(held - without, 2),
+        "moves": moves,
+        "moves_received": len(latencies),
+        "transactions_per_move": round(under_load / moves, 2),
+        "latency_ms_p50": round(percentile(latencies, 50), 1),
+        "latency_ms_p99": round(percentile(latencies, 99), 1),
+        "latency_ms_max": round(latencies[-1], 1),
     }
 
 
 async def main(args: argparse.Namespace) -> None:
     rows = []
-    async with migrated_database("bench_sse_fanout") as url:
-        for streams in args.streams:
-            for recheck in args.recheck:
-                row = await measure(url, streams, recheck, args.seconds)
-                print(row, flush=True)
-                rows.append(row)
-    print(f"\n{'streams':>8} {'recheck s':>9} {'DB tx/s from streams':>21} {'RSS KB/stream':>14}")
+    for streams in args.streams:
+        async with migrated_database("bench_sse_fanout") as url:
+            row = await measure(url, streams, args)
+        print(row, flush=True)
+        rows.append(row)
+    columns = [
+        ("streams", "streams"),
+        ("bare sse KB", "bare_sse_starlette_kb_per_stream"),
+        ("plain KB", "plain_streaming_response_kb_per_stream"),
+        ("ours KB", "service_kb_per_stream"),
+        ("idle tx/s", "idle_transactions_per_s_from_streams"),
+        ("tx/move", "transactions_per_move"),
+        ("received", "moves_received"),
+        ("p50 ms", "latency_ms_p50"),
+        ("p99 ms", "latency_ms_p99"),
+    ]
+    print("\n" + " ".join(f"{title:>12}" for title, _ in columns))
     for row in rows:
-        print(
-            f"{row['streams']:>8} {row['recheck_seconds']:>9} "
-            f"{row['transactions_per_s_from_streams']:>21} {row['rss_kb_per_stream']:>14}"
-        )
-    write_results("sse_fanout", {"seconds": args.seconds, "rows": rows})
+        print(" ".join(f"{row[key]!s:>12}" for _, key in columns))
+    write_results("sse_fanout", {"rate": args.rate, "seconds": args.seconds, "rows": rows})
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--streams", type=int, nargs="+", default=[1000, 5000])
-    parser.add_argument("--recheck", type=float, nargs="+", default=[15.0, 300.0])
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--streams", type=int, nargs="+", default=[1000, 5000, 10000])
+    parser.add_argument("--rate", type=float, default=100.0, help="jobs finishing per second")
+    parser.add_argument("--seconds", type=float, default=30.0, help="of jobs finishing")
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
     asyncio.run(main(parser.parse_args()))

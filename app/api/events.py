@@ -1,4 +1,4 @@
-"""Live job updates as Server-Sent Events (sse-starlette): one job, or all of yours."""
+"""Live job updates as Server-Sent Events: one job, or all of yours."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Request
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 
 from app.api.deps import Reader, Session
 from app.errors import problem_responses
@@ -15,6 +15,7 @@ from app.jobs.feed import job_feed, latest_event_id, owner_feed
 from app.jobs.inbox import FeedItem, Inbox
 from app.media.links import MediaLinks
 from app.schemas import JobEventOut
+from app.sse import LiveStreamResponse
 
 router = APIRouter(tags=["events"], responses=problem_responses(401, 422, 429, 503))
 MAX_EVENT_ID = 2**63 - 1  # event ids are Postgres bigints: a larger one fails here, not mid-stream
@@ -28,7 +29,6 @@ LastEventId = Annotated[
         examples=[42],
     ),
 ]
-SHUTDOWN_GRACE_SECONDS = 2.0  # well under uvicorn's graceful shutdown timeout
 SSE_DESCRIPTION = (
     "`text/event-stream` of `job` events; each `data` is a JobEventOut, each `id` the event id "
     "to send back as `Last-Event-ID` when reconnecting. Comment lines (`: ping`) keep the "
@@ -103,19 +103,16 @@ async def _sse(
 
 def _stream(
     request: Request, subject: str, events: AsyncIterator[ServerSentEvent], inbox: Inbox
-) -> EventSourceResponse:
+) -> LiveStreamResponse:
     """The response, holding one of the user's stream slots (past the caps: 429, or 503
-    for a full replica, before any byte). Heartbeats come from the feed (its wait's
-    timeout), so sse-starlette's own ping task is off: one task less per stream. On
-    server shutdown sse-starlette sets its `shutdown_event`, the inbox, which closes it;
-    the feed then ends, the response is completed properly (not cut), and the client
-    resumes with Last-Event-ID."""
-    return EventSourceResponse(
-        request.app.state.stream_slots.hold(subject, events),
-        ping=0,
+    for a full replica, before any byte). When the server stops, the inbox is closed: the
+    feed ends, the response is completed properly (not cut), and the client resumes with
+    Last-Event-ID."""
+    state = request.app.state
+    return state.live_streams.response(
+        state.stream_slots.hold(subject, events),
+        inbox,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        shutdown_event=inbox,  # type: ignore[arg-type]  # it only calls set()
-        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
     )
 
 
@@ -124,7 +121,8 @@ def _stream(
     summary="Follow one of your jobs live (SSE)",
     description="Sends the job's latest move at once (or, with Last-Event-ID, every move "
     "after it), then each later move, and closes after a terminal state. " + SSE_DESCRIPTION,
-    response_class=EventSourceResponse,
+    response_class=LiveStreamResponse,
+    status_code=200,
     responses={**_sse_response(JOB_EVENT), **problem_responses(404)},
 )
 async def stream_job_events(
@@ -133,7 +131,7 @@ async def stream_job_events(
     principal: Reader,
     session: Session,
     last_event_id: LastEventId = None,
-) -> EventSourceResponse:
+) -> LiveStreamResponse:
     await service.get_job(session, principal.subject, job_id)  # 404 unless it is yours
     await session.close()  # the stream reads with short sessions of its own
     state = request.app.state
@@ -155,12 +153,13 @@ async def stream_job_events(
     description="Every move of your jobs from now on (or after Last-Event-ID). Opened without "
     "Last-Event-ID, the stream starts with a `ready` event whose `id` is where it starts. "
     + SSE_DESCRIPTION,
-    response_class=EventSourceResponse,
+    response_class=LiveStreamResponse,
+    status_code=200,
     responses=_sse_response(JOB_EVENT, READY_EVENT),
 )
 async def stream_my_events(
     request: Request, principal: Reader, last_event_id: LastEventId = None
-) -> EventSourceResponse:
+) -> LiveStreamResponse:
     state = request.app.state
     inbox = Inbox()
     after = last_event_id

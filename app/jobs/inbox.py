@@ -36,7 +36,7 @@ class Inbox:
         self._items: deque[FeedItem] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.stale = False  # moves may have been missed: re-read the database
-        self.closed = False  # the server is shutting down: end the stream
+        self.closed = False  # the client went away or the server is stopping: end
 
     def push(self, item: FeedItem) -> None:
         if self.stale:
@@ -52,9 +52,9 @@ class Inbox:
         self._items.clear()
         self._wake()
 
-    def set(self) -> None:
-        """Close: sse-starlette calls this on server shutdown (the inbox is the response's
-        `shutdown_event`), so the stream ends properly and the client resumes elsewhere."""
+    def close(self) -> None:
+        """End the stream: its client went away, or the server is stopping (the client
+        resumes elsewhere with Last-Event-ID)."""
         self.closed = True
         self._wake()
 

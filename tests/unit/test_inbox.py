@@ -46,9 +46,9 @@ async def test_a_reader_that_falls_behind_turns_stale_and_holds_nothing() -> Non
     assert inbox.take_stale() is False
 
 
-async def test_shutdown_closes_a_waiting_stream() -> None:
+async def test_closing_ends_a_waiting_stream() -> None:
     inbox = Inbox()
     waiting = asyncio.ensure_future(inbox.wait(30))
     await asyncio.sleep(0)
-    inbox.set()  # what sse-starlette calls on server shutdown
+    inbox.close()  # the client went away, or the server is stopping
     assert await waiting is True and inbox.closed
