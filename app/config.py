@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(
         2.0, gt=0, description="one rate-limit call to Redis, connecting included"
     )
+    redis_max_connections: int = Field(
+        100, ge=1, description="per process; a request beyond them waits for one (its deadline)"
+    )
     redis_breaker_failures: int = Field(
         3, ge=1, description="failures in a row that open the circuit breaker around Redis"
     )

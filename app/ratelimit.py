@@ -22,7 +22,7 @@ from fastapi import Depends, Request
 from limits import RateLimitItem, RateLimitItemPerSecond, WindowStats, parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import Principal, current_principal
@@ -83,10 +83,18 @@ class RedisWindows:
 
     A hit has one deadline, connecting included, instead of redis-py's socket timeouts,
     which wrap every write in `asyncio.wait_for` (a task per request) and every read in a
-    timeout of its own. A command cancelled midway drops its connection (redis-py)."""
+    timeout of its own. A command cancelled midway drops its connection (redis-py). The
+    pool waits for a free connection within that deadline: redis-py's default pool
+    refuses the 101st concurrent call at once (MaxConnectionsError), so a burst of
+    requests opened the breaker and went through unlimited."""
 
-    def __init__(self, url: str, key_prefix: str, timeout: float = 2.0) -> None:
-        self._redis = Redis.from_url(url, socket_connect_timeout=timeout)
+    def __init__(
+        self, url: str, key_prefix: str, timeout: float = 2.0, max_connections: int = 100
+    ) -> None:
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout, socket_connect_timeout=timeout
+        )
+        self._redis = Redis.from_pool(pool)
         self._hit = self._redis.register_script(MOVING_WINDOW_HIT)
         self._prefix = key_prefix
         self._timeout = timeout
@@ -137,7 +145,10 @@ class RateLimits:
     def __init__(self, settings: Settings) -> None:
         self.windows: RedisWindows | MemoryWindows = (
             RedisWindows(
-                settings.redis_url, settings.rate_limit_key_prefix, settings.redis_timeout_seconds
+                settings.redis_url,
+                settings.rate_limit_key_prefix,
+                settings.redis_timeout_seconds,
+                settings.redis_max_connections,
             )
             if settings.redis_url
             else MemoryWindows()

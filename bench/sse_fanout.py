@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from app.auth import issue_token
@@ -109,34 +109,46 @@ async def close_all(writers: list[asyncio.StreamWriter]) -> None:
     await asyncio.gather(*(writer.wait_closed() for writer in writers), return_exceptions=True)
 
 
-async def transactions(url: str) -> int:
-    engine = create_async_engine(url, pool_size=1)
-    async with engine.connect() as conn:
-        count = await conn.scalar(
-            text(
+class Transactions:
+    """The database's transaction count (committed or rolled back: a read-only session
+    ends with a rollback), read on one connection of our own; each read is itself one
+    transaction, which `since` leaves out."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self._conn: asyncpg.Connection | None = None
+
+    async def read(self) -> int:
+        if self._conn is None:
+            self._conn = await asyncpg.connect(self._dsn)
+        return int(
+            await self._conn.fetchval(
                 "SELECT xact_commit + xact_rollback FROM pg_stat_database "
                 "WHERE datname = current_database()"
             )
         )
-    await engine.dispose()
-    return int(count)
 
+    async def since(self, before: int) -> int:
+        return await self.read() - before - 1
 
-async def transactions_per_second(url: str, seconds: float) -> float:
-    before = await transactions(url)
-    await asyncio.sleep(seconds)
-    return (await transactions(url) - before - 1) / seconds  # our own read is not the service's
+    async def per_second(self, seconds: float) -> float:
+        before = await self.read()
+        await asyncio.sleep(seconds)
+        return await self.since(before) / seconds
 
+    async def settle(self, baseline_per_s: float, limit_s: float = 300) -> None:
+        """Until the streams just opened have made their first reads (queued behind the
+        connection pool): three seconds in a row at the baseline's rate."""
+        calm, previous, deadline = 0, await self.read(), time.monotonic() + limit_s
+        while calm < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            current = await self.read()
+            calm = calm + 1 if current - previous - 1 <= baseline_per_s + 1 else 0
+            previous = current
 
-async def settle(url: str, baseline_per_s: float, limit_s: float = 300) -> None:
-    """Until the streams just opened have made their first reads (queued behind the
-    connection pool): three seconds in a row at the baseline's rate."""
-    calm, previous, deadline = 0, await transactions(url), time.monotonic() + limit_s
-    while calm < 3 and time.monotonic() < deadline:
-        await asyncio.sleep(1)
-        current = await transactions(url)
-        calm = calm + 1 if current - previous - 1 <= baseline_per_s + 1 else 0
-        previous = current
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
 
 
 async def rss_per_stream(
@@ -192,9 +204,11 @@ class Arrivals:
 
 async def finish_jobs(
     port: int, settings: Settings, jobs: list[dict[str, Any]], rate: float
-) -> dict[str, float]:
-    """Send each job's callback (a failed task), `rate` a second; when each was sent."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Send each job's callback (a failed task), `rate` a second; when each was sent and
+    when its answer came."""
     sent: dict[str, float] = {}
+    answered: dict[str, float] = {}
     start = time.monotonic()
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}", limits=httpx.Limits(max_connections=50)
@@ -210,9 +224,10 @@ async def finish_jobs(
                 json={"task_id": job["upstream_task_id"], "status": "FAILED", "error": "bench"},
             )
             assert response.status_code == 200, response.text
+            answered[str(job_id)] = time.monotonic()
 
         await asyncio.gather(*(one(i, job) for i, job in enumerate(jobs)))
-    return sent
+    return sent, answered
 
 
 async def measure(url: str, streams: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -232,24 +247,27 @@ async def measure(url: str, streams: int, args: argparse.Namespace) -> dict[str,
         ),
     }
     arrivals = Arrivals([str(job["id"]) for job in jobs])
+    counter = Transactions(url)
     with server("app.main:create_app", port, 1, env, RESULTS / "sse_fanout.log"):
         pid = server_pid("app.main:create_app", port)
         await asyncio.sleep(2)  # settled after start-up
-        without = await transactions_per_second(url, args.idle_seconds)
+        without = await counter.per_second(args.idle_seconds)
         rss_before = rss_mb(pid)
         writers = await open_streams(port, "/events", tokens, arrivals.note)
-        await settle(url, without)
+        await counter.settle(without)
         rss_after = rss_mb(pid)
-        held = await transactions_per_second(url, args.idle_seconds)
-        before_load = await transactions(url)
-        sent = await finish_jobs(port, settings, jobs, args.rate)
+        held = await counter.per_second(args.idle_seconds)
+        before_load = await counter.read()
+        sent, answered = await finish_jobs(port, settings, jobs, args.rate)
         with contextlib.suppress(TimeoutError):  # what has not come by then is counted lost
             await asyncio.wait_for(arrivals.complete.wait(), 30)
-        under_load = await transactions(url) - before_load - 1
+        under_load = await counter.since(before_load)
         await close_all(writers)
+    await counter.close()
     latencies = sorted(
         (arrivals.at[job_id] - at) * 1000 for job_id, at in sent.items() if job_id in arrivals.at
     )
+    answers = sorted((answered[job_id] - at) * 1000 for job_id, at in sent.items())
     return {
         "streams": streams,
         **bare,
@@ -264,6 +282,8 @@ async def measure(url: str, streams: int, args: argparse.Namespace) -> dict[str,
         "latency_ms_p50": round(percentile(latencies, 50), 1),
         "latency_ms_p99": round(percentile(latencies, 99), 1),
         "latency_ms_max": round(latencies[-1], 1),
+        "callback_answer_ms_p50": round(percentile(answers, 50), 1),
+        "callback_answer_ms_p99": round(percentile(answers, 99), 1),
     }
 
 

@@ -220,6 +220,19 @@ async def test_usage_needs_a_token(database_url: str) -> None:
         ] == 0
 
 
+async def test_a_burst_beyond_the_redis_pool_waits_for_a_connection() -> None:
+    """redis-py's default pool refused every call past its size at once, which opened the
+    breaker: a burst of requests went through unlimited."""
+    windows = RedisWindows(REDIS_URL, f"test-{uuid.uuid4().hex}", max_connections=4)
+    try:
+        hits = await asyncio.gather(
+            *(windows.hit(parse("150 per minute"), "read", "user:alice") for _ in range(200))
+        )
+    finally:
+        await windows.aclose()
+    assert sum(taken for taken, _ in hits) == 150  # every call counted, none refused by the pool
+
+
 async def test_redis_and_memory_windows_count_alike() -> None:
     """The one-script Redis window and limits' in-memory one: same decisions, same headers."""
     item = parse("3 per 2 seconds")
