@@ -299,6 +299,10 @@ class Settings(BaseSettings):
     events_retention_days: float | None = Field(None, gt=0, description="unset: keep forever")
     retention_sweep_seconds: float = Field(3600.0, gt=0)
 
+    # /admin/stats and the jobs gauge read hours summed once their jobs have all finished
+    stats_rollup_enabled: bool = Field(True, description="sum finished hours in this process")
+    stats_rollup_seconds: float = Field(300.0, gt=0)
+
     # Hostile input: size caps on every request (API or webhook)
     max_request_body_bytes: int = Field(64 * 1024, ge=1024)
     max_request_header_bytes: int = Field(16 * 1024, ge=1024)

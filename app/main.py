@@ -36,6 +36,7 @@ from app.jobs.dispatcher import Dispatcher
 from app.jobs.events import EventHub, PostgresListener, publish_after_commit
 from app.jobs.reconciler import Reconciler
 from app.jobs.retention import RetentionSweeper
+from app.jobs.stats import StatsRollup
 from app.jobs.stream_slots import StreamSlots
 from app.logs import configure_logging
 from app.media.copier import MediaWorker
@@ -95,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             loops.append(outbound_worker)
         if settings.events_retention_days is not None:
             loops.append(RetentionSweeper(sessionmaker, settings))
+        if settings.stats_rollup_enabled:
+            loops.append(StatsRollup(sessionmaker, settings))
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
         app.state.seedance = seedance

@@ -104,6 +104,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "media_retry_backoff_seconds": 0.05,
         "media_retry_backoff_max_seconds": 0.2,
         "outbound_enabled": False,
+        "stats_rollup_enabled": False,
         "outbound_poll_seconds": 0.05,
         "outbound_retry_schedule": [0.05, 0.1, 0.2, 0.2, 0.2],
         "outbound_timeout_seconds": 2.0,

@@ -167,6 +167,21 @@ class JobEvent(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class JobStatsHour(Base):
+    """`/admin/stats` figures of the jobs created in one hour, written once every one of
+    them has finished (app/jobs/stats.py), so a window of days reads its hours instead of
+    every job in it. Durations to success are a histogram: bucket (as text) -> jobs."""
+
+    __tablename__ = "job_stats_hours"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    jobs_by_status: Mapped[dict[str, int]] = mapped_column(JSON)
+    resolved_by: Mapped[dict[str, int]] = mapped_column(JSON)
+    media_mismatches: Mapped[int] = mapped_column(Integer)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    success_seconds: Mapped[dict[str, int]] = mapped_column(JSON)
+
+
 class OutboundEndpoint(Base):
     """A server of the product that receives signed webhooks (app/outbound)."""
 

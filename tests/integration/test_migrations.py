@@ -20,6 +20,7 @@ TABLES = {
     "outbound_messages",
     "outbound_attempts",
     "api_keys",
+    "job_stats_hours",
 }
 
 

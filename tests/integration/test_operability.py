@@ -212,8 +212,8 @@ async def test_admin_search_and_stats(api: Stack, db_engine: AsyncEngine) -> Non
     stats = (await api.http.get("/admin/stats", headers=admin)).json()
     assert stats["jobs_by_status"] == {"succeeded": 5, "failed": 1, "queued": 4}
     assert stats["success_rate"] == pytest.approx(5 / 6)
-    assert stats["median_seconds_to_success"] == pytest.approx(30)
-    assert stats["p95_seconds_to_success"] == pytest.approx(100)
+    assert stats["median_seconds_to_success"] == pytest.approx(30, rel=0.025)  # histogram
+    assert stats["p95_seconds_to_success"] == pytest.approx(100, rel=0.025)
     assert stats["resolved_by"] == {"webhook": 5, "reconciler": 1}
     assert stats["callback_ratio"] == pytest.approx(5 / 6)
     # every job here costs 5 s x 2 credits; the queued ones are committed too
