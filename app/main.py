@@ -39,6 +39,7 @@ from app.jobs.retention import RetentionSweeper
 from app.jobs.stats import StatsRollup
 from app.jobs.stream_slots import StreamSlots
 from app.logs import configure_logging
+from app.loop_lag import LoopLag
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
 from app.media.storage import MediaStorage
@@ -112,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.outbound_worker = outbound_worker if settings.outbound_enabled else None
         app.state.event_hub = hub = EventHub(sessionmaker)
         app.state.live_streams = live_streams = LiveStreams()
+        app.state.loop_lag = loop_lag = LoopLag()
+        loop_lag.start()
         app.state.stream_slots = StreamSlots(
             settings.sse_max_streams_per_user, settings.sse_max_streams_per_replica
         )
@@ -135,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await listener.stop()
             await hub.close()
             await live_streams.stop()
+            await loop_lag.stop()
             prefetch.cancel()
             await identity_http.aclose()
             await http.aclose()

@@ -77,3 +77,10 @@ SSE_STREAMS_REFUSED = Counter(
     "Live streams refused at a cap: per user (429) or per replica (503)",
     ["cap"],
 )
+DB_POOL_CHECKED_OUT = Gauge(
+    "seedance_db_pool_checked_out", "Database connections in use (read at scrape time)"
+)
+EVENT_LOOP_LAG = Gauge(
+    "seedance_event_loop_lag_seconds",
+    "The longest a 0.5 s timer fired late since the last scrape: how long work held the loop",
+)

@@ -13,7 +13,12 @@ from app.breaker import BreakerState
 from app.errors import FieldError, ProblemError, problem_responses
 from app.jobs import stats
 from app.jobs.states import JobStatus
-from app.metrics import JOBS_BY_STATUS, OUTBOUND_OLDEST_PENDING
+from app.metrics import (
+    DB_POOL_CHECKED_OUT,
+    EVENT_LOOP_LAG,
+    JOBS_BY_STATUS,
+    OUTBOUND_OLDEST_PENDING,
+)
 from app.outbound import deliveries
 
 router = APIRouter(tags=["health"])
@@ -99,6 +104,9 @@ async def metrics(request: Request) -> Response:
         pending = await deliveries.oldest_pending_ages(session)
     for status in JobStatus:
         JOBS_BY_STATUS.labels(status).set(counts.get(status, 0))
+    pool = request.app.state.engine.pool
+    DB_POOL_CHECKED_OUT.set(pool.checkedout() if hasattr(pool, "checkedout") else 0)
+    EVENT_LOOP_LAG.set(request.app.state.loop_lag.take_worst())
     OUTBOUND_OLDEST_PENDING.clear()  # endpoints with nothing pending drop out
     for endpoint_id, age in pending.items():
         OUTBOUND_OLDEST_PENDING.labels(str(endpoint_id)).set(age)
