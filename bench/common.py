@@ -95,6 +95,17 @@ def server(target: str, port: int, workers: int, env: dict[str, str], log: Path)
         process.wait(timeout=30)
 
 
+def server_pid(target: str, port: int) -> int:
+    """The pid of the uvicorn process `server()` started for `target` on `port`."""
+    found = subprocess.run(
+        ["pgrep", "-f", f"uvicorn {target} --factory --port {port} "],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(found.stdout.split()[0])
+
+
 def job_row(
     index: int, owner: str, status: str, created_at: datetime, task_id: str | None = None
 ) -> dict[str, Any]:

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import random
 import re
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -43,6 +42,7 @@ from bench.common import (
     migrated_database,
     percentile,
     server,
+    server_pid,
     service_env,
     write_results,
 )
@@ -56,16 +56,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def server_pid(target: str, port: int) -> int:
-    found = subprocess.run(
-        ["pgrep", "-f", f"uvicorn {target} --factory --port {port} "],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(found.stdout.split()[0])
 
 
 async def open_stream(
