@@ -156,6 +156,7 @@ async def main(jobs: int) -> None:
 
         cursor = await list_page(service.JobFilter(owner=owner))
         hub = EventHub(sessionmaker)
+        stats_timings = await time_stats(sessionmaker, settings)
         cases: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             (
                 "GET /jobs (first page)",
@@ -254,10 +255,42 @@ async def main(jobs: int) -> None:
             executed = next(step for step in plan["plan"] if step.startswith("Execution Time"))
             milliseconds = float(executed.split(":")[1].split()[0])
             print(f"{name:<40} {milliseconds:>9.3f}  {'; '.join(scans)}")
+    print("\n/admin/stats, counting every job of the window, then from summed hours:")
+    for row in stats_timings:
+        print(row)
     write_results(
         "explain",
-        {"jobs": jobs, "users": users, "seconds_to_seed": round(seeded_seconds), "plans": plans},
+        {
+            "jobs": jobs,
+            "users": users,
+            "seconds_to_seed": round(seeded_seconds),
+            "stats": stats_timings,
+            "plans": plans,
+        },
     )
+
+
+async def time_stats(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+) -> list[dict[str, Any]]:
+    """`/admin/stats` for 24 h and 31 days counting every job of the window (no hour summed
+    yet, as before the rollup), then the rollup's first run over the whole table, then
+    the same windows read from the summed hours."""
+
+    async def stats_ms(hours: int) -> float:
+        async with sessionmaker() as session:
+            began = time.perf_counter()
+            await stats.compute(session, datetime.now(UTC) - timedelta(hours=hours))
+            return round((time.perf_counter() - began) * 1000, 1)
+
+    rows = [{"window_h": h, "every_job_ms": await stats_ms(h)} for h in (24, 744)]
+    began = time.perf_counter()
+    summed = await stats.StatsRollup(sessionmaker, settings).run_once()
+    rollup_s = round(time.perf_counter() - began, 1)
+    for row in rows:
+        row |= {"summed_hours_ms": await stats_ms(row["window_h"]), "rollup_first_run_s": rollup_s}
+        row["hours_summed"] = summed
+    return rows
 
 
 def _scan(step: str) -> str:

@@ -7,10 +7,11 @@ the moves it has not seen. A feed yields None when nothing came for `heartbeat_s
 (the stream writes a heartbeat from memory, with no database work).
 """
 
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import Job, JobEvent
@@ -56,6 +57,16 @@ class Catchup:
 Query = Callable[[int], Select[tuple[JobEvent, Job]]]
 
 
+def _moves_after(which: ColumnElement[bool]) -> Query:
+    """The recorded moves (with their jobs) matching `which` after a given id, in order."""
+    return lambda after: (
+        select(JobEvent, Job)
+        .join(Job, Job.id == JobEvent.job_id)
+        .where(which, JobEvent.id > after)
+        .order_by(JobEvent.id)
+    )
+
+
 async def _reread(
     sessionmaker: async_sessionmaker[AsyncSession], at: Catchup, query: Query
 ) -> AsyncIterator[FeedItem]:
@@ -97,7 +108,9 @@ async def _follow(
                 break
             at.yielded(item, by_read=False)
             yield item
-        if not await inbox.wait(heartbeat_seconds):
+        # jittered: streams opened together would otherwise beat together, a burst of
+        # thousands of writes that holds the loop (and the moves behind it) every period
+        if not await inbox.wait(heartbeat_seconds * random.uniform(0.5, 1.0)):  # noqa: S311
             yield None
 
 
@@ -125,14 +138,7 @@ async def job_feed(
         if status is None or (is_terminal(status) and after >= latest):
             return  # gone, or resumed after its last move: nothing more will come
 
-        def query(after: int) -> Select[tuple[JobEvent, Job]]:
-            return (
-                select(JobEvent, Job)
-                .join(Job, Job.id == JobEvent.job_id)
-                .where(JobEvent.job_id == job_id, JobEvent.id > after)
-                .order_by(JobEvent.id)
-            )
-
+        query = _moves_after(JobEvent.job_id == job_id)
         feed = _follow(sessionmaker, inbox, Catchup(after), query, heartbeat_seconds, True)
         async for item in feed:
             yield item
@@ -158,15 +164,7 @@ async def owner_feed(
     """Every move of the owner's jobs after `after_event_id` (`latest_event_id()`: from now
     on), until the inbox is closed."""
     with hub.for_owner(owner, inbox):
-
-        def query(after: int) -> Select[tuple[JobEvent, Job]]:
-            return (
-                select(JobEvent, Job)
-                .join(Job, Job.id == JobEvent.job_id)
-                .where(Job.owner == owner, JobEvent.id > after)
-                .order_by(JobEvent.id)
-            )
-
+        query = _moves_after(Job.owner == owner)
         feed = _follow(
             sessionmaker, inbox, Catchup(after_event_id), query, heartbeat_seconds, False
         )
