@@ -9,7 +9,7 @@ the moves it has not seen. A feed yields None when nothing came for `heartbeat_s
 
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -90,18 +90,27 @@ async def _follow(
     at: Catchup,
     query: Query,
     heartbeat_seconds: float,
-    one_job: bool,
+    job_ended: Callable[[], Awaitable[bool]] | None,
 ) -> AsyncIterator[FeedItem | None]:
     """A re-read first and whenever the inbox turned stale, the pushed moves otherwise,
-    None for a heartbeat; until the inbox is closed. For `one_job`, a pushed move that
-    does not follow the last one (a gap) makes it re-read."""
+    None for a heartbeat; until the inbox is closed. A feed of one job (`job_ended`
+    given) also re-reads when a pushed move does not follow the last one (a gap), and
+    ends when the job has ended before where the client resumed (a Last-Event-ID past
+    its last move: no move of it is new, so none would end the stream)."""
+    one_job = job_ended is not None
     inbox.stale = True  # the moves recorded before the stream began
     while not inbox.closed:
         if inbox.take_stale():
+            read = 0
             async for item in _reread(sessionmaker, at, query):
+                read += 1
                 yield item
+            if not read and job_ended is not None and await job_ended():
+                return
         for item in inbox.take():
             if not at.is_new(item):
+                if one_job and is_terminal(item.event.to_status):
+                    return
                 continue
             if one_job and not at.follows(item):
                 inbox.mark_stale()  # the re-read brings the missed move and this one
@@ -138,8 +147,13 @@ async def job_feed(
         if status is None or (is_terminal(status) and after >= latest):
             return  # gone, or resumed after its last move: nothing more will come
 
+        async def ended() -> bool:
+            async with sessionmaker() as session:
+                status = await session.scalar(select(Job.status).where(Job.id == job_id))
+            return status is None or is_terminal(status)
+
         query = _moves_after(JobEvent.job_id == job_id)
-        feed = _follow(sessionmaker, inbox, Catchup(after), query, heartbeat_seconds, True)
+        feed = _follow(sessionmaker, inbox, Catchup(after), query, heartbeat_seconds, ended)
         async for item in feed:
             yield item
             if item is not None and is_terminal(item.event.to_status):
@@ -165,8 +179,6 @@ async def owner_feed(
     on), until the inbox is closed."""
     with hub.for_owner(owner, inbox):
         query = _moves_after(Job.owner == owner)
-        feed = _follow(
-            sessionmaker, inbox, Catchup(after_event_id), query, heartbeat_seconds, False
-        )
+        feed = _follow(sessionmaker, inbox, Catchup(after_event_id), query, heartbeat_seconds, None)
         async for item in feed:
             yield item

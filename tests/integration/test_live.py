@@ -473,3 +473,16 @@ async def test_shutdown_ends_open_streams_properly(database_url: str) -> None:
             await wait_until(lambda: asyncio.sleep(0, "event: job" in lines))
         await asyncio.wait_for(following, 10)  # ended without a protocol error
     assert lines.count("event: job") == 1
+
+
+async def test_a_stream_resumed_past_the_last_move_ends_with_the_job(api: Stack) -> None:
+    """Found by schemathesis: with a Last-Event-ID past every move of a live job, no later
+    move is new to the client, and the stream went on after the job had ended."""
+    job = await api.create_job()
+    headers = {**api.headers(), "Last-Event-ID": str(2**62)}
+    reading = asyncio.ensure_future(read_events(api.http, f"/jobs/{job['id']}/events", headers))
+    slots = api.app.state.stream_slots
+    await wait_until(lambda: asyncio.sleep(0, slots.open == 1))  # following the job
+    canceled = await api.http.post(f"/jobs/{job['id']}/cancel", headers=api.headers())
+    assert canceled.status_code == 200
+    assert await asyncio.wait_for(reading, 10) == []  # ended, with no move to send
