@@ -82,6 +82,7 @@ class Errors:
     def __init__(self) -> None:
         self.by_kind: Counter[str] = Counter()
         self.at: list[tuple[float, str]] = []
+        self.skipped: Counter[str] = Counter()  # calls the generator could not send in time
 
     def note(self, kind: str) -> None:
         self.by_kind[kind] += 1
@@ -125,12 +126,19 @@ async def follow(port: int, token: str, errors: Errors, stop: asyncio.Event) -> 
             await asyncio.wait_for(stop.wait(), 1)
 
 
-async def paced(rate: float, stop: asyncio.Event, one: Any) -> None:
-    """Call `one()` `rate` times a second (each in its own task) until `stop`."""
+IN_FLIGHT = 80  # under the client's 100 connections: httpx's pool queue is quadratic
+
+
+async def paced(rate: float, stop: asyncio.Event, one: Any, skipped: Counter[str]) -> None:
+    """Call `one()` `rate` times a second (each in its own task) until `stop`; a call due
+    while IN_FLIGHT are unanswered is skipped and counted (the generator is behind)."""
     started, sent, running = time.monotonic(), 0, set()
     while not stop.is_set():
         due = int((time.monotonic() - started) * rate)
         for _ in range(due - sent):
+            if len(running) >= IN_FLIGHT:
+                skipped[one.__name__] += 1
+                continue
             task = asyncio.create_task(one())
             running.add(task)
             task.add_done_callback(running.discard)
@@ -150,6 +158,7 @@ async def load(
     """Creates, reads and streams until `stop`; the jobs created (id, owner's token)."""
     created: list[tuple[str, str]] = []
     rng = random.Random(1)
+    skipped = errors.skipped
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
 
@@ -187,7 +196,9 @@ async def load(
                 errors.note(f"GET {response.status_code}")
 
         streams = [asyncio.create_task(follow(port, token, errors, stop)) for token in tokens]
-        await asyncio.gather(paced(args.creates, stop, create), paced(args.reads, stop, read))
+        await asyncio.gather(
+            paced(args.creates, stop, create, skipped), paced(args.reads, stop, read, skipped)
+        )
         for stream in streams:  # an open stream never ends by itself
             stream.cancel()
         await asyncio.gather(*streams, return_exceptions=True)
@@ -329,6 +340,7 @@ async def main(args: argparse.Namespace) -> None:
         "seconds_until_all_terminal": round(settled_seconds),
         "postgres_restart_seconds": round(restart_seconds, 1),
         "errors_by_kind": dict(errors.by_kind),
+        "calls_skipped_by_the_generator": dict(errors.skipped),
         "errors_outside_the_restart": dict(outside),
         "rss_mb_first_last": (samples[0]["rss_mb"], samples[-1]["rss_mb"]),
         "samples": samples,
