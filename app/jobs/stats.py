@@ -105,8 +105,11 @@ def percentile(histogram: Counter[str], fraction: float) -> float | None:
     raise AssertionError("unreachable: the ranks add up to the total")
 
 
-async def tally(session: AsyncSession, start: datetime, end: datetime | None) -> Tally:
-    """The sums of the jobs created in [start, end) (no end: up to now and beyond)."""
+async def tally(
+    session: AsyncSession, start: datetime, end: datetime | None, times: bool = True
+) -> Tally:
+    """The sums of the jobs created in [start, end) (no end: up to now and beyond);
+    without `times`, no histogram of times to success (counts and credits only)."""
     created = [Job.created_at >= start] + ([Job.created_at < end] if end is not None else [])
     result = Tally()
     rows = await session.execute(
@@ -126,6 +129,8 @@ async def tally(session: AsyncSession, start: datetime, end: datetime | None) ->
             result.resolved_by[resolved_by] += jobs
         result.media_mismatches += mismatches
         result.credits += credits
+    if not times:
+        return result
     succeeded = await session.execute(
         select(Job.created_at, Job.finished_at).where(*created, Job.status == JobStatus.SUCCEEDED)
     )
@@ -139,9 +144,9 @@ def _hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-async def window(session: AsyncSession, since: datetime) -> Tally:
+async def window(session: AsyncSession, since: datetime, times: bool = True) -> Tally:
     """The sums of the jobs created since `since`: its summed hours, and the jobs of the
-    hours before and after them counted now."""
+    hours before and after them counted now (`times`: as in `tally`)."""
     first_hour = _hour_of(since) + (HOUR if _hour_of(since) < since else timedelta(0))
     hours = list(
         await session.scalars(
@@ -149,18 +154,18 @@ async def window(session: AsyncSession, since: datetime) -> Tally:
         )
     )
     if not hours:
-        return await tally(session, since, None)
+        return await tally(session, since, None, times)
     # summed hours are contiguous (StatsRollup goes hour after hour)
-    result = await tally(session, since, hours[0].hour)
+    result = await tally(session, since, hours[0].hour, times)
     for hour in hours:
         result.add(Tally.of_hour(hour))
-    result.add(await tally(session, hours[-1].hour + HOUR, None))
+    result.add(await tally(session, hours[-1].hour + HOUR, None, times))
     return result
 
 
 async def job_counts(session: AsyncSession) -> dict[str, int]:
     """Every job by status (the metrics' gauge), from the summed hours."""
-    return dict((await window(session, EPOCH)).jobs_by_status)
+    return dict((await window(session, EPOCH, times=False)).jobs_by_status)
 
 
 async def compute(session: AsyncSession, since: datetime) -> Stats:
@@ -176,7 +181,7 @@ async def compute(session: AsyncSession, since: datetime) -> Stats:
         success_rate=counts.get(JobStatus.SUCCEEDED, 0) / finished if finished else None,
         median_seconds_to_success=percentile(sums.success_seconds, 0.5),
         p95_seconds_to_success=percentile(sums.success_seconds, 0.95),
-        credits_spent_today=(await window(session, today_started_at())).credits,
+        credits_spent_today=(await window(session, today_started_at(), times=False)).credits,
         resolved_by=dict(sums.resolved_by),
         callback_ratio=by_callback / (by_callback + by_polling)
         if by_callback + by_polling

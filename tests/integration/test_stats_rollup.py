@@ -99,7 +99,7 @@ async def test_summed_hours_give_the_figures_of_every_job(
     summed = await rollup.run_once()
     async with sessionmaker() as session:
         hours = list(await session.scalars(select(JobStatsHour.hour).order_by(JobStatsHour.hour)))
-    first = jobs[0].created_at.replace(minute=0, second=0, microsecond=0)
+    first = min(j.created_at for j in jobs).replace(minute=0, second=0, microsecond=0)
     assert hours == [first + HOUR * i for i in range(summed)]  # contiguous, oldest first
     assert hours[-1] + HOUR == stuck.created_at.replace(minute=0, second=0, microsecond=0)
     assert await rollup.run_once() == 0  # nothing more until the running job finishes
