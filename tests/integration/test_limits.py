@@ -287,7 +287,9 @@ async def test_a_hung_redis_costs_a_few_deadlines_then_none(database_url: str) -
         redis_url=f"redis://127.0.0.1:{proxy.port}/0",
         redis_timeout_seconds=0.2,
         redis_breaker_failures=3,
-        redis_breaker_reset_seconds=0.5,
+        # long enough that the 20 requests below end before a probe is due, even on a busy
+        # machine (a probe within them would be a fourth connection)
+        redis_breaker_reset_seconds=5,
         rate_limit_read="5/minute",
     )
     async with running_stack(database_url, **settings) as stack:
