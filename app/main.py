@@ -30,6 +30,7 @@ from app.config import JwtAlgorithm, MediaBackend, Settings
 from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
 from app.errors import install_error_handlers, problem_responses
+from app.garbage_collection import freeze_startup_objects, recording_pauses
 from app.identity.verifier import TokenVerifier
 from app.jobs.background import Loop
 from app.jobs.dispatcher import Dispatcher
@@ -127,8 +128,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             listener.start()
         for loop in loops:
             loop.start()
+        freeze_startup_objects()
         try:
-            yield
+            with recording_pauses():
+                yield
         finally:
             for loop in loops:
                 await loop.stop()

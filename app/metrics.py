@@ -84,3 +84,9 @@ EVENT_LOOP_LAG = Gauge(
     "seedance_event_loop_lag_seconds",
     "The longest a 0.5 s timer fired late since the last scrape: how long work held the loop",
 )
+GC_PAUSE = Histogram(
+    "seedance_gc_pause_seconds",
+    "How long each cyclic garbage collection held the process, by generation (2: full)",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)

@@ -84,6 +84,7 @@ async def test_metrics_after_a_jobs_life(database_url: str) -> None:
             r'http_request_duration_seconds_bucket\{handler="/jobs/\{job_id\}",le="0.1",method="GET"\}',
             r"seedance_db_pool_checked_out [0-9]",  # this scrape's own session is back by then
             r"seedance_event_loop_lag_seconds [0-9]",
+            r'seedance_gc_pause_seconds_count\{generation="0"\} [1-9]',
         ]:
             assert re.search(line, text), line
         assert (await stack.http.get("/metrics")).status_code == 401
