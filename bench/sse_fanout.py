@@ -10,7 +10,8 @@ with the load generator on the same machine:
   with a rollback), minus the same window with no stream open; RSS growth per stream;
 * then `--rate` jobs per second finish for `--seconds` (Seedance callbacks reporting a
   failed task, one move each, for jobs of random viewers): transactions per move, and
-  the latency from sending the callback to the move arriving on its owner's stream.
+  the latency from sending the callback to the move arriving on its owner's stream, and
+  the full garbage collections the service ran meanwhile (`seedance_gc_pause_seconds`).
 
     .venv/bin/python -m bench.sse_fanout --streams 1000 5000 10000
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
@@ -200,8 +202,11 @@ async def finish_jobs(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Send each job's callback (a failed task), `rate` a second, over raw keep-alive
     connections (an HTTP client's pool would cost this generator more CPU than the
-    service: its queueing showed as seconds of latency); when each was sent and when its
-    answer came."""
+    service: its queueing showed as seconds of latency); when each was due and when its
+    answer came. Latency counts from when a callback was due, not from when a free
+    connection took it: while the service stalls, the callbacks waiting behind its 20
+    busy connections are late by the stall too (counting from the send left them out,
+    and hid most of a stall from the p99)."""
     sent: dict[str, float] = {}
     answered: dict[str, float] = {}
     due: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -214,7 +219,6 @@ async def finish_jobs(
                 {"task_id": job["upstream_task_id"], "status": "FAILED", "error": "bench"}
             )
             sig = callback_signature(settings, job_id)
-            sent[str(job_id)] = time.monotonic()
             writer.write(
                 f"POST /webhooks/seedance/{job_id}?sig={sig} HTTP/1.1\r\nHost: bench\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
@@ -231,11 +235,23 @@ async def finish_jobs(
     start = time.monotonic()
     for index, job in enumerate(jobs):
         await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
+        sent[str(job["id"])] = time.monotonic()  # when it was due, busy callers or not
         due.put_nowait(job)
     for _ in callers:
         due.put_nowait(None)
     await asyncio.gather(*callers)
     return sent, answered
+
+
+async def full_collections(url: str, token: str) -> tuple[float, float]:
+    """How many full garbage collections the service has run, and their summed pause (s)."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        text = (await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text
+    found = dict(FULL_COLLECTIONS.findall(text))
+    return float(found["count"]), float(found["sum"])
+
+
+FULL_COLLECTIONS = re.compile(r'seedance_gc_pause_seconds_(count|sum)\{generation="2"\} (\S+)')
 
 
 async def measure(url: str, streams: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -256,7 +272,8 @@ async def measure(url: str, streams: int, args: argparse.Namespace) -> dict[str,
     }
     arrivals = Arrivals([str(job["id"]) for job in jobs])
     counter = Transactions(url)
-    with server("app.main:create_app", port, 1, env, RESULTS / "sse_fanout.log"):
+    admin = issue_token(settings, "bench-admin", admin=True)
+    with server("app.main:create_app", port, 1, env, RESULTS / "sse_fanout.log") as service:
         pid = server_pid("app.main:create_app", port)
         await asyncio.sleep(2)  # settled after start-up
         without = await counter.per_second(args.idle_seconds)
@@ -266,12 +283,16 @@ async def measure(url: str, streams: int, args: argparse.Namespace) -> dict[str,
         rss_after = rss_mb(pid)
         held = await counter.per_second(args.idle_seconds)
         before_load = await counter.read()
+        collections_before = await full_collections(service, admin)
         sent, answered = await finish_jobs(port, settings, jobs, args.rate)
         with contextlib.suppress(TimeoutError):  # what has not come by then is counted lost
             await asyncio.wait_for(arrivals.complete.wait(), 30)
         under_load = await counter.since(before_load)
+        collections_after = await full_collections(service, admin)
         await close_all(writers)
     await counter.close()
+    gc_runs = collections_after[0] - collections_before[0]
+    gc_pause = collections_after[1] - collections_before[1]
     latencies = sorted(
         (arrivals.at[job_id] - at) * 1000 for job_id, at in sent.items() if job_id in arrivals.at
     )
@@ -292,6 +313,8 @@ async def measure(url: str, streams: int, args: argparse.Namespace) -> dict[str,
         "latency_ms_max": round(latencies[-1], 1),
         "callback_answer_ms_p50": round(percentile(answers, 50), 1),
         "callback_answer_ms_p99": round(percentile(answers, 99), 1),
+        "full_collections_under_load": gc_runs,
+        "full_collection_pause_s_under_load": round(gc_pause, 3),
     }
 
 
@@ -312,6 +335,8 @@ async def main(args: argparse.Namespace) -> None:
         ("received", "moves_received"),
         ("p50 ms", "latency_ms_p50"),
         ("p99 ms", "latency_ms_p99"),
+        ("full GCs", "full_collections_under_load"),
+        ("GC pause s", "full_collection_pause_s_under_load"),
     ]
     print("\n" + " ".join(f"{title:>12}" for title, _ in columns))
     for row in rows:
