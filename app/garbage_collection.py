@@ -2,12 +2,12 @@
 
 A full collection walks every tracked object while the loop waits. A live stream holds
 about 200 of them (the middleware stack's coroutines and closures, the request, the
-transport, the feed's generators), so at 10,000 open streams a full collection took 1.2 s
+transport, the feed's generators), so at 10,000 open streams a full collection took 1.2-1.5 s
 on the 2-core benchmark machine: every request and every stream waited that long. Its
 length follows the objects alive, its frequency the objects that outlive young
 collections (CPython 3.11 runs one when those reach a quarter of the old ones).
 
-Two measures: the objects of start-up (modules, classes, routes, models: about 200,000)
+Two measures: the objects of start-up (modules, classes, routes, models: about 220,000)
 are frozen out of every later collection once the process is ready, and every pause is
 recorded (`seedance_gc_pause_seconds{generation}`), so an operator sees this cost rather
 than guessing at it behind a p99.
