@@ -20,6 +20,7 @@ from sse_starlette.sse import AppStatus
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from app.db.availability import DATABASE_ERRORS, is_database_unavailable
 from app.jobs.inbox import Inbox
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,22 @@ def _server_is_stopping() -> bool:
         return True
     server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
     return bool(getattr(server, "should_exit", False))
+
+
+async def _next_or_none(events: AsyncIterator[ServerSentEvent]) -> ServerSentEvent | None:
+    """The next event; None at the end, and when the database fails under the feed (a
+    restart, an outage): the stream then ends cleanly and its client resumes with
+    Last-Event-ID, getting exactly what it missed once the database answers (until then
+    its reconnect is a 503 with Retry-After), rather than being cut mid-response."""
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
+    except DATABASE_ERRORS as exc:
+        if not is_database_unavailable(exc):
+            raise
+        logger.warning("live stream ended: the database is unavailable (%s)", exc)
+        return None
 
 
 class LiveStreamResponse(StreamingResponse):
@@ -71,7 +88,7 @@ class LiveStreamResponse(StreamingResponse):
         client_gone.add_done_callback(lambda _: self._inbox.close())
         self._streams.opened(self._inbox)
         try:
-            async for event in events:
+            while (event := await _next_or_none(events)) is not None:
                 body = event.encode()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             await send(end)

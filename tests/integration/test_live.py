@@ -11,14 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sse_starlette import ServerSentEvent
 
 from app.db.migrate import upgrade
 from app.db.models import Batch, Job, JobEvent
 from app.jobs.feed import latest_event_id, owner_feed
 from app.jobs.inbox import CAPACITY, Inbox
 from app.main import create_app
+from app.sse import LiveStreamResponse, LiveStreams
 from tests.harness import Stack, running_stack, serve, wait_until
 
 LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
@@ -486,3 +490,37 @@ async def test_a_stream_resumed_past_the_last_move_ends_with_the_job(api: Stack)
     canceled = await api.http.post(f"/jobs/{job['id']}/cancel", headers=api.headers())
     assert canceled.status_code == 200
     assert await asyncio.wait_for(reading, 10) == []  # ended, with no move to send
+
+
+async def test_a_database_outage_under_a_stream_ends_it_cleanly_and_a_bug_does_not() -> None:
+    """A feed whose database read fails because the database is unreachable (a real
+    refused connection) ends its stream as a complete response, so the client resumes
+    with Last-Event-ID; any other error still cuts the response, as a bug should."""
+    unreachable = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")
+    streams = LiveStreams()
+
+    async def events(then_fail: bool) -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(data="{}", id="7", event="job")
+        if then_fail:
+            async with unreachable.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        raise ValueError("a bug in a feed")
+
+    app = FastAPI()
+
+    @app.get("/outage")
+    async def outage() -> LiveStreamResponse:
+        return streams.response(events(then_fail=True), Inbox(), {})
+
+    @app.get("/bug")
+    async def bug() -> LiveStreamResponse:
+        return streams.response(events(then_fail=False), Inbox(), {})
+
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+        response = await http.get("/outage")  # raises if the response was cut
+        assert response.status_code == 200
+        assert response.text == "id: 7\r\nevent: job\r\ndata: {}\r\n\r\n"
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get("/bug")
+    await streams.stop()
+    await unreachable.dispose()
