@@ -74,6 +74,9 @@ def server(target: str, port: int, workers: int, env: dict[str, str], log: Path)
     command = [sys.executable, "-m", "uvicorn", target, "--factory", "--port", str(port)]
     command += ["--workers", str(workers), "--loop", "uvloop", "--http", "httptools"]
     command += ["--no-access-log", "--log-level", "warning"]
+    # as docker/entrypoint.sh: idle connections outlive the client's (httpx: 5 s), or a
+    # request sent as uvicorn closes the connection fails (a ReadError in the client)
+    command += ["--timeout-keep-alive", "75"]
     log.parent.mkdir(exist_ok=True)
     with log.open("ab") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=output)

@@ -1,6 +1,9 @@
 #!/bin/sh
 # serve: migrate to head, then run the API (uvloop + httptools; SIGTERM drains the
-# dispatcher and reconciler through the lifespan). migrate: migrations only.
+# dispatcher and reconciler through the lifespan). Idle keep-alive connections are held
+# longer than a load balancer holds them (60 s is common: AWS ALB, nginx), so the
+# balancer closes one first; the other way round, a request it sends on a connection
+# uvicorn (5 s by default) has just closed fails. migrate: migrations only.
 # simulator: the Seedance simulator. Anything else runs as given.
 set -e
 case "$1" in
@@ -8,7 +11,8 @@ case "$1" in
     alembic upgrade head
     exec uvicorn app.main:create_app --factory --host 0.0.0.0 --port "${PORT:-8000}" \
       --loop uvloop --http httptools --no-access-log --proxy-headers \
-      --timeout-graceful-shutdown "${GRACEFUL_SHUTDOWN_SECONDS:-20}"
+      --timeout-graceful-shutdown "${GRACEFUL_SHUTDOWN_SECONDS:-20}" \
+      --timeout-keep-alive "${KEEP_ALIVE_SECONDS:-75}"
     ;;
   migrate)
     exec alembic upgrade head
