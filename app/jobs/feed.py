@@ -136,9 +136,10 @@ async def job_feed(
     the job is terminal or the inbox is closed (the server is shutting down: the client
     resumes elsewhere with Last-Event-ID). The caller has checked that the job is the
     client's."""
+    job_status = select(Job.status).where(Job.id == job_id)
     with hub.for_job(job_id, inbox):  # subscribe before reading: no gap
         async with sessionmaker() as session:
-            status = await session.scalar(select(Job.status).where(Job.id == job_id))
+            status = await session.scalar(job_status)
             latest = await session.scalar(
                 select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id)
             )
@@ -149,7 +150,7 @@ async def job_feed(
 
         async def ended() -> bool:
             async with sessionmaker() as session:
-                status = await session.scalar(select(Job.status).where(Job.id == job_id))
+                status = await session.scalar(job_status)
             return status is None or is_terminal(status)
 
         query = _moves_after(JobEvent.job_id == job_id)
