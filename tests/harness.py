@@ -27,6 +27,8 @@ from simulator.app import SimulatorState
 SEEDANCE_TEST_KEY = "sim-test-key-4f9a1c"
 # the local media backend's folder for every app the tests build (S3 tests set their own)
 MEDIA_ROOT = tempfile.mkdtemp(prefix="seedance-bff-test-media-")
+# a Postgres URL nothing listens on: connecting is refused at once
+CLOSED_PORT_DB = "postgresql+asyncpg://postgres@127.0.0.1:1/nothing"
 
 
 def bound_socket() -> socket.socket:

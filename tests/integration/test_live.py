@@ -23,7 +23,7 @@ from app.jobs.feed import latest_event_id, owner_feed
 from app.jobs.inbox import CAPACITY, Inbox
 from app.main import create_app
 from app.sse import LiveStreamResponse, LiveStreams
-from tests.harness import Stack, running_stack, serve, wait_until
+from tests.harness import CLOSED_PORT_DB, Stack, running_stack, serve, wait_until
 
 LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
 SLOW = {"generate_latency_seconds": 0.3, "task_seconds": 0.6}
@@ -496,7 +496,7 @@ async def test_a_database_outage_under_a_stream_ends_it_cleanly_and_a_bug_does_n
     """A feed whose database read fails because the database is unreachable (a real
     refused connection) ends its stream as a complete response, so the client resumes
     with Last-Event-ID; any other error still cuts the response, as a bug should."""
-    unreachable = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")
+    unreachable = create_async_engine(CLOSED_PORT_DB)
     streams = LiveStreams()
 
     async def events(then_fail: bool) -> AsyncIterator[ServerSentEvent]:

@@ -15,12 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Job
 from app.jobs.callbacks import callback_signature
-from tests.harness import Stack, bearer, running_stack, wait_until
+from tests.harness import CLOSED_PORT_DB, Stack, bearer, running_stack, wait_until
 from tests.integration.conftest import fresh_postgres_database
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 METRICS_TOKEN = "metrics-token-for-tests-012345"
-CLOSED_PORT_DB = "postgresql+asyncpg://postgres@127.0.0.1:1/nothing"
 
 
 async def test_healthz_and_readyz(api: Stack) -> None:
