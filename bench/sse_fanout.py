@@ -9,8 +9,8 @@ with the load generator on the same machine:
   they sit idle (pg_stat_database, committed or rolled back: a read-only session ends
   with a rollback), minus the same window with no stream open; RSS growth per stream;
 * then `--rate` jobs per second finish for `--seconds` (Seedance callbacks reporting a
-  failed task, one move each, for jobs of random viewers): transactions per move, and
-  the latency from sending the callback to the move arriving on its owner's stream, and
+  failed task, one move each, for jobs of random viewers): transactions per move, the
+  latency from when the callback was due to the move arriving on its owner's stream, and
   the full garbage collections the service ran meanwhile (`seedance_gc_pause_seconds`).
 
     .venv/bin/python -m bench.sse_fanout --streams 1000 5000 10000
@@ -243,15 +243,15 @@ async def finish_jobs(
     return sent, answered
 
 
+FULL_COLLECTIONS = re.compile(r'seedance_gc_pause_seconds_(count|sum)\{generation="2"\} (\S+)')
+
+
 async def full_collections(url: str, token: str) -> tuple[float, float]:
     """How many full garbage collections the service has run, and their summed pause (s)."""
     async with httpx.AsyncClient(base_url=url) as http:
         text = (await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text
     found = dict(FULL_COLLECTIONS.findall(text))
     return float(found["count"]), float(found["sum"])
-
-
-FULL_COLLECTIONS = re.compile(r'seedance_gc_pause_seconds_(count|sum)\{generation="2"\} (\S+)')
 
 
 async def measure(url: str, streams: int, args: argparse.Namespace) -> dict[str, Any]:
