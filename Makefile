@@ -30,12 +30,13 @@ $(CLIENT)/node_modules/.package-lock.json: $(CLIENT)/package-lock.json
 	cd $(CLIENT) && npm ci --no-audit --no-fund
 
 client: install client-deps ## regenerate clients/typescript from the service's OpenAPI document
-	$(PY) -m app.openapi > $(CLIENT)/openapi.json
+	$(PY) -m app.main > $(CLIENT)/openapi.json
 	cd $(CLIENT) && npm run generate
 
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
-test: install services browser client-deps lint ## the whole suite against real Postgres and Redis
+test: install services browser client-deps lint ## lint, the import contracts, then the whole suite against real Postgres and Redis
 	$(PY) -m pytest

@@ -11,9 +11,9 @@ import logging
 
 import uvicorn
 
-from app.auth import issue_token
 from app.config import Settings
 from app.db.migrate import upgrade
+from app.identity.tokens import issue_token
 from app.main import create_app
 from simulator import SimulatorConfig, create_simulator
 

@@ -12,7 +12,11 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import (
+from app.api.errors import install_error_handlers, problem_responses
+from app.api.openapi import build_openapi, operation_id
+from app.api.rate_limiting import RateLimitHeadersMiddleware
+from app.api.request_limits import RequestLimitsMiddleware
+from app.api.routes import (
     admin,
     api_keys,
     batches,
@@ -22,36 +26,35 @@ from app.api import (
     me,
     media,
     playground,
+    seedance_callbacks,
     webhook_endpoints,
-    webhooks,
 )
-from app.api.docs import docs_router
+from app.api.routes.docs import docs_router
+from app.api.sse import LiveStreams
+from app.api.state import Services
 from app.config import JwtAlgorithm, MediaBackend, Settings
 from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
-from app.errors import install_error_handlers, problem_responses
-from app.garbage_collection import freeze_startup_objects, recording_pauses
 from app.identity.verifier import TokenVerifier
-from app.jobs.background import Loop
 from app.jobs.dispatcher import Dispatcher
-from app.jobs.events import EventHub, PostgresListener, publish_after_commit
+from app.jobs.live.events import EventHub, PostgresListener, publish_after_commit
+from app.jobs.live.stream_slots import StreamSlots
 from app.jobs.reconciler import Reconciler
 from app.jobs.retention import RetentionSweeper
 from app.jobs.stats import StatsRollup
-from app.jobs.stream_slots import StreamSlots
-from app.logs import configure_logging
-from app.loop_lag import LoopLag
+from app.kit.loops import Loop
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
 from app.media.storage import MediaStorage
-from app.openapi import build_openapi, operation_id
+from app.ops.garbage_collection import freeze_startup_objects, recording_pauses
+from app.ops.logs import configure_logging
+from app.ops.loop_lag import LoopLag
+from app.ops.request_telemetry import RequestTelemetryMiddleware
+from app.outbound.retention import prune_finished_messages
 from app.outbound.signing import SecretBox
 from app.outbound.worker import OutboundWorker
-from app.ratelimit import RateLimitHeadersMiddleware, RateLimits
-from app.request_limits import RequestLimitsMiddleware
-from app.request_telemetry import RequestTelemetryMiddleware
+from app.ratelimits.windows import RateLimits
 from app.seedance.client import SeedanceClient
-from app.sse import LiveStreams
 
 DESCRIPTION = """
 Create Seedance video jobs, follow them, and play the video from our own storage when
@@ -76,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         identity_http = httpx.AsyncClient(
             timeout=settings.jwks_fetch_timeout_seconds, trust_env=False
         )
-        app.state.verifier = verifier = TokenVerifier(settings, identity_http)
+        verifier = TokenVerifier(settings, identity_http)
         prefetch = verifier.prefetch()
         sessionmaker = create_sessionmaker(engine)
         seedance = SeedanceClient(http, settings)
@@ -87,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         links = MediaLinks(storage)
         outbound_secrets = SecretBox(settings.outbound_secrets_key)
         outbound_worker = OutboundWorker(sessionmaker, links, outbound_secrets, settings)
+        hub = EventHub(sessionmaker)
         loops: list[Loop] = []
         if settings.dispatcher_enabled:
             loops.append(dispatcher)
@@ -96,35 +100,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             loops.append(media_worker)
         if settings.outbound_enabled:
             loops.append(outbound_worker)
+            hub.on_any(outbound_worker.on_move)
         if settings.events_retention_days is not None:
-            loops.append(RetentionSweeper(sessionmaker, settings))
+            loops.append(RetentionSweeper(sessionmaker, settings, [prune_finished_messages]))
         if settings.stats_rollup_enabled:
             loops.append(StatsRollup(sessionmaker, settings))
-        app.state.engine = engine
-        app.state.sessionmaker = sessionmaker
-        app.state.seedance = seedance
-        app.state.rate_limits = rate_limits
-        app.state.dispatcher = dispatcher if settings.dispatcher_enabled else None
-        app.state.media_storage = storage
-        app.state.media_links = links
-        app.state.purger = media_worker.purger
-        app.state.media_worker = media_worker if settings.media_worker_enabled else None
-        app.state.migration_head = head_revision()
-        app.state.outbound_secrets = outbound_secrets
-        app.state.outbound_worker = outbound_worker if settings.outbound_enabled else None
-        app.state.event_hub = hub = EventHub(sessionmaker)
-        app.state.live_streams = live_streams = LiveStreams()
-        app.state.loop_lag = loop_lag = LoopLag()
-        loop_lag.start()
-        app.state.stream_slots = StreamSlots(
-            settings.sse_max_streams_per_user, settings.sse_max_streams_per_replica
+        listener = None if settings.is_sqlite else PostgresListener(settings, hub)
+        app.state.services = built = Services(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            migration_head=head_revision(),
+            verifier=verifier,
+            seedance=seedance,
+            rate_limits=rate_limits,
+            media_storage=storage,
+            media_links=links,
+            purger=media_worker.purger,
+            outbound_secrets=outbound_secrets,
+            event_hub=hub,
+            event_listener=listener,
+            live_streams=LiveStreams(),
+            stream_slots=StreamSlots(
+                settings.sse_max_streams_per_user, settings.sse_max_streams_per_replica
+            ),
+            loop_lag=LoopLag(),
+            dispatcher=dispatcher if settings.dispatcher_enabled else None,
+            media_worker=media_worker if settings.media_worker_enabled else None,
+            outbound_worker=outbound_worker if settings.outbound_enabled else None,
         )
-        if settings.outbound_enabled:
-            hub.on_any(outbound_worker.on_move)
-        if settings.is_sqlite:
+        built.loop_lag.start()
+        if listener is None:
             detach = publish_after_commit(sessionmaker, hub)
         else:
-            app.state.event_listener = listener = PostgresListener(settings, hub)
             listener.start()
         for loop in loops:
             loop.start()
@@ -135,13 +143,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for loop in loops:
                 await loop.stop()
-            if settings.is_sqlite:
+            if listener is None:
                 detach()
             else:
                 await listener.stop()
             await hub.close()
-            await live_streams.stop()
-            await loop_lag.stop()
+            await built.live_streams.stop()
+            await built.loop_lag.stop()
             prefetch.cancel()
             await identity_http.aclose()
             await http.aclose()
@@ -162,7 +170,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
-    app.state.settings = settings
     install_error_handlers(app)
     # added innermost first: CORS, rate-limit headers, size caps, request log, request id
     # (outermost: a refused oversized request is still logged with its request id)
@@ -189,7 +196,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # the size caps of RequestLimitsMiddleware apply to every route
     size_errors = problem_responses(413, 431)
-    routers = (jobs, media, batches, events, me, webhooks, admin, api_keys, webhook_endpoints)
+    routers = (
+        jobs,
+        media,
+        batches,
+        events,
+        me,
+        seedance_callbacks,
+        admin,
+        api_keys,
+        webhook_endpoints,
+    )
     for module in (*routers, health):
         app.include_router(module.router, responses=size_errors)
     if settings.media_backend is MediaBackend.LOCAL:
@@ -201,3 +218,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.is_production and settings.jwt_algorithm is JwtAlgorithm.HS256:
         app.include_router(playground.dev_router)
     return app
+
+
+if __name__ == "__main__":  # `python -m app.main`: the OpenAPI document clients are generated from
+    import json
+
+    print(json.dumps(create_app(Settings(_env_file=None)).openapi(), indent=2))  # type: ignore[call-arg]

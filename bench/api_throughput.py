@@ -33,11 +33,11 @@ import orjson
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.auth import issue_token
 from app.config import Settings
 from app.db.models import Job, JobEvent
+from app.identity.tokens import issue_token
 from app.jobs.callbacks import callback_signature
-from app.media.states import MediaStatus
+from app.jobs.states import MediaStatus
 from bench.bare_app import BARE_TABLE
 from bench.common import (
     RESULTS,

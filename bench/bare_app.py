@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from sse_starlette import EventSourceResponse
 
 from app.jobs.budget import today_started_at
-from app.ratelimit import MOVING_WINDOW_HIT
+from app.ratelimits.windows import MOVING_WINDOW_HIT
 
 BARE_TABLE = "CREATE TABLE IF NOT EXISTS bare_inserts (id uuid PRIMARY KEY, body jsonb NOT NULL)"
 

@@ -28,9 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from app.config import Settings
 from app.jobs import budget, service, stats
 from app.jobs.dispatcher import Dispatcher
-from app.jobs.events import EventHub
-from app.jobs.feed import job_feed, owner_feed
-from app.jobs.inbox import Inbox
+from app.jobs.live.events import EventHub
+from app.jobs.live.feed import job_feed, owner_feed
+from app.jobs.live.inbox import Inbox
 from app.jobs.reconciler import Reconciler
 from app.jobs.states import JobStatus
 from bench.common import job_row, migrated_database, write_results

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.auth import issue_token
 from app.config import Settings
 from app.db.models import Job
+from app.identity.tokens import issue_token
 from bench.common import (
     RESULTS,
     SECRETS,

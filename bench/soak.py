@@ -34,9 +34,9 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from app.auth import issue_token
 from app.config import Settings
 from app.db.models import Job
+from app.identity.tokens import issue_token
 from app.jobs.states import TERMINAL
 from bench.common import (
     RESULTS,

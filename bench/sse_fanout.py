@@ -32,9 +32,9 @@ import httpx
 import orjson
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from app.auth import issue_token
 from app.config import Settings
 from app.db.models import Job
+from app.identity.tokens import issue_token
 from app.jobs.callbacks import callback_signature
 from bench.common import (
     RESULTS,

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import orjson
 
-from app.auth import issue_token
 from app.config import Settings
+from app.identity.tokens import issue_token
 from bench.common import (
     RESULTS,
     SECRETS,

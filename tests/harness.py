@@ -17,9 +17,9 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from app.auth import issue_token
 from app.config import Settings
 from app.db.models import Job
+from app.identity.tokens import issue_token
 from app.main import create_app
 from simulator import SimulatorConfig, create_simulator
 from simulator.app import SimulatorState
@@ -143,7 +143,7 @@ class Stack:
         return response.json()
 
     async def jobs(self) -> list[Job]:
-        async with self.app.state.sessionmaker() as session:
+        async with self.app.state.services.sessionmaker() as session:
             return list(await session.scalars(select(Job).order_by(Job.created_at)))
 
 

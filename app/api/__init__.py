@@ -1,1 +1,2 @@
-"""HTTP routers: parse, authorize, call a service. No SQL or upstream calls here."""
+"""The HTTP edge: routers (`routes/`), the caller's identity and rate limits, error
+bodies, the SSE response, request size caps and the OpenAPI document."""

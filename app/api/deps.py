@@ -1,14 +1,23 @@
 """Dependencies shared by the routers: the session, the rate-limited caller, the
 Idempotency-Key header, the page cursor."""
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Query
+from fastapi import Depends, Header, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Principal
-from app.db.session import get_session
-from app.ratelimit import RouteClass, per_user
+from app.api.auth import Principal
+from app.api.rate_limiting import per_user
+from app.api.state import services
+from app.ratelimits.windows import RouteClass
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request, from the app's sessionmaker."""
+    async with services(request).sessionmaker() as session:
+        yield session
+
 
 Session = Annotated[AsyncSession, Depends(get_session)]
 Creator = Annotated[Principal, per_user(RouteClass.CREATE)]
@@ -23,7 +32,7 @@ IdempotencyKey = Annotated[
         description="Retries with the same key return the original job instead of a new one.",
     ),
 ]
-# the opaque cursor of app/jobs/cursor.py (base64url); one it did not issue is a 422
+# the opaque cursor of app/kit/cursor.py (base64url); one it did not issue is a 422
 # `invalid_cursor`
 Cursor = Annotated[
     str | None,

@@ -1,8 +1,5 @@
-"""The one async engine of a process and the per-request session dependency."""
+"""The one async engine of a process, and its sessionmaker."""
 
-from collections.abc import AsyncIterator
-
-from fastapi import Request
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -22,7 +19,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         return engine
     # No pre-ping (a round trip on every checkout): a connection that died with a database
     # restart fails its statement once, SQLAlchemy then invalidates the whole pool, that
-    # request is a 503 (app/errors.py) and the next ones get fresh connections.
+    # request is a 503 (app/kit/errors.py) and the next ones get fresh connections.
     return create_async_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
@@ -47,9 +44,3 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     in-process event fan-out on SQLite) attach to this app only."""
     app_session = type("AppSession", (Session,), {})
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=app_session)
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """FastAPI dependency: one session per request, from the app's sessionmaker."""
-    async with request.app.state.sessionmaker() as session:
-        yield session

@@ -18,9 +18,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import ApiKey
-from app.errors import ProblemError
 from app.identity.plans import Plans
 from app.identity.verifier import Principal, unauthorized
+from app.kit.errors import ProblemError
 
 PREFIX = "sbff_live_"
 _ALPHABET = string.ascii_letters + string.digits

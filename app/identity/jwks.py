@@ -26,7 +26,7 @@ from jwt import PyJWK, PyJWKSet
 from jwt.exceptions import PyJWKSetError, PyJWTError
 
 from app.config import Settings
-from app.errors import ProblemError
+from app.kit.errors import ProblemError
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ takes effect on the next request: nothing about plans is stored."""
 from dataclasses import dataclass
 
 from app.config import Plan, Settings
-from app.errors import FieldError, ProblemError
+from app.kit.errors import FieldError, ProblemError
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.identity.verifier import MAX_SUBJECT_LENGTH
-from app.schemas import SINGLE_LINE, Rfc3339
+from app.kit.fields import SINGLE_LINE, Rfc3339
 
 
 class ApiKeyCreate(BaseModel):

@@ -18,10 +18,10 @@ import httpx
 import jwt
 
 from app.config import JwtAlgorithm, Settings
-from app.errors import ProblemError
 from app.identity.claims import ClaimPath, claim, has_any
 from app.identity.jwks import JwksKeys, UnknownKey
 from app.identity.plans import PlanLimits, Plans
+from app.kit.errors import ProblemError
 
 MAX_SUBJECT_LENGTH = 255
 CACHED_TOKENS = 8192

@@ -23,9 +23,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Job
-from app.errors import ProblemError
 from app.identity.plans import PlanLimits
 from app.jobs.states import JobStatus
+from app.kit.errors import ProblemError
 
 IN_FLIGHT = (JobStatus.QUEUED, JobStatus.RUNNING)
 

@@ -19,12 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db.availability import write_through_outage
 from app.db.models import Job
-from app.jobs.background import PooledLoop
 from app.jobs.callbacks import callback_url
-from app.jobs.service import mark_submitted
+from app.jobs.reports import mark_submitted
 from app.jobs.states import EventSource, JobStatus, move
-from app.metrics import JOB_SUBMISSIONS
-from app.ratelimit import RateLimits
+from app.kit.backoff import backoff
+from app.kit.loops import PooledLoop
+from app.ops.metrics import JOB_SUBMISSIONS
+from app.ratelimits.windows import RateLimits
 from app.seedance.client import (
     GenerateRequest,
     InsufficientCredits,
@@ -190,7 +191,9 @@ class Dispatcher(PooledLoop):
                 )
                 move(session, job, JobStatus.FAILED, EventSource.DISPATCHER, detail=error.code)
                 return
-            delay = self._settings.dispatcher_retry_backoff_seconds * 2 ** (job.submit_attempts - 1)
+            delay = backoff(
+                job.submit_attempts, self._settings.dispatcher_retry_backoff_seconds
+            ).total_seconds()
             if isinstance(error, UpstreamRateLimited) and error.retry_after:
                 delay = max(delay, error.retry_after)
             job.submit_started_at = None

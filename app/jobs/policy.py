@@ -9,7 +9,7 @@ import re
 from functools import lru_cache
 
 from app.config import Settings
-from app.errors import invalid_field
+from app.kit.errors import invalid_field
 
 
 @lru_cache(maxsize=8)

@@ -20,10 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.models import Job
-from app.jobs.background import Loop
-from app.jobs.service import ApplyResult, apply_report
+from app.jobs.reports import ApplyResult, apply_report
 from app.jobs.states import EventSource, JobStatus, move
-from app.metrics import RECONCILER_POLLS
+from app.kit.backoff import backoff
+from app.kit.loops import Loop
+from app.ops.metrics import RECONCILER_POLLS
 from app.seedance.client import SeedanceClient, SeedanceError
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,12 @@ class Reconciler(Loop):
         return expired + len(due)
 
     def _backoff(self, polls: int) -> timedelta:
-        seconds = self._settings.reconciler_backoff_initial_seconds * 2 ** max(0, polls - 1)
-        return timedelta(seconds=min(seconds, self._settings.reconciler_backoff_max_seconds))
+        settings = self._settings
+        return backoff(
+            polls,
+            settings.reconciler_backoff_initial_seconds,
+            settings.reconciler_backoff_max_seconds,
+        )
 
     async def _claim_due(self) -> list[tuple[uuid.UUID, str]]:
         now = datetime.now(UTC)

@@ -1,5 +1,6 @@
-"""Pruning what only grows: job moves (`job_events`) and finished webhook messages (with
-their attempts) older than EVENTS_RETENTION_DAYS.
+"""Pruning what only grows: job moves (`job_events`) older than EVENTS_RETENTION_DAYS, and,
+through the pruners other domains hand it, their own old rows (finished webhook messages
+with their attempts: `app/outbound/retention.py`).
 
 Each batch is its own short transaction (a few thousand rows), so no lock is held for
 long and the write-ahead log grows in small steps; a sweep goes on batch after batch
@@ -11,6 +12,7 @@ process stopped: the kept latest moves of old jobs are read once per process, no
 per sweep.
 """
 
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -18,20 +20,27 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from app.config import Settings
-from app.db.models import JobEvent, OutboundMessage
-from app.jobs.background import Loop
-from app.outbound.states import MessageStatus
+from app.db.models import JobEvent
+from app.kit.loops import Loop
 
 RETENTION_BATCH = 5000
-_FINISHED = (MessageStatus.DELIVERED, MessageStatus.FAILED)
+# Another domain's pruning of what it keeps (finished webhook messages): one batch of rows
+# older than the cutoff, at most `batch` of them; how many went (0: none left).
+Pruner = Callable[[async_sessionmaker[AsyncSession], datetime, int], Awaitable[int]]
 
 
 class RetentionSweeper(Loop):
     name = "retention"
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        pruners: Sequence[Pruner] = (),
+    ) -> None:
         super().__init__(settings.retention_sweep_seconds)
         self._sessionmaker = sessionmaker
+        self._pruners = pruners
         self._days = settings.events_retention_days
         self._events_after = 0  # moves up to this id were visited by an earlier sweep
 
@@ -43,8 +52,11 @@ class RetentionSweeper(Loop):
         while more and not self._stopping:
             batch, more = await self._prune_events(cutoff)
             removed += batch
-        while not self._stopping and (batch := await self._prune_messages(cutoff)):
-            removed += batch
+        for prune in self._pruners:
+            while not self._stopping and (
+                batch := await prune(self._sessionmaker, cutoff, RETENTION_BATCH)
+            ):
+                removed += batch
         return removed
 
     async def _prune_events(self, cutoff: datetime) -> tuple[int, bool]:
@@ -79,18 +91,3 @@ class RetentionSweeper(Loop):
             )
         self._events_after = end  # the next window, or the next sweep, starts after it
         return result.rowcount, first_young is None  # type: ignore[attr-defined]
-
-    async def _prune_messages(self, cutoff: datetime) -> int:
-        """One batch of delivered or given-up messages older than the cutoff (their
-        attempts go with them); a pending one is never removed."""
-        async with self._sessionmaker() as session, session.begin():
-            batch = (
-                select(OutboundMessage.id)
-                .where(OutboundMessage.created_at < cutoff, OutboundMessage.status.in_(_FINISHED))
-                .order_by(OutboundMessage.created_at)
-                .limit(RETENTION_BATCH)
-            )
-            result = await session.execute(
-                delete(OutboundMessage).where(OutboundMessage.id.in_(batch))
-            )
-        return result.rowcount  # type: ignore[attr-defined, no-any-return]

@@ -1,38 +1,27 @@
-"""Job use cases: create (idempotently), read, list, and apply what Seedance reports.
+"""Job use cases: create (idempotently), read, list, cancel, delete and erase.
 
-Routers, the dispatcher and the reconciler call these; none of them touch `Request`.
+What Seedance reports about a job is applied in `app/jobs/reports.py`.
+
+Routers call these; none of them touch `Request`.
 """
 
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from types import SimpleNamespace
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Update, bindparam, select, update
+from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.db.models import Batch, Job
 from app.db.one_row import OneRowStatement
-from app.errors import ProblemError
 from app.identity.plans import PlanLimits
 from app.jobs import budget, policy
-from app.jobs.cursor import newest_first_page
-from app.jobs.states import (
-    TASK_FAILED,
-    EventSource,
-    JobStatus,
-    awaiting_own_report,
-    fail_running,
-    is_terminal,
-    move,
-    record_creation,
-)
-from app.media.links import MediaLinks
-from app.media.states import MediaStatus
-from app.schemas import (
+from app.jobs.reports import job_not_found
+from app.jobs.schemas import (
     AspectRatio,
     BatchCreate,
     JobCreate,
@@ -40,7 +29,15 @@ from app.schemas import (
     PromoteRequest,
     SeedanceModel,
 )
-from app.seedance.client import SeedanceClient, SeedanceError, TaskReport, TaskState
+from app.jobs.states import (
+    EventSource,
+    JobStatus,
+    MediaStatus,
+    move,
+    record_creation,
+)
+from app.kit.cursor import newest_first_page
+from app.kit.errors import ProblemError
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +45,6 @@ logger = logging.getLogger(__name__)
 def estimate_cost(settings: Settings, body: JobCreate) -> int:
     """Credits a job is expected to cost, from the operator's per-second cost table."""
     return settings.cost_per_second[body.model][body.resolution] * body.duration
-
-
-def job_not_found() -> ProblemError:
-    return ProblemError(404, "job_not_found", "No such job.")
 
 
 def _new_job(
@@ -354,13 +347,23 @@ async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
     return job
 
 
-async def read_job(engine: AsyncEngine, links: MediaLinks, owner: str, job_id: uuid.UUID) -> JobOut:
+class JobPresenter(Protocol):
+    """How a job is shown to its owner. The media domain implements it
+    (`app/media/links.py`: fresh signed URLs of the stored video), so jobs need not know
+    where videos are stored."""
+
+    def job_out(self, job: Any) -> JobOut: ...
+
+
+async def read_job(
+    engine: AsyncEngine, presenter: JobPresenter, owner: str, job_id: uuid.UUID
+) -> JobOut:
     """The owner's job, to show: read in one round trip on the driver connection
     (`OneRowStatement`), with no session, since nothing is changed."""
     row = await _OWNED_JOB_ROW.first(engine, job_id=job_id, owner=owner)
     if row is None:
         raise job_not_found()
-    return links.job_out(SimpleNamespace(**row))
+    return presenter.job_out(SimpleNamespace(**row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,205 +401,3 @@ async def list_jobs(
     query = select(Job).where(*filters.where())
     keys = (Job.created_at, Job.id)
     return await newest_first_page(session, query, keys, limit=limit, cursor=cursor)
-
-
-class ApplyResult(StrEnum):
-    APPLIED = "applied"  # the job moved
-    UNCHANGED = "unchanged"  # still in progress upstream, nothing to record
-    IGNORED = "ignored"  # the job is already terminal: duplicate, late or out of order
-
-
-class TaskMismatch(Exception):
-    """The report names a task that is not this job's."""
-
-
-async def handle_callback(
-    session: AsyncSession,
-    settings: Settings,
-    client: SeedanceClient,
-    job_id: uuid.UUID,
-    report: TaskReport,
-) -> ApplyResult:
-    """A verified callback for one of our jobs: applied at once, under the row lock. A
-    SUCCESS is first confirmed with one status call when CONFIRM_SUCCESS_WITH_STATUS is on."""
-    if report.state is TaskState.SUCCEEDED and settings.confirm_success_with_status:
-        return await _confirm_then_apply(session, settings, client, job_id, report)
-    return await _apply_callback(session, settings, job_id, report)
-
-
-async def _apply_callback(
-    session: AsyncSession, settings: Settings, job_id: uuid.UUID, report: TaskReport
-) -> ApplyResult:
-    try:
-        return await apply_report(session, settings, job_id, report, EventSource.WEBHOOK)
-    except LookupError as exc:
-        raise job_not_found() from exc
-
-
-async def _confirm_then_apply(
-    session: AsyncSession,
-    settings: Settings,
-    client: SeedanceClient,
-    job_id: uuid.UUID,
-    report: TaskReport,
-) -> ApplyResult:
-    """Checked cheaply first, so a duplicate or late callback costs no status call; no
-    transaction stays open across the upstream call. If the status call fails, the job is
-    left for the reconciler, which is told to look at once."""
-    row = (
-        await session.execute(
-            select(Job.status, Job.upstream_task_id, Job.media_status).where(Job.id == job_id)
-        )
-    ).one_or_none()
-    if row is None:
-        raise job_not_found()
-    job_status, task_id, media_status = row
-    if task_id is not None and task_id != report.task_id:
-        raise TaskMismatch(report.task_id)
-    if is_terminal(job_status) or media_status is not None:
-        return ApplyResult.IGNORED
-    await session.rollback()
-    try:
-        confirmed = await client.status(report.task_id)
-    except SeedanceError as exc:
-        logger.warning("job %s: could not confirm success (%s)", job_id, exc.code)
-        unconfirmed = TaskReport(report.task_id, TaskState.IN_PROGRESS, raw_status="UNCONFIRMED")
-        await _apply_callback(session, settings, job_id, unconfirmed)  # may attach the task
-        await session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-            .values(next_poll_at=datetime.now(UTC))
-        )
-        await session.commit()
-        return ApplyResult.UNCHANGED
-    return await _apply_callback(session, settings, job_id, confirmed)
-
-
-def _upstream_success_statement() -> Update:
-    jobs = Job.__table__
-    return (
-        update(jobs)
-        .where(*awaiting_own_report(), jobs.c.deleted_at.is_(None))
-        .values(
-            upstream_video_url=bindparam("video_url", type_=jobs.c.upstream_video_url.type),
-            media_status=MediaStatus.PENDING,
-            media_next_attempt_at=None,
-            next_poll_at=None,
-            resolved_by=bindparam("source", type_=jobs.c.resolved_by.type),
-            updated_at=bindparam("at", type_=jobs.c.updated_at.type),
-        )
-        .returning(jobs.c.id)
-    )
-
-
-_UPSTREAM_SUCCESS = OneRowStatement(_upstream_success_statement())
-
-
-def record_upstream_success(job: Job, video_url: str | None, source: EventSource) -> None:
-    """Seedance has the video: the job stays `running` until the media worker has copied it
-    into our storage (only then is it `succeeded`); the reconciler stops asking."""
-    job.upstream_video_url = video_url
-    job.media_status = MediaStatus.PENDING
-    job.media_next_attempt_at = None
-    job.next_poll_at = None
-    job.resolved_by = source
-    job.updated_at = datetime.now(UTC)
-
-
-DELETED_DETAIL = "deleted by its owner before it finished; nothing was stored"
-
-
-def end_deleted(session: AsyncSession, job: Job, source: EventSource) -> None:
-    """A job deleted while Seedance rendered it ends `canceled` once the render is done, with
-    nothing stored (its cost stays counted: Seedance was paid)."""
-    job.media_status = MediaStatus.PURGED
-    job.media_next_attempt_at = None
-    if job.status == JobStatus.RUNNING:
-        move(session, job, JobStatus.CANCELED, source, detail=DELETED_DETAIL)
-
-
-async def _apply_in_one_statement(
-    session: AsyncSession, job_id: uuid.UUID, report: TaskReport, source: EventSource
-) -> bool:
-    """The usual case, a running job's own task finishing, in one round trip; False when
-    the job is in any other situation (the general path then decides)."""
-    if session.in_transaction():
-        return False
-    if report.state is TaskState.FAILED:
-        return await fail_running(session.bind, job_id, report.task_id, source, report.error)
-    if report.state is TaskState.SUCCEEDED:
-        row = await _UPSTREAM_SUCCESS.first(
-            session.bind,
-            job_id=job_id,
-            task_id=report.task_id,
-            video_url=report.video_url,
-            source=source,
-            at=datetime.now(UTC),
-        )
-        return row is not None
-    return False
-
-
-async def apply_report(
-    session: AsyncSession,
-    settings: Settings,
-    job_id: uuid.UUID,
-    report: TaskReport,
-    source: EventSource,
-) -> ApplyResult:
-    """Apply an upstream report (callback or status poll) to a job, under its row lock.
-
-    Terminal jobs, and jobs whose success is already known (their copy is under way), never
-    change on a report again; a report for another task raises TaskMismatch. A success
-    hands the job to the media worker (`record_upstream_success`).
-    """
-    if await _apply_in_one_statement(session, job_id, report, source):
-        return ApplyResult.APPLIED
-    job = await session.get(Job, job_id, with_for_update=True, populate_existing=True)
-    if job is None:
-        raise LookupError(job_id)
-    if job.upstream_task_id is not None and job.upstream_task_id != report.task_id:
-        raise TaskMismatch(report.task_id)
-    if is_terminal(job.status) or job.media_status is not None:
-        return ApplyResult.IGNORED
-    result = ApplyResult.UNCHANGED
-    if job.upstream_task_id is None:
-        await _attach_task(session, settings, job, report.task_id, source)
-        result = ApplyResult.APPLIED
-    if report.state is TaskState.SUCCEEDED and job.deleted_at is not None:
-        job.resolved_by = source
-        end_deleted(session, job, source)
-        result = ApplyResult.APPLIED
-    elif report.state is TaskState.SUCCEEDED:
-        record_upstream_success(job, report.video_url, source)
-        result = ApplyResult.APPLIED
-    elif report.state is TaskState.FAILED:
-        job.error_code = TASK_FAILED
-        job.error_detail = report.error
-        job.resolved_by = source
-        move(session, job, JobStatus.FAILED, source, detail=report.error)
-        result = ApplyResult.APPLIED
-    await session.commit()
-    return result
-
-
-async def _attach_task(
-    session: AsyncSession, settings: Settings, job: Job, task_id: str, source: EventSource
-) -> None:
-    """Learn the task id of a job whose submission outcome was unknown (the callback names
-    our job in its URL, so the task is ours)."""
-    if job.status != JobStatus.QUEUED or job.submit_started_at is None:
-        raise TaskMismatch(task_id)  # we never sent this job upstream
-    taken = await session.scalar(select(Job.id).where(Job.upstream_task_id == task_id))
-    if taken is not None:
-        raise TaskMismatch(task_id)
-    mark_submitted(settings, job, task_id)
-    move(session, job, JobStatus.RUNNING, source, detail="task id learned from Seedance's report")
-
-
-def mark_submitted(settings: Settings, job: Job, task_id: str) -> None:
-    """Record the upstream task and when to start asking about it if no callback comes."""
-    now = datetime.now(UTC)
-    job.upstream_task_id = task_id
-    job.submitted_at = job.submitted_at or job.submit_started_at or now
-    job.next_poll_at = now + timedelta(seconds=settings.callback_overdue_seconds(job.duration))

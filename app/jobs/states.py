@@ -4,15 +4,12 @@ Every status change in the service goes through `move()`, which writes the match
 `job_events` row in the caller's transaction, so a job's history always explains it.
 """
 
-import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Insert, bindparam, insert, literal, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Job, JobEvent, UTCDateTime
-from app.db.one_row import OneRowStatement
+from app.db.models import Job, JobEvent
 
 
 class JobStatus(StrEnum):
@@ -21,6 +18,22 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"  # the video is in our own storage and playable
     FAILED = "failed"
     CANCELED = "canceled"
+
+
+class MediaStatus(StrEnum):
+    """The life of a job's stored result, beside the job's own state: `pending` (Seedance
+    reported success; the copy is due, or claimed under a lease) -> `stored` (video and
+    poster in our storage; the job then moves to `succeeded`) | `failed` (the copy cannot
+    be made; the job moves to `failed`). `stored` -> `purging` (deleted by its owner,
+    erased, or past retention) -> `purged` (the objects are gone). A job deleted while its
+    copy was pending goes straight to `purged` with nothing stored. The jobs domain owns
+    the column; the media worker (`app/media/`) drives it."""
+
+    PENDING = "pending"
+    STORED = "stored"
+    FAILED = "failed"
+    PURGING = "purging"
+    PURGED = "purged"
 
 
 class EventSource(StrEnum):
@@ -96,69 +109,3 @@ def record_creation(session: AsyncSession, job: Job) -> JobEvent:
     )
     session.add(event)
     return event
-
-
-def awaiting_own_report() -> tuple[ColumnElement[bool], ...]:
-    """The job `:job_id` is running task `:task_id`, whose outcome is not known yet: where
-    the one-statement applications of a report start (a failure here, a success in
-    `service`)."""
-    jobs = Job.__table__
-    return (
-        jobs.c.id == bindparam("job_id"),
-        jobs.c.status == JobStatus.RUNNING,
-        jobs.c.upstream_task_id == bindparam("task_id"),
-        jobs.c.media_status.is_(None),
-    )
-
-
-def _fail_running_statement() -> Insert:
-    """running -> failed for the job whose task reported failure, with its event, as one
-    statement: the UPDATE takes the row lock and re-checks the status under it, so of two
-    concurrent deliveries one moves the job and the other finds nothing to move. A job
-    whose success was already reported (its copy under way) is not touched."""
-    jobs, events = Job.__table__, JobEvent.__table__
-    at = bindparam("at", type_=UTCDateTime())
-    detail = bindparam("detail", type_=events.c.detail.type)
-    source = bindparam("source", type_=events.c.source.type)
-    moved = (
-        update(jobs)
-        .where(*awaiting_own_report())
-        .values(
-            status=JobStatus.FAILED,
-            updated_at=at,
-            finished_at=at,
-            resolved_by=source,
-            error_code=literal(TASK_FAILED),
-            error_detail=detail,
-        )
-        .returning(jobs.c.id)
-        .cte("moved")
-    )
-    columns = ["job_id", "from_status", "to_status", "source", "detail", "at"]
-    row = select(
-        moved.c.id,
-        literal(JobStatus.RUNNING.value, events.c.from_status.type),
-        literal(JobStatus.FAILED.value, events.c.to_status.type),
-        source,
-        detail,
-        at,
-    )
-    return insert(events).from_select(columns, row).returning(events.c.id)
-
-
-_FAIL_RUNNING = OneRowStatement(_fail_running_statement())
-
-
-async def fail_running(
-    engine: AsyncEngine, job_id: uuid.UUID, task_id: str, source: EventSource, error: str | None
-) -> bool:
-    """A running job failing on a report of its own task, in one round trip (Postgres):
-    what `move()` and `apply_report` would do, without the session. False when the job is
-    not running that task (the caller then takes the general path) and always on SQLite,
-    which has no UPDATE inside WITH."""
-    if engine.dialect.name != "postgresql":
-        return False
-    event = await _FAIL_RUNNING.first(
-        engine, job_id=job_id, task_id=task_id, source=source, detail=error, at=datetime.now(UTC)
-    )
-    return event is not None

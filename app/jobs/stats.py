@@ -20,10 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.models import Job, JobStatsHour
-from app.jobs.background import Loop
 from app.jobs.budget import credits_committed_since, today_started_at
-from app.jobs.states import TERMINAL, EventSource, JobStatus
-from app.media.states import MediaStatus
+from app.jobs.states import TERMINAL, EventSource, JobStatus, MediaStatus
+from app.kit.loops import Loop
 
 HOUR = timedelta(hours=1)
 # an hour is summed this long after it ended at the earliest: a job is written with the

@@ -26,15 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db.availability import write_through_outage
 from app.db.models import Job
-from app.jobs.background import PooledLoop
-from app.jobs.service import end_deleted
-from app.jobs.states import EventSource, JobStatus, move
+from app.jobs.reports import end_deleted
+from app.jobs.states import EventSource, JobStatus, MediaStatus, move
+from app.kit.backoff import backoff
+from app.kit.loops import PooledLoop
 from app.media.download import MediaCopyError, download, refused, unavailable
 from app.media.probe import NotAVideo, VideoFacts, mismatches, probe
 from app.media.purge import Purger
-from app.media.states import MediaStatus
 from app.media.storage import POSTER_CONTENT_TYPE, MediaStorage, poster_key, video_key
-from app.metrics import MEDIA_COPIES
+from app.ops.metrics import MEDIA_COPIES
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,10 @@ class MediaWorker(PooledLoop):
         return timedelta(seconds=self._settings.media_copy_lease_seconds)
 
     def _backoff(self, attempts: int) -> timedelta:
-        seconds = self._settings.media_retry_backoff_seconds * 2 ** max(0, attempts - 1)
-        return timedelta(seconds=min(seconds, self._settings.media_retry_backoff_max_seconds))
+        settings = self._settings
+        return backoff(
+            attempts, settings.media_retry_backoff_seconds, settings.media_retry_backoff_max_seconds
+        )
 
     async def _claim(self, limit: int) -> list[CopyOrder]:
         now = datetime.now(UTC)

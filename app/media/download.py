@@ -21,7 +21,7 @@ import httpx
 from pydantic_core import PydanticCustomError
 
 from app.config import Settings
-from app.public_urls import HostNotPublic, check_public_https_url, resolve_publicly
+from app.kit.public_urls import HostNotPublic, check_public_https_url, resolve_publicly
 
 _SNIFF_BYTES = 12
 GONE_STATUSES = frozenset({403, 404, 410})  # an expired signed URL is a 403 at most CDNs

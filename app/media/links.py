@@ -1,4 +1,5 @@
-"""A job as clients see it, with fresh signed URLs of its stored video and poster.
+"""A job as clients see it, with fresh signed URLs of its stored video and poster (the
+`JobPresenter` that `app/jobs/service.py` declares).
 
 Signing is local work (an HMAC, or an S3 presignature computed offline), so every read
 of a job hands out URLs valid for MEDIA_URL_TTL_SECONDS from that read.
@@ -6,9 +7,9 @@ of a job hands out URLs valid for MEDIA_URL_TTL_SECONDS from that read.
 
 from typing import Any, TypeVar
 
-from app.media.states import MediaStatus
+from app.jobs.schemas import JobOut, MediaOut
+from app.jobs.states import MediaStatus
 from app.media.storage import MediaStorage, poster_key, video_key
-from app.schemas import JobOut, MediaOut
 
 Out = TypeVar("Out", bound=JobOut)
 

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.models import Job
-from app.media.states import MediaStatus
+from app.jobs.states import MediaStatus
 from app.media.storage import MediaStorage, job_keys
-from app.metrics import MEDIA_OBJECTS_PURGED
+from app.ops.metrics import MEDIA_OBJECTS_PURGED
 
 logger = logging.getLogger(__name__)
 PURGE_BATCH = 100

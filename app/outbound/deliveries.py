@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import OutboundAttempt, OutboundMessage
-from app.errors import ProblemError
-from app.jobs.cursor import newest_first_page
+from app.kit.cursor import newest_first_page
+from app.kit.errors import ProblemError
 from app.outbound.endpoints import get_endpoint
 from app.outbound.fanout import Message, add_messages
 from app.outbound.payloads import envelope, test_event_data

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.models import OutboundEndpoint
-from app.errors import ProblemError
+from app.kit.errors import ProblemError
 from app.outbound.schemas import EndpointCreate, EndpointUpdate, RotateSecret
 from app.outbound.signing import SecretBox, new_secret
 from app.outbound.urls import check_endpoint_url

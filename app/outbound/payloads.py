@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from app.db.models import Batch, Job
+from app.jobs.schemas import BatchOut, JobOut
 from app.media.links import MediaLinks
-from app.schemas import BatchOut, JobOut
 
 
 def envelope(event_type: str, at: datetime, data: dict[str, Any]) -> str:

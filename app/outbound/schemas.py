@@ -6,10 +6,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, WithJsonSchema
 
+from app.kit.fields import SINGLE_LINE
+from app.kit.public_urls import MAX_URL_LENGTH, PUBLIC_HTTPS_URL_PATTERN
 from app.outbound.states import AttemptResult, EventType, MessageStatus
 from app.outbound.urls import LOCAL_RECEIVER_URL_PATTERN
-from app.public_urls import MAX_URL_LENGTH, PUBLIC_HTTPS_URL_PATTERN
-from app.schemas import SINGLE_LINE
 
 # checked by app/outbound/urls.py, which gives each broken rule its own 422 code
 EndpointUrl = Annotated[

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 from pydantic_core import PydanticCustomError
 
 from app.config import Settings
-from app.errors import invalid_field
-from app.public_urls import (
+from app.kit.errors import invalid_field
+from app.kit.public_urls import (
     MAX_URL_LENGTH,
     URL_TAIL_PATTERN,
     HostNotPublic,

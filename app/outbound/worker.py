@@ -26,9 +26,9 @@ from app.config import Settings
 from app.db.availability import write_through_outage
 from app.db.models import OutboundAttempt, OutboundEndpoint, OutboundMessage, UTCDateTime
 from app.db.one_row import OneRowStatement
-from app.jobs.background import PooledLoop
+from app.kit.loops import PooledLoop
 from app.media.links import MediaLinks
-from app.metrics import OUTBOUND_ATTEMPTS, OUTBOUND_ENDPOINTS_DISABLED
+from app.ops.metrics import OUTBOUND_ATTEMPTS, OUTBOUND_ENDPOINTS_DISABLED
 from app.outbound.endpoints import signing_secrets
 from app.outbound.fanout import BATCH, Fanout
 from app.outbound.sender import Outcome, create_http_client, send

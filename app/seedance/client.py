@@ -23,7 +23,7 @@ from tenacity import (
 )
 
 from app.config import Settings
-from app.metrics import UPSTREAM_CALLS
+from app.ops.metrics import UPSTREAM_CALLS
 
 logger = logging.getLogger(__name__)
 MAX_DETAIL_CHARS = 500

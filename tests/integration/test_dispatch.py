@@ -34,7 +34,7 @@ async def at_least(stack: Stack, *wanted: str, count: int) -> bool:
 
 def fresh_dispatcher(stack: Stack) -> Dispatcher:
     """A second dispatcher on the same database: what a restarted process runs."""
-    state = stack.app.state
+    state = stack.app.state.services
     return Dispatcher(state.sessionmaker, state.seedance, state.rate_limits, stack.settings)
 
 
@@ -150,7 +150,7 @@ async def test_restarting_the_dispatcher_mid_burst_loses_and_repeats_nothing(
     ) as stack:
         await asyncio.gather(*(stack.create_job(prompt=f"variant {i}") for i in range(50)))
         await wait_until(lambda: at_least(stack, "running", "succeeded", count=10), interval=0.01)
-        await stack.app.state.dispatcher.stop()  # graceful: in-flight submissions finish
+        await stack.app.state.services.dispatcher.stop()  # graceful: in-flight submissions finish
         paused = await statuses(stack)
         assert paused["queued"] > 0
         replacement = fresh_dispatcher(stack)
@@ -175,7 +175,7 @@ async def test_a_crash_mid_submission_never_sends_a_job_twice(database_url: str)
         reconciler_enabled=True,
         **DISPATCH,
     ) as stack:
-        dispatcher = stack.app.state.dispatcher
+        dispatcher = stack.app.state.services.dispatcher
         await asyncio.gather(*(stack.create_job(prompt=f"variant {i}") for i in range(12)))
         await wait_until(lambda: asyncio.sleep(0, dispatcher.in_flight == 5), interval=0.01)
         for task in list(dispatcher._in_flight):  # what a SIGKILL does to requests on the wire
@@ -211,7 +211,7 @@ async def test_unknown_outcome_waits_for_the_callback_instead_of_resending(
         job = await stack.create_job()
         await wait_until(lambda: all_in(stack, "succeeded", count=1))
         assert stack.sim.calls["generate"] == 1
-        async with stack.app.state.sessionmaker() as session:
+        async with stack.app.state.services.sessionmaker() as session:
             events = list(
                 await session.scalars(
                     select(JobEvent).where(JobEvent.job_id == job["id"]).order_by(JobEvent.id)

@@ -19,7 +19,7 @@ from app.config import Settings
 from app.db.models import Job
 from app.jobs.callbacks import callback_signature
 from app.main import create_app
-from app.ratelimit import MemoryWindows, RedisWindows
+from app.ratelimits.windows import MemoryWindows, RedisWindows
 from tests.harness import Stack, bearer, running_stack, serve, wait_until
 from tests.tcp_proxy import TcpProxy
 

@@ -17,12 +17,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sse_starlette import ServerSentEvent
 
+from app.api.sse import LiveStreamResponse, LiveStreams
 from app.db.migrate import upgrade
 from app.db.models import Batch, Job, JobEvent
-from app.jobs.feed import latest_event_id, owner_feed
-from app.jobs.inbox import CAPACITY, Inbox
+from app.jobs.live.feed import latest_event_id, owner_feed
+from app.jobs.live.inbox import CAPACITY, Inbox
 from app.main import create_app
-from app.sse import LiveStreamResponse, LiveStreams
 from tests.harness import CLOSED_PORT_DB, Stack, running_stack, serve, wait_until
 
 LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
@@ -340,7 +340,7 @@ async def test_a_stream_from_now_on_starts_with_its_position(api: Stack) -> None
             if line == "":
                 break
             lines.append(line)
-    async with api.app.state.sessionmaker() as session:
+    async with api.app.state.services.sessionmaker() as session:
         latest = await session.scalar(select(func.max(JobEvent.id)))
     assert latest is not None and job["id"]
     assert sorted(lines) == sorted(
@@ -363,7 +363,7 @@ async def test_live_streams_are_capped_per_user_and_per_replica(database_url: st
     async with running_stack(
         database_url, sse_max_streams_per_user=2, sse_max_streams_per_replica=3
     ) as stack:
-        slots = stack.app.state.stream_slots
+        slots = stack.app.state.services.stream_slots
         job = await stack.create_job("alice")
         async with open_stream(stack, "alice"), open_stream(stack, "alice"):
             for path in ("/events", f"/jobs/{job['id']}/events"):
@@ -390,14 +390,14 @@ async def test_a_stream_resumes_exactly_after_the_listener_reconnects(database_u
     """A move made while the LISTEN connection is down is never notified: when it is back,
     every stream re-reads once (nothing else would deliver it)."""
     async with running_stack(database_url) as stack:
-        listener = stack.app.state.event_listener
+        listener = stack.app.state.services.event_listener
         await asyncio.wait_for(listener.listening.wait(), 10)
         job = await stack.create_job()
         path = f"/jobs/{job['id']}/events"
         async with stack.http.stream("GET", path, headers=stack.headers()) as response:
             lines = response.aiter_lines()
             seen = [await anext(lines) for _ in range(4)]  # id, event, data, blank: `queued`
-            async with stack.app.state.sessionmaker() as session:
+            async with stack.app.state.services.sessionmaker() as session:
                 killed = await session.scalar(
                     text(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -410,7 +410,7 @@ async def test_a_stream_resumes_exactly_after_the_listener_reconnects(database_u
             assert canceled.status_code == 200  # committed while nobody listens
             rest = asyncio.wait_for(anext_all(lines), 30)  # it ends at `canceled` (terminal)
             seen += await rest
-        async with stack.app.state.sessionmaker() as session:
+        async with stack.app.state.services.sessionmaker() as session:
             recorded = list(
                 await session.scalars(
                     select(JobEvent.id).where(JobEvent.job_id == job["id"]).order_by(JobEvent.id)
@@ -426,7 +426,7 @@ async def test_a_slow_reader_is_re_read_and_loses_nothing(database_url: str) -> 
     """A stream that does not take its moves is not buffered without end: past its inbox's
     capacity it turns stale, and it re-reads from the database exactly what it missed."""
     async with running_stack(database_url) as stack:
-        state = stack.app.state
+        state = stack.app.state.services
         await asyncio.wait_for(state.event_listener.listening.wait(), 10)
         start = await latest_event_id(state.sessionmaker)
         inbox = Inbox()
@@ -485,7 +485,7 @@ async def test_a_stream_resumed_past_the_last_move_ends_with_the_job(api: Stack)
     job = await api.create_job()
     headers = {**api.headers(), "Last-Event-ID": str(2**62)}
     reading = asyncio.ensure_future(read_events(api.http, f"/jobs/{job['id']}/events", headers))
-    slots = api.app.state.stream_slots
+    slots = api.app.state.services.stream_slots
     await wait_until(lambda: asyncio.sleep(0, slots.open == 1))  # following the job
     canceled = await api.http.post(f"/jobs/{job['id']}/cancel", headers=api.headers())
     assert canceled.status_code == 200

@@ -80,7 +80,7 @@ def storage(request: pytest.FixtureRequest) -> MediaStorage:
     """The local backend as a running service serves it, or a real S3-compatible bucket."""
     if request.param == "local":
         api: Stack = request.getfixturevalue("api")
-        return api.app.state.media_storage
+        return api.app.state.services.media_storage
     bucket: S3Bucket = request.getfixturevalue("s3_bucket")
     return MediaStorage(make_settings("sqlite://", **bucket.settings()))
 
@@ -190,7 +190,9 @@ async def test_a_job_is_running_until_its_video_is_stored(database_url: str) -> 
         body = await job_body(stack, created["id"])
         assert (body["status"], body["video_url"], body["media"]) == ("running", None, None)
         worker = MediaWorker(
-            stack.app.state.sessionmaker, stack.app.state.media_storage, stack.settings
+            stack.app.state.services.sessionmaker,
+            stack.app.state.services.media_storage,
+            stack.settings,
         )
         try:
             await worker.run_once()
@@ -335,7 +337,7 @@ async def test_two_replicas_racing_copy_each_video_once(database_url: str, tmp_p
             return len(jobs) == 12 and all(j.media_status == "pending" for j in jobs)
 
         await wait_until(all_pending)
-        state = stack.app.state
+        state = stack.app.state.services
         replicas = [
             MediaWorker(state.sessionmaker, state.media_storage, stack.settings) for _ in range(2)
         ]

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from app.db.models import JobEvent, OutboundAttempt, OutboundEndpoint, OutboundMessage
 from app.jobs import retention
 from app.jobs.retention import RetentionSweeper
+from app.outbound.retention import prune_finished_messages
 from tests.harness import Stack
 
 OLD = datetime.now(UTC) - timedelta(days=40)
@@ -24,7 +25,7 @@ async def test_old_moves_and_finished_messages_are_pruned_in_batches(
         assert (await api.http.post(f"/jobs/{job['id']}/cancel", headers=api.headers())).is_success
     young = await api.create_job()
     assert (await api.http.post(f"/jobs/{young['id']}/cancel", headers=api.headers())).is_success
-    sessionmaker = api.app.state.sessionmaker
+    sessionmaker = api.app.state.services.sessionmaker
     async with sessionmaker() as session, session.begin():
         old_ids = [uuid.UUID(job["id"]) for job in old_jobs]
         await session.execute(update(JobEvent).where(JobEvent.job_id.in_(old_ids)).values(at=OLD))
@@ -52,7 +53,9 @@ async def test_old_moves_and_finished_messages_are_pruned_in_batches(
         )
 
     sweeper = RetentionSweeper(
-        sessionmaker, api.settings.model_copy(update={"events_retention_days": 30})
+        sessionmaker,
+        api.settings.model_copy(update={"events_retention_days": 30}),
+        [prune_finished_messages],
     )
     removed = await sweeper.run_once()
 

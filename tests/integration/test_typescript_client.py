@@ -115,7 +115,7 @@ async def test_in_chromium_the_client_follows_a_job_through_a_dropped_connection
     finally:
         await context.close()
         await proxy.cut()
-    async with stack.app.state.sessionmaker() as session:
+    async with stack.app.state.services.sessionmaker() as session:
         recorded = list(
             await session.scalars(
                 select(JobEvent.id).where(JobEvent.job_id == job_id).order_by(JobEvent.id)

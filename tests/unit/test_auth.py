@@ -13,18 +13,18 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from app import auth
 from app.config import Settings
-from app.errors import ProblemError
+from app.identity import tokens
 from app.identity import verifier as verifier_module
 from app.identity.verifier import TokenVerifier
+from app.kit.errors import ProblemError
 
 SETTINGS = Settings(_env_file=None, jwt_leeway_seconds=5)  # type: ignore[call-arg]
 OTHER = Settings(_env_file=None, jwt_secret="another-jwt-secret-" + "z" * 24)  # type: ignore[call-arg]
 
 
 async def test_a_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
-    token = auth.issue_token(SETTINGS, "alice", ttl=60)
+    token = tokens.issue_token(SETTINGS, "alice", ttl=60)
     verifier = TokenVerifier(SETTINGS)
     assert (await verifier.verify(token)).subject == "alice"  # verified, now cached
     later = time.time() + 60 + 5 + 1
@@ -35,14 +35,14 @@ async def test_a_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 async def test_the_cache_is_the_verifiers_own() -> None:
-    token = auth.issue_token(SETTINGS, "alice")
+    token = tokens.issue_token(SETTINGS, "alice")
     assert (await TokenVerifier(SETTINGS).verify(token)).subject == "alice"
     with pytest.raises(ProblemError):
         await TokenVerifier(OTHER).verify(token)  # verified under one secret, not another
 
 
 async def test_admin_role_survives_the_cache() -> None:
-    token = auth.issue_token(SETTINGS, "ops", admin=True)
+    token = tokens.issue_token(SETTINGS, "ops", admin=True)
     verifier = TokenVerifier(SETTINGS)
     assert (await verifier.verify(token)).is_admin
     assert (await verifier.verify(token)).is_admin
@@ -79,7 +79,7 @@ async def test_rs256_tokens_from_the_identity_provider() -> None:
             await verifier.verify(token)
         assert refused.value.status == 401
     with pytest.raises(ValueError, match="HS256"):
-        auth.issue_token(settings, "carol")  # only an IdP mints RS256 tokens
+        tokens.issue_token(settings, "carol")  # only an IdP mints RS256 tokens
 
 
 def _hs256_with(secret: str, claims: dict[str, object]) -> str:

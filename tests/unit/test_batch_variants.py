@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.schemas import BatchCreate
+from app.jobs.schemas import BatchCreate
 
 
 @pytest.mark.parametrize(

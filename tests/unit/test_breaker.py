@@ -2,7 +2,7 @@
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from app.breaker import BreakerState, CircuitBreaker
+from app.kit.breaker import BreakerState, CircuitBreaker
 
 
 def test_open_after_the_threshold_one_probe_then_closed_or_open_again() -> None:

@@ -3,8 +3,8 @@ process serves, and start-up objects leave the collected generations."""
 
 import gc
 
-from app.garbage_collection import freeze_startup_objects, recording_pauses
-from app.metrics import GC_PAUSE
+from app.ops.garbage_collection import freeze_startup_objects, recording_pauses
+from app.ops.metrics import GC_PAUSE
 
 
 def _full_collections() -> float:

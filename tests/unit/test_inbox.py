@@ -4,7 +4,7 @@ import asyncio
 import uuid
 
 from app.db.models import Job, JobEvent
-from app.jobs.inbox import CAPACITY, FeedItem, Inbox
+from app.jobs.live.inbox import CAPACITY, FeedItem, Inbox
 
 
 def item(event_id: int) -> FeedItem:

@@ -5,7 +5,7 @@ import json
 import logging
 
 from app.config import Settings
-from app.logs import configure_logging
+from app.ops.logs import configure_logging
 
 
 def emit(settings: Settings) -> str:

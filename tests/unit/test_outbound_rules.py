@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from app.config import Settings
-from app.errors import ProblemError
+from app.kit.errors import ProblemError
 from app.outbound.signing import SecretBox, new_secret, signature_header
 from app.outbound.urls import UnsafeUrl, check_before_send, check_endpoint_url
 from app.outbound.worker import retry_delay

@@ -3,7 +3,7 @@
 import pytest
 from pydantic_core import PydanticCustomError
 
-from app.public_urls import MAX_URL_LENGTH, check_public_https_url
+from app.kit.public_urls import MAX_URL_LENGTH, check_public_https_url
 
 ACCEPTED = [
     "https://cdn.images.net/cat.png",

@@ -9,8 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic_core import PydanticCustomError
 
-from app.public_urls import _HOST_LENGTH_PATTERN, PUBLIC_HTTPS_URL_PATTERN, check_public_https_url
-from app.schemas import PROMPT_PATTERN, JobCreate
+from app.jobs.schemas import PROMPT_PATTERN, JobCreate
+from app.kit.public_urls import (
+    _HOST_LENGTH_PATTERN,
+    PUBLIC_HTTPS_URL_PATTERN,
+    check_public_https_url,
+)
 
 # hypothesis generates through a lookahead by filtering, too slowly: the host's length is
 # left out of what is generated, and checked below

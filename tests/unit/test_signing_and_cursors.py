@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 import pytest
 
 from app.config import Settings
-from app.errors import ProblemError
 from app.jobs.callbacks import callback_signature, callback_url, signature_is_valid
-from app.jobs.cursor import decode_cursor, encode_cursor
+from app.kit.cursor import decode_cursor, encode_cursor
+from app.kit.errors import ProblemError
 
 SETTINGS = Settings(_env_file=None, public_base_url="https://bff.example.com/")  # type: ignore[call-arg]
 OTHER_SECRET = Settings(_env_file=None, webhook_secret="another-secret-entirely-000000000")  # type: ignore[call-arg]

@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.errors import ProblemError
-from app.jobs.stream_slots import StreamSlots
+from app.jobs.live.stream_slots import StreamSlots
+from app.kit.errors import ProblemError
 
 
 async def two() -> AsyncIterator[int]:

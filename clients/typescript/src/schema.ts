@@ -602,7 +602,7 @@ export interface components {
             status_polls: number;
             /**
              * Media Status
-             * @description pending, stored, failed, purging or purged (app/media/states.py)
+             * @description pending, stored, failed, purging or purged (app/jobs/states.py)
              */
             media_status: string | null;
             /** Media Attempts */

@@ -1,0 +1,76 @@
+"""Probes for orchestrators and scrapers: liveness, readiness, Prometheus metrics."""
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.auth import admin_principal
+from app.api.errors import problem_responses
+from app.api.state import services
+from app.jobs import stats
+from app.jobs.states import JobStatus
+from app.kit.errors import ProblemError
+from app.ops.health import bounded, database_problem, redis_problem
+from app.ops.metrics import (
+    DB_POOL_CHECKED_OUT,
+    EVENT_LOOP_LAG,
+    JOBS_BY_STATUS,
+    OUTBOUND_OLDEST_PENDING,
+)
+from app.outbound import deliveries
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Ready for traffic: database reachable and migrated (Redis down only degrades)",
+    responses=problem_responses(503),
+)
+async def readyz(request: Request) -> dict[str, str | list[str]]:
+    """503 only for what a replica cannot serve without (the database, migrations at
+    head). Redis is not one of those: without it rate limits are let through and the
+    database budgets hold, so an unreachable Redis, or its breaker open, is `degraded`;
+    a load balancer keeps the replica (and the fleet) in service."""
+    state = services(request)
+    limits = state.rate_limits
+    database, redis = await asyncio.gather(
+        bounded(database_problem(state.engine, state.migration_head), "database"),
+        bounded(redis_problem(limits.breaker, limits.windows.check), "redis")
+        if state.settings.redis_url
+        else asyncio.sleep(0),
+    )
+    if database is not None:
+        raise ProblemError(503, "not_ready", f"database: {database.code}", errors=[database])
+    if redis is not None:
+        return {"status": "degraded", "degraded": [f"redis: {redis.code}"]}
+    return {"status": "ready"}
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (METRICS_TOKEN bearer, or admin)",
+    response_class=Response,
+    responses=problem_responses(401, 403),
+)
+async def metrics(request: Request) -> Response:
+    await admin_principal(request, extra_secret=services(request).settings.metrics_token)
+    async with services(request).sessionmaker() as session:
+        counts = await stats.job_counts(session)
+        pending = await deliveries.oldest_pending_ages(session)
+    for status in JobStatus:
+        JOBS_BY_STATUS.labels(status).set(counts.get(status, 0))
+    pool = services(request).engine.pool
+    DB_POOL_CHECKED_OUT.set(pool.checkedout() if hasattr(pool, "checkedout") else 0)
+    EVENT_LOOP_LAG.set(services(request).loop_lag.take_worst())
+    OUTBOUND_OLDEST_PENDING.clear()  # endpoints with nothing pending drop out
+    for endpoint_id, age in pending.items():
+        OUTBOUND_OLDEST_PENDING.labels(str(endpoint_id)).set(age)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

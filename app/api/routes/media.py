@@ -1,0 +1,102 @@
+"""Serving stored media to browsers and apps.
+
+`GET /jobs/{id}/content` (the owner, with a bearer token) redirects to a fresh signed URL,
+as the content endpoints of the hosted video APIs do. `GET /media/{key}` serves those
+URLs on the local backend (on S3 they point at the bucket): the signature is the only
+credential, `Range` requests get `206` so players can seek, and responses carry
+`Content-Type`, `ETag`, `Accept-Ranges` and private caching until the URL expires.
+"""
+
+import time
+import uuid
+from enum import StrEnum
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse
+
+from app.api.deps import Reader
+from app.api.errors import problem_responses
+from app.api.state import services
+from app.jobs import service
+from app.kit.errors import ProblemError
+from app.media.signed_urls import KEY_PATTERN, MEDIA_PATH, check_signature
+
+router = APIRouter(tags=["media"])
+files_router = APIRouter(tags=["media"])
+
+
+class Variant(StrEnum):
+    VIDEO = "video"
+    POSTER = "poster"
+
+
+@router.get(
+    "/jobs/{job_id:uuid}/content",
+    status_code=307,
+    response_class=RedirectResponse,
+    summary="Redirect to a fresh signed URL of your job's video or poster",
+    responses={
+        307: {"description": "`Location` is a signed URL valid for MEDIA_URL_TTL_SECONDS"},
+        **problem_responses(401, 404, 409, 422, 429),
+    },
+)
+async def get_job_content(
+    job_id: uuid.UUID,
+    principal: Reader,
+    request: Request,
+    variant: Variant = Variant.VIDEO,
+) -> RedirectResponse:
+    """404 `job_not_found` for a job that is not yours (or deleted); 409 `media_not_ready`
+    while the video is not stored (yet, or any more)."""
+    state = services(request)
+    job = await service.read_job(state.engine, state.media_links, principal.subject, job_id)
+    url = job.video_url if variant is Variant.VIDEO else job.poster_url
+    if url is None:
+        raise ProblemError(
+            409, "media_not_ready", f"The job is {job.status.value}; it has no stored video."
+        )
+    return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+
+
+def _forbidden(code: str) -> ProblemError:
+    detail = {
+        "url_expired": "This media URL has expired; read the job again for a fresh one.",
+        "invalid_signature": "This media URL's signature is not valid.",
+    }[code]
+    return ProblemError(403, code, detail)
+
+
+@files_router.get(
+    MEDIA_PATH + "{key:path}",
+    response_class=FileResponse,
+    summary="A stored video or poster, by signed URL (local media backend)",
+    responses={
+        200: {"content": {"video/mp4": {}, "video/webm": {}, "image/jpeg": {}}},
+        206: {"description": "the byte range asked for with `Range`"},
+        **problem_responses(403, 404, 422),
+    },
+)
+async def get_media_file(
+    key: str,
+    request: Request,
+    expires: Annotated[int, Query(ge=0, le=2**40)],
+    signature: Annotated[str, Query(max_length=128)],
+) -> FileResponse:
+    if not KEY_PATTERN.match(key):
+        raise ProblemError(404, "not_found", "No such media object.")
+    settings = services(request).settings
+    if (problem := check_signature(settings, key, expires, signature)) is not None:
+        raise _forbidden(problem)
+    path = services(request).media_storage.local_path(key)
+    if not await anyio.Path(path).is_file():  # deleted with its job, or expired by retention
+        raise ProblemError(404, "not_found", "No such media object.")
+    max_age = max(0, expires - int(time.time()))
+    return FileResponse(path, headers={"Cache-Control": f"private, max-age={max_age}"})
+
+
+# players may ask for the headers alone (HEAD answers like GET, without the body)
+files_router.add_api_route(
+    MEDIA_PATH + "{key:path}", get_media_file, methods=["HEAD"], include_in_schema=False
+)

@@ -1,0 +1,55 @@
+"""What a process builds once and its routers use, as one typed object.
+
+`create_app`'s lifespan builds `Services` and sets it as `app.state.services`; routers
+reach it through `services(request)`, so every use is checked against these types
+instead of reading untyped attributes of Starlette's `State`."""
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.api.sse import LiveStreams
+from app.config import Settings
+from app.identity.verifier import TokenVerifier
+from app.jobs.dispatcher import Dispatcher
+from app.jobs.live.events import EventHub, PostgresListener
+from app.jobs.live.stream_slots import StreamSlots
+from app.media.copier import MediaWorker
+from app.media.links import MediaLinks
+from app.media.purge import Purger
+from app.media.storage import MediaStorage
+from app.ops.loop_lag import LoopLag
+from app.outbound.signing import SecretBox
+from app.outbound.worker import OutboundWorker
+from app.ratelimits.windows import RateLimits
+from app.seedance.client import SeedanceClient
+
+
+@dataclass(slots=True, kw_only=True)
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    migration_head: str | None
+    verifier: TokenVerifier
+    seedance: SeedanceClient
+    rate_limits: RateLimits
+    media_storage: MediaStorage
+    media_links: MediaLinks
+    purger: Purger
+    outbound_secrets: SecretBox
+    event_hub: EventHub
+    event_listener: PostgresListener | None  # None on SQLite (in-process fan-out)
+    live_streams: LiveStreams
+    stream_slots: StreamSlots
+    loop_lag: LoopLag
+    # the loops this process runs; None where it runs none of that kind
+    dispatcher: Dispatcher | None
+    media_worker: MediaWorker | None
+    outbound_worker: OutboundWorker | None
+
+
+def services(request: Request) -> Services:
+    built: Services = request.app.state.services
+    return built
