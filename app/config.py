@@ -4,12 +4,14 @@ Tests and tools build their own `Settings(...)` and pass it to `create_app`, so 
 reads the environment behind the factory's back.
 """
 
+import json
 import re
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Annotated, Self
 
 from limits import parse_many
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"  # noqa: S105 - refused in production
@@ -112,13 +114,27 @@ DEFAULT_COST_PER_SECOND: dict[str, dict[str, int]] = {
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    environment: Environment = Environment.DEV
+    environment: Environment = Field(Environment.DEV, description="`dev` or `production`")
 
     # Storage
-    database_url: str = "sqlite+aiosqlite:///./seedance-bff.db"
-    database_pool_size: int = Field(20, ge=1)
-    database_max_overflow: int = Field(0, ge=0)
-    redis_url: str | None = None
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./seedance-bff.db",
+        description="`postgresql+asyncpg://user:pw@host/db` in production",
+    )
+    database_pool_size: int = Field(
+        20, ge=1, description="Postgres connections per process (a fixed pool: see Benchmarks)"
+    )
+    database_max_overflow: int = Field(
+        0,
+        ge=0,
+        description=(
+            "extra connections beyond the pool; each is opened and closed per burst, which costs "
+            "more than it gives"
+        ),
+    )
+    redis_url: str | None = Field(
+        None, description="e.g. `redis://127.0.0.1:6379/0`; rate limits are in memory without it"
+    )
     redis_timeout_seconds: float = Field(
         2.0, gt=0, description="one rate-limit call to Redis, connecting included"
     )
@@ -133,37 +149,67 @@ class Settings(BaseSettings):
     )
 
     # Upstream (Seedance v2)
-    seedance_api_key: SecretStr = SecretStr(DEV_SEEDANCE_KEY)
-    seedance_base_url: str = "https://seedanceapi.org/v2"
-    seedance_connect_timeout: float = Field(5.0, gt=0)
-    seedance_read_timeout: float = Field(30.0, gt=0)
+    seedance_api_key: SecretStr = Field(
+        SecretStr(DEV_SEEDANCE_KEY),
+        description="the upstream bearer key; never logged, returned or stored",
+    )
+    seedance_base_url: str = Field(
+        "https://seedanceapi.org/v2", description="the dev run points it at the simulator"
+    )
+    seedance_connect_timeout: float = Field(5.0, gt=0, description="seconds")
+    seedance_read_timeout: float = Field(
+        30.0, gt=0, description="seconds; a generate call past it has an unknown outcome"
+    )
     seedance_max_attempts: int = Field(4, ge=1, description="attempts per upstream call")
-    seedance_backoff_initial: float = Field(0.5, ge=0)
-    seedance_backoff_max: float = Field(20.0, ge=0)
+    seedance_backoff_initial: float = Field(
+        0.5, ge=0, description="seconds, first retry backoff (then exponential, with jitter)"
+    )
+    seedance_backoff_max: float = Field(
+        20.0, ge=0, description="seconds, longest backoff (and longest honoured `Retry-After`)"
+    )
 
     # Webhooks: where Seedance reaches us, and the key that signs each job's callback URL
-    public_base_url: str = "http://127.0.0.1:8000"
-    webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
-    confirm_success_with_status: bool = True
+    public_base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="where Seedance reaches our webhooks (public https in production)",
+    )
+    webhook_secret: SecretStr = Field(
+        SecretStr(DEV_WEBHOOK_SECRET), description="signs each job's callback URL"
+    )
+    confirm_success_with_status: bool = Field(
+        True, description="confirm a SUCCESS callback with one status call"
+    )
 
     # Client auth (JWT bearer)
-    jwt_algorithm: JwtAlgorithm = JwtAlgorithm.HS256
-    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
-    jwt_public_key: str | None = None
-    jwt_issuer: str = "seedance-bff"
-    jwt_audience: str = "seedance-bff"
-    jwt_leeway_seconds: int = Field(30, ge=0)
+    jwt_algorithm: JwtAlgorithm = Field(JwtAlgorithm.HS256, description="or `RS256`")
+    jwt_secret: SecretStr = Field(SecretStr(DEV_JWT_SECRET), description="HS256 shared secret")
+    jwt_public_key: str | None = Field(None, description="PEM public key, required with RS256")
+    jwt_issuer: str = Field("seedance-bff", description="required `iss`")
+    jwt_audience: str = Field("seedance-bff", description="required `aud`")
+    jwt_leeway_seconds: int = Field(30, ge=0, description="clock skew allowed on `exp`")
     # the issuer above with keys from a JWKS instead of JWT_SECRET / JWT_PUBLIC_KEY
-    jwt_jwks_url: str | None = None
+    jwt_jwks_url: str | None = Field(
+        None,
+        description="`JWT_ISSUER`'s keys from a JWKS instead of `JWT_SECRET` / `JWT_PUBLIC_KEY`",
+    )
     jwt_oidc_discovery: bool = Field(
         False, description="find JWT_ISSUER's JWKS from its /.well-known/openid-configuration"
     )
     # more identity providers (JSON list of TokenIssuer), each with its JWKS
-    jwt_issuers: list[TokenIssuer] = Field(default_factory=list)
+    jwt_issuers: list[TokenIssuer] = Field(
+        default_factory=list,
+        description='more identity providers (JSON list; see "Identity providers")',
+    )
     # claim mapping: a claim name, or a JSON list of keys down to a nested claim
-    jwt_subject_claim: str | list[str] = "sub"
-    jwt_admin_claim: str | list[str] = "role"
-    jwt_admin_values: list[str] = Field(default_factory=lambda: ["admin"])
+    jwt_subject_claim: str | list[str] = Field(
+        "sub", description="the claim that names the user (a name, or a JSON list of keys)"
+    )
+    jwt_admin_claim: str | list[str] = Field(
+        "role", description="the claim that makes an admin (a string or a list claim)"
+    )
+    jwt_admin_values: list[str] = Field(
+        default_factory=lambda: ["admin"], description="the values of it that do"
+    )
     jwt_plan_claim: str | list[str] | None = Field(
         None, description="the claim naming the user's plan (unset: everyone on DEFAULT_PLAN)"
     )
@@ -174,19 +220,25 @@ class Settings(BaseSettings):
     jwks_refetch_seconds: float = Field(
         300.0, ge=0, description="an unknown `kid` refetches the keys at most this often"
     )
-    jwks_failure_backoff_seconds: float = Field(10.0, ge=0)
+    jwks_failure_backoff_seconds: float = Field(
+        10.0, ge=0, description="after a failed fetch, no other for this long"
+    )
     jwks_stale_seconds: float = Field(
         86400.0, ge=0, description="cached keys keep verifying this long while the provider is down"
     )
-    jwks_fetch_timeout_seconds: float = Field(5.0, gt=0)
-    dev_token_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    jwks_fetch_timeout_seconds: float = Field(
+        5.0, gt=0, description="one fetch of a provider's keys or configuration"
+    )
+    dev_token_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=60, description="lifetime of tokens from `python -m app.identity.tokens`"
+    )
 
     # Request rate limits (`limits` syntax: "30/minute", "5/second"): per user for the /jobs
     # API, per source IP for webhooks. Shared through Redis when REDIS_URL is set.
-    rate_limit_create: str = "30/minute"
-    rate_limit_read: str = "300/minute"
-    rate_limit_webhook: str = "6000/minute"
-    rate_limit_key_prefix: str = "seedance-bff"
+    rate_limit_create: str = Field("30/minute", description="per user, `POST /jobs`")
+    rate_limit_read: str = Field("300/minute", description="per user, `GET /jobs…`, `/me/usage`")
+    rate_limit_webhook: str = Field("6000/minute", description="per source IP, callbacks")
+    rate_limit_key_prefix: str = Field("seedance-bff", description="Redis key prefix of the limits")
 
     # Per-user budgets, enforced in the database (hold across replicas and restarts)
     user_max_jobs_in_flight: int = Field(10, ge=1, description="queued + running jobs per user")
@@ -194,26 +246,49 @@ class Settings(BaseSettings):
 
     # Plans: limits by plan name (JSON: name -> Plan); a token names its plan in
     # JWT_PLAN_CLAIM; no plan, or one not in PLANS, is DEFAULT_PLAN
-    plans: dict[str, Plan] = Field(default_factory=dict)
-    default_plan: str = "default"
+    plans: dict[str, Plan] = Field(
+        default_factory=dict,
+        description=(
+            "limits by plan name (JSON; see [Plans](api.md#plans)); "
+            "unset fields take the global settings"
+        ),
+    )
+    default_plan: str = Field(
+        "default",
+        description=(
+            "the plan of a token that names none, or one not in `PLANS` (must be one of them when "
+            "`PLANS` is set)"
+        ),
+    )
 
     # Content policy: prompts matching any of these regexes (case-insensitive) are refused
-    blocked_prompt_patterns: list[str] = Field(default_factory=list)
+    blocked_prompt_patterns: list[str] = Field(
+        default_factory=list, description="JSON list of regexes refused in prompts"
+    )
 
     # Cost table: credits per second of video, by model and resolution
     cost_per_second: dict[str, dict[str, int]] = Field(
-        default_factory=lambda: {m: dict(r) for m, r in DEFAULT_COST_PER_SECOND.items()}
+        default_factory=lambda: {m: dict(r) for m, r in DEFAULT_COST_PER_SECOND.items()},
+        description="credits per second of video (JSON)",
     )
 
     # Dispatcher: hands queued jobs to Seedance
-    dispatcher_enabled: bool = True
-    dispatcher_max_in_flight: int = Field(8, ge=1)
+    dispatcher_enabled: bool = Field(True, description="run the dispatcher in this process")
+    dispatcher_max_in_flight: int = Field(
+        8, ge=1, description="concurrent generate calls per process"
+    )
     dispatcher_submits_per_second: int = Field(
         10, ge=1, description="global cap on generate calls (across replicas with Redis)"
     )
-    dispatcher_poll_seconds: float = Field(1.0, gt=0)
-    dispatcher_max_submit_attempts: int = Field(6, ge=1)
-    dispatcher_retry_backoff_seconds: float = Field(5.0, ge=0)
+    dispatcher_poll_seconds: float = Field(
+        1.0, gt=0, description="how often it looks for queued jobs (it is also woken on create)"
+    )
+    dispatcher_max_submit_attempts: int = Field(
+        6, ge=1, description="submissions refused this often fail `upstream_unavailable`"
+    )
+    dispatcher_retry_backoff_seconds: float = Field(
+        5.0, ge=0, description="first delay before re-submitting a refused job (doubles)"
+    )
     submit_unknown_grace_seconds: float = Field(
         900.0,
         gt=0,
@@ -221,43 +296,85 @@ class Settings(BaseSettings):
     )
 
     # Reconciler: polls only jobs whose callback is overdue
-    reconciler_enabled: bool = True
-    reconciler_poll_seconds: float = Field(5.0, gt=0)
-    callback_overdue_base_seconds: float = Field(120.0, ge=0)
-    callback_overdue_per_video_second: float = Field(10.0, ge=0)
-    reconciler_backoff_initial_seconds: float = Field(15.0, gt=0)
-    reconciler_backoff_max_seconds: float = Field(600.0, gt=0)
-    reconciler_status_rate_per_second: float = Field(5.0, gt=0)
-    job_hard_deadline_seconds: float = Field(3600.0, gt=0)
+    reconciler_enabled: bool = Field(True, description="run the reconciler in this process")
+    reconciler_poll_seconds: float = Field(
+        5.0, gt=0, description="how often it looks for overdue jobs"
+    )
+    callback_overdue_base_seconds: float = Field(
+        120.0, ge=0, description="a callback is late after this…"
+    )
+    callback_overdue_per_video_second: float = Field(
+        10.0, ge=0, description="…plus this per second of requested video"
+    )
+    reconciler_backoff_initial_seconds: float = Field(
+        15.0, gt=0, description="delay between status polls of one job (doubles)"
+    )
+    reconciler_backoff_max_seconds: float = Field(
+        600.0, gt=0, description="longest delay between polls of one job"
+    )
+    reconciler_status_rate_per_second: float = Field(
+        5.0, gt=0, description="status calls per second per process"
+    )
+    job_hard_deadline_seconds: float = Field(
+        3600.0, gt=0, description="running jobs with no outcome by then fail `upstream_timeout`"
+    )
 
     # Media: the durable copy of every video (and its poster) in our own storage
-    media_backend: MediaBackend = MediaBackend.LOCAL
+    media_backend: MediaBackend = Field(
+        MediaBackend.LOCAL,
+        description="`local` (a folder, served by the service) or `s3` (any S3-compatible bucket)",
+    )
     media_root: str = Field("./media", description="the local backend's folder")
-    media_s3_bucket: str | None = None
+    media_s3_bucket: str | None = Field(None, description="required with `s3`")
     media_s3_endpoint: str | None = Field(None, description="unset for AWS S3")
     media_s3_public_endpoint: str | None = Field(
         None, description="the endpoint browsers reach, when it differs (signing only)"
     )
-    media_s3_region: str = "us-east-1"
-    media_s3_access_key_id: SecretStr | None = None
-    media_s3_secret_access_key: SecretStr | None = None
-    media_url_secret: SecretStr = SecretStr(DEV_MEDIA_URL_SECRET)
-    media_url_ttl_seconds: int = Field(3600, ge=10, le=7 * 24 * 3600)
-    media_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
-    media_connect_timeout: float = Field(10.0, gt=0)
-    media_read_timeout: float = Field(60.0, gt=0)
-    media_max_redirects: int = Field(5, ge=0)
+    media_s3_region: str = Field("us-east-1", description="the bucket's region (signing)")
+    media_s3_access_key_id: SecretStr | None = Field(
+        None, description="with the secret below; unset: the usual AWS credential chain"
+    )
+    media_s3_secret_access_key: SecretStr | None = Field(
+        None, description="never logged or returned"
+    )
+    media_url_secret: SecretStr = Field(
+        SecretStr(DEV_MEDIA_URL_SECRET),
+        description="signs the local backend's media URLs (required in production with `local`)",
+    )
+    media_url_ttl_seconds: int = Field(
+        3600, ge=10, le=7 * 24 * 3600, description="lifetime of every signed video and poster URL"
+    )
+    media_max_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024,
+        description="larger results are refused while streaming (`media_too_large`)",
+    )
+    media_connect_timeout: float = Field(10.0, gt=0, description="seconds, downloading a result")
+    media_read_timeout: float = Field(
+        60.0, gt=0, description="seconds without a byte before a download counts as broken"
+    )
+    media_max_redirects: int = Field(5, ge=0, description="each one checked like the first URL")
     media_trusted_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="origins a result may be downloaded from although not public https "
         "(the simulator in dev, tests and benchmarks); the real API needs none",
     )
-    media_worker_enabled: bool = True
-    media_copy_concurrency: int = Field(4, ge=1)
-    media_poll_seconds: float = Field(1.0, gt=0)
-    media_copy_max_attempts: int = Field(8, ge=1)
-    media_retry_backoff_seconds: float = Field(5.0, ge=0)
-    media_retry_backoff_max_seconds: float = Field(1800.0, ge=0)
+    media_worker_enabled: bool = Field(
+        True, description="run the media worker (copies, purges, retention) in this process"
+    )
+    media_copy_concurrency: int = Field(4, ge=1, description="copies at once per process")
+    media_poll_seconds: float = Field(
+        1.0, gt=0, description="how often the worker looks for work (it is also woken by callbacks)"
+    )
+    media_copy_max_attempts: int = Field(
+        8, ge=1, description="then the job fails `media_unavailable`"
+    )
+    media_retry_backoff_seconds: float = Field(
+        5.0, ge=0, description="first delay between copy attempts (doubles)"
+    )
+    media_retry_backoff_max_seconds: float = Field(
+        1800.0, ge=0, description="longest delay between copy attempts"
+    )
     media_copy_lease_seconds: float = Field(
         900.0, gt=0, description="a claimed copy not finished by then is claimed again"
     )
@@ -269,7 +386,11 @@ class Settings(BaseSettings):
         SecretStr(DEV_OUTBOUND_SECRETS_KEY),
         description="encrypts the endpoints' signing secrets at rest",
     )
-    outbound_poll_seconds: float = Field(1.0, gt=0)
+    outbound_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="how often the worker looks for work (it is also woken by every job move)",
+    )
     outbound_timeout_seconds: float = Field(
         10.0, gt=0, description="one attempt, connect to last byte read"
     )
@@ -290,22 +411,59 @@ class Settings(BaseSettings):
 
     # Live updates (SSE): heartbeat (from memory), how many streams a user, and this
     # replica, may hold open
-    sse_heartbeat_seconds: float = Field(15.0, gt=0)
-    sse_max_streams_per_user: int = Field(10, ge=1)
-    sse_max_streams_per_replica: int = Field(10_000, ge=1)
+    sse_heartbeat_seconds: float = Field(
+        15.0,
+        gt=0,
+        description=(
+            "the longest a live stream stays silent: a heartbeat comment line, from memory, after "
+            "half to all of it (jittered, so streams opened together do not beat together)"
+        ),
+    )
+    sse_max_streams_per_user: int = Field(
+        10,
+        ge=1,
+        description=(
+            "live streams one user may hold open on a replica; the next is a 429 "
+            "`too_many_streams` (one `GET /events` follows all of a user's jobs)"
+        ),
+    )
+    sse_max_streams_per_replica: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "live streams a replica holds in all; the next is a 503 `too_many_streams_on_replica` "
+            "with `Retry-After`, so one client cannot take a replica's file descriptors"
+        ),
+    )
 
     # Retention of what only grows: job moves (a job's latest is kept) and finished
     # webhook messages
     events_retention_days: float | None = Field(None, gt=0, description="unset: keep forever")
-    retention_sweep_seconds: float = Field(3600.0, gt=0)
+    retention_sweep_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="how often a replica sweeps for what `EVENTS_RETENTION_DAYS` prunes",
+    )
 
     # /admin/stats and the jobs gauge read hours summed once their jobs have all finished
     stats_rollup_enabled: bool = Field(True, description="sum finished hours in this process")
-    stats_rollup_seconds: float = Field(300.0, gt=0)
+    stats_rollup_seconds: float = Field(
+        300.0, gt=0, description="how often the rollup looks for finished hours"
+    )
 
     # Hostile input: size caps on every request (API or webhook)
-    max_request_body_bytes: int = Field(64 * 1024, ge=1024)
-    max_request_header_bytes: int = Field(16 * 1024, ge=1024)
+    max_request_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description=(
+            "larger request bodies (API or callbacks) are refused with 413 `body_too_large`"
+        ),
+    )
+    max_request_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="larger header sections are refused with 431 `headers_too_large`",
+    )
 
     # Operations: admin access, docs, metrics, logs
     admin_token: SecretStr | None = Field(
@@ -313,20 +471,30 @@ class Settings(BaseSettings):
     )
     docs_access: DocsAccess | None = Field(
         None,
-        description="who may read /docs, /redoc, /openapi.json "
-        "(default: public in dev, admin in production)",
+        description="who may read `/docs`, `/redoc`, `/openapi.json`: `public`, `admin` or `off`",
+        json_schema_extra={"doc_default": "`public` in dev, `admin` in production"},
     )
     metrics_token: SecretStr | None = Field(
         None, description="bearer token for /metrics scrapers (admins may always read it)"
     )
     log_format: LogFormat | None = Field(
-        None, description="default: json in production, text in dev"
+        None,
+        description="one line per request, with the request id",
+        json_schema_extra={"doc_default": "`json` in production, `text` in dev"},
     )
-    log_level: str = "INFO"
+    log_level: str = Field(
+        "INFO",
+        description="the service's own lines never carry prompts, tokens or the Seedance key",
+    )
     playground_enabled: bool | None = Field(
-        None, description="serve the prompt playground at /playground (default: dev only)"
+        None,
+        description="serve the prompt playground at `/playground/`",
+        json_schema_extra={"doc_default": "`true` in dev, `false` in production"},
     )
-    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated origins allowed to call the API from a browser",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -426,3 +594,52 @@ class Settings(BaseSettings):
         return (
             self.callback_overdue_base_seconds + duration * self.callback_overdue_per_video_second
         )
+
+
+def _documented_default(name: str, field: FieldInfo) -> str:
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("doc_default"), str):
+        return extra["doc_default"]
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if value == []:
+        return "empty"
+    if isinstance(value, SecretStr):
+        return "dev value"
+    if isinstance(value, Enum):
+        value = value.value
+    elif isinstance(value, BaseModel | list | dict):
+        value = json.dumps(TypeAdapter(type(value)).dump_python(value, mode="json"))
+    elif isinstance(value, bool):
+        value = str(value).lower()
+    return f"`{value}`"
+
+
+SETTINGS_DOC_HEAD = """# Settings
+
+Every knob is an environment variable (or a line in `.env`), read once into
+`app.config.Settings`. In `ENVIRONMENT=production` the service refuses to start with
+the dev `JWT_SECRET`, `WEBHOOK_SECRET`, `SEEDANCE_API_KEY`, `OUTBOUND_SECRETS_KEY` or (local
+media) `MEDIA_URL_SECRET`.
+
+This page is generated from `Settings` (`python -m app.config > docs/settings.md`; a test
+checks that it is current), so each line says what the code does.
+
+| variable | default | what |
+| --- | --- | --- |
+"""
+
+
+def settings_doc() -> str:
+    """docs/settings.md: every setting, its default and its description, in `Settings`'s
+    order."""
+    rows = [
+        f"| `{name.upper()}` | {_documented_default(name, field)} | {field.description} |"
+        for name, field in Settings.model_fields.items()
+    ]
+    return SETTINGS_DOC_HEAD + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # `python -m app.config > docs/settings.md`
+    print(settings_doc(), end="")
