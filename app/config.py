@@ -44,6 +44,11 @@ class MediaBackend(StrEnum):
     S3 = "s3"  # any S3-compatible bucket (AWS S3, MinIO, R2, GCS interop)
 
 
+class QueuePolicy(StrEnum):
+    FAIR = "fair"  # the owner with the fewest jobs upstream for their plan's weight first
+    FIFO = "fifo"  # the oldest job first (kept for comparison)
+
+
 class JwtAlgorithm(StrEnum):
     HS256 = "HS256"
     RS256 = "RS256"
@@ -62,6 +67,9 @@ class Plan(BaseModel):
     daily_credit_budget: int | None = Field(None, ge=0)
     models: list[str] | None = None
     resolutions: list[str] | None = None
+    queue_weight: int = Field(
+        1, ge=1, description="share of the account's slots while jobs wait (fair share)"
+    )
 
 
 class TokenIssuer(BaseModel):
@@ -284,10 +292,42 @@ class Settings(BaseSettings):
         1.0, gt=0, description="how often it looks for queued jobs (it is also woken on create)"
     )
     dispatcher_max_submit_attempts: int = Field(
-        6, ge=1, description="submissions refused this often fail `upstream_unavailable`"
+        6,
+        ge=1,
+        description="submissions refused this often fail `upstream_unavailable` "
+        "(a 429 is not a refusal: it never counts)",
     )
     dispatcher_retry_backoff_seconds: float = Field(
         5.0, ge=0, description="first delay before re-submitting a refused job (doubles)"
+    )
+    seedance_max_concurrent_tasks: int | None = Field(
+        None,
+        ge=1,
+        description="the Seedance account's concurrency: jobs being submitted plus rendering "
+        "upstream never exceed it, across every replica (unset: learned from the account's 429s)",
+    )
+    queue_policy: QueuePolicy = Field(
+        QueuePolicy.FAIR,
+        description="who goes next when jobs wait: `fair` (fewest jobs upstream for the plan's "
+        "`queue_weight`, then the oldest job) or `fifo` (the oldest job)",
+    )
+    queue_probe_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="after a 429 without `Retry-After`, how long before one submission above "
+        "the learned cap tries whether the account has room again",
+    )
+    queue_board_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="how often a replica reads the queue's order for `queue_position` and "
+        "the live streams' `queue` events (at most, and only while someone asks)",
+    )
+    queue_max_wait_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="a job still waiting for a slot after this long fails `queue_timeout`, "
+        "costing nothing",
     )
     submit_unknown_grace_seconds: float = Field(
         900.0,

@@ -38,6 +38,7 @@ from app.db.session import create_engine, create_sessionmaker
 from app.identity.verifier import TokenVerifier
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.live.events import EventHub, PostgresListener, publish_after_commit
+from app.jobs.live.queue_board import QueueBoard
 from app.jobs.live.stream_slots import StreamSlots
 from app.jobs.reconciler import Reconciler
 from app.jobs.retention import RetentionSweeper
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         loops: list[Loop] = []
         if settings.dispatcher_enabled:
             loops.append(dispatcher)
+            hub.on_slot_freed(dispatcher.wake)  # the next job may go at once
         if settings.reconciler_enabled:
             loops.append(Reconciler(sessionmaker, seedance, settings, media_worker.wake))
         if settings.media_worker_enabled:
@@ -105,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             loops.append(RetentionSweeper(sessionmaker, settings, [prune_finished_messages]))
         if settings.stats_rollup_enabled:
             loops.append(StatsRollup(sessionmaker, settings))
+        queue_board = QueueBoard(sessionmaker, settings, hub)
+        loops.append(queue_board)
         listener = None if settings.is_sqlite else PostgresListener(settings, hub)
         app.state.services = built = Services(
             settings=settings,
@@ -120,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             outbound_secrets=outbound_secrets,
             event_hub=hub,
             event_listener=listener,
+            queue_board=queue_board,
             live_streams=LiveStreams(),
             stream_slots=StreamSlots(
                 settings.sse_max_streams_per_user, settings.sse_max_streams_per_replica

@@ -70,7 +70,7 @@ async def through_service(
             )
 
         async def finished() -> bool:
-            async with stack.app.state.sessionmaker() as session:
+            async with stack.app.state.services.sessionmaker() as session:
                 done = await session.scalar(
                     select(func.count()).where(Job.status.in_(("succeeded", "failed")))
                 )
@@ -80,7 +80,7 @@ async def through_service(
         elapsed = time.monotonic() - started
         succeeded = sum(job.status == "succeeded" for job in await stack.jobs())
         calls = stack.sim.calls
-        await stack.app.state.rate_limits.windows.reset()
+        await stack.app.state.services.rate_limits.windows.reset()
     return {
         "client": f"seedance-bff, {loss:.0%} callbacks lost"
         + (", success confirmed" if confirm else ""),

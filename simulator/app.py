@@ -44,7 +44,12 @@ class SimulatorConfig(BaseModel):
     generate_latency_seconds: float = Field(0.0, ge=0)
     generate_5xx_rate: float = Field(0.0, ge=0, le=1)
     generate_429_rate: float = Field(0.0, ge=0, le=1)
-    retry_after_seconds: int = Field(1, ge=0)
+    retry_after_seconds: int | None = Field(1, ge=0, description="None: no Retry-After")
+    max_concurrent_tasks: int | None = Field(
+        None,
+        ge=1,
+        description="answer 429 (with Retry-After) while this many tasks render (an account)",
+    )
     generate_hang_rate: float = Field(0.0, ge=0, le=1, description="accept, then answer too late")
     generate_hang_seconds: float = Field(30.0, ge=0)
     credits_exhausted: bool = False
@@ -97,6 +102,7 @@ class SimTask:
     video_url: str
     wrong_resolution: bool = False
     pad_bytes: int = 0  # RESULT_PAD_BYTES when the task was made
+    done: bool = False  # its render time has passed: every later report is final
 
     def finished_at(self, task_seconds: float) -> float:
         return self.created + task_seconds
@@ -109,12 +115,13 @@ class SimTask:
         return render(*size, int(self.request.get("duration", 5)))
 
     def status(self, task_seconds: float) -> str:
-        elapsed = time.monotonic() - self.created
-        if elapsed < task_seconds / 3:
+        """Final once the task is `done` (set by its run, before its callback is sent, so
+        the final callback is final by construction); before that, by the clock."""
+        if self.done and not self.never_finish:
+            return "FAILED" if self.will_fail else "SUCCESS"
+        if time.monotonic() - self.created < task_seconds / 3:
             return "PENDING"
-        if elapsed < task_seconds or self.never_finish:
-            return "IN_PROGRESS"
-        return "FAILED" if self.will_fail else "SUCCESS"
+        return "IN_PROGRESS"
 
 
 @dataclass
@@ -132,6 +139,8 @@ class SimulatorState:
     final_callback_at: dict[str, float] = field(default_factory=dict)  # monotonic, per task
     generate_in_flight: int = 0
     max_generate_in_flight: int = 0
+    rendering: int = 0  # tasks accepted whose render time has not passed
+    max_rendering: int = 0
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def reset(self) -> None:
@@ -146,6 +155,7 @@ class SimulatorState:
         self.lost_callbacks.clear()
         self.final_callback_at.clear()
         self.max_generate_in_flight = self.generate_in_flight
+        self.max_rendering = self.rendering
 
     def chance(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
@@ -161,6 +171,8 @@ class SimulatorState:
             "downloads_by_task": dict(self.downloads_by_task),
             "lost_callbacks": sorted(self.lost_callbacks),
             "max_generate_in_flight": self.max_generate_in_flight,
+            "rendering": self.rendering,
+            "max_rendering": self.max_rendering,
             "max_requests_per_callback_url": max(self.requests_by_callback.values(), default=0),
         }
 
@@ -254,7 +266,10 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
 
     async def run_task(task: SimTask, callback_url: str | None) -> None:
         config = state.config
-        await asyncio.sleep(config.task_seconds + config.callback_delay_seconds)
+        await asyncio.sleep(config.task_seconds)
+        task.done = True
+        state.rendering -= 1
+        await asyncio.sleep(config.callback_delay_seconds)
         if callback_url is None or task.never_finish:
             return
         if state.chance(config.callback_loss_rate):
@@ -300,9 +315,17 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
             return _envelope(401, "invalid api key")
         if state.chance(config.generate_5xx_rate):
             return _envelope(503, "service temporarily unavailable")
-        if state.chance(config.generate_429_rate):
-            response = _envelope(429, "rate limit exceeded")
-            response.headers["Retry-After"] = str(config.retry_after_seconds)
+        full = (
+            config.max_concurrent_tasks is not None
+            and state.rendering >= config.max_concurrent_tasks
+        )
+        if full or state.chance(config.generate_429_rate):
+            state.calls["generate_429"] += 1
+            response = _envelope(
+                429, "concurrency limit reached" if full else "rate limit exceeded"
+            )
+            if config.retry_after_seconds is not None:
+                response.headers["Retry-After"] = str(config.retry_after_seconds)
             return response
         if body is None:
             return _envelope(400, "body is not valid JSON")
@@ -323,6 +346,8 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
         )
         state.tasks[task_id] = task
         state.calls["generate_accepted"] += 1
+        state.rendering += 1
+        state.max_rendering = max(state.max_rendering, state.rendering)
         spawn(run_task(task, body.get("callback_url")))
         if state.chance(config.generate_hang_rate):
             # the task exists, but the caller gives up before hearing of it

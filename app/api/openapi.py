@@ -4,7 +4,8 @@ FastAPI derives most of it from the routes and models; this adds what generators
 contract fuzzers need on top: operationIds that read well in generated code (`createJob`,
 `streamJobEvents`), links from a created resource to the operations on it, optional
 parameters that are absent rather than `null`, problem bodies under their one media type,
-the shape of a live event (`JobEventOut`, the `data` of every SSE `job` event), and an
+the shapes of live events (`JobEventOut`, the `data` of every SSE `job` event, and
+`QueueSpotOut`, of every `queue` event), and an
 example for every JSON request and answer.
 """
 
@@ -14,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
-from app.jobs.schemas import JobEventOut
+from app.jobs.schemas import JobEventOut, QueueSpotOut
 from app.kit.errors import PROBLEM_MEDIA_TYPE
 
 COMPONENT_REF = "#/components/schemas/{model}"
@@ -89,7 +90,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                     response["content"] = {PROBLEM_MEDIA_TYPE: content[PROBLEM_MEDIA_TYPE]}
                 if status.startswith("2") and (method, path) in LINKS:
                     response["links"] = LINKS[(method, path)]
-    _add_component(document, JobEventOut.model_json_schema(ref_template=COMPONENT_REF))
+    for live_event in (JobEventOut, QueueSpotOut):
+        _add_component(document, live_event.model_json_schema(ref_template=COMPONENT_REF))
     _add_examples(document)
     app.openapi_schema = document
     return document

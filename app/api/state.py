@@ -4,7 +4,9 @@
 reach it through `services(request)`, so every use is checked against these types
 instead of reading untyped attributes of Starlette's `State`."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -14,7 +16,9 @@ from app.config import Settings
 from app.identity.verifier import TokenVerifier
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.live.events import EventHub, PostgresListener
+from app.jobs.live.queue_board import QueueBoard
 from app.jobs.live.stream_slots import StreamSlots
+from app.jobs.schemas import JobOut
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
 from app.media.purge import Purger
@@ -24,6 +28,8 @@ from app.outbound.signing import SecretBox
 from app.outbound.worker import OutboundWorker
 from app.ratelimits.windows import RateLimits
 from app.seedance.client import SeedanceClient
+
+Out = TypeVar("Out", bound=JobOut)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -41,6 +47,7 @@ class Services:
     outbound_secrets: SecretBox
     event_hub: EventHub
     event_listener: PostgresListener | None  # None on SQLite (in-process fan-out)
+    queue_board: QueueBoard
     live_streams: LiveStreams
     stream_slots: StreamSlots
     loop_lag: LoopLag
@@ -48,6 +55,11 @@ class Services:
     dispatcher: Dispatcher | None
     media_worker: MediaWorker | None
     outbound_worker: OutboundWorker | None
+
+    async def present(self, jobs: Sequence[Any], model: type[Out] = JobOut) -> list[Out]:  # type: ignore[assignment]
+        """Jobs as their owner sees them: fresh signed URLs of their media, and their
+        places in the queue while they wait."""
+        return await self.queue_board.place([self.media_links.job_out(job, model) for job in jobs])
 
 
 def services(request: Request) -> Services:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -55,6 +56,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+# A job holding one of the Seedance account's slots: being submitted (its outcome may be a
+# task), or rendering upstream (its report not in yet). Its index and the scheduler's
+# counts use this one text, so Postgres matches the partial index.
+HOLDS_SLOT_SQL = (
+    "(status = 'queued' AND submit_started_at IS NOT NULL)"
+    " OR (status = 'running' AND media_status IS NULL)"
+)
 
 
 def utcnow() -> datetime:
@@ -94,10 +104,20 @@ class Job(Base):
         Index("ix_jobs_batch_id", "batch_id"),
         # the media worker's claims: copies due, objects to purge, stored media past retention
         Index("ix_jobs_media_status_next_attempt", "media_status", "media_next_attempt_at"),
+        # the jobs holding one of the Seedance account's slots, counted by owner on every
+        # claim (app/jobs/scheduler.py: HOLDS_SLOT says the same)
+        Index(
+            "ix_jobs_upstream",
+            "owner",
+            postgresql_where=text(HOLDS_SLOT_SQL),
+            sqlite_where=text(HOLDS_SLOT_SQL),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     owner: Mapped[str] = mapped_column(String(255))
+    # the owner's plan when the job was created: its weight in the queue's fair share
+    plan: Mapped[str | None] = mapped_column(String(64))
     # validated request
     model: Mapped[str] = mapped_column(String(32))
     prompt: Mapped[str | None] = mapped_column(Text)
@@ -152,6 +172,18 @@ class Job(Base):
     deleted_at: Mapped[datetime | None]
 
 
+class UpstreamCapacity(Base):
+    """One row (id 1): what every replica knows of the Seedance account's concurrency,
+    learned from its 429s (app/jobs/scheduler.py)."""
+
+    __tablename__ = "upstream_capacity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    learned_cap: Mapped[int | None] = mapped_column(Integer)  # tasks it takes at once
+    probe_at: Mapped[datetime | None]  # from then, one submission may go above the cap
+    rate_limited_at: Mapped[datetime | None]  # its last 429
+
+
 class JobEvent(Base):
     __tablename__ = "job_events"
     __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
@@ -180,6 +212,8 @@ class JobStatsHour(Base):
     media_mismatches: Mapped[int] = mapped_column(Integer)
     credits: Mapped[int] = mapped_column(BigInteger)
     success_seconds: Mapped[dict[str, int]] = mapped_column(JSON)
+    # from creation to the accepted submission, the same buckets (migration 0009)
+    queue_seconds: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
 
 
 class OutboundEndpoint(Base):

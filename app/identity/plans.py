@@ -17,6 +17,7 @@ class PlanLimits:
     daily_credit_budget: int
     models: tuple[str, ...]
     resolutions: tuple[str, ...]
+    queue_weight: int = 1
 
     def check(
         self, model: str, resolution: str, *, model_field: str, resolution_field: str
@@ -53,6 +54,7 @@ class Plans:
                 ),
                 models=tuple(plan.models or sorted(settings.cost_per_second)),
                 resolutions=tuple(plan.resolutions or resolutions),
+                queue_weight=plan.queue_weight,
             )
 
         self._plans = {name: limits(name, plan) for name, plan in settings.plans.items()}

@@ -1,30 +1,47 @@
-"""Hands queued jobs to Seedance, each at most once, under a cap on in-flight submissions.
+"""Hands queued jobs to Seedance, each at most once, in the order and within the account's
+cap that the scheduler (app/jobs/scheduler.py) decides, under a cap on in-flight submit
+calls per process.
 
 A claim commits `submit_started_at` before the upstream call, so a crash or a timeout
 after sending leaves the job marked "outcome unknown": it is never re-sent, and waits for
 its callback (which names our job) until the reconciler's grace period runs out. The claim
 is cleared, for a later retry with backoff, only when the call certainly created nothing
-upstream (connection refused, 429, 5xx). Claims use `FOR UPDATE SKIP LOCKED`, so several
-replicas can run dispatchers against one Postgres database.
+upstream (connection refused, 429, 5xx). Claims are serialized across replicas by the
+scheduler's lock (and rows taken `FOR UPDATE SKIP LOCKED`), so several replicas can run
+dispatchers against one Postgres database.
+
+A 429 means the account is full now: the job goes back to the queue as it was (it does not
+count as an attempt, its backoff does not grow, and it never fails the job), and the
+scheduler learns the account's cap. A job that waits past QUEUE_MAX_WAIT_SECONDS fails
+`queue_timeout` before it costs anything.
 """
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.availability import write_through_outage
 from app.db.models import Job
+from app.identity.plans import Plans
+from app.jobs import scheduler
 from app.jobs.callbacks import callback_url
 from app.jobs.reports import mark_submitted
 from app.jobs.states import EventSource, JobStatus, move
 from app.kit.backoff import backoff
 from app.kit.loops import PooledLoop
-from app.ops.metrics import JOB_SUBMISSIONS
+from app.ops.metrics import (
+    JOB_SUBMISSIONS,
+    QUEUE_WAIT,
+    UPSTREAM_CAP,
+    UPSTREAM_RATE_LIMITED,
+    UPSTREAM_SLOTS_IN_USE,
+)
 from app.ratelimits.windows import RateLimits
 from app.seedance.client import (
     GenerateRequest,
@@ -42,6 +59,9 @@ from app.seedance.client import (
 logger = logging.getLogger(__name__)
 _PERMANENT = (UpstreamRejected, InsufficientCredits, UpstreamProtocolError)
 _NOT_SENT = (UpstreamRateLimited, UpstreamTransient, UpstreamAuthError)
+QUEUE_TIMEOUT = "queue_timeout"
+EXPIRE_BATCH = 100
+EXPIRY_SECONDS = 1.0  # jobs that waited too long are looked for this often, not every round
 
 
 class Dispatcher(PooledLoop):
@@ -59,39 +79,78 @@ class Dispatcher(PooledLoop):
         self._client = client
         self._rate_limits = rate_limits
         self._settings = settings
+        self._plans = Plans(settings)
+        self._next_expiry = 0.0  # when to look for jobs that waited too long
 
     async def run_once(self) -> int:
-        """Claim as many due jobs as there are free slots and start submitting them
-        (submissions already sent finish on stop, so their outcome is recorded)."""
+        """Fail jobs that waited too long, then claim what the scheduler sends now (at
+        most this process's free submit slots) and start submitting it (submissions
+        already sent finish on stop, so their outcome is recorded)."""
+        expired = 0
+        if time.monotonic() >= self._next_expiry:
+            self._next_expiry = time.monotonic() + EXPIRY_SECONDS
+            expired = await self._expire_waits()
         free = self.free_slots
         if free <= 0:
-            return 0
-        for job_id, request in await self._claim(free):
+            return expired
+        claimed = await self._claim(free)
+        for job_id, request in claimed:
             self.spawn(self._submit(job_id, request), name=f"submit-{job_id}")
-        return free
+        return expired + len(claimed)
 
     async def _claim(self, limit: int) -> list[tuple[uuid.UUID, GenerateRequest]]:
-        """Mark due jobs as being submitted and build their upstream requests in the same
-        transaction: between the claim and the call, nothing can fail on the database."""
+        """Mark the scheduler's picks as being submitted and build their upstream requests
+        in the same transaction: between the claim and the call, nothing can fail on the
+        database."""
         now = datetime.now(UTC)
         async with self._sessionmaker() as session, session.begin():
-            jobs = await session.scalars(
-                select(Job)
-                .where(
-                    Job.status == JobStatus.QUEUED,
-                    Job.submit_started_at.is_(None),
-                    or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now),
+            await scheduler.serialize_claims(session)
+            ids, account = await scheduler.pick(session, self._settings, self._plans, limit)
+            if account is not None:
+                UPSTREAM_SLOTS_IN_USE.set(account.in_use)
+                UPSTREAM_CAP.set(account.cap or 0)
+            if not ids:
+                return []
+            jobs = {
+                job.id: job
+                for job in await session.scalars(
+                    select(Job)
+                    .where(Job.id.in_(ids), *scheduler.waiting(now))
+                    .with_for_update(skip_locked=True)
                 )
-                .order_by(Job.created_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
+            }
             claimed = []
-            for job in jobs:
+            for job in (jobs[job_id] for job_id in ids if job_id in jobs):
                 job.submit_started_at = now
                 job.submit_attempts += 1
                 claimed.append((job.id, self._request_for(job)))
         return claimed
+
+    async def _expire_waits(self) -> int:
+        """Waiting jobs older than QUEUE_MAX_WAIT_SECONDS fail `queue_timeout`: never sent,
+        so they cost nothing."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._settings.queue_max_wait_seconds)
+        async with self._sessionmaker() as session, session.begin():
+            jobs = list(
+                await session.scalars(
+                    select(Job)
+                    .where(
+                        Job.status == JobStatus.QUEUED,
+                        Job.submit_started_at.is_(None),
+                        Job.created_at < cutoff,
+                    )
+                    .limit(EXPIRE_BATCH)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            for job in jobs:
+                job.error_code = QUEUE_TIMEOUT
+                job.error_detail = (
+                    f"No slot of the Seedance account came free within "
+                    f"{self._settings.queue_max_wait_seconds:g} seconds; nothing was charged."
+                )
+                move(session, job, JobStatus.FAILED, EventSource.DISPATCHER, detail=QUEUE_TIMEOUT)
+        return len(jobs)
 
     def _request_for(self, job: Job) -> GenerateRequest:
         return GenerateRequest(
@@ -161,6 +220,9 @@ class Dispatcher(PooledLoop):
                 return
             mark_submitted(self._settings, job, task_id)
             move(session, job, JobStatus.RUNNING, EventSource.DISPATCHER)
+            QUEUE_WAIT.observe((job.submitted_at - job.created_at).total_seconds())
+            await session.flush()
+            await scheduler.learn_accepted(session)
 
     async def _fail(self, job_id: uuid.UUID, error: SeedanceError) -> None:
         async with self._sessionmaker() as session, session.begin():
@@ -173,7 +235,11 @@ class Dispatcher(PooledLoop):
             move(session, job, JobStatus.FAILED, EventSource.DISPATCHER, detail=error.code)
 
     async def _retry_later(self, job_id: uuid.UUID, error: SeedanceError) -> None:
-        """The request created nothing upstream: clear the claim and try again later."""
+        """The request created nothing upstream: clear the claim and try again later (a
+        429: as soon as the account has room, the attempt not counted)."""
+        if isinstance(error, UpstreamRateLimited):
+            await self._back_in_line(job_id, error)
+            return
         if isinstance(error, UpstreamAuthError):
             logger.error(
                 "Seedance refused our API key (HTTP %s); jobs wait for an operator", error.status
@@ -191,10 +257,21 @@ class Dispatcher(PooledLoop):
                 )
                 move(session, job, JobStatus.FAILED, EventSource.DISPATCHER, detail=error.code)
                 return
-            delay = backoff(
-                job.submit_attempts, self._settings.dispatcher_retry_backoff_seconds
-            ).total_seconds()
-            if isinstance(error, UpstreamRateLimited) and error.retry_after:
-                delay = max(delay, error.retry_after)
+            delay = backoff(job.submit_attempts, self._settings.dispatcher_retry_backoff_seconds)
             job.submit_started_at = None
-            job.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
+            job.next_attempt_at = datetime.now(UTC) + delay
+
+    async def _back_in_line(self, job_id: uuid.UUID, error: UpstreamRateLimited) -> None:
+        """The account is full: the job waits in its place as before, and the scheduler
+        holds submissions until a slot frees or the account's Retry-After passes."""
+        UPSTREAM_RATE_LIMITED.inc()
+        async with self._sessionmaker() as session, session.begin():
+            job = await session.get(Job, job_id, with_for_update=True)
+            assert job is not None
+            if job.status == JobStatus.QUEUED and job.upstream_task_id is None:
+                job.submit_started_at = None
+                job.submit_attempts -= 1
+            await session.flush()
+            await scheduler.learn_rate_limited(
+                session, self._settings, error.retry_after, datetime.now(UTC)
+            )

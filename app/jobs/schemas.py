@@ -491,6 +491,27 @@ class JobOut(BaseModel):
     updated_at: datetime
     submitted_at: datetime | None
     finished_at: datetime | None
+    queue_position: int | None = Field(
+        None,
+        ge=0,
+        description="while queued: how many jobs the scheduler would send to Seedance before "
+        "this one, as the order stands now (0: next); null once submitted (and for a job "
+        "deeper than its owner's first 500 waiting ones)",
+        examples=[2],
+    )
+    estimated_start_at: datetime | None = Field(
+        None,
+        description="while queued: when it should be sent, from the recent render times and "
+        "the account's cap; null once submitted, or before any render was measured",
+    )
+
+
+class QueueSpotOut(BaseModel):
+    """The `queue` event of a live stream: a waiting job's new place."""
+
+    job_id: uuid.UUID
+    queue_position: int = Field(ge=0, description="jobs the scheduler would send before it")
+    estimated_start_at: datetime | None
 
 
 class BatchOut(BaseModel):

@@ -50,6 +50,7 @@ def estimate_cost(settings: Settings, body: JobCreate) -> int:
 def _new_job(
     settings: Settings,
     owner: str,
+    plan: PlanLimits,
     body: JobCreate,
     *,
     idempotency_key: str | None = None,
@@ -60,6 +61,7 @@ def _new_job(
     return Job(
         id=uuid.uuid4(),
         owner=owner,
+        plan=plan.name,
         model=body.model,
         prompt=body.prompt,
         duration=body.duration,
@@ -111,7 +113,7 @@ async def create_job(
             _check_replay(existing.request_fingerprint, body.fingerprint())
             return existing, False
     job = _new_job(
-        settings, owner, body, idempotency_key=idempotency_key, source_job_id=source_job_id
+        settings, owner, plan, body, idempotency_key=idempotency_key, source_job_id=source_job_id
     )
     await budget.enforce(session, plan, owner, cost=job.estimated_cost)
     await _record(session, [job])
@@ -155,7 +157,7 @@ async def create_batch(
         request_fingerprint=fingerprint if idempotency_key else None,
         created_at=datetime.now(UTC),
     )
-    jobs = [_new_job(settings, owner, variant, batch_id=batch.id) for variant in variants]
+    jobs = [_new_job(settings, owner, plan, v, batch_id=batch.id) for v in variants]
     await budget.enforce(
         session, plan, owner, cost=sum(j.estimated_cost for j in jobs), jobs=len(jobs)
     )

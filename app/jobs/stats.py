@@ -1,5 +1,5 @@
-"""Fleet-wide numbers for operators: states, success rate, completion times, spend,
-and how outcomes were learned (callback health).
+"""Fleet-wide numbers for operators: states, success rate, completion times, time in the
+queue, spend, and how outcomes were learned (callback health).
 
 A window of days holds millions of jobs, so the figures are summed per hour of creation:
 once every job of an hour has finished, `StatsRollup` writes the hour's sums to
@@ -43,6 +43,8 @@ class Stats:
     resolved_by: dict[str, int]
     callback_ratio: float | None
     media_mismatches: int
+    median_seconds_in_queue: float | None
+    p95_seconds_in_queue: float | None
 
 
 @dataclass(slots=True)
@@ -54,6 +56,7 @@ class Tally:
     media_mismatches: int = 0
     credits: int = 0
     success_seconds: Counter[str] = field(default_factory=Counter)  # bucket -> jobs
+    queue_seconds: Counter[str] = field(default_factory=Counter)  # creation -> accepted
 
     def add(self, other: "Tally") -> None:
         self.jobs_by_status.update(other.jobs_by_status)
@@ -61,6 +64,7 @@ class Tally:
         self.media_mismatches += other.media_mismatches
         self.credits += other.credits
         self.success_seconds.update(other.success_seconds)
+        self.queue_seconds.update(other.queue_seconds)
 
     @property
     def unfinished(self) -> int:
@@ -74,6 +78,7 @@ class Tally:
             row.media_mismatches,
             row.credits,
             Counter(row.success_seconds),
+            Counter(row.queue_seconds),
         )
 
     def hour_row(self, hour: datetime) -> JobStatsHour:
@@ -84,6 +89,7 @@ class Tally:
             media_mismatches=self.media_mismatches,
             credits=self.credits,
             success_seconds=dict(self.success_seconds),
+            queue_seconds=dict(self.queue_seconds),
         )
 
 
@@ -136,6 +142,11 @@ async def tally(
     for created_at, finished_at in succeeded:
         if finished_at is not None:
             result.success_seconds[bucket((finished_at - created_at).total_seconds())] += 1
+    submitted = await session.execute(
+        select(Job.created_at, Job.submitted_at).where(*created, Job.submitted_at.is_not(None))
+    )
+    for created_at, submitted_at in submitted:
+        result.queue_seconds[bucket((submitted_at - created_at).total_seconds())] += 1
     return result
 
 
@@ -186,6 +197,8 @@ async def compute(session: AsyncSession, since: datetime) -> Stats:
         if by_callback + by_polling
         else None,
         media_mismatches=sums.media_mismatches,
+        median_seconds_in_queue=percentile(sums.queue_seconds, 0.5),
+        p95_seconds_in_queue=percentile(sums.queue_seconds, 0.95),
     )
 
 

@@ -90,3 +90,30 @@ GC_PAUSE = Histogram(
     ["generation"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+# the queue in front of the Seedance account (app/jobs/scheduler.py)
+UPSTREAM_SLOTS_IN_USE = Gauge(
+    "seedance_upstream_slots_in_use",
+    "Jobs being submitted or rendering upstream, as the last claim counted them",
+)
+UPSTREAM_CAP = Gauge(
+    "seedance_upstream_cap",
+    "The account's concurrency the scheduler keeps to (set or learned; 0: none known)",
+)
+UPSTREAM_RATE_LIMITED = Counter(
+    "seedance_upstream_rate_limited_total",
+    "Submissions Seedance answered 429 (the account was full; the job waited on)",
+)
+QUEUE_WAIT = Histogram(
+    "seedance_queue_wait_seconds",
+    "From a job's creation to Seedance accepting it",
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400),
+)
+QUEUED_BY_PLAN = Gauge(
+    "seedance_queued_jobs",
+    "Jobs waiting for a slot of the account, by plan (read at scrape time)",
+    ["plan"],
+)
+QUEUE_OLDEST_AGE = Gauge(
+    "seedance_queue_oldest_seconds",
+    "Age of the oldest job waiting for a slot (read at scrape time)",
+)

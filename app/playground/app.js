@@ -149,7 +149,7 @@ function render(job) {
   card.dataset.status = job.status;
   $(".prompt", card).textContent = job.source_job_id ? `Full render: ${job.prompt}` : job.prompt;
   const status = $(".status", card);
-  status.textContent = job.status;
+  status.textContent = job.status === "queued" ? queued(job.queue_position, job.estimated_start_at) : job.status;
   status.dataset.status = job.status;
   $(".details", card).textContent = describe(job);
   if (job.status === "succeeded" && job.video_url && !$("video", card)) {
@@ -167,6 +167,14 @@ function render(job) {
   error.hidden = job.status !== "failed";
   error.textContent = job.status === "failed" ? `${job.error_code}: ${job.error_detail || ""}` : "";
   $(".promote", card).hidden = !(job.model === "seedance-2-mini" && job.status === "succeeded");
+}
+
+// "queued · #3 in line, about 40 s": the job's place as the service last read the queue
+function queued(position, estimatedStartAt) {
+  if (position === null || position === undefined) return "queued";
+  const start = estimatedStartAt ? Date.parse(estimatedStartAt) : NaN;
+  const wait = Number.isNaN(start) ? "" : `, about ${Math.max(0, Math.round((start - Date.now()) / 1000))} s`;
+  return `queued · #${position + 1} in line${wait}`;
 }
 
 async function remove(jobId) {
@@ -277,6 +285,12 @@ async function follow() {
           if (event.event === "job" && event.data) {
             const move = JSON.parse(event.data);
             if (state.cards.has(move.job_id)) render(move.job);
+          } else if (event.event === "queue" && event.data) {
+            const spot = JSON.parse(event.data);
+            const card = state.cards.get(spot.job_id);
+            if (card?.dataset.status === "queued") {
+              $(".status", card).textContent = queued(spot.queue_position, spot.estimated_start_at);
+            }
           }
         }
       }

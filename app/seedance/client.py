@@ -3,7 +3,8 @@
 Everything upstream-shaped lives here: request bodies, the tolerated response variants,
 and the mapping of upstream failures to typed errors. Retries (tenacity, exponential
 backoff with jitter, honouring Retry-After) cover only failures where the request
-certainly created nothing upstream: connection errors, 429 and 5xx. A `generate` call
+certainly created nothing upstream: connection errors, 5xx, and 429 on status calls (a
+429 on generate means the account is full: the dispatcher's queue handles it). A `generate` call
 that may have reached Seedance (a timeout after sending) raises `OutcomeUnknown` and is
 never repeated, because repeating it could pay for the same video twice.
 """
@@ -263,9 +264,16 @@ class SeedanceClient:
             return max(backoff, min(error.retry_after, self._settings.seedance_backoff_max))
         return backoff
 
-    async def _call(self, endpoint: str, request: httpx.Request, *, idempotent: bool) -> Any:
+    async def _call(
+        self,
+        endpoint: str,
+        request: httpx.Request,
+        *,
+        idempotent: bool,
+        retry_on: tuple[type[SeedanceError], ...] = _RETRYABLE,
+    ) -> Any:
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(_RETRYABLE),
+            retry=retry_if_exception_type(retry_on),
             stop=stop_after_attempt(self._settings.seedance_max_attempts),
             wait=self._wait,
             reraise=True,
@@ -289,9 +297,12 @@ class SeedanceClient:
         return _check(response)
 
     async def generate(self, job: GenerateRequest) -> str:
-        """Create an upstream task; returns its task id."""
+        """Create an upstream task; returns its task id. A 429 is raised at once, never
+        retried here: the account is full, and the dispatcher's queue waits for a slot."""
         request = self._http.build_request("POST", "generate", json=job.to_json())
-        payload = await self._call("generate", request, idempotent=False)
+        payload = await self._call(
+            "generate", request, idempotent=False, retry_on=(UpstreamTransient,)
+        )
         task_id = _unwrap(payload).get("task_id") or payload.get("task_id")  # both are seen
         if not isinstance(task_id, str) or not task_id or len(task_id) > 128:
             raise OutcomeUnknown("Seedance accepted the request but returned no task id")

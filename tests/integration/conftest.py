@@ -80,8 +80,8 @@ async def clean_tables(db_engine: AsyncEngine) -> None:
         await conn.execute(
             text(
                 "TRUNCATE jobs, job_events, batches, outbound_endpoints, outbound_events, "
-                "outbound_messages, outbound_attempts, api_keys, job_stats_hours "
-                "RESTART IDENTITY CASCADE"
+                "outbound_messages, outbound_attempts, api_keys, job_stats_hours, "
+                "upstream_capacity RESTART IDENTITY CASCADE"
             )
         )
 

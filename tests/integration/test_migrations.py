@@ -21,6 +21,7 @@ TABLES = {
     "outbound_attempts",
     "api_keys",
     "job_stats_hours",
+    "upstream_capacity",
 }
 
 

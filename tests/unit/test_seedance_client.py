@@ -173,14 +173,33 @@ async def test_permanent_generate_errors_are_typed_and_not_retried(response, err
     assert len(upstream.requests) == 1
 
 
-async def test_5xx_429_and_connection_errors_are_retried_then_succeed() -> None:
+async def test_5xx_and_connection_errors_are_retried_then_succeed() -> None:
     upstream = Recorder(
         httpx.Response(503, json={"code": 503, "message": "busy"}),
-        httpx.Response(429, headers={"Retry-After": "0"}, json={"code": 429}),
+        httpx.ConnectError("refused"),
         ok({"task_id": "t-1"}),
     )
     assert await client_for(upstream).generate(REQUEST) == "t-1"
     assert len(upstream.requests) == 3
+
+
+async def test_a_429_on_generate_is_not_retried_the_queue_waits_for_a_slot() -> None:
+    upstream = Recorder(
+        httpx.Response(429, headers={"Retry-After": "0"}, json={"code": 429}),
+        ok({"task_id": "t-1"}),
+    )
+    with pytest.raises(UpstreamRateLimited):
+        await client_for(upstream).generate(REQUEST)
+    assert len(upstream.requests) == 1
+
+
+async def test_a_429_on_status_is_retried() -> None:
+    upstream = Recorder(
+        httpx.Response(429, headers={"Retry-After": "0"}, json={"code": 429}),
+        ok({"task_id": "t-9", "status": "SUCCESS", "response": ["https://v/9.mp4"]}),
+    )
+    assert (await client_for(upstream).status("t-9")).task_id == "t-9"
+    assert len(upstream.requests) == 2
 
 
 async def test_retries_stop_after_the_configured_attempts() -> None:
@@ -191,10 +210,7 @@ async def test_retries_stop_after_the_configured_attempts() -> None:
 
 
 async def test_rate_limit_carries_retry_after() -> None:
-    upstream = Recorder(
-        *[httpx.Response(429, headers={"Retry-After": "7"}, json={})]
-        * SETTINGS.seedance_max_attempts
-    )
+    upstream = Recorder(httpx.Response(429, headers={"Retry-After": "7"}, json={}))
     with pytest.raises(UpstreamRateLimited) as caught:
         await client_for(upstream).generate(REQUEST)
     assert caught.value.retry_after == 7.0

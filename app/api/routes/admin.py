@@ -1,5 +1,6 @@
 """Operator views across all users (admin role in the JWT, or ADMIN_TOKEN)."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -10,7 +11,10 @@ from app.api.auth import require_admin
 from app.api.deps import Cursor, Session
 from app.api.errors import problem_responses
 from app.api.state import services
-from app.jobs import service, stats
+from app.config import QueuePolicy
+from app.db.models import Job, UpstreamCapacity
+from app.identity.plans import Plans
+from app.jobs import scheduler, service, stats
 from app.jobs.schemas import JobOut
 from app.jobs.states import JobStatus
 from app.kit.fields import SINGLE_LINE, Rfc3339
@@ -56,6 +60,10 @@ class StatsOut(BaseModel):
     media_mismatches: int = Field(
         description="stored videos that differ from what was asked (resolution, shape, length)"
     )
+    median_seconds_in_queue: float | None = Field(
+        description="from creation to Seedance accepting the job, over the jobs it accepted"
+    )
+    p95_seconds_in_queue: float | None
 
 
 class ErasureOut(BaseModel):
@@ -89,10 +97,8 @@ async def search_jobs(
         upstream_task_id=upstream_task_id,
     )
     jobs, next_cursor = await service.list_jobs(session, filters, limit=limit, cursor=cursor)
-    return AdminJobPage(
-        items=[services(request).media_links.job_out(job, AdminJobOut) for job in jobs],
-        next_cursor=next_cursor,
-    )
+    items = await services(request).present(jobs, AdminJobOut)
+    return AdminJobPage(items=items, next_cursor=next_cursor)
 
 
 @router.get("/stats", response_model=StatsOut, summary="Fleet health and spend")
@@ -102,6 +108,70 @@ async def get_stats(
 ) -> StatsOut:
     since = datetime.now(UTC) - timedelta(hours=hours)
     return StatsOut.model_validate(await stats.compute(session, since), from_attributes=True)
+
+
+class QueuedJobOut(BaseModel):
+    position: int = Field(ge=0, description="jobs the scheduler would send before this one")
+    job_id: uuid.UUID
+    owner: str
+    plan: str | None
+    created_at: datetime
+
+
+class QueueOwnerOut(BaseModel):
+    owner: str
+    waiting: int = Field(description="jobs waiting for a slot")
+    upstream: int = Field(description="slots of the account it holds (submitting or rendering)")
+
+
+class QueueOut(BaseModel):
+    policy: QueuePolicy
+    cap: int | None = Field(
+        description="the account's concurrency the scheduler keeps to now: "
+        "SEEDANCE_MAX_CONCURRENT_TASKS or what its 429s taught, the lower (null: none known)"
+    )
+    learned_cap: int | None
+    probe_at: datetime | None = Field(description="from then one job may go above a learned cap")
+    in_use: int = Field(description="slots held now: jobs being submitted or rendering")
+    waiting: int
+    order: list[QueuedJobOut] = Field(description="the first `limit` jobs, in the order sent")
+    owners: list[QueueOwnerOut] = Field(description="owners waiting or holding slots")
+
+
+@router.get("/queue", response_model=QueueOut, summary="The queue, in the order it goes")
+async def get_queue(
+    session: Session,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> QueueOut:
+    settings = services(request).settings
+    # each owner's first `limit` waiting jobs place the first `limit` of the order exactly
+    view = await scheduler.queue_order(session, settings, Plans(settings), limit)
+    waiting, _ = await scheduler.waiting_by(session, Job.owner)
+    learned = await session.get(UpstreamCapacity, 1)
+    owners = sorted(set(waiting) | set(view.held))
+    return QueueOut(
+        policy=settings.queue_policy,
+        cap=view.account.cap,
+        learned_cap=learned.learned_cap if learned else None,
+        probe_at=learned.probe_at if learned else None,
+        in_use=view.account.in_use,
+        waiting=sum(waiting.values()),
+        order=[
+            QueuedJobOut(
+                position=position,
+                job_id=job.id,
+                owner=job.owner,
+                plan=job.plan,
+                created_at=job.created_at,
+            )
+            for position, job in enumerate(view.order[:limit])
+        ],
+        owners=[
+            QueueOwnerOut(owner=o, waiting=waiting.get(o, 0), upstream=view.held.get(o, 0))
+            for o in owners
+        ],
+    )
 
 
 @router.delete(

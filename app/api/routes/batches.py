@@ -26,4 +26,4 @@ async def get_batch(
     request: Request,
 ) -> BatchOut:
     batch, jobs = await service.get_batch(session, principal.subject, batch_id)
-    return BatchOut.of(batch, [services(request).media_links.job_out(job) for job in jobs])
+    return BatchOut.of(batch, await services(request).present(jobs))

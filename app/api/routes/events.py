@@ -14,8 +14,9 @@ from app.api.sse import LiveStreamResponse
 from app.api.state import services
 from app.jobs import service
 from app.jobs.live.feed import job_feed, latest_event_id, owner_feed
-from app.jobs.live.inbox import FeedItem, Inbox
-from app.jobs.schemas import JobEventOut
+from app.jobs.live.inbox import FeedItem, Inbox, QueueSpot
+from app.jobs.live.queue_board import QueueBoard
+from app.jobs.schemas import JobEventOut, QueueSpotOut
 from app.media.links import MediaLinks
 
 router = APIRouter(tags=["events"], responses=problem_responses(401, 422, 429, 503))
@@ -37,23 +38,25 @@ SSE_DESCRIPTION = (
 )
 
 
-def _event_schema(name: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["event", "id", "data"],
-        "properties": {
-            "event": {"const": name},
-            "id": {"type": "string", "pattern": "^[0-9]+$"},
-            "data": {
-                "type": "string",
-                "contentMediaType": "application/json",
-                "contentSchema": data,
-            },
+def _event_schema(name: str, data: dict[str, Any], *, with_id: bool = True) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "event": {"const": name},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": data,
         },
     }
+    if not with_id:
+        del properties["id"]
+    required = ["event", "id", "data"] if with_id else ["event", "data"]
+    return {"type": "object", "required": required, "properties": properties}
 
 
 JOB_EVENT = _event_schema("job", {"$ref": "#/components/schemas/JobEventOut"})
+# a waiting job's new place in the queue (no id: places are not replayed on resume)
+QUEUE_EVENT = _event_schema("queue", {"$ref": "#/components/schemas/QueueSpotOut"}, with_id=False)
 # where a stream opened "from now on" starts: a client that reconnects before any `job` event
 # sends this id as Last-Event-ID and misses nothing in between
 READY_EVENT = _event_schema(
@@ -81,7 +84,10 @@ HEARTBEAT = ServerSentEvent(comment="ping")
 
 
 async def _sse(
-    items: AsyncIterator[FeedItem | None], links: MediaLinks, ready_at: int | None = None
+    items: AsyncIterator[FeedItem | QueueSpot | None],
+    links: MediaLinks,
+    board: QueueBoard,
+    ready_at: int | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
     if ready_at is not None:
         data = orjson.dumps({"after_event_id": ready_at}).decode()
@@ -90,6 +96,14 @@ async def _sse(
         if item is None:
             yield HEARTBEAT
             continue
+        if isinstance(item, QueueSpot):
+            spot = QueueSpotOut(
+                job_id=item.job_id,
+                queue_position=item.position,
+                estimated_start_at=item.estimated_start_at,
+            )
+            yield ServerSentEvent(data=spot.model_dump_json(), event="queue")
+            continue
         payload = JobEventOut(
             event_id=item.event.id,
             job_id=item.event.job_id,
@@ -97,7 +111,7 @@ async def _sse(
             to_status=item.event.to_status,
             source=item.event.source,
             at=item.event.at,
-            job=links.job_out(item.job),
+            job=board.annotate(links.job_out(item.job)),
         )
         yield ServerSentEvent(data=payload.model_dump_json(), id=str(item.event.id), event="job")
 
@@ -124,7 +138,7 @@ def _stream(
     "after it), then each later move, and closes after a terminal state. " + SSE_DESCRIPTION,
     response_class=LiveStreamResponse,
     status_code=200,
-    responses={**_sse_response(JOB_EVENT), **problem_responses(404)},
+    responses={**_sse_response(JOB_EVENT, QUEUE_EVENT), **problem_responses(404)},
 )
 async def stream_job_events(
     job_id: uuid.UUID,
@@ -145,7 +159,8 @@ async def stream_job_events(
         after_event_id=last_event_id,
         heartbeat_seconds=state.settings.sse_heartbeat_seconds,
     )
-    return _stream(request, principal.subject, _sse(feed, state.media_links), inbox)
+    events = _sse(feed, state.media_links, state.queue_board)
+    return _stream(request, principal.subject, events, inbox)
 
 
 @router.get(
@@ -156,7 +171,7 @@ async def stream_job_events(
     + SSE_DESCRIPTION,
     response_class=LiveStreamResponse,
     status_code=200,
-    responses=_sse_response(JOB_EVENT, READY_EVENT),
+    responses=_sse_response(JOB_EVENT, READY_EVENT, QUEUE_EVENT),
 )
 async def stream_my_events(
     request: Request, principal: Reader, last_event_id: LastEventId = None
@@ -175,4 +190,5 @@ async def stream_my_events(
         heartbeat_seconds=state.settings.sse_heartbeat_seconds,
     )
     ready_at = after if last_event_id is None else None
-    return _stream(request, principal.subject, _sse(feed, state.media_links, ready_at), inbox)
+    events = _sse(feed, state.media_links, state.queue_board, ready_at)
+    return _stream(request, principal.subject, events, inbox)

@@ -1,6 +1,7 @@
 """Probes for orchestrators and scrapers: liveness, readiness, Prometheus metrics."""
 
 import asyncio
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -9,7 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.api.auth import admin_principal
 from app.api.errors import problem_responses
 from app.api.state import services
-from app.jobs import stats
+from app.db.models import Job
+from app.jobs import scheduler, stats
 from app.jobs.states import JobStatus
 from app.kit.errors import ProblemError
 from app.ops.health import bounded, database_problem, redis_problem
@@ -18,6 +20,8 @@ from app.ops.metrics import (
     EVENT_LOOP_LAG,
     JOBS_BY_STATUS,
     OUTBOUND_OLDEST_PENDING,
+    QUEUE_OLDEST_AGE,
+    QUEUED_BY_PLAN,
 )
 from app.outbound import deliveries
 
@@ -65,6 +69,12 @@ async def metrics(request: Request) -> Response:
     async with services(request).sessionmaker() as session:
         counts = await stats.job_counts(session)
         pending = await deliveries.oldest_pending_ages(session)
+        waiting, oldest = await scheduler.waiting_by(session, Job.plan)
+    QUEUED_BY_PLAN.clear()  # plans with nothing waiting drop out
+    for plan, count in waiting.items():
+        QUEUED_BY_PLAN.labels(plan).set(count)
+    age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0
+    QUEUE_OLDEST_AGE.set(age)
     for status in JobStatus:
         JOBS_BY_STATUS.labels(status).set(counts.get(status, 0))
     pool = services(request).engine.pool

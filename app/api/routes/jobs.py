@@ -43,7 +43,7 @@ async def create_job(
         session, settings, principal.subject, principal.plan, body, idempotency_key
     )
     _accepted(request, response, created, location=f"/jobs/{job.id}")
-    return services(request).media_links.job_out(job)
+    return (await services(request).present([job]))[0]
 
 
 def _accepted(request: Request, response: Response, created: bool, *, location: str) -> None:
@@ -84,7 +84,7 @@ async def create_batch(
         idempotency_key,
     )
     _accepted(request, response, created, location=f"/batches/{batch.id}")
-    return BatchOut.of(batch, [services(request).media_links.job_out(job) for job in jobs])
+    return BatchOut.of(batch, await services(request).present(jobs))
 
 
 @router.get("", response_model=JobPage, summary="List your jobs, newest first")
@@ -98,8 +98,7 @@ async def list_jobs(
 ) -> JobPage:
     filters = service.JobFilter(owner=principal.subject, status=job_status)
     jobs, next_cursor = await service.list_jobs(session, filters, limit=limit, cursor=cursor)
-    links = services(request).media_links
-    return JobPage(items=[links.job_out(job) for job in jobs], next_cursor=next_cursor)
+    return JobPage(items=await services(request).present(jobs), next_cursor=next_cursor)
 
 
 @router.get(
@@ -110,7 +109,8 @@ async def list_jobs(
 )
 async def get_job(job_id: uuid.UUID, principal: Reader, request: Request) -> JobOut:
     state = services(request)
-    return await service.read_job(state.engine, state.media_links, principal.subject, job_id)
+    job = await service.read_job(state.engine, state.media_links, principal.subject, job_id)
+    return (await state.queue_board.place([job]))[0]
 
 
 @router.post(
@@ -144,7 +144,7 @@ async def promote_job(
         idempotency_key,
     )
     _accepted(request, response, created, location=f"/jobs/{job.id}")
-    return services(request).media_links.job_out(job)
+    return (await services(request).present([job]))[0]
 
 
 @router.post(
@@ -159,7 +159,7 @@ async def cancel_job(
     """A queued job becomes `canceled` and is never submitted (canceling twice is fine).
     Once Seedance has the job it cannot be canceled: 409 `not_cancelable`."""
     job = await service.cancel_job(session, principal.subject, job_id)
-    return services(request).media_links.job_out(job)
+    return (await services(request).present([job]))[0]
 
 
 @router.delete(

@@ -63,6 +63,7 @@ async def seedance_callback(
             409, "task_mismatch", "The callback names a task that is not this job's.", "mismatch"
         ) from exc
     WEBHOOK_DELIVERIES.labels(result).inc()
-    if result is reports.ApplyResult.APPLIED:  # a success hands the job to the media worker
-        wake_if_running(services(request).media_worker)  # copy it now
+    if result is reports.ApplyResult.APPLIED:  # the task ended: its slot is free, and a
+        wake_if_running(services(request).dispatcher)  # success goes to the media worker
+        wake_if_running(services(request).media_worker)  # to copy it now
     return CallbackAck(result=result)

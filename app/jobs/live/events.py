@@ -29,10 +29,12 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db.models import Job, JobEvent
-from app.jobs.live.inbox import FeedItem, Inbox
+from app.jobs.live.inbox import FeedItem, Inbox, QueueSpot
 
 logger = logging.getLogger(__name__)
 CHANNEL = "job_events"
+# a job left one of the Seedance account's slots (migration 0009): the dispatchers refill it
+SLOTS_CHANNEL = "upstream_slots"
 RECONNECT_SECONDS = 1.0
 
 
@@ -51,6 +53,7 @@ class EventHub:
         self._by_job: defaultdict[uuid.UUID, set[Inbox]] = defaultdict(set)
         self._by_owner: defaultdict[str, set[Inbox]] = defaultdict(set)
         self._on_any: list[Callable[[], None]] = []
+        self._on_slot: list[Callable[[], None]] = []
         self._pending: list[Notice] = []
         self._reader: asyncio.Task[None] | None = None
 
@@ -80,19 +83,38 @@ class EventHub:
         yield from self._by_job.get(job_id, ())
         yield from self._by_owner.get(owner, ())
 
+    def on_slot_freed(self, wake: Callable[[], None]) -> None:
+        """Call `wake` when a job leaves a slot of the Seedance account (its task ended,
+        or its submission came back unsent), whichever replica saw it."""
+        self._on_slot.append(wake)
+
+    def slot_freed(self) -> None:
+        for wake in self._on_slot:
+            wake()
+
+    def has_subscribers(self) -> bool:
+        return bool(self._by_job or self._by_owner)
+
+    def push_queue_spot(self, spot: QueueSpot) -> None:
+        for inbox in self._inboxes(spot.job_id, spot.owner):
+            inbox.push_spot(spot)
+
+    def wake_workers(self) -> None:
+        for wake in self._on_any:
+            wake()
+
     def resync(self) -> None:
         """Wake every worker and make every stream re-read once: notices may have been
         lost (the LISTEN connection was down)."""
-        for wake in self._on_any:
-            wake()
+        self.wake_workers()
+        self.slot_freed()
         for table in (self._by_job, self._by_owner):
             for inboxes in table.values():
                 for inbox in inboxes:
                     inbox.mark_stale()
 
     def publish(self, notice: Notice) -> None:
-        for wake in self._on_any:
-            wake()
+        self.wake_workers()
         if next(self._inboxes(notice.job_id, notice.owner), None) is None:
             return  # nobody here follows it: nothing to read
         self._pending.append(notice)
@@ -178,6 +200,7 @@ class PostgresListener:
         conn.add_termination_listener(lambda _conn: closed.set())
         try:
             await conn.add_listener(CHANNEL, self._on_notify)
+            await conn.add_listener(SLOTS_CHANNEL, lambda *_: self._hub.slot_freed())
             self.listening.set()
             self._hub.resync()  # what moved while no connection listened was not notified
             await closed.wait()

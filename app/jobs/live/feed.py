@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import Job, JobEvent
 from app.jobs.live.events import EventHub
-from app.jobs.live.inbox import FeedItem, Inbox
+from app.jobs.live.inbox import FeedItem, Inbox, QueueSpot
 from app.jobs.states import is_terminal
 
 PAGE = 500
@@ -91,7 +91,7 @@ async def _follow(
     query: Query,
     heartbeat_seconds: float,
     job_ended: Callable[[], Awaitable[bool]] | None,
-) -> AsyncIterator[FeedItem | None]:
+) -> AsyncIterator[FeedItem | QueueSpot | None]:
     """A re-read first and whenever the inbox turned stale, the pushed moves otherwise,
     None for a heartbeat; until the inbox is closed. A feed of one job (`job_ended`
     given) also re-reads when a pushed move does not follow the last one (a gap), and
@@ -117,6 +117,8 @@ async def _follow(
                 break
             at.yielded(item, by_read=False)
             yield item
+        for spot in inbox.take_spots():
+            yield spot
         # jittered: streams opened together would otherwise beat together, a burst of
         # thousands of writes that holds the loop (and the moves behind it) every period
         if not await inbox.wait(heartbeat_seconds * random.uniform(0.5, 1.0)):  # noqa: S311
@@ -131,7 +133,7 @@ async def job_feed(
     *,
     after_event_id: int | None,
     heartbeat_seconds: float,
-) -> AsyncIterator[FeedItem | None]:
+) -> AsyncIterator[FeedItem | QueueSpot | None]:
     """Moves of one job after `after_event_id` (without it: its latest move first), until
     the job is terminal or the inbox is closed (the server is shutting down: the client
     resumes elsewhere with Last-Event-ID). The caller has checked that the job is the
@@ -157,7 +159,7 @@ async def job_feed(
         feed = _follow(sessionmaker, inbox, Catchup(after), query, heartbeat_seconds, ended)
         async for item in feed:
             yield item
-            if item is not None and is_terminal(item.event.to_status):
+            if isinstance(item, FeedItem) and is_terminal(item.event.to_status):
                 return
 
 
@@ -175,7 +177,7 @@ async def owner_feed(
     *,
     after_event_id: int,
     heartbeat_seconds: float,
-) -> AsyncIterator[FeedItem | None]:
+) -> AsyncIterator[FeedItem | QueueSpot | None]:
     """Every move of the owner's jobs after `after_event_id` (`latest_event_id()`: from now
     on), until the inbox is closed."""
     with hub.for_owner(owner, inbox):

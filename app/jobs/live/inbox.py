@@ -1,5 +1,5 @@
 """One live stream's inbox: the moves its replica's event hub reads once and pushes to
-every stream that follows the job or its owner.
+every stream that follows the job or its owner, and the jobs' latest places in the queue.
 
 Bounded: a reader too slow to take what arrives is not buffered without end. Its inbox
 drops what it holds and turns stale, and the stream re-reads what it missed from the
@@ -8,8 +8,10 @@ task: one future, resolved by a push or by the heartbeat's timer.
 """
 
 import asyncio
+import uuid
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 
 from app.db.models import Job, JobEvent
 
@@ -24,16 +26,27 @@ class FeedItem:
     job: Job
 
 
+@dataclass(frozen=True, slots=True)
+class QueueSpot:
+    """Where a waiting job stands in the queue (app/jobs/live/queue_board.py)."""
+
+    job_id: uuid.UUID
+    owner: str
+    position: int  # jobs the scheduler would send before this one
+    estimated_start_at: datetime | None  # None: no render measured yet
+
+
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
 
 
 class Inbox:
-    __slots__ = ("_items", "_waiter", "closed", "stale")
+    __slots__ = ("_items", "_spots", "_waiter", "closed", "stale")
 
     def __init__(self) -> None:
         self._items: deque[FeedItem] = deque()
+        self._spots: dict[uuid.UUID, QueueSpot] = {}  # the latest of each job only
         self._waiter: asyncio.Future[None] | None = None
         self.stale = False  # moves may have been missed: re-read the database
         self.closed = False  # the client went away or the server is stopping: end
@@ -46,6 +59,15 @@ class Inbox:
             return
         self._items.append(item)
         self._wake()
+
+    def push_spot(self, spot: QueueSpot) -> None:
+        self._spots[spot.job_id] = spot
+        self._wake()
+
+    def take_spots(self) -> list[QueueSpot]:
+        spots = list(self._spots.values())
+        self._spots.clear()
+        return spots
 
     def mark_stale(self) -> None:
         self.stale = True
@@ -71,7 +93,7 @@ class Inbox:
     async def wait(self, seconds: float) -> bool:
         """Wait until something arrives (a move, a re-read, the close) or `seconds` pass;
         False when nothing came (time for a heartbeat)."""
-        if self._items or self.stale or self.closed:
+        if self._items or self._spots or self.stale or self.closed:
             return True
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
@@ -81,7 +103,7 @@ class Inbox:
         finally:
             timer.cancel()
             self._waiter = None
-        return bool(self._items or self.stale or self.closed)
+        return bool(self._items or self._spots or self.stale or self.closed)
 
     def _wake(self) -> None:
         if self._waiter is not None:

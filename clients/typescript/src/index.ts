@@ -16,7 +16,7 @@ import { type FollowOptions, type JobEvent, followStream, isTerminal } from "./s
 export type { components, operations, paths } from "./schema.js";
 export { ProblemError, type FieldError, type Problem } from "./errors.js";
 export type { Backoff } from "./retry.js";
-export type { FollowOptions, JobEvent } from "./stream.js";
+export type { FollowOptions, JobEvent, QueueSpot } from "./stream.js";
 
 type Schemas = components["schemas"];
 export type Job = Schemas["JobOut"];

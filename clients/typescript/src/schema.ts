@@ -261,6 +261,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/queue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The queue, in the order it goes */
+        get: operations["getQueue"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/users/{subject}/data": {
         parameters: {
             query?: never;
@@ -587,6 +604,17 @@ export interface components {
             submitted_at: string | null;
             /** Finished At */
             finished_at: string | null;
+            /**
+             * Queue Position
+             * @description while queued: how many jobs the scheduler would send to Seedance before this one, as the order stands now (0: next); null once submitted (and for a job deeper than its owner's first 500 waiting ones)
+             * @example 2
+             */
+            queue_position: number | null;
+            /**
+             * Estimated Start At
+             * @description while queued: when it should be sent, from the recent render times and the account's cap; null once submitted, or before any render was measured
+             */
+            estimated_start_at: string | null;
             /** Owner */
             owner: string;
             /** Upstream Task Id */
@@ -1171,6 +1199,17 @@ export interface components {
             submitted_at: string | null;
             /** Finished At */
             finished_at: string | null;
+            /**
+             * Queue Position
+             * @description while queued: how many jobs the scheduler would send to Seedance before this one, as the order stands now (0: next); null once submitted (and for a job deeper than its owner's first 500 waiting ones)
+             * @example 2
+             */
+            queue_position: number | null;
+            /**
+             * Estimated Start At
+             * @description while queued: when it should be sent, from the recent render times and the account's cap; null once submitted, or before any render was measured
+             */
+            estimated_start_at: string | null;
         };
         /** JobPage */
         JobPage: {
@@ -1371,6 +1410,81 @@ export interface components {
             /** @default 720p */
             resolution?: components["schemas"]["Resolution"];
         };
+        /** QueueOut */
+        QueueOut: {
+            policy: components["schemas"]["QueuePolicy"];
+            /**
+             * Cap
+             * @description the account's concurrency the scheduler keeps to now: SEEDANCE_MAX_CONCURRENT_TASKS or what its 429s taught, the lower (null: none known)
+             */
+            cap: number | null;
+            /** Learned Cap */
+            learned_cap: number | null;
+            /**
+             * Probe At
+             * @description from then one job may go above a learned cap
+             */
+            probe_at: string | null;
+            /**
+             * In Use
+             * @description slots held now: jobs being submitted or rendering
+             */
+            in_use: number;
+            /** Waiting */
+            waiting: number;
+            /**
+             * Order
+             * @description the first `limit` jobs, in the order sent
+             */
+            order: components["schemas"]["QueuedJobOut"][];
+            /**
+             * Owners
+             * @description owners waiting or holding slots
+             */
+            owners: components["schemas"]["QueueOwnerOut"][];
+        };
+        /** QueueOwnerOut */
+        QueueOwnerOut: {
+            /** Owner */
+            owner: string;
+            /**
+             * Waiting
+             * @description jobs waiting for a slot
+             */
+            waiting: number;
+            /**
+             * Upstream
+             * @description slots of the account it holds (submitting or rendering)
+             */
+            upstream: number;
+        };
+        /**
+         * QueuePolicy
+         * @enum {string}
+         */
+        QueuePolicy: "fair" | "fifo";
+        /** QueuedJobOut */
+        QueuedJobOut: {
+            /**
+             * Position
+             * @description jobs the scheduler would send before this one
+             */
+            position: number;
+            /**
+             * Job Id
+             * Format: uuid
+             */
+            job_id: string;
+            /** Owner */
+            owner: string;
+            /** Plan */
+            plan: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+        };
         /**
          * Resolution
          * @enum {string}
@@ -1441,6 +1555,13 @@ export interface components {
              * @description stored videos that differ from what was asked (resolution, shape, length)
              */
             media_mismatches: number;
+            /**
+             * Median Seconds In Queue
+             * @description from creation to Seedance accepting the job, over the jobs it accepted
+             */
+            median_seconds_in_queue: number | null;
+            /** P95 Seconds In Queue */
+            p95_seconds_in_queue: number | null;
         };
         /** UsageOut */
         UsageOut: {
@@ -1494,6 +1615,24 @@ export interface components {
              */
             at: string;
             job: components["schemas"]["JobOut"];
+        };
+        /**
+         * QueueSpotOut
+         * @description The `queue` event of a live stream: a waiting job's new place.
+         */
+        QueueSpotOut: {
+            /**
+             * Job Id
+             * Format: uuid
+             */
+            job_id: string;
+            /**
+             * Queue Position
+             * @description jobs the scheduler would send before it
+             */
+            queue_position: number;
+            /** Estimated Start At */
+            estimated_start_at: string | null;
         };
     };
     responses: never;
@@ -1566,7 +1705,9 @@ export interface operations {
                      *           "created_at": "2026-11-26T09:30:00Z",
                      *           "updated_at": "2026-11-26T09:30:00Z",
                      *           "submitted_at": "2026-11-26T09:30:00Z",
-                     *           "finished_at": "2026-11-26T09:30:00Z"
+                     *           "finished_at": "2026-11-26T09:30:00Z",
+                     *           "queue_position": 2,
+                     *           "estimated_start_at": "2026-11-26T09:30:00Z"
                      *         }
                      *       ],
                      *       "next_cursor": "string"
@@ -1693,7 +1834,9 @@ export interface operations {
                      *       "created_at": "2026-11-26T09:30:00Z",
                      *       "updated_at": "2026-11-26T09:30:00Z",
                      *       "submitted_at": "2026-11-26T09:30:00Z",
-                     *       "finished_at": "2026-11-26T09:30:00Z"
+                     *       "finished_at": "2026-11-26T09:30:00Z",
+                     *       "queue_position": 2,
+                     *       "estimated_start_at": "2026-11-26T09:30:00Z"
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -1745,7 +1888,9 @@ export interface operations {
                      *       "created_at": "2026-11-26T09:30:00Z",
                      *       "updated_at": "2026-11-26T09:30:00Z",
                      *       "submitted_at": "2026-11-26T09:30:00Z",
-                     *       "finished_at": "2026-11-26T09:30:00Z"
+                     *       "finished_at": "2026-11-26T09:30:00Z",
+                     *       "queue_position": 2,
+                     *       "estimated_start_at": "2026-11-26T09:30:00Z"
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -1913,7 +2058,9 @@ export interface operations {
                      *           "created_at": "2026-11-26T09:30:00Z",
                      *           "updated_at": "2026-11-26T09:30:00Z",
                      *           "submitted_at": "2026-11-26T09:30:00Z",
-                     *           "finished_at": "2026-11-26T09:30:00Z"
+                     *           "finished_at": "2026-11-26T09:30:00Z",
+                     *           "queue_position": 2,
+                     *           "estimated_start_at": "2026-11-26T09:30:00Z"
                      *         }
                      *       ]
                      *     }
@@ -1971,7 +2118,9 @@ export interface operations {
                      *           "created_at": "2026-11-26T09:30:00Z",
                      *           "updated_at": "2026-11-26T09:30:00Z",
                      *           "submitted_at": "2026-11-26T09:30:00Z",
-                     *           "finished_at": "2026-11-26T09:30:00Z"
+                     *           "finished_at": "2026-11-26T09:30:00Z",
+                     *           "queue_position": 2,
+                     *           "estimated_start_at": "2026-11-26T09:30:00Z"
                      *         }
                      *       ]
                      *     }
@@ -2119,7 +2268,9 @@ export interface operations {
                      *       "created_at": "2026-11-26T09:30:00Z",
                      *       "updated_at": "2026-11-26T09:30:00Z",
                      *       "submitted_at": "2026-11-26T09:30:00Z",
-                     *       "finished_at": "2026-11-26T09:30:00Z"
+                     *       "finished_at": "2026-11-26T09:30:00Z",
+                     *       "queue_position": 2,
+                     *       "estimated_start_at": "2026-11-26T09:30:00Z"
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -2325,7 +2476,9 @@ export interface operations {
                      *       "created_at": "2026-11-26T09:30:00Z",
                      *       "updated_at": "2026-11-26T09:30:00Z",
                      *       "submitted_at": "2026-11-26T09:30:00Z",
-                     *       "finished_at": "2026-11-26T09:30:00Z"
+                     *       "finished_at": "2026-11-26T09:30:00Z",
+                     *       "queue_position": 2,
+                     *       "estimated_start_at": "2026-11-26T09:30:00Z"
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -2377,7 +2530,9 @@ export interface operations {
                      *       "created_at": "2026-11-26T09:30:00Z",
                      *       "updated_at": "2026-11-26T09:30:00Z",
                      *       "submitted_at": "2026-11-26T09:30:00Z",
-                     *       "finished_at": "2026-11-26T09:30:00Z"
+                     *       "finished_at": "2026-11-26T09:30:00Z",
+                     *       "queue_position": 2,
+                     *       "estimated_start_at": "2026-11-26T09:30:00Z"
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -2532,7 +2687,9 @@ export interface operations {
                      *       "created_at": "2026-11-26T09:30:00Z",
                      *       "updated_at": "2026-11-26T09:30:00Z",
                      *       "submitted_at": "2026-11-26T09:30:00Z",
-                     *       "finished_at": "2026-11-26T09:30:00Z"
+                     *       "finished_at": "2026-11-26T09:30:00Z",
+                     *       "queue_position": 2,
+                     *       "estimated_start_at": "2026-11-26T09:30:00Z"
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -2749,7 +2906,9 @@ export interface operations {
                      *           "created_at": "2026-11-26T09:30:00Z",
                      *           "updated_at": "2026-11-26T09:30:00Z",
                      *           "submitted_at": "2026-11-26T09:30:00Z",
-                     *           "finished_at": "2026-11-26T09:30:00Z"
+                     *           "finished_at": "2026-11-26T09:30:00Z",
+                     *           "queue_position": 2,
+                     *           "estimated_start_at": "2026-11-26T09:30:00Z"
                      *         }
                      *       ]
                      *     }
@@ -2842,6 +3001,10 @@ export interface operations {
                         /** @constant */
                         event: "job";
                         id: string;
+                        data: string;
+                    } | {
+                        /** @constant */
+                        event: "queue";
                         data: string;
                     };
                 };
@@ -2943,6 +3106,10 @@ export interface operations {
                         /** @constant */
                         event: "ready";
                         id: string;
+                        data: string;
+                    } | {
+                        /** @constant */
+                        event: "queue";
                         data: string;
                     };
                 };
@@ -3251,6 +3418,8 @@ export interface operations {
                      *           "updated_at": "2026-11-26T09:30:00Z",
                      *           "submitted_at": "2026-11-26T09:30:00Z",
                      *           "finished_at": "2026-11-26T09:30:00Z",
+                     *           "queue_position": 2,
+                     *           "estimated_start_at": "2026-11-26T09:30:00Z",
                      *           "owner": "string",
                      *           "upstream_task_id": "string",
                      *           "resolved_by": "string",
@@ -3343,10 +3512,105 @@ export interface operations {
                      *       "credits_spent_today": 1,
                      *       "resolved_by": {},
                      *       "callback_ratio": 1,
-                     *       "media_mismatches": 1
+                     *       "media_mismatches": 1,
+                     *       "median_seconds_in_queue": 1,
+                     *       "p95_seconds_in_queue": 1
                      *     }
                      */
                     "application/json": components["schemas"]["StatsOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getQueue: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "policy": "fair",
+                     *       "cap": 1,
+                     *       "learned_cap": 1,
+                     *       "probe_at": "2026-11-26T09:30:00Z",
+                     *       "in_use": 1,
+                     *       "waiting": 1,
+                     *       "order": [
+                     *         {
+                     *           "position": 0,
+                     *           "job_id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *           "owner": "string",
+                     *           "plan": "string",
+                     *           "created_at": "2026-11-26T09:30:00Z"
+                     *         }
+                     *       ],
+                     *       "owners": [
+                     *         {
+                     *           "owner": "string",
+                     *           "waiting": 1,
+                     *           "upstream": 1
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["QueueOut"];
                 };
             };
             /** @description Unauthorized */

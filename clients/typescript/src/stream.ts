@@ -6,6 +6,8 @@ import type { components } from "./schema.js";
 
 /** One move of a job, with the job as it is now: the `data` of each SSE `job` event. */
 export type JobEvent = components["schemas"]["JobEventOut"];
+/** A waiting job's new place in the queue: the `data` of each SSE `queue` event. */
+export type QueueSpot = components["schemas"]["QueueSpotOut"];
 
 const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 
@@ -21,6 +23,8 @@ export interface FollowOptions {
   heartbeatTimeoutMs?: number;
   /** Waits between reconnects (exponential, jittered; `Retry-After` wins). */
   backoff?: Backoff;
+  /** Called with each waiting job's new place in the queue (`queue` events). */
+  onQueue?: (spot: QueueSpot) => void;
   /** Called before each reconnect, with why the stream was lost. */
   onReconnect?: (info: { attempt: number; lastEventId: number | undefined; error: unknown }) => void;
 }
@@ -107,6 +111,7 @@ async function* connect(
           const id = Number(message.id);
           if (message.event === "job") yield { id, event: JSON.parse(message.data) as JobEvent };
           else if (message.event === "ready") yield { id };
+          else if (message.event === "queue") options.onQueue?.(JSON.parse(message.data) as QueueSpot);
         }
       }
     } finally {

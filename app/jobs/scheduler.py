@@ -1,0 +1,261 @@
+"""The queue in front of the Seedance account: how many jobs may be sent now, and which.
+
+The account renders a few tasks at once and answers 429 above that. Jobs being submitted
+plus jobs rendering upstream (`HOLDS_SLOT_SQL`) never exceed its cap, counted in the
+database on every claim, so the cap holds across replicas; claims are serialized by a
+Postgres advisory lock (SQLite: one process, one dispatcher). The cap is
+SEEDANCE_MAX_CONCURRENT_TASKS when set, else learned: a 429 sets it to the slots the
+account had taken, and holds submissions until a slot frees or a probe interval (its
+`Retry-After`) passes; then one submission may go above the cap, and an accepted one
+raises it. What is learned lives in `upstream_capacity`, for every replica.
+
+Which jobs go is fair share (QUEUE_POLICY=fair): the next slot goes to the owner with the
+fewest jobs upstream relative to their plan's `queue_weight`, ties to the oldest waiting
+job; one owner's jobs go in their order. `fifo` sends the oldest job first. The same
+order, computed over every waiting job, is what `queue_order` reports.
+"""
+
+import heapq
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.config import QueuePolicy, Settings
+from app.db.models import HOLDS_SLOT_SQL, Job, UpstreamCapacity
+from app.identity.plans import Plans
+from app.jobs.states import JobStatus
+
+HOLDS_SLOT = text(HOLDS_SLOT_SQL)
+CLAIM_LOCK = 0x5EEDA7CE  # the advisory lock that serializes claims across replicas
+_CAPACITY_ROW = 1
+
+
+def waiting(now: datetime) -> list:  # type: ignore[type-arg]
+    """Queued jobs that may be sent: not claimed, and not held back by a retry's delay."""
+    return [
+        Job.status == JobStatus.QUEUED,
+        Job.submit_started_at.is_(None),
+        or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    id: uuid.UUID
+    owner: str
+    plan: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """What the account takes now: `cap` slots (None: nothing known, no limit), of which
+    `in_use` are held; `probing`: one submission may go above the cap."""
+
+    cap: int | None
+    in_use: int
+    probing: bool
+
+    @property
+    def free(self) -> int | None:
+        """Slots to fill now (None: no limit known): the cap's room, else one probe while
+        no other is out (at most one job above the cap)."""
+        if self.cap is None:
+            return None
+        if self.in_use < self.cap:
+            return self.cap - self.in_use
+        return 1 if self.probing and self.in_use == self.cap else 0
+
+
+async def serialize_claims(session: AsyncSession) -> None:
+    """Hold the claim lock until the transaction ends (Postgres; SQLite has one process)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
+
+
+async def upstream_by_owner(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(Job.owner, func.count()).where(HOLDS_SLOT).group_by(Job.owner)
+    )
+    return {owner: count for owner, count in rows.all()}
+
+
+async def capacity(
+    session: AsyncSession, settings: Settings, in_use: int, now: datetime
+) -> Capacity:
+    row = await session.get(UpstreamCapacity, _CAPACITY_ROW, populate_existing=True)
+    learned = row.learned_cap if row is not None else None
+    caps = [c for c in (settings.seedance_max_concurrent_tasks, learned) if c is not None]
+    cap = min(caps) if caps else None
+    ceiling = settings.seedance_max_concurrent_tasks
+    probing = (
+        row is not None
+        and learned is not None
+        and (row.probe_at is None or row.probe_at <= now)
+        and (ceiling is None or learned < ceiling)
+    )
+    return Capacity(cap, in_use, probing)
+
+
+def _upsert_capacity(session: AsyncSession, **values: object):  # type: ignore[no-untyped-def]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(UpstreamCapacity).values(id=_CAPACITY_ROW, **values)
+    return statement.on_conflict_do_update(index_elements=["id"], set_=values)
+
+
+async def learn_rate_limited(
+    session: AsyncSession, settings: Settings, retry_after: float | None, now: datetime
+) -> None:
+    """A 429: the account is full with the tasks it renders for us now (submissions still
+    on the wire are not counted: they may be refused too), and nothing above them goes
+    before a slot frees or the probe time comes."""
+    rendering = (
+        await session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.status == JobStatus.RUNNING, Job.media_status.is_(None))
+        )
+        or 0
+    )
+    wait = retry_after if retry_after is not None else settings.queue_probe_seconds
+    await session.execute(
+        _upsert_capacity(
+            session,
+            learned_cap=max(1, rendering),
+            probe_at=now + timedelta(seconds=wait),
+            rate_limited_at=now,
+        )
+    )
+
+
+async def learn_accepted(session: AsyncSession) -> None:
+    """An accepted submission above the learned cap: the account has that much room."""
+    held = select(func.count()).select_from(Job).where(HOLDS_SLOT).scalar_subquery()
+    await session.execute(
+        update(UpstreamCapacity)
+        .where(UpstreamCapacity.id == _CAPACITY_ROW, UpstreamCapacity.learned_cap < held)
+        .values(learned_cap=held)
+    )
+
+
+def fair_order(
+    candidates: Iterable[Waiting], held: dict[str, int], weights: Plans, limit: int | None
+) -> list[Waiting]:
+    """Candidates in the order fair share sends them (each owner's in their own order):
+    repeatedly the owner with the fewest jobs upstream for their weight, counting the
+    ones this order already sent, ties to the oldest job.
+
+    "Fewest for their weight" is (held + 1/2) / weight: Sainte-Laguë's divisor, which
+    gives each owner slots in proportion to its weight at any cap. Plain held / weight
+    favours light owners (a weight-4 owner holding 4 ties with a weight-1 owner holding
+    1) and (held + 1) / weight heavy ones (tests/unit/test_fair_share.py measures both
+    off by half or more at a cap of 10)."""
+    by_owner: dict[str, list[Waiting]] = {}
+    for job in candidates:
+        by_owner.setdefault(job.owner, []).append(job)
+    heap = []
+    for owner, jobs in by_owner.items():
+        jobs.sort(key=lambda j: (j.created_at, j.id))
+        weight = weights.named(jobs[0].plan).queue_weight
+        share = (held.get(owner, 0) + 0.5) / weight
+        heap.append((share, jobs[0].created_at, jobs[0].id, owner, weight))
+    heapq.heapify(heap)
+    order: list[Waiting] = []
+    taken = {owner: 0 for owner in by_owner}
+    while heap and (limit is None or len(order) < limit):
+        _, _, _, owner, weight = heapq.heappop(heap)
+        jobs = by_owner[owner]
+        order.append(jobs[taken[owner]])
+        taken[owner] += 1
+        if taken[owner] < len(jobs):
+            following = jobs[taken[owner]]
+            share = (held.get(owner, 0) + taken[owner] + 0.5) / weight
+            heapq.heappush(heap, (share, following.created_at, following.id, owner, weight))
+    return order
+
+
+def ordered(
+    candidates: list[Waiting],
+    held: dict[str, int],
+    settings: Settings,
+    plans: Plans,
+    limit: int | None,
+) -> list[Waiting]:
+    if settings.queue_policy is QueuePolicy.FIFO:
+        return sorted(candidates, key=lambda j: (j.created_at, j.id))[:limit]
+    return fair_order(candidates, held, plans, limit)
+
+
+async def candidates(session: AsyncSession, now: datetime, per_owner: int | None) -> list[Waiting]:
+    """Waiting jobs, at most `per_owner` of each owner's oldest (all, for None)."""
+    rank = func.row_number().over(partition_by=Job.owner, order_by=(Job.created_at, Job.id))
+    ranked = (
+        select(Job.id, Job.owner, Job.plan, Job.created_at, rank.label("rank"))
+        .where(*waiting(now))
+        .subquery()
+    )
+    query = select(ranked.c.id, ranked.c.owner, ranked.c.plan, ranked.c.created_at)
+    if per_owner is not None:
+        query = query.where(ranked.c.rank <= per_owner)
+    return [Waiting(*row) for row in (await session.execute(query)).all()]
+
+
+async def pick(
+    session: AsyncSession, settings: Settings, plans: Plans, room: int
+) -> tuple[list[uuid.UUID], Capacity | None]:
+    """Under the claim lock: the ids of the jobs to send now (at most `room`, this
+    process's free submission slots, and what the account's cap leaves), in order, and
+    the account's capacity (None when nothing waits: one query, nothing counted)."""
+    now = datetime.now(UTC)
+    waiting = await candidates(session, now, room)
+    if not waiting:
+        return [], None
+    held = await upstream_by_owner(session)
+    account = await capacity(session, settings, sum(held.values()), now)
+    free = account.free
+    limit = room if free is None else min(room, free)
+    if limit <= 0:
+        return [], account
+    return [job.id for job in ordered(waiting, held, settings, plans, limit)], account
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    order: list[Waiting]  # every waiting job, in the order they would be sent
+    account: Capacity
+    held: dict[str, int]  # slots each owner holds
+
+
+async def queue_order(
+    session: AsyncSession, settings: Settings, plans: Plans, per_owner: int | None = None
+) -> QueueView:
+    """The queue as things stand: the waiting jobs (each owner's first `per_owner`, or all)
+    in the order the scheduler would send them, the account's capacity, and the slots
+    each owner holds."""
+    now = datetime.now(UTC)
+    held = await upstream_by_owner(session)
+    account = await capacity(session, settings, sum(held.values()), now)
+    order = ordered(await candidates(session, now, per_owner), held, settings, plans, None)
+    return QueueView(order, account, held)
+
+
+async def waiting_by(
+    session: AsyncSession, key: InstrumentedAttribute[Any]
+) -> tuple[dict[str, int], datetime | None]:
+    """Jobs waiting for a slot by `key` (owner, plan), and when the oldest was created."""
+    rows = (
+        await session.execute(
+            select(key, func.count(), func.min(Job.created_at))
+            .where(Job.status == JobStatus.QUEUED, Job.submit_started_at.is_(None))
+            .group_by(key)
+        )
+    ).all()
+    oldest = min((created for _, _, created in rows), default=None)
+    return {value or "": count for value, count, _ in rows}, oldest
