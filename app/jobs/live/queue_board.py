@@ -9,6 +9,7 @@ did not change gets nothing, so a stream sees at most one `queue` event per job 
 """
 
 import asyncio
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db.availability import is_database_unavailable
 from app.db.models import Job
 from app.identity.plans import Plans
 from app.jobs import scheduler
@@ -26,6 +28,7 @@ from app.jobs.schemas import JobOut
 from app.jobs.states import JobStatus
 from app.kit.loops import Loop
 
+logger = logging.getLogger(__name__)
 RENDERS_MEASURED = 50  # the recent finished renders whose mean times the queue
 DEPTH = 500  # each owner's waiting jobs placed (the order's cost stays bounded)
 NEVER = datetime.min.replace(tzinfo=UTC)
@@ -105,10 +108,17 @@ class QueueBoard(Loop):
         await asyncio.shield(self._reading)
 
     async def place(self, outs: list[Out]) -> list[Out]:
-        """Jobs to show, with their places: read fresh enough if any of them waits."""
+        """Jobs to show, with their places: read fresh enough if any of them waits. A place
+        is extra: a database that fails the reading (a create already committed, say)
+        leaves the jobs without it, never the answer failing."""
         waiting = [out.created_at for out in outs if out.status is JobStatus.QUEUED]
         if waiting:
-            await self.read(max(waiting))
+            try:
+                await self.read(max(waiting))
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                logger.warning("queue places not read (%s); shown without", type(exc).__name__)
         return [self.annotate(out) for out in outs]
 
     def annotate(self, out: Out) -> Out:
