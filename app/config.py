@@ -28,6 +28,12 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class Role(StrEnum):
+    ALL = "all"  # one process does everything (`make run`, a single replica)
+    API = "api"  # HTTP and live streams; no background loop
+    WORKER = "worker"  # the background loops; only /healthz, /readyz and /metrics
+
+
 class DocsAccess(StrEnum):
     PUBLIC = "public"
     ADMIN = "admin"
@@ -123,6 +129,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     environment: Environment = Field(Environment.DEV, description="`dev` or `production`")
+    role: Role = Field(
+        Role.ALL,
+        description="`all`; `api` (HTTP and live streams, no background loop) or `worker` (the "
+        "loops: dispatcher, reconciler, media copier, webhooks, retention, stats; serves only "
+        "`/healthz`, `/readyz`, `/metrics`), so a fleet scales the two apart",
+    )
 
     # Storage
     database_url: str = Field(
@@ -628,6 +640,15 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def serves_api(self) -> bool:
+        return self.role is not Role.WORKER
+
+    @property
+    def runs_loops(self) -> bool:
+        """The background loops run here (each still behind its own *_ENABLED)."""
+        return self.role is not Role.API
 
     def callback_overdue_seconds(self, duration: int) -> float:
         """How long after submission a job's callback counts as late (longer videos take longer)."""

@@ -92,23 +92,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         outbound_secrets = SecretBox(settings.outbound_secrets_key)
         outbound_worker = OutboundWorker(sessionmaker, links, outbound_secrets, settings)
         hub = EventHub(sessionmaker)
+        work = settings.runs_loops  # ROLE=api runs none of the loops
         loops: list[Loop] = []
-        if settings.dispatcher_enabled:
+        if work and settings.dispatcher_enabled:
             loops.append(dispatcher)
             hub.on_slot_freed(dispatcher.wake)  # the next job may go at once
-        if settings.reconciler_enabled:
+        if work and settings.reconciler_enabled:
             loops.append(Reconciler(sessionmaker, seedance, settings, media_worker.wake))
-        if settings.media_worker_enabled:
+        if work and settings.media_worker_enabled:
             loops.append(media_worker)
-        if settings.outbound_enabled:
+        if work and settings.outbound_enabled:
             loops.append(outbound_worker)
             hub.on_any(outbound_worker.on_move)
-        if settings.events_retention_days is not None:
+        if work and settings.events_retention_days is not None:
             loops.append(RetentionSweeper(sessionmaker, settings, [prune_finished_messages]))
-        if settings.stats_rollup_enabled:
+        if work and settings.stats_rollup_enabled:
             loops.append(StatsRollup(sessionmaker, settings))
         queue_board = QueueBoard(sessionmaker, settings, hub)
-        loops.append(queue_board)
+        if settings.serves_api:  # places in line for the live streams served here
+            loops.append(queue_board)
         listener = None if settings.is_sqlite else PostgresListener(settings, hub)
         app.state.services = built = Services(
             settings=settings,
@@ -130,9 +132,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.sse_max_streams_per_user, settings.sse_max_streams_per_replica
             ),
             loop_lag=LoopLag(),
-            dispatcher=dispatcher if settings.dispatcher_enabled else None,
-            media_worker=media_worker if settings.media_worker_enabled else None,
-            outbound_worker=outbound_worker if settings.outbound_enabled else None,
+            dispatcher=dispatcher if dispatcher in loops else None,
+            media_worker=media_worker if media_worker in loops else None,
+            outbound_worker=outbound_worker if outbound_worker in loops else None,
         )
         built.loop_lag.start()
         if listener is None:
@@ -212,8 +214,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_keys,
         webhook_endpoints,
     )
+    if not settings.serves_api:  # a worker: probes and metrics only
+        routers = ()
     for module in (*routers, health):
         app.include_router(module.router, responses=size_errors)
+    if not settings.serves_api:
+        return app
     if settings.media_backend is MediaBackend.LOCAL:
         app.include_router(media.files_router, responses=size_errors)
     if (docs := docs_router(settings.effective_docs_access)) is not None:

@@ -1,14 +1,19 @@
 #!/bin/sh
-# serve: migrate to head, then run the API (uvloop + httptools; SIGTERM drains the
-# dispatcher and reconciler through the lifespan). Idle keep-alive connections are held
-# longer than a load balancer holds them (60 s is common: AWS ALB, nginx), so the
-# balancer closes one first; the other way round, a request it sends on a connection
-# uvicorn (5 s by default) has just closed fails. migrate: migrations only.
+# serve: migrate to head (unless MIGRATE_ON_START=false: an orchestrator that runs the
+# migration Job first), then run the service in its ROLE (all, api or worker) with uvloop
+# and httptools; SIGTERM drains requests and live streams, then stops the loops through
+# the lifespan. Migrating takes a Postgres advisory lock, so replicas starting together
+# migrate one after the other and the later ones find nothing to do. Idle keep-alive
+# connections are held longer than a load balancer holds them (60 s is common: AWS ALB,
+# nginx), so the balancer closes one first; the other way round, a request it sends on a
+# connection uvicorn (5 s by default) has just closed fails. migrate: migrations only.
 # simulator: the Seedance simulator. Anything else runs as given.
 set -e
 case "$1" in
   serve)
-    alembic upgrade head
+    if [ "${MIGRATE_ON_START:-true}" != "false" ]; then
+      alembic upgrade head
+    fi
     exec uvicorn app.main:create_app --factory --host 0.0.0.0 --port "${PORT:-8000}" \
       --loop uvloop --http httptools --no-access-log --proxy-headers \
       --timeout-graceful-shutdown "${GRACEFUL_SHUTDOWN_SECONDS:-20}" \

@@ -4,7 +4,7 @@ import asyncio
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.config import Settings
@@ -21,6 +21,12 @@ def _url() -> str:
     return config.get_main_option("sqlalchemy.url") or Settings().database_url
 
 
+# Migrating takes this Postgres advisory lock for its transaction: migrations started at
+# once (replicas, a Job and an operator) run one after the other, and the later ones find
+# the schema at head with nothing to do, instead of racing to create the same tables.
+MIGRATION_LOCK = 0x5EEDA1E5
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
@@ -29,6 +35,8 @@ def _configure(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
