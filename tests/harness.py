@@ -6,6 +6,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -172,6 +173,13 @@ async def running_stack(
         app = create_app(settings)
         async with serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
             yield Stack(url, app, settings, simulator.state.sim, sim_url, http)
+
+
+def tasks_per_job(sim: SimulatorState) -> Counter[str]:
+    """Upstream tasks created per job (the callback URL names the job): 1 at most, always."""
+    return Counter(
+        task.request["callback_url"].split("?")[0].rsplit("/", 1)[1] for task in sim.tasks.values()
+    )
 
 
 async def wait_until(

@@ -104,6 +104,8 @@ class Job(Base):
         Index("ix_jobs_batch_id", "batch_id"),
         # the media worker's claims: copies due, objects to purge, stored media past retention
         Index("ix_jobs_media_status_next_attempt", "media_status", "media_next_attempt_at"),
+        # fair share's turns: when each owner's latest job was sent (app/jobs/scheduler.py)
+        Index("ix_jobs_owner_sent", "owner", "submit_started_at"),
         # the jobs holding one of the Seedance account's slots, counted by owner on every
         # claim (app/jobs/scheduler.py: HOLDS_SLOT says the same)
         Index(

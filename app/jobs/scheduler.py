@@ -34,6 +34,8 @@ from app.jobs.states import JobStatus
 
 HOLDS_SLOT = text(HOLDS_SLOT_SQL)
 CLAIM_LOCK = 0x5EEDA7CE  # the advisory lock that serializes claims across replicas
+NEVER = datetime.min.replace(tzinfo=UTC)
+RECENT_TURNS = timedelta(hours=1)  # how far back "sent to least recently" looks
 _CAPACITY_ROW = 1
 
 
@@ -146,17 +148,26 @@ async def learn_accepted(session: AsyncSession) -> None:
 
 
 def fair_order(
-    candidates: Iterable[Waiting], held: dict[str, int], weights: Plans, limit: int | None
+    candidates: Iterable[Waiting],
+    held: dict[str, int],
+    weights: Plans,
+    limit: int | None,
+    last_sent: dict[str, datetime] | None = None,
 ) -> list[Waiting]:
     """Candidates in the order fair share sends them (each owner's in their own order):
     repeatedly the owner with the fewest jobs upstream for their weight, counting the
-    ones this order already sent, ties to the oldest job.
+    ones this order already sent; ties to the owner sent to least recently (`last_sent`;
+    a newcomer first), then to the oldest job.
 
     "Fewest for their weight" is (held + 1/2) / weight: Sainte-Laguë's divisor, which
     gives each owner slots in proportion to its weight at any cap. Plain held / weight
     favours light owners (a weight-4 owner holding 4 ties with a weight-1 owner holding
     1) and (held + 1) / weight heavy ones (tests/unit/test_fair_share.py measures both
-    off by half or more at a cap of 10)."""
+    off by half or more at a cap of 10). The least recently sent owner wins a tie, not
+    the oldest job: when there are as many heavy owners as slots, the one whose render
+    just ended holds none, like a newcomer, and its backlog's jobs are always older
+    (bench.saturation: light users' jobs waited as long as FIFO's)."""
+    last_sent = last_sent or {}
     by_owner: dict[str, list[Waiting]] = {}
     for job in candidates:
         by_owner.setdefault(job.owner, []).append(job)
@@ -165,23 +176,30 @@ def fair_order(
         jobs.sort(key=lambda j: (j.created_at, j.id))
         weight = weights.named(jobs[0].plan).queue_weight
         share = (held.get(owner, 0) + 0.5) / weight
-        heap.append((share, jobs[0].created_at, jobs[0].id, owner, weight))
+        turn = (0, last_sent.get(owner, NEVER))  # before anyone this order sends to
+        heap.append((share, turn, jobs[0].created_at, jobs[0].id, owner, weight))
     heapq.heapify(heap)
     order: list[Waiting] = []
     taken = {owner: 0 for owner in by_owner}
     while heap and (limit is None or len(order) < limit):
-        _, _, _, owner, weight = heapq.heappop(heap)
+        *_, owner, weight = heapq.heappop(heap)
         jobs = by_owner[owner]
         order.append(jobs[taken[owner]])
         taken[owner] += 1
         if taken[owner] < len(jobs):
             following = jobs[taken[owner]]
             share = (held.get(owner, 0) + taken[owner] + 0.5) / weight
-            heapq.heappush(heap, (share, following.created_at, following.id, owner, weight))
+            turn = (1, len(order))  # sent to just now: after every owner not sent to yet
+            heapq.heappush(heap, (share, turn, following.created_at, following.id, owner, weight))
     return order
 
 
-def ordered(
+def fifo_order(candidates: Iterable[Waiting], limit: int | None) -> list[Waiting]:
+    return sorted(candidates, key=lambda j: (j.created_at, j.id))[:limit]
+
+
+async def ordered(
+    session: AsyncSession,
     candidates: list[Waiting],
     held: dict[str, int],
     settings: Settings,
@@ -189,8 +207,23 @@ def ordered(
     limit: int | None,
 ) -> list[Waiting]:
     if settings.queue_policy is QueuePolicy.FIFO:
-        return sorted(candidates, key=lambda j: (j.created_at, j.id))[:limit]
-    return fair_order(candidates, held, plans, limit)
+        return fifo_order(candidates, limit)
+    owners = {job.owner for job in candidates}
+    return fair_order(candidates, held, plans, limit, await last_sent(session, owners))
+
+
+async def last_sent(session: AsyncSession, owners: set[str]) -> dict[str, datetime]:
+    """When each owner's latest job was sent, within the last hour (`ix_jobs_owner_sent`
+    reads just that; an owner not sent to for longer ties with a newcomer)."""
+    if not owners:
+        return {}
+    since = datetime.now(UTC) - RECENT_TURNS
+    rows = await session.execute(
+        select(Job.owner, func.max(Job.submit_started_at))
+        .where(Job.owner.in_(owners), Job.submit_started_at >= since)
+        .group_by(Job.owner)
+    )
+    return {owner: sent for owner, sent in rows.all()}
 
 
 async def candidates(session: AsyncSession, now: datetime, per_owner: int | None) -> list[Waiting]:
@@ -223,7 +256,8 @@ async def pick(
     limit = room if free is None else min(room, free)
     if limit <= 0:
         return [], account
-    return [job.id for job in ordered(waiting, held, settings, plans, limit)], account
+    chosen = await ordered(session, waiting, held, settings, plans, limit)
+    return [job.id for job in chosen], account
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +276,8 @@ async def queue_order(
     now = datetime.now(UTC)
     held = await upstream_by_owner(session)
     account = await capacity(session, settings, sum(held.values()), now)
-    order = ordered(await candidates(session, now, per_owner), held, settings, plans, None)
+    waiting = await candidates(session, now, per_owner)
+    order = await ordered(session, waiting, held, settings, plans, None)
     return QueueView(order, account, held)
 
 

@@ -10,7 +10,8 @@ Create Date: 2026-12-05
 - `upstream_capacity`: one row, what every replica knows of the Seedance account's
   concurrency: the cap learned from its 429s and when to probe above it.
 - `ix_jobs_upstream`: the jobs holding one of the account's slots (being submitted, or
-  rendering upstream), counted on every claim.
+  rendering upstream), counted on every claim; `ix_jobs_owner_sent`: when each owner was
+  last sent a job (fair share's turns).
 - On Postgres, a trigger NOTIFYs `upstream_slots` when a job leaves a slot (its task
   finished, failed, or its submission came back unsent), so every replica's dispatcher
   fills the slot at once.
@@ -66,6 +67,7 @@ def upgrade() -> None:
         postgresql_where=sa.text(HOLDS_SLOT),
         sqlite_where=sa.text(HOLDS_SLOT),
     )
+    op.create_index("ix_jobs_owner_sent", "jobs", ["owner", "submit_started_at"])
     op.create_table(
         "upstream_capacity",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -84,6 +86,7 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER jobs_upstream_slot_notify ON jobs")
         op.execute("DROP FUNCTION notify_upstream_slot()")
     op.drop_table("upstream_capacity")
+    op.drop_index("ix_jobs_owner_sent", table_name="jobs")
     op.drop_index("ix_jobs_upstream", table_name="jobs")
     op.drop_column("job_stats_hours", "queue_seconds")
     op.drop_column("jobs", "plan")

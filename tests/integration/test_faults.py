@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.db.models import Job, JobEvent
 from app.jobs.states import ALLOWED_MOVES, TERMINAL, JobStatus
 from simulator import SimulatorConfig, create_simulator
-from simulator.app import SimulatorState
 from tests.harness import (
     MEDIA_ROOT,
     SEEDANCE_TEST_KEY,
@@ -32,6 +31,7 @@ from tests.harness import (
     serve,
     service_env,
     start_service,
+    tasks_per_job,
     url_of,
     wait_until,
 )
@@ -68,13 +68,6 @@ async def assert_histories_only_move_forward(engine: AsyncEngine) -> None:
             assert after.from_status == before.to_status, job_id
             assert JobStatus(after.to_status) in ALLOWED_MOVES[JobStatus(before.to_status)]
         assert [JobStatus(e.to_status) in TERMINAL for e in events].count(True) == 1, job_id
-
-
-def tasks_per_job(sim: SimulatorState) -> Counter[str]:
-    """Upstream tasks created per job (the callback URL names the job): 1 at most, always."""
-    return Counter(
-        task.request["callback_url"].split("?")[0].rsplit("/", 1)[1] for task in sim.tasks.values()
-    )
 
 
 async def test_200_jobs_under_mixed_faults_end_right_and_are_sent_once(

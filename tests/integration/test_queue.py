@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.db.models import Job, UpstreamCapacity
 from app.main import create_app
 from simulator import SimulatorConfig, create_simulator
-from simulator.app import SimulatorState
 from tests.harness import (
     MEDIA_ROOT,
     SEEDANCE_TEST_KEY,
@@ -29,6 +28,7 @@ from tests.harness import (
     serve,
     service_env,
     start_service,
+    tasks_per_job,
     url_of,
     wait_until,
 )
@@ -46,12 +46,6 @@ async def jobs_of(db_engine: AsyncEngine) -> list[Job]:
 async def all_ended(db_engine: AsyncEngine, count: int) -> bool:
     jobs = await jobs_of(db_engine)
     return len(jobs) == count and all(j.status in {"succeeded", "failed", "canceled"} for j in jobs)
-
-
-def tasks_per_job(sim: SimulatorState) -> Counter[str]:
-    return Counter(
-        task.request["callback_url"].split("?")[0].rsplit("/", 1)[1] for task in sim.tasks.values()
-    )
 
 
 async def test_two_processes_keep_to_the_cap_at_ten_times_demand_through_a_restart(

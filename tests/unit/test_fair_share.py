@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.config import Plan, QueuePolicy, Settings
+from app.config import Plan, Settings
 from app.identity.plans import Plans
-from app.jobs.scheduler import Capacity, Waiting, fair_order, ordered
+from app.jobs.scheduler import Capacity, Waiting, fair_order, fifo_order
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 SETTINGS = Settings(  # type: ignore[call-arg]
@@ -39,8 +39,20 @@ def test_equal_owners_alternate_ties_to_the_oldest_job() -> None:
 def test_fifo_sends_the_oldest_first() -> None:
     heavy = backlog("heavy", 5)
     light = backlog("light", 1, start=100)
-    settings = SETTINGS.model_copy(update={"queue_policy": QueuePolicy.FIFO})
-    assert ordered(heavy + light, {}, settings, PLANS, None) == heavy + light
+    assert fifo_order(light + heavy, None) == heavy + light
+
+
+def test_a_tie_goes_to_the_owner_sent_to_least_recently() -> None:
+    """Three heavy owners and three slots: the one whose render just ended holds none, like
+    a newcomer, and its backlog is older; the newcomer goes first all the same, then the
+    heavy owners in the order they were last sent to."""
+    heavy = {owner: backlog(owner, 5) for owner in ("h1", "h2", "h3")}
+    light = backlog("light", 1, start=100)
+    waiting = [job for jobs in heavy.values() for job in jobs] + light
+    sent = {"h1": T0 + timedelta(minutes=3), "h2": T0 + timedelta(minutes=1)}
+    sent["h3"] = T0 + timedelta(minutes=2)  # its render just ended: it holds none
+    order = fair_order(waiting, {"h1": 1, "h2": 1}, PLANS, 4, sent)
+    assert [job.owner for job in order] == ["light", "h3", "h2", "h1"]
 
 
 def test_weights_hold_within_20_percent_over_a_long_saturated_run() -> None:
