@@ -42,12 +42,14 @@ def create_http_client(settings: Settings) -> httpx.AsyncClient:
 
 
 async def _head_of(response: httpx.Response) -> str:
+    """The first KB of the receiver's answer, as text any database stores: bytes that are
+    not UTF-8, and NUL (which Postgres text refuses), become U+FFFD."""
     body = b""
     async for chunk in response.aiter_bytes():
         body += chunk
         if len(body) >= RESPONSE_BODY_BYTES:
             break
-    return body[:RESPONSE_BODY_BYTES].decode(errors="replace")
+    return body[:RESPONSE_BODY_BYTES].decode(errors="replace").replace("\x00", "\ufffd")
 
 
 def _outcome(status: int, is_redirect: bool, head: str) -> Outcome:

@@ -14,7 +14,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -23,7 +23,7 @@ from sqlalchemy import Insert, Update, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db.availability import write_through_outage
+from app.db.availability import is_database_unavailable, write_through_outage
 from app.db.models import OutboundAttempt, OutboundEndpoint, OutboundMessage, UTCDateTime
 from app.db.one_row import OneRowStatement
 from app.kit.loops import PooledLoop
@@ -246,14 +246,32 @@ class OutboundWorker(PooledLoop):
                 self._settings,
             )
             OUTBOUND_ATTEMPTS.labels(str(order.endpoint_id), outcome.result).inc()
-            record = partial(self._record, order, outcome)
-            await write_through_outage(record, self.lease().total_seconds())
+            await self._record_somehow(order, outcome)
         except Exception:  # the lease runs out and the message is sent again
             logger.exception("webhook %s: could not record attempt", webhook_id(order.message_id))
         finally:
             self._sending[order.endpoint_id] -= 1
             if not self._sending[order.endpoint_id]:
                 del self._sending[order.endpoint_id]
+
+    async def _record_somehow(self, order: SendOrder, outcome: Outcome) -> None:
+        """Record the outcome, waiting out a database outage. What the receiver said is
+        the one part of it that is not ours: if the database refuses it, the outcome is
+        recorded without it, so a receiver's answer can never make a delivered message
+        pending again (and sent again at every lease, without end)."""
+        lease = self.lease().total_seconds()
+        try:
+            await write_through_outage(partial(self._record, order, outcome), lease)
+        except Exception as exc:
+            if is_database_unavailable(exc) or outcome.response_body is None:
+                raise
+            logger.warning(
+                "webhook %s: the receiver's answer could not be stored (%s); recorded without",
+                webhook_id(order.message_id),
+                type(exc).__name__,
+            )
+            bare = replace(outcome, response_body=None)
+            await write_through_outage(partial(self._record, order, bare), lease)
 
     def _message_outcome(self, order: SendOrder, outcome: Outcome, now: datetime) -> dict[str, Any]:
         """The message's columns after this attempt."""

@@ -19,7 +19,9 @@ from standardwebhooks import webhooks as standardwebhooks_module
 
 from app.db.migrate import upgrade
 from app.db.models import JobEvent, OutboundEndpoint, OutboundMessage
-from app.outbound.states import EventType
+from app.outbound.sender import Outcome
+from app.outbound.states import AttemptResult, EventType
+from app.outbound.worker import OutboundWorker
 from tests.harness import (
     MEDIA_ROOT,
     Stack,
@@ -313,6 +315,34 @@ async def test_a_redirect_is_not_followed_and_a_hanging_receiver_is_cut_and_retr
         assert {d.webhook_id for d in receiver.received} == {delivery["webhook_id"]}
 
 
+async def test_an_answer_with_a_nul_byte_is_recorded_once_and_not_sent_again(
+    database_url: str,
+) -> None:
+    """A receiver answering 200 with a NUL byte (an echo of binary input, say): the attempt
+    is recorded, NUL replaced, and the message delivered once; before, storing the answer
+    failed and the message was sent again at every lease, without end."""
+    receiver = Receiver(mode=Mode.NUL)
+    async with (
+        stack_with_webhooks(database_url, outbound_timeout_seconds=0.5) as stack,
+        receiving(receiver) as url,
+    ):
+        endpoint = await add_endpoint(stack, url)
+        receiver.secrets = [endpoint["secret"]]
+        test = await stack.http.post(
+            f"/admin/webhook-endpoints/{endpoint['id']}/test", headers=ADMIN
+        )
+
+        async def delivered() -> bool:
+            items = await deliveries(stack, endpoint["id"])
+            return bool(items) and items[0]["status"] == "delivered"
+
+        await wait_until(delivered)
+        (delivery,) = await deliveries(stack, endpoint["id"])
+    assert delivery["id"] == test.json()["id"] and len(delivery["history"]) == 1
+    assert delivery["history"][0]["response_body"].startswith("ok\ufffd")
+    assert len(receiver.received) == 1
+
+
 async def test_an_endpoint_failing_too_long_is_disabled_and_an_admin_brings_it_back(
     database_url: str,
 ) -> None:
@@ -507,3 +537,27 @@ async def test_control_characters_in_admin_input_are_a_422(
     response = await admin_api.http.request(method, path, json=body, headers=ADMIN)
     assert response.status_code == 422, response.text
     assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+async def test_an_answer_the_database_refuses_is_dropped_not_sent_again(
+    database_url: str,
+) -> None:
+    """Whatever a receiver's answer holds that the database refuses (here a NUL given to
+    the recorder as is): the attempt is recorded without the answer, so the message is
+    not left pending to be sent again."""
+    async with stack_with_webhooks(database_url, outbound_enabled=False) as stack:
+        endpoint = await add_endpoint(stack, "https://hooks.example.com/in")
+        await stack.http.post(f"/admin/webhook-endpoints/{endpoint['id']}/test", headers=ADMIN)
+        state = stack.app.state.services
+        worker = OutboundWorker(
+            state.sessionmaker, state.media_links, state.outbound_secrets, stack.settings
+        )
+        try:
+            (order,) = await worker._claim()
+            answer = Outcome(AttemptResult.DELIVERED, 200, response_body="echo \x00 bytes")
+            await worker._record_somehow(order, answer)
+        finally:
+            await worker.close()
+        (delivery,) = await deliveries(stack, endpoint["id"])
+    assert delivery["status"] == "delivered"
+    assert [a["response_body"] for a in delivery["history"]] == [None]
