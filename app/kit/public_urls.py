@@ -78,14 +78,45 @@ def _reject(code: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(code, message)
 
 
+# IPv6 forms that carry an IPv4 address, which is where a connection to them goes
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: 64:ff9b::a00:1 is 10.0.0.1
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated (RFC 4291): ::7f00:1
+# not globally routable, though Python's is_global (3.11) says they are
+_NOT_GLOBAL: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+    ipaddress.IPv4Network("192.0.0.0/24"),  # IETF protocol assignments (192.0.0.8, ...)
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # RFC 8215: local-use NAT64
+    ipaddress.IPv6Network("fec0::/10"),  # site-local, deprecated (RFC 3879)
+    ipaddress.IPv6Network("2001::/32"),  # Teredo: the client's address hides behind it
+)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64 or address in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.sixtofour  # 2002:7f00:1:: is 127.0.0.1, through a 6to4 relay
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """The one judgement of an address we would connect to (a URL's host, a resolved name,
+    a redirect's target): globally routable and not multicast; an IPv6 address that
+    carries an IPv4 one (mapped, compatible, NAT64, 6to4) is judged by the IPv4 address,
+    which is where the connection ends up."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if (embedded := _embedded_ipv4(address)) is not None:
+            return is_public_address(embedded)
+    if any(address in network for network in _NOT_GLOBAL):  # another family's: False
+        return False
+    return address.is_global and not address.is_multicast
+
+
 def _check_ip_host(host: str) -> None:
     try:
         address = ipaddress.ip_address(host)
     except ValueError as exc:
         raise _reject("invalid_url", "the URL's host is not a valid address") from exc
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    if not address.is_global or address.is_multicast:
+    if not is_public_address(address):
         raise _reject("url_host_not_public", "the URL must point to a public host")
 
 
@@ -141,8 +172,5 @@ async def resolve_publicly(host: str, port: int) -> None:
     (OSError when it does not resolve). Called before each request we make to such a URL."""
     addresses = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     for *_, sockaddr in addresses:
-        address = ipaddress.ip_address(sockaddr[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if not address.is_global or address.is_multicast:
+        if not is_public_address(ipaddress.ip_address(sockaddr[0])):
             raise HostNotPublic(f"{host} resolves to a non-public address")
