@@ -238,7 +238,10 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="when the provider's Cache-Control says nothing"
     )
     jwks_refetch_seconds: float = Field(
-        300.0, ge=0, description="an unknown `kid` refetches the keys at most this often"
+        10.0,
+        ge=0,
+        description="an unknown `kid` refetches the keys at most this often, counted from the "
+        "last such refetch (a key rotated just after any fetch is honoured at once)",
     )
     jwks_failure_backoff_seconds: float = Field(
         10.0, ge=0, description="after a failed fetch, no other for this long"

@@ -7,8 +7,9 @@ verifiers:
 * keys are fresh for the provider's `Cache-Control: max-age` (bounded to 1 min..24 h),
   else JWKS_CACHE_SECONDS;
 * a token naming an unknown `kid` refetches the keys at most once per
-  JWKS_REFETCH_SECONDS, so a flood of forged `kid`s is not a flood of fetches; concurrent
-  misses share one fetch;
+  JWKS_REFETCH_SECONDS counted from the last such refetch (not from any fetch: a key
+  rotated just after the start-up fetch is honoured at once), so a flood of forged `kid`s
+  is one fetch per window, not a flood of fetches; concurrent misses share one fetch;
 * a failed fetch is not retried for JWKS_FAILURE_BACKOFF_SECONDS, and meanwhile the keys
   already held keep verifying, up to JWKS_STALE_SECONDS after they were fetched;
 * with no key at all (a fresh process, the provider down) tokens get a 503, at once.
@@ -81,15 +82,20 @@ class JwksKeys:
         self._fetched_at = -float("inf")  # monotonic
         self._fresh_until = -float("inf")
         self._retry_at = -float("inf")  # after a failed fetch
+        self._unknown_refetch_at = -float("inf")  # the last refetch for an unknown `kid`
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str | None) -> PyJWK:
         """The key `kid` names (or the only key, for a token without `kid`)."""
         now = time.monotonic()
-        if now >= self._fresh_until or (
+        if now >= self._fresh_until:  # due anyway (no keys yet, or their freshness ended)
+            await self.refresh()
+            now = time.monotonic()
+        elif (
             self._lookup(kid, now) is None
-            and now - self._fetched_at >= self._settings.jwks_refetch_seconds
+            and now - self._unknown_refetch_at >= self._settings.jwks_refetch_seconds
         ):
+            self._unknown_refetch_at = now
             await self.refresh()
             now = time.monotonic()
         key = self._lookup(kid, now)
