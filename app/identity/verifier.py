@@ -9,6 +9,7 @@ same token on every request); their expiry is checked again on every use.
 """
 
 import asyncio
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from app.identity.plans import PlanLimits, Plans
 from app.kit.errors import ProblemError
 
 MAX_SUBJECT_LENGTH = 255
+# a subject is stored, compared and logged: one line of text (Postgres refuses NUL in text,
+# a newline would forge a log line)
+_SUBJECT = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 CACHED_TOKENS = 8192
 
 
@@ -54,6 +58,8 @@ class ClaimMapping:
         subject = claim(claims, self.subject)
         if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
             raise unauthorized("The bearer token's subject is invalid.")
+        if not _SUBJECT.fullmatch(subject):
+            raise unauthorized("The bearer token's subject holds control characters.")
         plan = plans.named(claim(claims, self.plan)) if self.plan is not None else plans.default
         is_admin = has_any(claim(claims, self.admin), self.admin_values)
         return Principal(subject, plan, is_admin=is_admin)

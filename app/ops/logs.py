@@ -1,7 +1,10 @@
 """Process logging: JSON lines in production, readable text in dev, every line with the
-request id of the request it belongs to (asgi-correlation-id's context variable)."""
+request id of the request it belongs to (asgi-correlation-id's context variable). A record
+is one line in either format: JSON escapes, and the text format escapes every control
+character of a message, so a logged value (a subject, a path) cannot forge a line."""
 
 import logging
+import re
 
 from asgi_correlation_id import CorrelationIdFilter
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -11,6 +14,18 @@ from app.config import LogFormat, Settings
 _HANDLER_NAME = "seedance-bff"
 # Loggers whose INFO lines would carry URLs with callback signatures or task ids.
 _QUIET = ("httpx", "httpcore", "uvicorn.access")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode()
+
+
+class OneLineFormatter(logging.Formatter):
+    """The message escaped (`\\n`, `\\x00`, ...); a traceback still follows on its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _CONTROL.sub(_escaped, super().formatMessage(record))
 
 
 def configure_logging(settings: Settings) -> None:
@@ -35,7 +50,7 @@ def configure_logging(settings: Settings) -> None:
         )
     else:
         handler.setFormatter(
-            logging.Formatter(
+            OneLineFormatter(
                 "%(asctime)s %(levelname)-7s [%(correlation_id)s] %(name)s: %(message)s"
             )
         )

@@ -93,3 +93,16 @@ def _hs256_with(secret: str, claims: dict[str, object]) -> str:
     payload = b64(json.dumps(claims).encode())
     signature = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256)
     return f"{header}.{payload}.{b64(signature.digest())}"
+
+
+@pytest.mark.parametrize("subject", ["bad\x00sub", "alice\nINFO forged", "tab\there", "\u2028"])
+async def test_a_signed_token_whose_subject_holds_control_characters_is_a_401(
+    subject: str,
+) -> None:
+    """Validly signed, but its subject would break what stores and logs it (a NUL was a
+    500 from Postgres; a newline forged a log line)."""
+    token = tokens.issue_token(SETTINGS, subject)
+    with pytest.raises(ProblemError) as refused:
+        await TokenVerifier(SETTINGS).verify(token)
+    assert refused.value.status == 401
+    assert refused.value.detail == "The bearer token's subject holds control characters."

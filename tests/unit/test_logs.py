@@ -33,3 +33,15 @@ def test_text_in_dev_and_only_one_handler_however_often_configured() -> None:
     assert line.rstrip().endswith("[-] app.test: job j-1 submitted")
     names = [h.get_name() for h in logging.getLogger().handlers]
     assert names.count("seedance-bff") == 1
+
+
+def test_a_logged_value_cannot_forge_a_line() -> None:
+    configure_logging(Settings(_env_file=None))  # type: ignore[call-arg]
+    handler = next(h for h in logging.getLogger().handlers if h.get_name() == "seedance-bff")
+    stream = io.StringIO()
+    handler.setStream(stream)  # type: ignore[attr-defined]
+    forged = "alice\n2026-12-05 00:00:00 INFO [-] app.requests: GET /admin 200 user=ops"
+    logging.getLogger("app.test").info("user=%s \x00\u2028 done", forged)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    assert "user=alice\\n2026-12-05" in lines[0] and "\\x00\\u2028 done" in lines[0]
