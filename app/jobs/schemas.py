@@ -6,6 +6,7 @@ a field's validator may read the fields declared before it (`info.data`).
 """
 
 import hashlib
+import re
 import unicodedata
 import uuid
 from datetime import datetime
@@ -78,6 +79,12 @@ _PROMPT_CHAR = r"(?:[^\x00-\x08\x0b-\x1f\x7f-\x9f]|\r\n)"
 PROMPT_PATTERN = rf"^{_PROMPT_CHAR}*[^\s\x00-\x1f\x7f-\x9f]{_PROMPT_CHAR}*$"
 
 
+# Removed from prompts: bidi embeddings, overrides and isolates (text that displays other
+# than it reads) and tag characters (invisible ASCII, a way to smuggle instructions past a
+# reader; they also end subdivision flag emoji, which become a plain black flag).
+_INVISIBLE_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069\U000e0000-\U000e007f]")
+
+
 def _check_prompt(value: str) -> str:
     """Length and characters are those of the text as sent (as the schema's maxLength and
     pattern count them); only then are CRLFs normalized and the ends trimmed."""
@@ -99,7 +106,7 @@ def _check_prompt(value: str) -> str:
                 "the prompt contains a control character (U+{code:04X})",
                 {"code": ord(char)},
             )
-    value = value.strip()
+    value = _INVISIBLE_CONTROLS.sub("", value).strip()
     if not value:
         raise PydanticCustomError("prompt_empty", "the prompt is empty")
     return value

@@ -172,7 +172,13 @@ async def test_blocked_prompts_are_refused_before_anything_is_recorded(
     async with running_stack(
         database_url, blocked_prompt_patterns=patterns, dispatcher_enabled=True
     ) as stack:
-        for prompt in ["a FORBIDDEN   thing on a boat", "portrait of celebrity-42"]:
+        disguised = [
+            "a forbid\u200bden thing",  # a zero-width space inside the word
+            "a forbid\u00adden thing",  # a soft hyphen
+            "a \uff46\uff4f\uff52\uff42\uff49\uff44\uff44\uff45\uff4e thing",  # fullwidth
+            "portrait of celebrity\ufe6342",  # a small hyphen-minus (NFKC: -)
+        ]
+        for prompt in ["a FORBIDDEN   thing on a boat", "portrait of celebrity-42", *disguised]:
             response = await stack.http.post(
                 "/jobs", json={"prompt": prompt}, headers=stack.headers()
             )

@@ -64,3 +64,11 @@ def test_every_prompt_the_pattern_refuses_is_refused(prompt: str) -> None:
         except ValueError:
             return
         raise AssertionError(f"accepted, but the document refuses it: {prompt!r}")
+
+
+def test_bidi_controls_and_tag_characters_are_removed_from_prompts() -> None:
+    """Text that displays other than it reads (bidi overrides, isolates) and invisible tag
+    characters (ASCII smuggled past a reader) never reach Seedance, the store or a reply."""
+    sent = "a boat \u202eseltsac\u202c at \u2066dusk\u2069 \U000e0069\U000e0067\U000e006eok"
+    body = JobCreate.model_validate({"prompt": sent})
+    assert body.prompt == "a boat seltsac at dusk ok"
