@@ -418,6 +418,18 @@ class Settings(BaseSettings):
         True, description="run the media worker (copies, purges, retention) in this process"
     )
     media_copy_concurrency: int = Field(4, ge=1, description="copies at once per process")
+    media_probe_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="checking a result (headers, poster frame) in its child process: killed "
+        "past this, the result refused `media_invalid`",
+    )
+    media_probe_memory_bytes: int = Field(
+        768 * 1024 * 1024,
+        ge=256 * 1024 * 1024,
+        description="the probe's child process may map at most this much memory (its "
+        "interpreter and FFmpeg take about 130 MB)",
+    )
     media_poll_seconds: float = Field(
         1.0, gt=0, description="how often the worker looks for work (it is also woken by callbacks)"
     )

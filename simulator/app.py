@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,6 +90,9 @@ class SimulatorConfig(BaseModel):
     result_hide_length: bool = Field(False, description="send no Content-Length (chunked)")
     result_wrong_resolution_rate: float = Field(
         0.0, ge=0, le=1, description="deliver the other resolution than the one asked for"
+    )
+    result_file: str | None = Field(
+        None, description="serve this file's bytes as every result (hostile files)"
     )
 
 
@@ -393,7 +397,7 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
         config = state.config
         if config.result_not_video:
             return Response(b"<html><body>Access denied</body></html>", media_type="text/html")
-        video = task.video()
+        video = Path(config.result_file).read_bytes() if config.result_file else task.video()
         size = padded_size(video, task.pad_bytes)
         headers = {} if config.result_hide_length else {"Content-Length": str(size)}
         chunks = padded(video, task.pad_bytes)

@@ -31,7 +31,8 @@ from app.jobs.states import EventSource, JobStatus, MediaStatus, move
 from app.kit.backoff import backoff
 from app.kit.loops import PooledLoop
 from app.media.download import MediaCopyError, download, refused, unavailable
-from app.media.probe import NotAVideo, VideoFacts, mismatches, probe
+from app.media.isolated_probe import probe_isolated
+from app.media.probe import Limits, NotAVideo, VideoFacts, mismatches
 from app.media.purge import Purger
 from app.media.storage import POSTER_CONTENT_TYPE, MediaStorage, poster_key, video_key
 from app.ops.metrics import MEDIA_COPIES
@@ -173,8 +174,9 @@ class MediaWorker(PooledLoop):
         try:
             got = await download(self._http, order.url, staged, self._settings)
             assert got.content_type is not None  # download refuses files it cannot type
+            limits = Limits.for_job(order.resolution, order.duration)
             try:
-                facts = await asyncio.to_thread(probe, staged)
+                facts = await probe_isolated(staged, limits, self._settings)
             except NotAVideo as exc:
                 raise refused("media_invalid", str(exc)) from exc
             key = video_key(order.job_id, got.content_type)

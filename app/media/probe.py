@@ -2,10 +2,18 @@
 dimensions, duration, frame rate, codec, audio, and a poster frame as a JPEG. A file
 FFmpeg cannot open or decode is not a playable video, whatever its first bytes said.
 
-PyAV is blocking C code: callers run `probe` in a worker thread.
+Nothing is decoded before the container's headers pass `Limits`: a container and codecs
+a browser plays (H.264, H.265, VP9, AV1 video; AAC or Opus audio; in MP4/MOV or WebM),
+and dimensions, duration and frames within the job's (a 1.5 MB file holding one
+16000x16000 frame would otherwise take gigabytes to decode). The probe runs in a child
+process (`app/media/isolated_probe.py`) with its memory and CPU bounded by the kernel.
 """
 
-from dataclasses import dataclass
+import base64
+import json
+import resource
+import sys
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,8 +27,60 @@ DURATION_TOLERANCE_SECONDS = 1.0
 ASPECT_TOLERANCE = 0.03
 
 
+# FFmpeg's names: the MP4/MOV demuxer and the Matroska/WebM one
+CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
+VIDEO_CODECS = frozenset({"h264", "hevc", "vp9", "av1"})
+AUDIO_CODECS = frozenset({"aac", "opus"})
+MAX_FRAME_RATE = 60
+
+
 class NotAVideo(Exception):
-    """FFmpeg could not read a video stream from the file."""
+    """FFmpeg could not read a video stream from the file, or it is not one we play."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a result may be before anything of it is decoded."""
+
+    max_short_side: int
+    max_long_side: int
+    max_seconds: float
+
+    @classmethod
+    def for_job(cls, resolution: str, duration: int) -> "Limits":
+        """Twice the asked size (a provider may deliver more than asked; not this much
+        more) and twice the asked length, plus a little."""
+        short = RESOLUTION_SHORT_SIDE.get(resolution, 720)
+        return cls(2 * short, 2 * round(short * 21 / 9), 2 * duration + 5)
+
+    @property
+    def max_frames(self) -> int:
+        return round(self.max_seconds * MAX_FRAME_RATE)
+
+
+def check_headers(container: av.container.InputContainer, limits: Limits) -> av.VideoStream:
+    """The video stream, if the headers say it may be decoded; NotAVideo otherwise."""
+    if container.format.name not in CONTAINERS:
+        raise NotAVideo(f"the container is {container.format.name}, not MP4 or WebM")
+    if not container.streams.video:
+        raise NotAVideo("the file has no video stream")
+    stream = container.streams.video[0]
+    codec = stream.codec_context.name
+    if codec not in VIDEO_CODECS:
+        raise NotAVideo(f"the video codec is {codec}, not one browsers play")
+    for audio in container.streams.audio:
+        if audio.codec_context.name not in AUDIO_CODECS:
+            raise NotAVideo(f"the audio codec is {audio.codec_context.name}, not AAC or Opus")
+    width, height = stream.codec_context.width, stream.codec_context.height
+    short, long = sorted((width, height))
+    if not 0 < short <= limits.max_short_side or long > limits.max_long_side:
+        raise NotAVideo(f"the video is {width}x{height}, far larger than asked")
+    seconds = container.duration / av.time_base if container.duration else None
+    if seconds is not None and seconds > limits.max_seconds:
+        raise NotAVideo(f"the video lasts {seconds:.0f} s, far longer than asked")
+    if stream.frames > limits.max_frames:
+        raise NotAVideo(f"the video has {stream.frames} frames, far more than asked")
+    return stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +107,10 @@ def _poster(container: av.container.InputContainer, stream: av.VideoStream, at: 
     return b"".join(bytes(packet) for packet in packets)
 
 
-def probe(path: Path) -> VideoFacts:
+def probe(path: Path, limits: Limits) -> VideoFacts:
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise NotAVideo("the file has no video stream")
-            stream = container.streams.video[0]
+            stream = check_headers(container, limits)
             duration = container.duration / av.time_base if container.duration else None
             rate = stream.average_rate
             at = min(POSTER_AT_SECONDS, duration / 2) if duration else 0.0
@@ -67,6 +125,8 @@ def probe(path: Path) -> VideoFacts:
             )
     except (av.FFmpegError, StopIteration, ValueError) as exc:
         raise NotAVideo(f"the file is not a playable video: {exc}") from exc
+    except MemoryError as exc:  # the kernel's limit of the probe's process
+        raise NotAVideo("the video needs more memory to decode than a result may") from exc
 
 
 def mismatches(
@@ -83,3 +143,24 @@ def mismatches(
     if facts.duration is not None and abs(facts.duration - duration) > DURATION_TOLERANCE_SECONDS:
         found.append(f"duration: asked {duration}s, got {facts.duration:.1f}s")
     return "; ".join(found) or None
+
+
+def _main() -> None:
+    """`python -m app.media.probe PATH LIMITS MEMORY_BYTES CPU_SECONDS`, as
+    `isolated_probe` runs it: the facts as one JSON line (the poster in base64), or exit
+    status 3 and the reason on stderr for a file that is not a video we play."""
+    path, limits, memory, cpu = sys.argv[1:5]
+    resource.setrlimit(resource.RLIMIT_AS, (int(memory), int(memory)))
+    resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu)))
+    try:
+        facts = probe(Path(path), Limits(**json.loads(limits)))
+    except NotAVideo as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(3)
+    fields = asdict(facts)
+    fields["poster_jpeg"] = base64.b64encode(facts.poster_jpeg).decode()
+    print(json.dumps(fields))
+
+
+if __name__ == "__main__":
+    _main()
