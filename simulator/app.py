@@ -55,6 +55,9 @@ class SimulatorConfig(BaseModel):
     generate_hang_seconds: float = Field(30.0, ge=0)
     credits_exhausted: bool = False
     task_failure_rate: float = Field(0.0, ge=0, le=1)
+    failure_quotes_prompt: bool = Field(
+        False, description="a failure's message quotes the prompt, as a moderation refusal does"
+    )
     never_finish_rate: float = Field(0.0, ge=0, le=1)
     callback_loss_rate: float = Field(0.0, ge=0, le=1)
     callback_duplicate_rate: float = Field(0.0, ge=0, le=1)
@@ -264,6 +267,8 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
         data: dict[str, Any] = {"task_id": task.task_id, "status": status}
         if status == "SUCCESS":
             data["response"] = [task.video_url]
+        elif status == "FAILED" and state.config.failure_quotes_prompt:
+            data["error_message"] = f"refused by moderation: {task.request.get('prompt')}"
         elif status == "FAILED":
             data["error_message"] = "simulated generation failure"
         return data

@@ -26,6 +26,7 @@ class Mode(StrEnum):
     HANG = "hang"  # accepts the request and never answers (until released)
     REDIRECT = "redirect"  # 307 to a private address
     NUL = "nul"  # 200, with a NUL byte in its answer (Postgres text refuses NUL)
+    ECHO = "echo"  # 200, answering with what it was sent (receivers often do)
 
 
 @dataclass
@@ -84,6 +85,8 @@ class Receiver:
             if not verified:
                 return Response("bad signature", status_code=401)
             delivery.answered = True
+            if mode is Mode.ECHO:
+                return Response(body, status_code=200, media_type="application/json")
             if mode is Mode.NUL:
                 return Response(b"ok\x00" + body.encode()[:64], status_code=200)
             return Response(status_code=204)

@@ -29,6 +29,7 @@ _TITLES = {
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
     415: "Unsupported Media Type",
+    416: "Range Not Satisfiable",
     422: "Unprocessable Content",
     429: "Too Many Requests",
     500: "Internal Server Error",

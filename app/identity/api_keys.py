@@ -14,7 +14,7 @@ import string
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import ApiKey
@@ -81,6 +81,20 @@ async def revoke_key(session: AsyncSession, key_id: uuid.UUID) -> None:
     if row.revoked_at is None:
         row.revoked_at = datetime.now(UTC)
     await session.commit()
+
+
+async def forget_subject(session: AsyncSession, subject: str, pseudonym: str) -> None:
+    """A user's erasure revokes their keys; the rows stay, under the erasure's pseudonym and
+    without the description an admin wrote about them."""
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.subject == subject)
+        .values(
+            subject=pseudonym,
+            description=None,
+            revoked_at=func.coalesce(ApiKey.revoked_at, datetime.now(UTC)),
+        )
+    )
 
 
 async def authenticate(

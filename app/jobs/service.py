@@ -7,6 +7,7 @@ Routers call these; none of them touch `Request`.
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
-from app.db.models import Batch, Job
+from app.db.models import Batch, Job, JobEvent
 from app.db.one_row import OneRowStatement
 from app.identity.plans import PlanLimits
 from app.jobs import budget, policy
@@ -245,15 +246,28 @@ async def cancel_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Jo
 PURGE_HANDOFF = timedelta(minutes=1)
 
 
+async def _forget_moves_text(session: AsyncSession, job_ids: list[uuid.UUID]) -> None:
+    """A move's detail may quote upstream's text, which may quote the prompt (a moderation
+    refusal does). Before the tombstone's own move, which says nothing of the user's."""
+    if job_ids:
+        await session.execute(
+            update(JobEvent).where(JobEvent.job_id.in_(job_ids)).values(detail=None)
+        )
+
+
 def _tombstone(session: AsyncSession, job: Job, source: EventSource, detail: str) -> None:
-    """Forget what the user gave and what we made: the prompt and inputs go now, stored media
-    is handed to the media worker's purge, a job not yet sent is canceled; the row stays,
-    with its cost, for accounting. A job Seedance is still working on ends when it reports
-    (the media worker then stores nothing)."""
+    """Forget what the user gave and what we made: the prompt, inputs, idempotency key and
+    any text quoting them go now (`_forget_moves_text` clears the moves'), stored media is
+    handed to the media worker's purge, a job not yet sent is canceled; the row stays, with
+    its cost, for accounting. A job Seedance is still working on ends when it reports (the
+    media worker then stores nothing)."""
     now = datetime.now(UTC)
     job.deleted_at = now
     job.prompt = None
     job.request_fingerprint = None  # a digest of the prompt is the prompt, to a guesser
+    job.idempotency_key = None  # the client's own text
+    job.error_detail = None  # upstream's words, which may quote the prompt
+    job.media_error = None
     job.images = []
     job.reference_video_urls = []
     job.reference_audio_urls = []
@@ -277,6 +291,7 @@ async def delete_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Jo
     if job.deleted_at is not None:
         await session.commit()
         return None
+    await _forget_moves_text(session, [job.id])
     _tombstone(session, job, EventSource.API, "deleted by its owner")
     await session.commit()
     return job
@@ -284,18 +299,28 @@ async def delete_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Jo
 
 @dataclass(frozen=True, slots=True)
 class Erasure:
+    subject: str
+    pseudonym: str  # stands for the subject in what is kept (costs, revoked keys)
     jobs: int  # jobs of the user that were not deleted yet
     prompts: int  # of them, those that had a prompt
-    job_ids: list[uuid.UUID]
+    job_ids: list[uuid.UUID]  # every job of the user, deleted before or now
+    batch_ids: list[uuid.UUID]
 
 
+# Another domain's part of an erasure (webhook messages about the jobs, the subject's API
+# keys): given the subject and its pseudonym (the jobs and batches are the pseudonym's by
+# then), it forgets what it holds of the user, in the erasure's transaction.
+Forgetter = Callable[[AsyncSession, str, str], Awaitable[None]]
 ERASE_BATCH = 500
 
 
-async def erase_user(session: AsyncSession, owner: str) -> Erasure:
-    """Right to erasure: every job of `owner` becomes a tombstone (see `_tombstone`)."""
+async def erase_user(
+    session: AsyncSession, owner: str, forgetters: Sequence[Forgetter] = ()
+) -> Erasure:
+    """Right to erasure: every job of `owner` becomes a tombstone (see `_tombstone`), the
+    subject is replaced by a pseudonym wherever a row is kept, and each forgetter clears
+    its domain's part; nothing the user gave, nor their name, is left."""
     jobs = prompts = 0
-    job_ids: list[uuid.UUID] = []
     while True:
         batch = list(
             await session.scalars(
@@ -305,20 +330,33 @@ async def erase_user(session: AsyncSession, owner: str) -> Erasure:
                 .with_for_update()
             )
         )
+        await _forget_moves_text(session, [job.id for job in batch])
         for job in batch:
             prompts += job.prompt is not None
-            job_ids.append(job.id)
             _tombstone(session, job, EventSource.API, "erased at the user's request")
         await session.commit()
         jobs += len(batch)
         if len(batch) < ERASE_BATCH:
             break
-    # a batch's fingerprint digests its prompts
+    job_ids = list(await session.scalars(select(Job.id).where(Job.owner == owner)))
+    batch_ids = list(await session.scalars(select(Batch.id).where(Batch.owner == owner)))
+    erasure = Erasure(owner, f"erased-{uuid.uuid4().hex}", jobs, prompts, job_ids, batch_ids)
+    await _forget_moves_text(session, job_ids)  # jobs deleted before: their later moves
     await session.execute(
-        update(Batch).where(Batch.owner == owner).values(request_fingerprint=None)
+        update(Job)
+        .where(Job.owner == owner)
+        .values(owner=erasure.pseudonym, idempotency_key=None, error_detail=None)
     )
+    # a batch's fingerprint digests its prompts; its key is the client's text
+    await session.execute(
+        update(Batch)
+        .where(Batch.owner == owner)
+        .values(owner=erasure.pseudonym, request_fingerprint=None, idempotency_key=None)
+    )
+    for forget in forgetters:
+        await forget(session, owner, erasure.pseudonym)
     await session.commit()
-    return Erasure(jobs=jobs, prompts=prompts, job_ids=job_ids)
+    return erasure
 
 
 def _check_replay(original_fingerprint: str | None, fingerprint: str) -> None:

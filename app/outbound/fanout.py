@@ -14,15 +14,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.models import Batch, Job, OutboundEndpoint, OutboundEvent, OutboundMessage
+from app.db.models import (
+    Batch,
+    Job,
+    OutboundAttempt,
+    OutboundEndpoint,
+    OutboundEvent,
+    OutboundMessage,
+)
 from app.jobs.service import batch_jobs
 from app.jobs.states import TERMINAL
 from app.media.links import MediaLinks
-from app.outbound.payloads import batch_data, envelope, job_data, job_out, without_prompt
+from app.outbound.payloads import batch_data, envelope, job_data, job_out, without_user_text
 from app.outbound.states import EventType, MessageStatus
 
 BATCH = 200  # outbox rows per transaction
@@ -185,9 +192,16 @@ def _for_endpoints(
 
 async def _forget_prompt(session: AsyncSession, job: Job) -> None:
     """A deleted job's prompt goes from the messages about it too (its own events, and its
-    batch's completion): a retry sends them without it, and our database keeps none."""
+    batch's completion), and so do the answers receivers gave to them (an echo holds the
+    prompt): a retry sends them without it, and our database keeps none."""
     about = [OutboundMessage.job_id == job.id]
     if job.batch_id is not None:
         about.append(OutboundMessage.batch_id == job.batch_id)
-    for message in await session.scalars(select(OutboundMessage).where(or_(*about))):
-        message.payload = without_prompt(message.payload, job.id)
+    messages = list(await session.scalars(select(OutboundMessage).where(or_(*about))))
+    for message in messages:
+        message.payload = without_user_text(message.payload, job.id)
+    await session.execute(
+        update(OutboundAttempt)
+        .where(OutboundAttempt.message_id.in_([message.id for message in messages]))
+        .values(response_body=None)
+    )

@@ -40,12 +40,13 @@ def test_event_data(endpoint_id: uuid.UUID) -> dict[str, Any]:
     return {"endpoint_id": str(endpoint_id), "message": "a test event, sent by an admin"}
 
 
-def without_prompt(payload: str, job_id: uuid.UUID) -> str:
-    """`payload` with the prompt of job `job_id` removed, wherever the job appears in it."""
+def without_user_text(payload: str, job_id: uuid.UUID) -> str:
+    """`payload` without the prompt of job `job_id`, nor its error detail (upstream's
+    words may quote the prompt), wherever the job appears in it."""
     message = orjson.loads(payload)
     data = message["data"]
     jobs = [data["job"]] if "job" in data else data.get("batch", {}).get("jobs", [])
     for job in jobs:
         if job["id"] == str(job_id):
-            job["prompt"] = None
+            job["prompt"] = job["error_detail"] = None
     return orjson.dumps(message).decode()

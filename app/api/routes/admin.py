@@ -13,11 +13,13 @@ from app.api.errors import problem_responses
 from app.api.state import services
 from app.config import QueuePolicy
 from app.db.models import Job, UpstreamCapacity
+from app.identity.api_keys import forget_subject
 from app.identity.plans import Plans
 from app.jobs import scheduler, service, stats
 from app.jobs.schemas import JobOut
 from app.jobs.states import JobStatus
 from app.kit.fields import SINGLE_LINE, Rfc3339
+from app.outbound.erasure import forget_messages
 
 router = APIRouter(
     prefix="/admin",
@@ -175,7 +177,7 @@ async def get_queue(
 
 
 @router.delete(
-    "/users/{subject}/data",
+    "/users/{subject:path}/data",
     response_model=ErasureOut,
     summary="Erase one user's prompts, inputs and media (right to erasure)",
 )
@@ -184,11 +186,14 @@ async def erase_user_data(
     session: Session,
     request: Request,
 ) -> ErasureOut:
-    """Every job of the user becomes a tombstone (prompt and inputs removed, cost kept),
-    and their stored videos and posters are removed now. Repeating it is harmless."""
-    erasure = await service.erase_user(session, subject)
+    """Every job of the user becomes a tombstone (prompt, inputs, idempotency keys and any
+    text quoting them removed, cost kept), their stored videos and posters are removed now,
+    the webhook messages about their jobs go, their API keys are revoked, and what is kept
+    names a pseudonym instead of the subject. A subject may hold `/` (`tenant/alice`), as
+    is or percent-encoded. Repeating it is harmless."""
+    erasure = await service.erase_user(session, subject, [forget_messages, forget_subject])
     removed = await services(request).purger.purge(erasure.job_ids)
-    pending = await stats.media_pending_purge(session, subject)
+    pending = await stats.media_pending_purge(session, erasure.pseudonym)
     return ErasureOut(
         subject=subject,
         jobs_deleted=erasure.jobs,

@@ -3,8 +3,10 @@
 `GET /jobs/{id}/content` (the owner, with a bearer token) redirects to a fresh signed URL,
 as the content endpoints of the hosted video APIs do. `GET /media/{key}` serves those
 URLs on the local backend (on S3 they point at the bucket): the signature is the only
-credential, `Range` requests get `206` so players can seek, and responses carry
-`Content-Type`, `ETag`, `Accept-Ranges` and private caching until the URL expires.
+credential, `Range` requests get `206` so players can seek (a bad range a problem+json
+400 or 416), `If-None-Match` with the current ETag a `304`, and responses carry
+`Content-Type` (never to be sniffed as another), `ETag`, `Accept-Ranges` and private
+caching until the URL expires.
 """
 
 import time
@@ -14,7 +16,8 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from app.api.deps import Reader
 from app.api.errors import problem_responses
@@ -75,7 +78,8 @@ def _forbidden(code: str) -> ProblemError:
     responses={
         200: {"content": {"video/mp4": {}, "video/webm": {}, "image/jpeg": {}}},
         206: {"description": "the byte range asked for with `Range`"},
-        **problem_responses(403, 404, 422),
+        304: {"description": "`If-None-Match` named the current ETag: the copy held is fresh"},
+        **problem_responses(400, 403, 404, 416, 422),
     },
 )
 async def get_media_file(
@@ -83,17 +87,52 @@ async def get_media_file(
     request: Request,
     expires: Annotated[int, Query(ge=0, le=2**40)],
     signature: Annotated[str, Query(max_length=128)],
-) -> FileResponse:
+) -> Response:
     if not KEY_PATTERN.match(key):
         raise ProblemError(404, "not_found", "No such media object.")
     settings = services(request).settings
     if (problem := check_signature(settings, key, expires, signature)) is not None:
         raise _forbidden(problem)
     path = services(request).media_storage.local_path(key)
-    if not await anyio.Path(path).is_file():  # deleted with its job, or expired by retention
-        raise ProblemError(404, "not_found", "No such media object.")
+    try:
+        stat = await anyio.Path(path).stat()
+    except FileNotFoundError:  # deleted with its job, or expired by retention
+        raise ProblemError(404, "not_found", "No such media object.") from None
     max_age = max(0, expires - int(time.time()))
-    return FileResponse(path, headers={"Cache-Control": f"private, max-age={max_age}"})
+    headers = {"Cache-Control": f"private, max-age={max_age}", "X-Content-Type-Options": "nosniff"}
+    response = FileResponse(path, headers=headers, stat_result=stat)
+    etag = response.headers["etag"]
+    if _names(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers={**headers, "ETag": etag})
+    _check_range(request.headers.get("range"), stat.st_size)
+    return response
+
+
+def _names(if_none_match: str | None, etag: str) -> bool:
+    if if_none_match is None:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
+def _check_range(http_range: str | None, size: int) -> None:
+    """A `Range` FileResponse would refuse, refused as every other error is (its own
+    answers are text/plain)."""
+    if http_range is None:
+        return
+    try:
+        FileResponse._parse_range_header(http_range, size)  # Starlette's own parser
+    except MalformedRangeHeader as exc:
+        raise ProblemError(
+            400, "invalid_range", f"The Range header is not valid: {exc.content}"
+        ) from None
+    except RangeNotSatisfiable:
+        raise ProblemError(
+            416,
+            "range_not_satisfiable",
+            f"The range starts past the end of the object ({size} bytes).",
+            headers={"Content-Range": f"bytes */{size}"},
+        ) from None
 
 
 # players may ask for the headers alone (HEAD answers like GET, without the body)

@@ -290,8 +290,11 @@ export interface paths {
         post?: never;
         /**
          * Erase one user's prompts, inputs and media (right to erasure)
-         * @description Every job of the user becomes a tombstone (prompt and inputs removed, cost kept),
-         *     and their stored videos and posters are removed now. Repeating it is harmless.
+         * @description Every job of the user becomes a tombstone (prompt, inputs, idempotency keys and any
+         *     text quoting them removed, cost kept), their stored videos and posters are removed now,
+         *     the webhook messages about their jobs go, their API keys are revoked, and what is kept
+         *     names a pseudonym instead of the subject. A subject may hold `/` (`tenant/alice`), as
+         *     is or percent-encoded. Repeating it is harmless.
          */
         delete: operations["eraseUserData"];
         options?: never;
@@ -5304,6 +5307,22 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description `If-None-Match` named the current ETag: the copy held is fresh */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Forbidden */
             403: {
                 headers: {
@@ -5324,6 +5343,15 @@ export interface operations {
             };
             /** @description Content Too Large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Range Not Satisfiable */
+            416: {
                 headers: {
                     [name: string]: unknown;
                 };

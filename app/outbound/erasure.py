@@ -1,0 +1,18 @@
+"""The outbound part of a user's erasure (`app/jobs/service.py` runs it): the webhook
+messages about their jobs and batches go, with their attempts, whose stored answers may
+echo a prompt (receivers often echo what they get). Pending ones are never sent."""
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Batch, Job, OutboundMessage
+
+
+async def forget_messages(session: AsyncSession, _subject: str, pseudonym: str) -> None:
+    jobs = select(Job.id).where(Job.owner == pseudonym)
+    batches = select(Batch.id).where(Batch.owner == pseudonym)
+    await session.execute(
+        delete(OutboundMessage).where(
+            or_(OutboundMessage.job_id.in_(jobs), OutboundMessage.batch_id.in_(batches))
+        )
+    )
