@@ -261,6 +261,11 @@ class Settings(BaseSettings):
     rate_limit_create: str = Field("30/minute", description="per user, `POST /jobs`")
     rate_limit_read: str = Field("300/minute", description="per user, `GET /jobs…`, `/me/usage`")
     rate_limit_webhook: str = Field("6000/minute", description="per source IP, callbacks")
+    rate_limit_failed_auth: str = Field(
+        "30/minute",
+        description="refused API keys per source IP; past it the IP's keys get a 429 "
+        "`too_many_failed_authentications` before any lookup (guessing costs no database)",
+    )
     rate_limit_key_prefix: str = Field("seedance-bff", description="Redis key prefix of the limits")
 
     # Per-user budgets, enforced in the database (hold across replicas and restarts)
@@ -622,7 +627,8 @@ class Settings(BaseSettings):
             raise ValueError("MEDIA_S3_BUCKET is required with MEDIA_BACKEND=s3")
         if self.jwt_algorithm is JwtAlgorithm.RS256 and not self.jwt_public_key:
             raise ValueError("JWT_PUBLIC_KEY is required with JWT_ALGORITHM=RS256")
-        for limit in (self.rate_limit_create, self.rate_limit_read, self.rate_limit_webhook):
+        limits = (self.rate_limit_create, self.rate_limit_read, self.rate_limit_webhook)
+        for limit in (*limits, self.rate_limit_failed_auth):
             parse_many(limit)  # raises ValueError on a malformed limit
         self._check_plans()
         for pattern in self.blocked_prompt_patterns:

@@ -26,9 +26,31 @@ async def authenticate(request: Request, credential: str) -> Principal:
     """A service API key (`sbff_live_…`) or an identity provider's token."""
     state = services(request)
     if api_keys.looks_like_a_key(credential):
-        return await api_keys.authenticate(state.sessionmaker, state.verifier.plans, credential)
+        return await _authenticate_key(request, credential)
     principal: Principal = await state.verifier.verify(credential)
     return principal
+
+
+async def _authenticate_key(request: Request, key: str) -> Principal:
+    """A malformed key is refused before the database; an address whose keys were refused
+    RATE_LIMIT_FAILED_AUTH times gets a 429 before any lookup until its window reopens,
+    so guessing keys costs the database a bounded number of lookups."""
+    if not api_keys.is_well_formed(key):
+        raise unauthorized("The API key is malformed.")
+    state = services(request)
+    source = f"ip:{request.client.host if request.client else 'unknown'}"
+    if (wait := state.rate_limits.failing_for(source)) is not None:
+        raise ProblemError(
+            429,
+            "too_many_failed_authentications",
+            "Too many refused API keys from this address; retry later.",
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
+    try:
+        return await api_keys.authenticate(state.sessionmaker, state.verifier.plans, key)
+    except ProblemError:
+        await state.rate_limits.note_failure(source)
+        raise
 
 
 async def current_principal(

@@ -9,6 +9,7 @@ not cached. The last use is recorded at most once a minute per key.
 """
 
 import hashlib
+import re
 import secrets
 import string
 import uuid
@@ -33,8 +34,16 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+_WELL_FORMED = re.compile(rf"{PREFIX}[A-Za-z0-9]{{{_RANDOM_CHARS}}}")
+
+
 def looks_like_a_key(credential: str) -> bool:
     return credential.startswith(PREFIX)
+
+
+def is_well_formed(credential: str) -> bool:
+    """What `create_key` makes: anything else is refused without a lookup."""
+    return _WELL_FORMED.fullmatch(credential) is not None
 
 
 def api_key_not_found() -> ProblemError:

@@ -2,10 +2,15 @@
 DEFAULT_PLAN for a token that names none or one not in PLANS. A plan change in the token
 takes effect on the next request: nothing about plans is stored."""
 
+import logging
 from dataclasses import dataclass
 
 from app.config import Plan, Settings
 from app.kit.errors import FieldError, ProblemError
+from app.ops.metrics import UNKNOWN_PLANS
+
+logger = logging.getLogger(__name__)
+MAX_WARNED = 100  # plan names warned about once each, per process
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +63,26 @@ class Plans:
             )
 
         self._plans = {name: limits(name, plan) for name, plan in settings.plans.items()}
+        self._warned: set[str] = set()
         self.default = self._plans.get(settings.default_plan) or limits(
             settings.default_plan, Plan()
         )
 
-    def named(self, name: object) -> PlanLimits:
+    def in_force(self, name: object) -> PlanLimits:
+        """The plan that applies to `name`: it, or DEFAULT_PLAN (for showing it)."""
         return self._plans.get(name, self.default) if isinstance(name, str) else self.default
+
+    def named(self, name: object) -> PlanLimits:
+        """The plan a request's token or key names; DEFAULT_PLAN for none, and, said aloud
+        (a log line once per name, `seedance_unknown_plans_total`), for a name not in
+        PLANS: a plan removed from the settings that keys or tokens still name."""
+        plan = self.in_force(name)
+        if not isinstance(name, str) or name in self._plans:
+            return plan
+        UNKNOWN_PLANS.labels(name[:64]).inc()
+        if name not in self._warned and len(self._warned) < MAX_WARNED:
+            self._warned.add(name)
+            logger.warning(
+                "plan %r is not in PLANS: %s applies instead", name[:64], self.default.name
+            )
+        return self.default

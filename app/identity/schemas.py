@@ -33,6 +33,11 @@ class ApiKeyOut(BaseModel):
     prefix: str = Field(description="the key's first characters", examples=["sbff_live_x7Qa"])
     subject: str
     plan: str | None
+    plan_in_force: str = Field(
+        "",
+        description="the plan requests with the key get: `plan`, or DEFAULT_PLAN when `plan` "
+        "is unset or no longer in PLANS",
+    )
     description: str | None
     created_at: datetime
     expires_at: datetime | None

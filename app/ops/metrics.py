@@ -90,6 +90,11 @@ GC_PAUSE = Histogram(
     ["generation"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+UNKNOWN_PLANS = Counter(
+    "seedance_unknown_plans_total",
+    "Requests whose token or key named a plan not in PLANS (DEFAULT_PLAN applied), by name",
+    ["plan"],
+)
 # the queue in front of the Seedance account (app/jobs/scheduler.py)
 UPSTREAM_SLOTS_IN_USE = Gauge(
     "seedance_upstream_slots_in_use",

@@ -30,10 +30,14 @@ from app.ops.metrics import RATE_LIMITED, REDIS_BREAKER_OPEN
 logger = logging.getLogger(__name__)
 
 
+MAX_FAILING = 10_000  # source IPs remembered as failing, per process
+
+
 class RouteClass(StrEnum):
     CREATE = "create"
     READ = "read"
     WEBHOOK = "webhook"
+    FAILED_AUTH = "failed_auth"
 
 
 # limits' moving window (its acquire_moving_window.lua and moving_window.lua) as one
@@ -158,7 +162,9 @@ class RateLimits:
             RouteClass.CREATE: parse(settings.rate_limit_create),
             RouteClass.READ: parse(settings.rate_limit_read),
             RouteClass.WEBHOOK: parse(settings.rate_limit_webhook),
+            RouteClass.FAILED_AUTH: parse(settings.rate_limit_failed_auth),
         }
+        self._failing: dict[str, float] = {}  # key -> monotonic time its window reopens
         self._submit_item = RateLimitItemPerSecond(settings.dispatcher_submits_per_second)
         self._parsed: dict[str, RateLimitItem] = {}
 
@@ -207,6 +213,27 @@ class RateLimits:
             return None
         self.breaker.succeeded()
         return taken
+
+    def failing_for(self, key: str) -> float | None:
+        """Seconds until `key` (a source IP) may fail again, if it failed too often."""
+        until = self._failing.get(key)
+        if until is None or until <= time.monotonic():
+            self._failing.pop(key, None)
+            return None
+        return until - time.monotonic()
+
+    async def note_failure(self, key: str) -> None:
+        """Count a refused credential; past the limit, `failing_for` answers until the
+        window reopens (in this process: no lookup, no Redis)."""
+        hit = await self._hit(self._items[RouteClass.FAILED_AUTH], RouteClass.FAILED_AUTH, key)
+        if hit is None:
+            return
+        taken, stats = hit
+        if taken and stats.remaining > 0:
+            return
+        if len(self._failing) >= MAX_FAILING:  # a flood of addresses: forget the oldest
+            self._failing.pop(next(iter(self._failing)))
+        self._failing[key] = time.monotonic() + max(1.0, stats.reset_time - time.time())
 
     async def wait_for_submit_slot(self) -> None:
         """Block until the global generate-call rate allows one more call."""

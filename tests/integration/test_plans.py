@@ -170,3 +170,50 @@ async def test_service_api_keys_act_as_their_subject_with_their_plan(
     async with db_engine.connect() as conn:
         stored = [repr(row) for row in (await conn.execute(select(ApiKey))).all()]
     assert stored and not [row for row in stored if key in row or key[14:] in row]
+
+
+async def test_guessing_api_keys_is_refused_before_the_database(database_url: str) -> None:
+    """A malformed key is a 401 without a lookup; past RATE_LIMIT_FAILED_AUTH refused keys
+    an address gets a 429 before any lookup (500 random keys used to cost 595 database
+    transactions; a garbage JWT costs none)."""
+    async with running_stack(database_url, rate_limit_failed_auth="3/minute") as stack:
+        malformed = await stack.http.get("/jobs", headers={"Authorization": "Bearer sbff_live_x"})
+        assert (malformed.status_code, malformed.json()["detail"]) == (
+            401,
+            "The API key is malformed.",
+        )
+        statuses = []
+        for n in range(6):
+            guess = {"Authorization": f"Bearer sbff_live_{n:040d}"}
+            response = await stack.http.get("/jobs", headers=guess)
+            statuses.append((response.status_code, response.json()["code"]))
+        assert statuses[:3] == [(401, "unauthorized")] * 3
+        assert statuses[3:] == [(429, "too_many_failed_authentications")] * 3
+        assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_a_plan_no_longer_in_plans_is_said_aloud(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key made for `pro`, then PLANS without `pro`: its requests get DEFAULT_PLAN, and a
+    log line, a metric and the admin view say so (the admin view used to show `pro` only)."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with running_stack(
+        database_url, plans=PLANS, default_plan="free", admin_token=ADMIN_TOKEN
+    ) as stack:
+        created = await stack.http.post(
+            "/admin/api-keys", json={"subject": "svc:old", "plan": "pro"}, headers=admin
+        )
+        assert created.json()["plan_in_force"] == "pro"
+    without_pro = {"free": PLANS["free"]}
+    async with running_stack(
+        database_url, plans=without_pro, default_plan="free", admin_token=ADMIN_TOKEN
+    ) as stack:
+        as_key = {"Authorization": f"Bearer {created.json()['key']}"}
+        usage = (await stack.http.get("/me/usage", headers=as_key)).json()
+        listed = (await stack.http.get("/admin/api-keys", headers=admin)).json()
+        metrics = (await stack.http.get("/metrics", headers=admin)).text
+    assert usage["plan"]["name"] == "free"
+    assert [(k["plan"], k["plan_in_force"]) for k in listed] == [("pro", "free")]
+    assert 'seedance_unknown_plans_total{plan="pro"}' in metrics
+    assert "plan 'pro' is not in PLANS: free applies instead" in caplog.text

@@ -9,6 +9,7 @@ from app.api.auth import require_admin
 from app.api.deps import Session
 from app.api.errors import problem_responses
 from app.api.state import services
+from app.db.models import ApiKey
 from app.identity import api_keys
 from app.identity.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from app.kit.errors import invalid_field
@@ -44,17 +45,24 @@ async def create_api_key(body: ApiKeyCreate, session: Session, request: Request)
         description=body.description,
         expires_at=body.expires_at,
     )
-    return ApiKeyCreated(**ApiKeyOut.model_validate(row).model_dump(), key=key)
+    return ApiKeyCreated(**_shown(request, row).model_dump(), key=key)
+
+
+def _shown(request: Request, row: ApiKey) -> ApiKeyOut:
+    """A key as admins see it, with the plan its requests get."""
+    out = ApiKeyOut.model_validate(row)
+    out.plan_in_force = services(request).verifier.plans.in_force(row.plan).name
+    return out
 
 
 @router.get("", response_model=list[ApiKeyOut], summary="List the service API keys")
-async def list_api_keys(session: Session) -> list[ApiKeyOut]:
-    return [ApiKeyOut.model_validate(k) for k in await api_keys.list_keys(session)]
+async def list_api_keys(session: Session, request: Request) -> list[ApiKeyOut]:
+    return [_shown(request, key) for key in await api_keys.list_keys(session)]
 
 
 @router.get("/{key_id:uuid}", response_model=ApiKeyOut, summary="Read a service API key")
-async def get_api_key(key_id: uuid.UUID, session: Session) -> ApiKeyOut:
-    return ApiKeyOut.model_validate(await api_keys.get_key(session, key_id))
+async def get_api_key(key_id: uuid.UUID, session: Session, request: Request) -> ApiKeyOut:
+    return _shown(request, await api_keys.get_key(session, key_id))
 
 
 @router.delete(

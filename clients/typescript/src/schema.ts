@@ -688,6 +688,12 @@ export interface components {
             subject: string;
             /** Plan */
             plan: string | null;
+            /**
+             * Plan In Force
+             * @description the plan requests with the key get: `plan`, or DEFAULT_PLAN when `plan` is unset or no longer in PLANS
+             * @default
+             */
+            plan_in_force?: string;
             /** Description */
             description: string | null;
             /**
@@ -727,6 +733,12 @@ export interface components {
             subject: string;
             /** Plan */
             plan: string | null;
+            /**
+             * Plan In Force
+             * @description the plan requests with the key get: `plan`, or DEFAULT_PLAN when `plan` is unset or no longer in PLANS
+             * @default
+             */
+            plan_in_force?: string;
             /** Description */
             description: string | null;
             /**
@@ -3761,6 +3773,7 @@ export interface operations {
                      *         "prefix": "sbff_live_x7Qa",
                      *         "subject": "string",
                      *         "plan": "string",
+                     *         "plan_in_force": "",
                      *         "description": "string",
                      *         "created_at": "2026-11-26T09:30:00Z",
                      *         "expires_at": "2026-11-26T09:30:00Z",
@@ -3861,6 +3874,7 @@ export interface operations {
                      *       "prefix": "sbff_live_x7Qa",
                      *       "subject": "string",
                      *       "plan": "string",
+                     *       "plan_in_force": "",
                      *       "description": "string",
                      *       "created_at": "2026-11-26T09:30:00Z",
                      *       "expires_at": "2026-11-26T09:30:00Z",
@@ -3960,6 +3974,7 @@ export interface operations {
                      *       "prefix": "sbff_live_x7Qa",
                      *       "subject": "string",
                      *       "plan": "string",
+                     *       "plan_in_force": "",
                      *       "description": "string",
                      *       "created_at": "2026-11-26T09:30:00Z",
                      *       "expires_at": "2026-11-26T09:30:00Z",
