@@ -1,7 +1,10 @@
 """Hostile result files: judged by their headers before anything is decoded, and checked in
 a child process that is bounded and killed for real (issue 27, item 1)."""
 
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.harness import Stack, running_stack, wait_until
 from tests.hostile_media import oversized_h264, png_in_mov
@@ -34,30 +37,29 @@ def probes_running() -> list[str]:
     return found
 
 
-async def test_a_result_no_browser_plays_is_refused_before_decoding(
-    database_url: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("make", "body", "said"),
+    [
+        # stored as `succeeded`, `video/mp4`, codec png, before: no browser plays it
+        (png_in_mov, {}, "png"),
+        # 2400x1800 for a 480p job: what its header promises is refused, not decoded
+        (oversized_h264, {"resolution": "480p"}, "2400x1800"),
+    ],
+)
+async def test_a_result_is_judged_by_its_headers_before_anything_is_decoded(
+    database_url: str,
+    tmp_path: Path,
+    make: Callable[[Path], Path],
+    body: dict[str, object],
+    said: str,
 ) -> None:
-    """A MOV holding a PNG frame was stored as `succeeded`, `video/mp4`, codec png."""
-    hostile = png_in_mov(tmp_path / "png.mov")
+    hostile = make(tmp_path / "hostile")
     async with running_stack(
         database_url, sim_config={"result_file": str(hostile)}, **LIVE
     ) as stack:
-        job = await failed_job(stack)
-    assert job["error_code"] == "media_invalid"
-    assert "png" in str(job["error_detail"]) and job["video_url"] is None
-
-
-async def test_a_result_far_larger_than_asked_is_refused_before_decoding(
-    database_url: str, tmp_path: Path
-) -> None:
-    """2400x1800 for a 480p job: what its header promises is refused, not decoded."""
-    hostile = oversized_h264(tmp_path / "large.mp4")
-    async with running_stack(
-        database_url, sim_config={"result_file": str(hostile)}, **LIVE
-    ) as stack:
-        job = await failed_job(stack, resolution="480p")
-    assert job["error_code"] == "media_invalid"
-    assert "2400x1800" in str(job["error_detail"])
+        job = await failed_job(stack, **body)
+    assert (job["error_code"], job["video_url"]) == ("media_invalid", None)
+    assert said in str(job["error_detail"])
 
 
 async def test_a_probe_past_its_deadline_is_killed_and_the_result_refused(
