@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, bindparam, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
@@ -246,13 +246,12 @@ async def cancel_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Jo
 PURGE_HANDOFF = timedelta(minutes=1)
 
 
-async def _forget_moves_text(session: AsyncSession, job_ids: list[uuid.UUID]) -> None:
+async def _forget_moves_text(
+    session: AsyncSession, jobs: list[uuid.UUID] | Select[tuple[uuid.UUID]]
+) -> None:
     """A move's detail may quote upstream's text, which may quote the prompt (a moderation
     refusal does). Before the tombstone's own move, which says nothing of the user's."""
-    if job_ids:
-        await session.execute(
-            update(JobEvent).where(JobEvent.job_id.in_(job_ids)).values(detail=None)
-        )
+    await session.execute(update(JobEvent).where(JobEvent.job_id.in_(jobs)).values(detail=None))
 
 
 def _tombstone(session: AsyncSession, job: Job, source: EventSource, detail: str) -> None:
@@ -320,6 +319,7 @@ async def erase_user(
     """Right to erasure: every job of `owner` becomes a tombstone (see `_tombstone`), the
     subject is replaced by a pseudonym wherever a row is kept, and each forgetter clears
     its domain's part; nothing the user gave, nor their name, is left."""
+    pseudonym = f"erased-{uuid.uuid4().hex}"
     jobs = prompts = 0
     while True:
         batch = list(
@@ -334,18 +334,22 @@ async def erase_user(
         for job in batch:
             prompts += job.prompt is not None
             _tombstone(session, job, EventSource.API, "erased at the user's request")
+            # in the tombstone's own transaction: its `job.deleted` webhook never names
+            # the user
+            job.owner = pseudonym
         await session.commit()
         jobs += len(batch)
         if len(batch) < ERASE_BATCH:
             break
-    job_ids = list(await session.scalars(select(Job.id).where(Job.owner == owner)))
+    users = select(Job.id).where(Job.owner.in_((owner, pseudonym)))
+    job_ids = list(await session.scalars(users))
     batch_ids = list(await session.scalars(select(Batch.id).where(Batch.owner == owner)))
-    erasure = Erasure(owner, f"erased-{uuid.uuid4().hex}", jobs, prompts, job_ids, batch_ids)
-    await _forget_moves_text(session, job_ids)  # jobs deleted before: their later moves
+    erasure = Erasure(owner, pseudonym, jobs, prompts, job_ids, batch_ids)
+    await _forget_moves_text(session, users)  # jobs deleted before: their later moves
     await session.execute(
         update(Job)
-        .where(Job.owner == owner)
-        .values(owner=erasure.pseudonym, idempotency_key=None, error_detail=None)
+        .where(Job.owner.in_((owner, pseudonym)))
+        .values(owner=pseudonym, idempotency_key=None, error_detail=None)
     )
     # a batch's fingerprint digests its prompts; its key is the client's text
     await session.execute(

@@ -99,10 +99,14 @@ class Fanout:
             endpoints = list(
                 await session.scalars(select(OutboundEndpoint).where(OutboundEndpoint.enabled))
             )
+            # shared locks: an erasure changing these jobs waits for the messages written
+            # about them here, and then removes them (never a message naming the user after)
             jobs = {
                 job.id: job
                 for job in await session.scalars(
-                    select(Job).where(Job.id.in_({e.job_id for e in events}))
+                    select(Job)
+                    .where(Job.id.in_({e.job_id for e in events}))
+                    .with_for_update(read=True)
                 )
             }
             targets: list[uuid.UUID] = []
