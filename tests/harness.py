@@ -17,6 +17,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.db.models import Job
@@ -173,6 +174,13 @@ async def running_stack(
         app = create_app(settings)
         async with serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
             yield Stack(url, app, settings, simulator.state.sim, sim_url, http)
+
+
+async def jobs_in(db_engine: AsyncEngine) -> list[Job]:
+    """Every job in the database, oldest first (for tests whose jobs come from processes
+    of their own, where no Stack holds a sessionmaker)."""
+    async with AsyncSession(db_engine) as session:
+        return list(await session.scalars(select(Job).order_by(Job.created_at)))
 
 
 def tasks_per_job(sim: SimulatorState) -> Counter[str]:

@@ -25,6 +25,7 @@ from tests.harness import (
     SEEDANCE_TEST_KEY,
     bearer,
     free_port,
+    jobs_in,
     make_settings,
     serve,
     service_env,
@@ -169,11 +170,6 @@ async def moves_by_owner(db_engine: AsyncEngine) -> dict[str, list[int]]:
         for owner, event_id in rows:
             moves.setdefault(owner, []).append(event_id)
     return moves
-
-
-async def jobs_in(db_engine: AsyncEngine) -> list[Job]:
-    async with AsyncSession(db_engine) as session:
-        return list(await session.scalars(select(Job)))
 
 
 async def test_a_rolling_restart_and_a_killed_worker_lose_nothing(

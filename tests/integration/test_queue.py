@@ -11,10 +11,9 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.db.models import Job, UpstreamCapacity
+from app.db.models import UpstreamCapacity
 from app.main import create_app
 from simulator import SimulatorConfig, create_simulator
 from tests.harness import (
@@ -23,6 +22,7 @@ from tests.harness import (
     bearer,
     bound_socket,
     free_port,
+    jobs_in,
     make_settings,
     running_stack,
     serve,
@@ -38,13 +38,8 @@ LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
 NO_SECOND_CHANCE = {"dispatcher_max_submit_attempts": 1}
 
 
-async def jobs_of(db_engine: AsyncEngine) -> list[Job]:
-    async with AsyncSession(db_engine) as session:
-        return list(await session.scalars(select(Job).order_by(Job.created_at)))
-
-
 async def all_ended(db_engine: AsyncEngine, count: int) -> bool:
-    jobs = await jobs_of(db_engine)
+    jobs = await jobs_in(db_engine)
     return len(jobs) == count and all(j.status in {"succeeded", "failed", "canceled"} for j in jobs)
 
 
@@ -116,7 +111,7 @@ async def test_two_processes_keep_to_the_cap_at_ten_times_demand_through_a_resta
         finally:
             service.send_signal(signal.SIGTERM)
             await service.wait()
-    jobs = await jobs_of(db_engine)
+    jobs = await jobs_in(db_engine)
     assert Counter(j.status for j in jobs) == {"succeeded": 36}
     assert all(j.submit_attempts == 1 for j in jobs)
     assert sim.max_rendering == 3  # used to the full, never above
@@ -143,7 +138,7 @@ async def test_a_learned_cap_loses_no_job_to_429s(
         admin = bearer(stack.settings, "ops", admin=True)
         stats = (await stack.http.get("/admin/stats", headers=admin)).json()
     assert 0 < stats["median_seconds_in_queue"] <= stats["p95_seconds_in_queue"]
-    jobs = await jobs_of(db_engine)
+    jobs = await jobs_in(db_engine)
     assert Counter(j.status for j in jobs) == {"succeeded": 20}
     assert all(j.submit_attempts == 1 for j in jobs)
     assert learned is not None and learned.learned_cap in {2, 3}
@@ -166,18 +161,18 @@ async def test_a_light_user_goes_next_behind_a_heavy_backlog(
             await stack.create_job("heavy", prompt=f"heavy {i}")
 
         async def heavy_running() -> bool:
-            return sum(j.status == "running" for j in await jobs_of(db_engine)) == 2
+            return sum(j.status == "running" for j in await jobs_in(db_engine)) == 2
 
         await wait_until(heavy_running)
         light = await stack.create_job("light")
 
         async def light_sent() -> bool:
             return any(
-                str(j.id) == light["id"] and j.submitted_at for j in await jobs_of(db_engine)
+                str(j.id) == light["id"] and j.submitted_at for j in await jobs_in(db_engine)
             )
 
         await wait_until(light_sent, within=30)
-        jobs = await jobs_of(db_engine)
+        jobs = await jobs_in(db_engine)
     light_job = next(j for j in jobs if str(j.id) == light["id"])
     assert light_job.submitted_at is not None
     overtaking = [
@@ -203,7 +198,7 @@ async def test_cancel_frees_a_place_and_a_deleted_running_job_frees_its_slot_whe
 
         async def running(job_id: str) -> bool:
             return any(
-                str(j.id) == job_id and j.status == "running" for j in await jobs_of(db_engine)
+                str(j.id) == job_id and j.status == "running" for j in await jobs_in(db_engine)
             )
 
         await wait_until(lambda: running(first["id"]))
@@ -213,7 +208,7 @@ async def test_cancel_frees_a_place_and_a_deleted_running_job_frees_its_slot_whe
         deleted = await stack.http.delete(f"/jobs/{first['id']}", headers=stack.headers())
         assert deleted.status_code == 204
         await wait_until(lambda: running(third["id"]), within=30)
-        jobs = {str(j.id): j for j in await jobs_of(db_engine)}
+        jobs = {str(j.id): j for j in await jobs_in(db_engine)}
     assert jobs[second["id"]].upstream_task_id is None  # never sent
     # the deleted job's render held the account's only slot until Seedance finished it
     assert jobs[first["id"]].status == "canceled"
