@@ -10,7 +10,15 @@ from enum import Enum, StrEnum
 from typing import Annotated, Self
 
 from limits import parse_many
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    SecretStr,
+    TypeAdapter,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -50,6 +58,23 @@ class MediaBackend(StrEnum):
     S3 = "s3"  # any S3-compatible bucket (AWS S3, MinIO, R2, GCS interop)
 
 
+class UploadKind(StrEnum):
+    """What an uploaded file really is (read from its bytes, never its name)."""
+
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+
+
+MIB = 1024 * 1024
+# Seedance's input limits (../shared/UPSTREAM.md, assumed from providers serving it)
+DEFAULT_UPLOAD_MAX_BYTES = {
+    UploadKind.IMAGE: 30 * MIB,
+    UploadKind.VIDEO: 50 * MIB,
+    UploadKind.AUDIO: 15 * MIB,
+}
+
+
 class QueuePolicy(StrEnum):
     FAIR = "fair"  # the owner with the fewest jobs upstream for their plan's weight first
     FIFO = "fifo"  # the oldest job first (kept for comparison)
@@ -75,6 +100,11 @@ class Plan(BaseModel):
     resolutions: list[str] | None = None
     queue_weight: int = Field(
         1, ge=1, description="share of the account's slots while jobs wait (fair share)"
+    )
+    rate_limit_upload: str | None = None
+    uploads_per_day: int | None = Field(None, ge=1)
+    upload_max_bytes: dict[UploadKind, PositiveInt] | None = Field(
+        None, description="per kind; a kind left out takes UPLOAD_MAX_BYTES's"
     )
 
 
@@ -452,6 +482,53 @@ class Settings(BaseSettings):
     )
     media_retention_days: float | None = Field(None, gt=0, description="unset: keep forever")
 
+    # Uploads (app/uploads): the users' own images, reference video and audio
+    upload_max_bytes: dict[UploadKind, PositiveInt] = Field(
+        default_factory=lambda: dict(DEFAULT_UPLOAD_MAX_BYTES),
+        description="largest upload per kind (plans may set their own); larger ones are cut "
+        "off while streaming, 413 `upload_too_large`",
+    )
+    uploads_per_day: int = Field(
+        200, ge=1, description="uploads a user may send in any 24 hours (plans may set their own)"
+    )
+    rate_limit_upload: str = Field("30/minute", description="per user, `POST /uploads`")
+    upload_retention_hours: float = Field(
+        24.0,
+        gt=0,
+        description="an upload no job uses is removed this long after it was made; one a job "
+        "uses lives as long as a job that is not deleted uses it",
+    )
+    upload_image_min_side: int = Field(300, ge=1, description="pixels (Seedance's limit)")
+    upload_image_max_side: int = Field(6000, ge=1, description="pixels (Seedance's limit)")
+    upload_image_min_aspect: float = Field(0.4, gt=0, description="width / height, at least")
+    upload_image_max_aspect: float = Field(2.5, gt=0, description="width / height, at most")
+    upload_media_min_seconds: float = Field(
+        2.0, ge=0, description="reference video and audio: shortest (Seedance's limit)"
+    )
+    upload_media_max_seconds: float = Field(
+        15.0, gt=0, description="reference video and audio: longest (Seedance's limit)"
+    )
+    upload_video_max_side: int = Field(
+        3840, ge=16, description="reference video: longest side in pixels, read before decoding"
+    )
+    upload_sanitize_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="reading and re-encoding one upload in its child process: killed past "
+        "this, the upload refused `upload_invalid`",
+    )
+    upload_sanitize_memory_bytes: int = Field(
+        1024 * MIB,
+        ge=256 * MIB,
+        description="the sanitizing child process may map at most this much memory",
+    )
+    upload_sanitize_concurrency: int = Field(
+        4, ge=1, description="uploads read and re-encoded at once per process (others wait)"
+    )
+    upload_sweep_seconds: float = Field(
+        300.0, gt=0, description="how often a worker removes expired and deleted uploads"
+    )
+
     # Outbound webhooks (app/outbound): signed deliveries of job outcomes to the product's servers
     outbound_enabled: bool = Field(True, description="run the delivery worker in this process")
     outbound_secrets_key: SecretStr = Field(
@@ -628,7 +705,7 @@ class Settings(BaseSettings):
         if self.jwt_algorithm is JwtAlgorithm.RS256 and not self.jwt_public_key:
             raise ValueError("JWT_PUBLIC_KEY is required with JWT_ALGORITHM=RS256")
         limits = (self.rate_limit_create, self.rate_limit_read, self.rate_limit_webhook)
-        for limit in (*limits, self.rate_limit_failed_auth):
+        for limit in (*limits, self.rate_limit_failed_auth, self.rate_limit_upload):
             parse_many(limit)  # raises ValueError on a malformed limit
         self._check_plans()
         for pattern in self.blocked_prompt_patterns:
@@ -650,13 +727,23 @@ class Settings(BaseSettings):
             raise ValueError(f"DEFAULT_PLAN {self.default_plan!r} is not one of PLANS")
         resolutions = {r for rates in self.cost_per_second.values() for r in rates}
         for name, plan in self.plans.items():
-            for limit in (plan.rate_limit_create, plan.rate_limit_read):
+            for limit in (plan.rate_limit_create, plan.rate_limit_read, plan.rate_limit_upload):
                 if limit is not None:
                     parse_many(limit)
             if unknown := set(plan.models or ()) - set(self.cost_per_second):
                 raise ValueError(f"plan {name}: unknown models {sorted(unknown)}")
             if unknown := set(plan.resolutions or ()) - resolutions:
                 raise ValueError(f"plan {name}: unknown resolutions {sorted(unknown)}")
+
+    @property
+    def upload_request_max_bytes(self) -> int:
+        """The largest `POST /uploads` body any plan may send: its largest file and the
+        form around it (the route then applies the caller's own caps as the file streams)."""
+        caps = [*self.upload_max_bytes.values()]
+        caps += [
+            size for plan in self.plans.values() for size in (plan.upload_max_bytes or {}).values()
+        ]
+        return max(caps) + 64 * 1024
 
     @property
     def is_sqlite(self) -> bool:

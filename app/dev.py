@@ -41,7 +41,7 @@ def main() -> None:
         SimulatorConfig(
             api_key=settings.seedance_api_key.get_secret_value(),
             task_seconds=args.task_seconds,
-            reject_local_callbacks=False,  # the callback goes to this laptop
+            reject_local_urls=False,  # the callback goes to this laptop
         )
     )
     token = issue_token(settings, "dev-user")

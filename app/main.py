@@ -27,6 +27,7 @@ from app.api.routes import (
     media,
     playground,
     seedance_callbacks,
+    uploads,
     webhook_endpoints,
 )
 from app.api.routes.docs import docs_router
@@ -56,6 +57,9 @@ from app.outbound.signing import SecretBox
 from app.outbound.worker import OutboundWorker
 from app.ratelimits.windows import RateLimits
 from app.seedance.client import SeedanceClient
+from app.uploads.links import UploadLinks
+from app.uploads.removal import UploadRemover, UploadSweeper
+from app.uploads.service import Uploads
 
 DESCRIPTION = """
 Create Seedance video jobs, follow them, and play the video from our own storage when
@@ -85,8 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessionmaker = create_sessionmaker(engine)
         seedance = SeedanceClient(http, settings)
         rate_limits = RateLimits(settings)
-        dispatcher = Dispatcher(sessionmaker, seedance, rate_limits, settings)
         storage = MediaStorage(settings)
+        upload_links = UploadLinks(storage, settings)
+        upload_remover = UploadRemover(sessionmaker, storage)
+        dispatcher = Dispatcher(sessionmaker, seedance, rate_limits, settings, upload_links)
         media_worker = MediaWorker(sessionmaker, storage, settings)
         links = MediaLinks(storage)
         outbound_secrets = SecretBox(settings.outbound_secrets_key)
@@ -106,6 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hub.on_any(outbound_worker.on_move)
         if work and settings.events_retention_days is not None:
             loops.append(RetentionSweeper(sessionmaker, settings, [prune_finished_messages]))
+        if work:
+            loops.append(UploadSweeper(upload_remover, settings))
         if work and settings.stats_rollup_enabled:
             loops.append(StatsRollup(sessionmaker, settings))
         queue_board = QueueBoard(sessionmaker, settings, hub)
@@ -123,6 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             media_storage=storage,
             media_links=links,
             purger=media_worker.purger,
+            uploads=Uploads(storage, upload_remover, settings),
+            upload_links=upload_links,
+            upload_remover=upload_remover,
             outbound_secrets=outbound_secrets,
             event_hub=hub,
             event_listener=listener,
@@ -193,6 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestLimitsMiddleware,
         max_body_bytes=settings.max_request_body_bytes,
         max_header_bytes=settings.max_request_header_bytes,
+        larger_bodies={("POST", "/uploads"): settings.upload_request_max_bytes},
     )
     app.add_middleware(RequestTelemetryMiddleware)
     app.add_middleware(
@@ -205,6 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     size_errors = problem_responses(413, 431)
     routers = (
         jobs,
+        uploads,
         media,
         batches,
         events,

@@ -57,7 +57,7 @@ GAUGE = re.compile(rb"^(seedance_db_pool_checked_out|seedance_event_loop_lag_sec
 @contextmanager
 def simulator(port: int, render_seconds: float) -> Iterator[str]:
     settings = [f"api_key={SEEDANCE_TEST_KEY}", f"task_seconds={render_seconds}"]
-    settings += ["reject_local_callbacks=false"]
+    settings += ["reject_local_urls=false"]
     command = [sys.executable, "-m", "simulator", "--port", str(port)]
     for setting in settings:
         command += ["--set", setting]

@@ -69,7 +69,7 @@ async def main(args: Any) -> None:
         SimulatorConfig(
             api_key=SEEDANCE_TEST_KEY,
             task_seconds=args.render_seconds,
-            reject_local_callbacks=False,
+            reject_local_urls=False,
         )
     )
     settings = Settings(_env_file=None, **SECRETS)  # type: ignore[arg-type]

@@ -1,7 +1,9 @@
 """A Seedance v2 simulator that speaks the contract of shared/UPSTREAM.md.
 
-It checks the bearer key, validates like the real API (400 with a message), runs each
-task PENDING -> IN_PROGRESS -> SUCCESS/FAILED over a configurable time, answers
+It checks the bearer key, validates like the real API (400 with a message), fetches every
+input URL when a task starts and fails the task when one cannot be fetched or is not the
+kind its field takes, runs each task PENDING -> IN_PROGRESS -> SUCCESS/FAILED over a
+configurable time, answers
 `GET /v2/status`, serves a real MP4 of the asked size and length as the result (whose URL
 expires, may redirect, and can be made to misbehave), and POSTs the callback. Faults are
 injected from a seeded RNG. Counters of every call received let tests and benchmarks
@@ -10,6 +12,7 @@ assert what each job cost upstream. Control endpoints live under `/_sim/` (no au
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import random
 import time
@@ -65,8 +68,10 @@ class SimulatorConfig(BaseModel):
         0.0, ge=0, le=1, description="send a stale IN_PROGRESS after the final callback"
     )
     callback_delay_seconds: float = Field(0.0, ge=0)
-    reject_local_callbacks: bool = Field(
-        True, description="the real API refuses localhost callback URLs; dev runs turn this off"
+    reject_local_urls: bool = Field(
+        True,
+        description="the real API refuses localhost callback URLs and takes only https inputs; "
+        "dev runs and tests turn this off (the service and its inputs are on this machine)",
     )
     # the result file (what the service copies into its own storage)
     result_url_ttl_seconds: float = Field(
@@ -99,6 +104,33 @@ class SimulatorConfig(BaseModel):
     )
 
 
+INPUT_FIELDS = {"images": "image", "reference_video_urls": "video", "reference_audio_urls": "audio"}
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class InputSeen:
+    field: str
+    kind: str | None  # what its bytes are
+    sha256: str
+    size: int
+
+
+def sniff(data: bytes) -> str | None:
+    """What a file is by its first bytes, as an API checking its inputs would."""
+    if data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image"
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "audio"
+    if data[4:8] == b"ftyp":
+        return "audio" if data[8:11] == b"M4A" else "video"
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "audio"
+    return None
+
+
 @dataclass
 class SimTask:
     task_id: str
@@ -110,6 +142,8 @@ class SimTask:
     wrong_resolution: bool = False
     pad_bytes: int = 0  # RESULT_PAD_BYTES when the task was made
     done: bool = False  # its render time has passed: every later report is final
+    inputs: list["InputSeen"] = field(default_factory=list)  # what it fetched, in order
+    failure: str | None = None  # why it failed, when it was its inputs
 
     def finished_at(self, task_seconds: float) -> float:
         return self.created + task_seconds
@@ -209,12 +243,20 @@ def validate_generate(body: Any, config: SimulatorConfig) -> str | None:
     if model not in MODELS:
         return f"unsupported model: {model!r}"
     prompt, images = body.get("prompt"), body.get("images")
+    schemes = ("https://",) if config.reject_local_urls else ("https://", "http://")
     if images is not None and (
         not isinstance(images, list)
         or not 1 <= len(images) <= 4
-        or not all(isinstance(u, str) and u.startswith("https://") for u in images)
+        or not all(isinstance(u, str) and u.startswith(schemes) for u in images)
     ):
         return "images must be 1 to 4 https URLs"
+    for name in ("reference_video_urls", "reference_audio_urls"):
+        urls = body.get(name)
+        if urls is not None and (
+            not isinstance(urls, list)
+            or not all(isinstance(u, str) and u.startswith(schemes) for u in urls)
+        ):
+            return f"{name} must be https URLs"
     if prompt is None and not images:
         return "prompt is required for text-to-video"
     if prompt is not None and (not isinstance(prompt, str) or not 1 <= len(prompt) <= 2000):
@@ -231,7 +273,7 @@ def validate_generate(body: Any, config: SimulatorConfig) -> str | None:
     if callback is not None:
         if not isinstance(callback, str) or not callback.startswith(("https://", "http://")):
             return "callback_url must be an http(s) URL"
-        if config.reject_local_callbacks and _is_local_host(callback):
+        if config.reject_local_urls and _is_local_host(callback):
             return "callback_url must be a public URL"
     return None
 
@@ -267,14 +309,41 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
         data: dict[str, Any] = {"task_id": task.task_id, "status": status}
         if status == "SUCCESS":
             data["response"] = [task.video_url]
+        elif status == "FAILED" and task.failure is not None:
+            data["error_message"] = task.failure
         elif status == "FAILED" and state.config.failure_quotes_prompt:
             data["error_message"] = f"refused by moderation: {task.request.get('prompt')}"
         elif status == "FAILED":
             data["error_message"] = "simulated generation failure"
         return data
 
+    async def fetch_inputs(task: SimTask) -> str | None:
+        """Download every input, as the real API does when a task starts; why the task
+        fails, or None."""
+        for name, kind in INPUT_FIELDS.items():
+            for index, url in enumerate(task.request.get(name) or []):
+                where = f"{name}[{index}]"
+                try:
+                    async with app.state.http.stream("GET", url) as response:
+                        if response.status_code != 200:
+                            return f"{where} could not be fetched: HTTP {response.status_code}"
+                        data = b""
+                        async for chunk in response.aiter_bytes():
+                            data += chunk
+                            if len(data) > MAX_INPUT_BYTES:
+                                return f"{where} is larger than {MAX_INPUT_BYTES} bytes"
+                except httpx.HTTPError as exc:
+                    return f"{where} could not be fetched: {exc!r}"
+                seen = InputSeen(name, sniff(data), hashlib.sha256(data).hexdigest(), len(data))
+                task.inputs.append(seen)
+                if seen.kind != kind:
+                    return f"{where} is not {'an' if kind == 'image' else 'a'} {kind} file"
+        return None
+
     async def run_task(task: SimTask, callback_url: str | None) -> None:
         config = state.config
+        if (failure := await fetch_inputs(task)) is not None:
+            task.failure, task.will_fail = failure, True
         await asyncio.sleep(config.task_seconds)
         task.done = True
         state.rendering -= 1

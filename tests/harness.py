@@ -102,6 +102,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "rate_limit_create": "100000/minute",
         "rate_limit_read": "100000/minute",
         "rate_limit_webhook": "100000/minute",
+        "rate_limit_upload": "100000/minute",
+        "uploads_per_day": 100_000,
         "dispatcher_submits_per_second": 1000,
         "media_root": MEDIA_ROOT,
         "media_poll_seconds": 0.05,
@@ -156,7 +158,7 @@ async def running_stack(
     defaults = {
         "api_key": SEEDANCE_TEST_KEY,
         "task_seconds": 0.2,
-        "reject_local_callbacks": False,
+        "reject_local_urls": False,
         "seed": 1234,
     }
     simulator = create_simulator(SimulatorConfig(**{**defaults, **(sim_config or {})}))

@@ -22,6 +22,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(get_session)]
 Creator = Annotated[Principal, per_user(RouteClass.CREATE)]
 Reader = Annotated[Principal, per_user(RouteClass.READ)]
+Uploader = Annotated[Principal, per_user(RouteClass.UPLOAD)]
 IdempotencyKey = Annotated[
     str | None,
     Header(

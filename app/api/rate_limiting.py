@@ -29,8 +29,14 @@ def per_user(route_class: RouteClass) -> object:
         request: Request, principal: Annotated[Principal, Depends(current_principal)]
     ) -> Principal:
         plan = principal.plan
-        limit = plan.rate_limit_create if route_class is RouteClass.CREATE else plan.rate_limit_read
-        await _apply(request, route_class, f"user:{principal.subject}", limit)
+        key = f"user:{principal.subject}"
+        if route_class is RouteClass.UPLOAD:  # and the plan's uploads per day
+            await _apply(request, RouteClass.UPLOAD_DAY, key, f"{plan.uploads_per_day}/day")
+        limit = {
+            RouteClass.CREATE: plan.rate_limit_create,
+            RouteClass.UPLOAD: plan.rate_limit_upload,
+        }.get(route_class, plan.rate_limit_read)
+        await _apply(request, route_class, key, limit)
         return principal
 
     return Depends(dependency)

@@ -1,8 +1,9 @@
 """Size caps on requests, for every route, before anything parses them.
 
 Headers over MAX_REQUEST_HEADER_BYTES in total: 431. A declared Content-Length over
-MAX_REQUEST_BODY_BYTES is refused at once; a chunked body is counted as it streams and
-cut off when it passes the cap: 413. All as problem+json.
+MAX_REQUEST_BODY_BYTES (or the larger cap of a route made for files: `POST /uploads`, whose
+own code then applies the caller's caps as the file streams) is refused at once; a chunked
+body is counted as it streams and cut off when it passes the cap: 413. All as problem+json.
 """
 
 from starlette.exceptions import HTTPException
@@ -12,13 +13,20 @@ from app.api.errors import problem_response
 
 
 class RequestLimitsMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_header_bytes: int,
+        larger_bodies: dict[tuple[str, str], int],
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
+        self.larger_bodies = larger_bodies  # (method, path) -> its cap
 
-    def _body_detail(self) -> str:
-        return f"Request bodies are limited to {self.max_body_bytes} bytes."
+    def _body_detail(self, cap: int) -> str:
+        return f"Request bodies are limited to {cap} bytes."
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,9 +41,12 @@ class RequestLimitsMiddleware:
             )
             await response(scope, receive, send)
             return
+        cap = self.larger_bodies.get((scope["method"], scope["path"]), self.max_body_bytes)
         declared = dict(headers).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await problem_response(413, "body_too_large", self._body_detail())(scope, receive, send)
+        if declared.isdigit() and int(declared) > cap:
+            await problem_response(413, "body_too_large", self._body_detail(cap))(
+                scope, receive, send
+            )
             return
         received = 0
 
@@ -44,9 +55,9 @@ class RequestLimitsMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > cap:
                     # an HTTPException, so FastAPI's body parsing passes it through as is
-                    raise HTTPException(413, self._body_detail())
+                    raise HTTPException(413, self._body_detail(cap))
             return message
 
         await self.app(scope, counted_receive, send)

@@ -28,6 +28,9 @@ from app.outbound.signing import SecretBox
 from app.outbound.worker import OutboundWorker
 from app.ratelimits.windows import RateLimits
 from app.seedance.client import SeedanceClient
+from app.uploads.links import UploadLinks
+from app.uploads.removal import UploadRemover
+from app.uploads.service import Uploads
 
 Out = TypeVar("Out", bound=JobOut)
 
@@ -44,6 +47,9 @@ class Services:
     media_storage: MediaStorage
     media_links: MediaLinks
     purger: Purger
+    uploads: Uploads
+    upload_links: UploadLinks
+    upload_remover: UploadRemover
     outbound_secrets: SecretBox
     event_hub: EventHub
     event_listener: PostgresListener | None  # None on SQLite (in-process fan-out)

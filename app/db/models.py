@@ -329,3 +329,43 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+
+
+class Upload(Base):
+    """A user's own input file (an image, a reference video or audio), sanitized and
+    stored. `remove_at` set: the upload is gone for its owner, and its object, then its
+    row, are removed once that time has passed (set ahead while its object is being
+    stored, so an upload cut by a crash is removed, never left half made)."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (
+        Index("ix_uploads_owner_created_at", "owner", "created_at", "id"),
+        Index("ix_uploads_expires_at", "expires_at"),
+        Index("ix_uploads_remove_at", "remove_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # image | video | audio
+    content_type: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]  # unless a job that is not deleted uses it
+    remove_at: Mapped[datetime | None]
+
+
+class JobUpload(Base):
+    """Which uploads a job uses: an upload lives while a job that is not deleted uses it."""
+
+    __tablename__ = "job_uploads"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    upload_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

@@ -5,7 +5,7 @@ takes effect on the next request: nothing about plans is stored."""
 import logging
 from dataclasses import dataclass
 
-from app.config import Plan, Settings
+from app.config import Plan, Settings, UploadKind
 from app.kit.errors import FieldError, ProblemError
 from app.ops.metrics import UNKNOWN_PLANS
 
@@ -23,6 +23,14 @@ class PlanLimits:
     models: tuple[str, ...]
     resolutions: tuple[str, ...]
     queue_weight: int = 1
+    rate_limit_upload: str = "30/minute"
+    uploads_per_day: int = 200
+    upload_max_bytes: tuple[tuple[UploadKind, int], ...] = ()
+
+    def upload_cap(self, kind: UploadKind | None) -> int:
+        """The largest upload of `kind` this plan takes (None: of any kind)."""
+        caps = dict(self.upload_max_bytes)
+        return caps[kind] if kind is not None else max(caps.values())
 
     def check(
         self, model: str, resolution: str, *, model_field: str, resolution_field: str
@@ -60,6 +68,15 @@ class Plans:
                 models=tuple(plan.models or sorted(settings.cost_per_second)),
                 resolutions=tuple(plan.resolutions or resolutions),
                 queue_weight=plan.queue_weight,
+                rate_limit_upload=plan.rate_limit_upload or settings.rate_limit_upload,
+                uploads_per_day=(
+                    plan.uploads_per_day
+                    if plan.uploads_per_day is not None
+                    else settings.uploads_per_day
+                ),
+                upload_max_bytes=tuple(
+                    {**settings.upload_max_bytes, **(plan.upload_max_bytes or {})}.items()
+                ),
             )
 
         self._plans = {name: limits(name, plan) for name, plan in settings.plans.items()}

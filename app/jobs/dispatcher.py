@@ -19,7 +19,7 @@ scheduler learns the account's cap. A job that waits past QUEUE_MAX_WAIT_SECONDS
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -27,9 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.availability import write_through_outage
-from app.db.models import Job
+from app.db.models import Job, Upload
 from app.identity.plans import Plans
-from app.jobs import scheduler
+from app.jobs import inputs, scheduler
 from app.jobs.callbacks import callback_url
 from app.jobs.reports import mark_submitted
 from app.jobs.states import EventSource, JobStatus, move
@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 _PERMANENT = (UpstreamRejected, InsufficientCredits, UpstreamProtocolError)
 _NOT_SENT = (UpstreamRateLimited, UpstreamTransient, UpstreamAuthError)
 QUEUE_TIMEOUT = "queue_timeout"
+INPUT_UNAVAILABLE = "input_unavailable"
 EXPIRE_BATCH = 100
 EXPIRY_SECONDS = 1.0  # jobs that waited too long are looked for this often, not every round
 
@@ -73,9 +74,11 @@ class Dispatcher(PooledLoop):
         client: SeedanceClient,
         rate_limits: RateLimits,
         settings: Settings,
+        input_links: inputs.InputLinks,
     ) -> None:
         super().__init__(settings.dispatcher_poll_seconds, settings.dispatcher_max_in_flight)
         self._sessionmaker = sessionmaker
+        self._inputs = input_links
         self._client = client
         self._rate_limits = rate_limits
         self._settings = settings
@@ -119,12 +122,32 @@ class Dispatcher(PooledLoop):
                     .with_for_update(skip_locked=True)
                 )
             }
+            uploads = await self._uploads_of(session, jobs.values())
             claimed = []
             for job in (jobs[job_id] for job_id in ids if job_id in jobs):
+                if missing := [i for i in inputs.references(job) if i not in uploads]:
+                    self._fail_unsent(session, job, f"upload {missing[0]} was removed")
+                    continue
                 job.submit_started_at = now
                 job.submit_attempts += 1
-                claimed.append((job.id, self._request_for(job)))
+                claimed.append((job.id, self._request_for(job, uploads)))
         return claimed
+
+    @staticmethod
+    async def _uploads_of(session: AsyncSession, jobs: Iterable[Job]) -> dict[uuid.UUID, Upload]:
+        """The uploads the jobs use, that are still there (never removed while a job that
+        is not deleted uses them; checked all the same)."""
+        ids = {upload_id for job in jobs for upload_id in inputs.references(job)}
+        if not ids:
+            return {}
+        query = select(Upload).where(Upload.id.in_(ids), Upload.remove_at.is_(None))
+        return {upload.id: upload for upload in await session.scalars(query)}
+
+    @staticmethod
+    def _fail_unsent(session: AsyncSession, job: Job, detail: str) -> None:
+        job.error_code = INPUT_UNAVAILABLE
+        job.error_detail = f"{detail}; nothing was sent or charged"
+        move(session, job, JobStatus.FAILED, EventSource.DISPATCHER, detail=INPUT_UNAVAILABLE)
 
     async def _expire_waits(self) -> int:
         """Waiting jobs older than QUEUE_MAX_WAIT_SECONDS fail `queue_timeout`: never sent,
@@ -152,16 +175,26 @@ class Dispatcher(PooledLoop):
                 move(session, job, JobStatus.FAILED, EventSource.DISPATCHER, detail=QUEUE_TIMEOUT)
         return len(jobs)
 
-    def _request_for(self, job: Job) -> GenerateRequest:
+    def _request_for(self, job: Job, uploads: dict[uuid.UUID, Upload]) -> GenerateRequest:
+        """Seedance's request: each upload a signed URL it can fetch while the task runs."""
+
+        def urls(values: list[str]) -> list[str]:
+            return [
+                self._inputs.input_url(uploads[inputs.upload_id_of(v)])
+                if inputs.is_reference(v)
+                else v
+                for v in values
+            ]
+
         return GenerateRequest(
             model=job.model,
             prompt=job.prompt,
             duration=job.duration,
             resolution=job.resolution,
             aspect_ratio=job.aspect_ratio,
-            images=job.images,
-            reference_video_urls=job.reference_video_urls,
-            reference_audio_urls=job.reference_audio_urls,
+            images=urls(job.images),
+            reference_video_urls=urls(job.reference_video_urls),
+            reference_audio_urls=urls(job.reference_audio_urls),
             callback_url=callback_url(self._settings, job.id),
         )
 

@@ -29,6 +29,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
 from app.db.models import Batch
+from app.jobs.inputs import UPLOAD_REFERENCE_PATTERN, is_reference, is_valid_reference
 from app.jobs.states import JobStatus
 from app.kit.fields import WholeNumber
 from app.kit.public_urls import MAX_URL_LENGTH, PUBLIC_HTTPS_URL_PATTERN, check_public_https_url
@@ -72,7 +73,30 @@ _URL_SCHEMA = {
     "pattern": PUBLIC_HTTPS_URL_PATTERN,
     "examples": ["https://cdn.example.com/boat.png"],
 }
-PublicHttpsUrl = Annotated[str, AfterValidator(check_public_https_url), WithJsonSchema(_URL_SCHEMA)]
+_UPLOAD_REFERENCE_SCHEMA = {
+    "type": "string",
+    "pattern": UPLOAD_REFERENCE_PATTERN,
+    "description": "an upload of yours: the `reference` that `POST /uploads` answered",
+    "examples": ["upload:3f1c2a9e-0b6e-4c1a-9a43-5d1f0a7c2b11"],
+}
+
+
+def _check_input(value: str) -> str:
+    if not is_reference(value):
+        return check_public_https_url(value)
+    if not is_valid_reference(value):
+        raise PydanticCustomError(
+            "invalid_upload_reference", "an upload is named `upload:` and its id (lowercase)"
+        )
+    return value
+
+
+# An input file: a public https URL, or an upload of the caller's
+MediaInput = Annotated[
+    str,
+    AfterValidator(_check_input),
+    WithJsonSchema({"oneOf": [_URL_SCHEMA, _UPLOAD_REFERENCE_SCHEMA]}),
+]
 # A prompt's characters, as the schema states them: no control character but tab, LF and
 # CRLF, and at least one that is not a space.
 _PROMPT_CHAR = r"(?:[^\x00-\x08\x0b-\x1f\x7f-\x9f]|\r\n)"
@@ -135,8 +159,9 @@ Prompt = Annotated[
 
 
 def _url_list_schema(limit: int) -> WithJsonSchema:
-    """An optional list of 1 to `limit` URLs: absent or null, never empty."""
-    array = {"type": "array", "items": _URL_SCHEMA, "minItems": 1, "maxItems": limit}
+    """An optional list of 1 to `limit` inputs: absent or null, never empty."""
+    items = {"oneOf": [_URL_SCHEMA, _UPLOAD_REFERENCE_SCHEMA]}
+    array = {"type": "array", "items": items, "minItems": 1, "maxItems": limit}
     return WithJsonSchema({"anyOf": [array, {"type": "null"}]})
 
 
@@ -204,9 +229,10 @@ class JobParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: SeedanceModel = SeedanceModel.MINI
-    images: Annotated[list[PublicHttpsUrl] | None, _url_list_schema(MAX_IMAGES)] = Field(
+    images: Annotated[list[MediaInput] | None, _url_list_schema(MAX_IMAGES)] = Field(
         None,
-        description=f"1 to {MAX_IMAGES} public https image URLs (image-to-video)",
+        description=f"1 to {MAX_IMAGES} images (image-to-video): public https URLs, or your "
+        "uploads (`upload:<id>`)",
         validate_default=True,
     )
     duration: WholeNumber | None = Field(
@@ -220,11 +246,19 @@ class JobParams(BaseModel):
         AspectRatio.R16_9, description="`adaptive` is for text-to-video only"
     )
     reference_video_urls: Annotated[
-        list[PublicHttpsUrl] | None, _url_list_schema(MAX_REFERENCE_URLS)
-    ] = Field(None, validate_default=True)
+        list[MediaInput] | None, _url_list_schema(MAX_REFERENCE_URLS)
+    ] = Field(
+        None,
+        description="reference videos: public https URLs, or your uploads (`upload:<id>`)",
+        validate_default=True,
+    )
     reference_audio_urls: Annotated[
-        list[PublicHttpsUrl] | None, _url_list_schema(MAX_REFERENCE_URLS)
-    ] = Field(None, validate_default=True)
+        list[MediaInput] | None, _url_list_schema(MAX_REFERENCE_URLS)
+    ] = Field(
+        None,
+        description="reference audio: public https URLs, or your uploads (`upload:<id>`)",
+        validate_default=True,
+    )
 
     @classmethod
     def __get_pydantic_json_schema__(

@@ -17,10 +17,11 @@ from sqlalchemy import ColumnElement, Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
-from app.db.models import Batch, Job, JobEvent
+from app.db.models import Batch, Job, JobEvent, JobUpload
 from app.db.one_row import OneRowStatement
 from app.identity.plans import PlanLimits
 from app.jobs import budget, policy
+from app.jobs.inputs import link_uploads
 from app.jobs.reports import job_not_found
 from app.jobs.schemas import (
     AspectRatio,
@@ -82,10 +83,11 @@ def _new_job(
     )
 
 
-async def _record(session: AsyncSession, jobs: list[Job]) -> None:
+async def _record(session: AsyncSession, jobs: list[Job], uploads: list[JobUpload]) -> None:
     for job in jobs:
         session.add(job)
         record_creation(session, job)
+    session.add_all(uploads)  # inserted after the jobs they point at
     await session.commit()
 
 
@@ -101,7 +103,8 @@ async def create_job(
 ) -> tuple[Job, bool]:
     """Record a queued job; returns (job, created). A repeated Idempotency-Key returns the
     original job when the body matches and raises 409 when it does not. Content policy,
-    the user's plan and budgets are checked before anything is recorded."""
+    the user's plan, budgets and the uploads it names are checked before anything is
+    recorded."""
     policy.check_prompt(settings, body.prompt)
     plan.check(body.model, body.resolution, model_field="model", resolution_field="resolution")
     await budget.lock_owner(session, owner)  # one create at a time per user, until commit
@@ -117,7 +120,8 @@ async def create_job(
         settings, owner, plan, body, idempotency_key=idempotency_key, source_job_id=source_job_id
     )
     await budget.enforce(session, plan, owner, cost=job.estimated_cost)
-    await _record(session, [job])
+    uploads = await link_uploads(session, owner, [(job, "")])
+    await _record(session, [job], uploads)
     return job, True
 
 
@@ -162,9 +166,12 @@ async def create_batch(
     await budget.enforce(
         session, plan, owner, cost=sum(j.estimated_cost for j in jobs), jobs=len(jobs)
     )
+    uploads = await link_uploads(
+        session, owner, [(job, body.field(i, "")) for i, job in enumerate(jobs)]
+    )
     session.add(batch)
     await session.flush()  # the batch row before the jobs that point at it
-    await _record(session, jobs)
+    await _record(session, jobs, uploads)
     return batch, jobs, True
 
 

@@ -11,13 +11,14 @@ process (`app/media/isolated_probe.py`) with its memory and CPU bounded by the k
 
 import base64
 import json
-import resource
 import sys
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
+
+from app.kit.bounded_child import limit_self, refuse
 
 POSTER_AT_SECONDS = 1.0  # the first frame is often black or a fade-in
 RESOLUTION_SHORT_SIDE = {"480p": 480, "720p": 720}
@@ -147,16 +148,14 @@ def mismatches(
 
 def _main() -> None:
     """`python -m app.media.probe PATH LIMITS MEMORY_BYTES CPU_SECONDS`, as
-    `isolated_probe` runs it: the facts as one JSON line (the poster in base64), or exit
-    status 3 and the reason on stderr for a file that is not a video we play."""
+    `isolated_probe` runs it: the facts as one JSON line (the poster in base64), or the
+    refusal (`app/kit/bounded_child.py`) for a file that is not a video we play."""
     path, limits, memory, cpu = sys.argv[1:5]
-    resource.setrlimit(resource.RLIMIT_AS, (int(memory), int(memory)))
-    resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu)))
+    limit_self(memory, cpu)
     try:
         facts = probe(Path(path), Limits(**json.loads(limits)))
     except NotAVideo as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(3)
+        refuse(str(exc))
     fields = asdict(facts)
     fields["poster_jpeg"] = base64.b64encode(facts.poster_jpeg).decode()
     print(json.dumps(fields))

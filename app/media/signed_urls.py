@@ -14,8 +14,12 @@ from urllib.parse import urlencode
 from app.config import Settings
 
 MEDIA_PATH = "/media/"
-# the keys `storage.video_key` and `storage.poster_key` make, and nothing else
-KEY_PATTERN = re.compile(r"^(videos/[0-9a-f-]{36}\.(mp4|webm)|posters/[0-9a-f-]{36}\.jpg)$")
+# the keys `storage.video_key`, `storage.poster_key` and `storage.upload_key` make, and
+# nothing else
+KEY_PATTERN = re.compile(
+    r"^(videos/[0-9a-f-]{36}\.(mp4|webm)|posters/[0-9a-f-]{36}\.jpg"
+    r"|uploads/[0-9a-f-]{36}\.(jpg|png|mp4|mp3|wav|m4a))$"
+)
 
 
 def _signature(settings: Settings, key: str, expires: int) -> str:

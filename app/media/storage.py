@@ -1,9 +1,10 @@
-"""Where videos and posters live: one small interface over obstore, which speaks to a local
+"""Where videos, posters and uploads live: one small interface over obstore, which speaks to a local
 folder and to any S3-compatible bucket with one async API (multipart uploads, presigned
 URLs), so no S3 signing or upload logic is ours.
 
 Object keys are derived from the job id, so a repeated copy overwrites the same object
-(at most one stored object per job, whatever crashes or races happened on the way).
+(at most one stored object per job, whatever crashes or races happened on the way); an
+upload's from its id and what it really is.
 """
 
 import shutil
@@ -21,6 +22,17 @@ from app.media.signed_urls import local_media_url
 
 VIDEO_EXTENSIONS = {"video/mp4": "mp4", "video/webm": "webm"}
 POSTER_CONTENT_TYPE = "image/jpeg"
+# what a sanitized upload can be (app/uploads/sanitize.py writes nothing else)
+UPLOAD_EXTENSIONS = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "video/mp4": "mp4",
+    "audio/mpeg": "mp3",
+    "audio/wav": "wav",
+    "audio/mp4": "m4a",
+}
+# the Content-Type each stored object is served with, by its extension
+CONTENT_TYPES = {ext: kind for kind, ext in (VIDEO_EXTENSIONS | UPLOAD_EXTENSIONS).items()}
 # bounded memory for uploads: parts of 8 MiB, two in flight
 _PART_BYTES = 8 * 1024 * 1024
 _PARTS_IN_FLIGHT = 2
@@ -32,6 +44,14 @@ def video_key(job_id: uuid.UUID, content_type: str) -> str:
 
 def poster_key(job_id: uuid.UUID) -> str:
     return f"posters/{job_id}.jpg"
+
+
+def upload_key(upload_id: uuid.UUID, content_type: str) -> str:
+    return f"uploads/{upload_id}.{UPLOAD_EXTENSIONS[content_type]}"
+
+
+def content_type_of(key: str) -> str:
+    return CONTENT_TYPES[key.rsplit(".", 1)[-1]]
 
 
 def job_keys(job_id: uuid.UUID) -> list[str]:
@@ -139,10 +159,11 @@ class MediaStorage:
             return False
         return True
 
-    def signed_url(self, key: str) -> str:
-        """A GET URL valid for MEDIA_URL_TTL_SECONDS: presigned by the bucket's rules on S3,
-        signed by us (and served by `/media/...`) on the local backend."""
-        ttl = self._settings.media_url_ttl_seconds
+    def signed_url(self, key: str, ttl_seconds: int | None = None) -> str:
+        """A GET URL valid for `ttl_seconds` (MEDIA_URL_TTL_SECONDS by default): presigned
+        by the bucket's rules on S3, signed by us (and served by `/media/...`) on the local
+        backend."""
+        ttl = ttl_seconds or self._settings.media_url_ttl_seconds
         if self._signer is None:
             return local_media_url(self._settings, key, ttl)
         return obstore.sign(self._signer, "GET", key, timedelta(seconds=ttl))

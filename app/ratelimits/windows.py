@@ -38,6 +38,8 @@ class RouteClass(StrEnum):
     READ = "read"
     WEBHOOK = "webhook"
     FAILED_AUTH = "failed_auth"
+    UPLOAD = "upload"
+    UPLOAD_DAY = "upload_day"  # a plan's uploads per day (its limit is always the plan's)
 
 
 # limits' moving window (its acquire_moving_window.lua and moving_window.lua) as one
@@ -163,6 +165,8 @@ class RateLimits:
             RouteClass.READ: parse(settings.rate_limit_read),
             RouteClass.WEBHOOK: parse(settings.rate_limit_webhook),
             RouteClass.FAILED_AUTH: parse(settings.rate_limit_failed_auth),
+            RouteClass.UPLOAD: parse(settings.rate_limit_upload),
+            RouteClass.UPLOAD_DAY: parse(f"{settings.uploads_per_day}/day"),
         }
         self._failing: dict[str, float] = {}  # key -> monotonic time its window reopens
         self._submit_item = RateLimitItemPerSecond(settings.dispatcher_submits_per_second)

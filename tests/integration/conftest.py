@@ -81,7 +81,7 @@ async def clean_tables(db_engine: AsyncEngine) -> None:
             text(
                 "TRUNCATE jobs, job_events, batches, outbound_endpoints, outbound_events, "
                 "outbound_messages, outbound_attempts, api_keys, job_stats_hours, "
-                "upstream_capacity RESTART IDENTITY CASCADE"
+                "upstream_capacity, uploads, job_uploads RESTART IDENTITY CASCADE"
             )
         )
 

@@ -93,7 +93,7 @@ async def test_5xx_and_429_are_retried_and_each_job_is_still_one_task(database_u
 @pytest.mark.parametrize(
     ("sim_config", "code"),
     [
-        ({"reject_local_callbacks": True}, "upstream_rejected"),  # 400: our callback host is local
+        ({"reject_local_urls": True}, "upstream_rejected"),  # 400: our callback host is local
         ({"credits_exhausted": True}, "insufficient_credits"),  # 402
     ],
 )

@@ -138,7 +138,7 @@ async def test_an_upstream_refusing_connections_is_waited_out(
     once when Seedance is back."""
     upstream = bound_socket()  # bound but not listening: connections are refused
     simulator = create_simulator(
-        SimulatorConfig(api_key=SEEDANCE_TEST_KEY, task_seconds=0.2, reject_local_callbacks=False)
+        SimulatorConfig(api_key=SEEDANCE_TEST_KEY, task_seconds=0.2, reject_local_urls=False)
     )
     async with running_stack(
         database_url,
@@ -218,7 +218,7 @@ async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
             api_key=SEEDANCE_TEST_KEY,
             task_seconds=1.0,
             generate_latency_seconds=0.2,
-            reject_local_callbacks=False,
+            reject_local_urls=False,
         )
     )
     async with serve(simulator) as sim_url:

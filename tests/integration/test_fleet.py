@@ -68,7 +68,7 @@ class Fleet:
 @asynccontextmanager
 async def simulated_seedance(**config: Any) -> AsyncIterator[tuple[str, SimulatorState]]:
     simulator = create_simulator(
-        SimulatorConfig(api_key=SEEDANCE_TEST_KEY, reject_local_callbacks=False, **config)
+        SimulatorConfig(api_key=SEEDANCE_TEST_KEY, reject_local_urls=False, **config)
     )
     async with serve(simulator) as url:
         yield url, simulator.state.sim

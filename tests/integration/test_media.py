@@ -541,7 +541,7 @@ async def test_a_copy_cut_by_sigkill_is_resumed_and_stored_once(
         SimulatorConfig(
             api_key=SEEDANCE_TEST_KEY,
             task_seconds=0.2,
-            reject_local_callbacks=False,
+            reject_local_urls=False,
             result_stall_seconds=60,  # the first download hangs after its first bytes
         )
     )

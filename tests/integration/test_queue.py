@@ -53,7 +53,7 @@ async def test_two_processes_keep_to_the_cap_at_ten_times_demand_through_a_resta
         SimulatorConfig(
             api_key=SEEDANCE_TEST_KEY,
             task_seconds=0.5,
-            reject_local_callbacks=False,
+            reject_local_urls=False,
             max_concurrent_tasks=3,
         )
     )

@@ -20,6 +20,7 @@ from app.jobs.schemas import JobOut
 from app.jobs.states import JobStatus
 from app.kit.fields import SINGLE_LINE, Rfc3339
 from app.outbound.erasure import forget_messages
+from app.uploads.removal import forget_uploads, uploads_left
 
 router = APIRouter(
     prefix="/admin",
@@ -75,6 +76,10 @@ class ErasureOut(BaseModel):
     media_objects_removed: int = Field(description="videos and posters removed from storage")
     media_pending_removal: int = Field(
         description="jobs whose objects could not be removed now; the media worker retries"
+    )
+    uploads_removed: int = Field(description="the user's uploaded files removed from storage")
+    uploads_pending_removal: int = Field(
+        description="uploads whose files could not be removed now; the upload sweep retries"
     )
 
 
@@ -188,16 +193,23 @@ async def erase_user_data(
 ) -> ErasureOut:
     """Every job of the user becomes a tombstone (prompt, inputs, idempotency keys and any
     text quoting them removed, cost kept), their stored videos and posters are removed now,
-    the webhook messages about their jobs go, their API keys are revoked, and what is kept
+    the webhook messages about their jobs go, their API keys are revoked, their uploads
+    (files and records) are removed, and what is kept
     names a pseudonym instead of the subject. A subject may hold `/` (`tenant/alice`), as
     is or percent-encoded. Repeating it is harmless."""
-    erasure = await service.erase_user(session, subject, [forget_messages, forget_subject])
-    removed = await services(request).purger.purge(erasure.job_ids)
+    forgetters = [forget_messages, forget_subject, forget_uploads]
+    erasure = await service.erase_user(session, subject, forgetters)
+    state = services(request)
+    removed = await state.purger.purge(erasure.job_ids)
     pending = await stats.media_pending_purge(session, erasure.pseudonym)
+    uploads_removed = await state.upload_remover.remove(owner=erasure.pseudonym)
+    uploads_pending = await uploads_left(session, erasure.pseudonym)
     return ErasureOut(
         subject=subject,
         jobs_deleted=erasure.jobs,
         prompts_removed=erasure.prompts,
         media_objects_removed=removed,
         media_pending_removal=pending,
+        uploads_removed=uploads_removed,
+        uploads_pending_removal=uploads_pending,
     )

@@ -12,6 +12,7 @@ from app.jobs import service
 from app.jobs.schemas import BatchCreate, BatchOut, JobCreate, JobOut, JobPage, PromoteRequest
 from app.jobs.states import JobStatus
 from app.kit.loops import wake_if_running
+from app.uploads.removal import release_unused
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(401, 422, 429))
 
@@ -166,7 +167,7 @@ async def cancel_job(
     "/{job_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    summary="Delete a job: its video, poster, prompt and inputs",
+    summary="Delete a job: its video, poster, prompt and inputs (uploads included)",
     responses=problem_responses(404),
 )
 async def delete_job(
@@ -175,8 +176,13 @@ async def delete_job(
     """The stored media is removed (its signed URLs stop working), the prompt and inputs
     are forgotten, and the job disappears from your reads; a record of its cost stays for
     accounting. A job Seedance is still rendering is deleted now and stores nothing when
-    it finishes; one not yet sent is canceled. Deleting again is a 204 too."""
+    it finishes; one not yet sent is canceled. The uploads it used go too, unless another
+    job of yours uses them. Deleting again is a 204 too."""
     deleted = await service.delete_job(session, principal.subject, job_id)
     if deleted is not None:
-        await services(request).purger.purge([deleted.id])  # the rest is retried by the worker
+        state = services(request)
+        await state.purger.purge([deleted.id])  # the rest is retried by the worker
+        released = await release_unused(session, [deleted.id])
+        await session.commit()
+        await state.upload_remover.remove(released)  # the rest is retried by the sweep
     return Response(status_code=status.HTTP_204_NO_CONTENT)

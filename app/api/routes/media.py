@@ -25,6 +25,7 @@ from app.api.state import services
 from app.jobs import service
 from app.kit.errors import ProblemError
 from app.media.signed_urls import KEY_PATTERN, MEDIA_PATH, check_signature
+from app.media.storage import CONTENT_TYPES, content_type_of
 
 router = APIRouter(tags=["media"])
 files_router = APIRouter(tags=["media"])
@@ -74,9 +75,9 @@ def _forbidden(code: str) -> ProblemError:
 @files_router.get(
     MEDIA_PATH + "{key:path}",
     response_class=FileResponse,
-    summary="A stored video or poster, by signed URL (local media backend)",
+    summary="A stored video, poster or upload, by signed URL (local media backend)",
     responses={
-        200: {"content": {"video/mp4": {}, "video/webm": {}, "image/jpeg": {}}},
+        200: {"content": {t: {} for t in sorted(set(CONTENT_TYPES.values()))}},
         206: {"description": "the byte range asked for with `Range`"},
         304: {"description": "`If-None-Match` named the current ETag: the copy held is fresh"},
         **problem_responses(400, 403, 404, 416, 422),
@@ -100,7 +101,9 @@ async def get_media_file(
         raise ProblemError(404, "not_found", "No such media object.") from None
     max_age = max(0, expires - int(time.time()))
     headers = {"Cache-Control": f"private, max-age={max_age}", "X-Content-Type-Options": "nosniff"}
-    response = FileResponse(path, headers=headers, stat_result=stat)
+    response = FileResponse(
+        path, headers=headers, stat_result=stat, media_type=content_type_of(key)
+    )
     etag = response.headers["etag"]
     if _names(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers={**headers, "ETag": etag})

@@ -1,0 +1,1 @@
+"""The users' own inputs: receive, sanitize, store, sign for Seedance, expire."""

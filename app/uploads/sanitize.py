@@ -1,0 +1,235 @@
+"""What an uploaded file really is, and a clean copy of it to store and hand to Seedance.
+
+Its bytes decide, never its name or the header that came with it: Pillow (with
+pillow-heif for iPhone photos) reads JPEG, PNG, WebP and HEIC/HEIF; FFmpeg's demuxers
+(PyAV) read MP4/MOV, MP3 and WAV. Nothing is decoded before its header is judged: an image's
+dimensions and aspect ratio (Seedance's limits, a pixel cap against decompression bombs),
+a video's container, codec, size and duration.
+
+Nothing of the original is kept but its picture or its streams. An image is decoded, turned
+upright by its EXIF orientation and encoded again (JPEG, or PNG when it has transparency),
+so no EXIF (GPS above all), XMP, ICC profile, comment or trailing bytes (a polyglot's HTML
+or ZIP) survive. A video or audio file is remuxed, packets copied without decoding, into a
+new container that carries none of the original's metadata (a phone video's location) and
+only the streams Seedance uses.
+
+This runs in a child process bounded by the kernel (`app/kit/bounded_child.py`):
+`python -m app.uploads.sanitize SRC DST RULES MEMORY_BYTES CPU_SECONDS`.
+"""
+
+import hashlib
+import json
+import sys
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import pillow_heif
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.kit.bounded_child import limit_self, refuse
+
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF")
+MP4 = "mov,mp4,m4a,3gp,3g2,mj2"  # FFmpeg's MP4/MOV demuxer
+VIDEO_CODECS = frozenset({"h264", "hevc"})
+# audio: FFmpeg's demuxer -> (codecs taken, muxer written, Content-Type stored)
+AUDIO_FORMATS = {
+    "mp3": (frozenset({"mp3", "mp3float"}), "mp3", "audio/mpeg"),
+    "wav": (frozenset({"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le"}), "wav", "audio/wav"),
+    MP4: (frozenset({"aac"}), "ipod", "audio/mp4"),
+}
+JPEG_QUALITY = 90
+
+
+class Refused(Exception):
+    """The file is not one we take; the message says why, for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What an upload may be (the UPLOAD_* settings)."""
+
+    image_min_side: int
+    image_max_side: int
+    image_min_aspect: float
+    image_max_aspect: float
+    image_max_bytes: int
+    media_min_seconds: float
+    media_max_seconds: float
+    video_max_side: int
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    kind: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+    duration_seconds: float | None = None
+
+
+def sanitize(src: Path, dst: Path, rules: Rules) -> Facts:
+    """Write the clean copy of `src` to `dst` and say what it is; Refused otherwise."""
+    try:
+        facts = _image(src, dst, rules)
+    except UnidentifiedImageError:  # no image format of ours recognised its header
+        facts = _media(src, dst, rules)
+    size, digest = _digest(dst)
+    return Facts(**{**asdict(facts), "size_bytes": size, "sha256": digest})
+
+
+def _image(src: Path, dst: Path, rules: Rules) -> Facts:
+    Image.MAX_IMAGE_PIXELS = rules.image_max_side**2  # Pillow's own bomb check, at open
+    try:
+        with Image.open(src, formats=IMAGE_FORMATS) as image:
+            width, height = image.size  # from the header: nothing is decoded yet
+            _check_image_size(width, height, rules)
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise Refused(f"the image is too large to decode: {exc}") from exc
+    except UnidentifiedImageError:
+        raise
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's words for broken data
+        raise Refused(f"the image cannot be decoded: {exc}") from exc
+    width, height = upright.size
+    has_alpha = upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info
+    clean = upright.convert("RGBA" if has_alpha else "RGB")
+    clean.info.clear()  # nothing of the original's metadata is written again
+    content_type = "image/png" if has_alpha else "image/jpeg"
+    if has_alpha:
+        clean.save(dst, "PNG")
+    if not has_alpha or dst.stat().st_size > rules.image_max_bytes:
+        if has_alpha:  # a PNG past Seedance's size: flattened on white, as a JPEG
+            background = Image.new("RGB", clean.size, "white")
+            background.paste(clean, mask=clean.getchannel("A"))
+            clean, content_type = background, "image/jpeg"
+        clean.save(dst, "JPEG", quality=JPEG_QUALITY)
+    if dst.stat().st_size > rules.image_max_bytes:
+        raise Refused(f"the image is larger than {rules.image_max_bytes} bytes once encoded")
+    return Facts("image", content_type, 0, "", width, height)
+
+
+def _check_image_size(width: int, height: int, rules: Rules) -> None:
+    short, long = sorted((width, height))
+    if short < rules.image_min_side or long > rules.image_max_side:
+        raise Refused(
+            f"the image is {width}x{height}; each side must be {rules.image_min_side} to "
+            f"{rules.image_max_side} pixels"
+        )
+    if not rules.image_min_aspect <= width / height <= rules.image_max_aspect:
+        raise Refused(
+            f"the image is {width}x{height}; its width / height must be "
+            f"{rules.image_min_aspect:g} to {rules.image_max_aspect:g}"
+        )
+
+
+def _media(src: Path, dst: Path, rules: Rules) -> Facts:
+    try:
+        container = av.open(str(src))
+    except (av.FFmpegError, ValueError) as exc:
+        raise Refused("the file is not an image, video or audio file we take") from exc
+    with container:
+        videos = [s for s in container.streams.video if not _is_cover_art(s)]
+        audios = list(container.streams.audio)
+        seconds = container.duration / av.time_base if container.duration else None
+        if videos:
+            streams, facts, muxer = _video(container.format.name, videos[0], audios, rules)
+        elif audios:
+            streams, facts, muxer = _audio(container.format.name, audios[0])
+        else:
+            raise Refused("the file has no picture, video or audio we can read")
+        if seconds is None or not rules.media_min_seconds <= seconds <= rules.media_max_seconds:
+            length = "an unknown length" if seconds is None else f"{seconds:.1f} s"
+            raise Refused(
+                f"the {facts.kind} lasts {length}; it must last {rules.media_min_seconds:g} "
+                f"to {rules.media_max_seconds:g} s"
+            )
+        try:
+            _remux(container, streams, dst, muxer)
+        except av.FFmpegError as exc:
+            raise Refused(f"the {facts.kind} cannot be read: {exc}") from exc
+    return Facts(**{**asdict(facts), "duration_seconds": round(seconds, 3)})
+
+
+def _is_cover_art(stream: av.stream.Stream) -> bool:
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def _video(
+    container_format: str,
+    stream: av.VideoStream,
+    audios: list[av.AudioStream],
+    rules: Rules,
+) -> tuple[list[av.stream.Stream], Facts, str]:
+    if container_format != MP4:
+        raise Refused(f"the video's container is {container_format}; MP4 or MOV is taken")
+    codec = stream.codec_context.name
+    if codec not in VIDEO_CODECS:
+        raise Refused(f"the video's codec is {codec}; H.264 or H.265 is taken")
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if not 0 < max(width, height) <= rules.video_max_side or min(width, height) <= 0:
+        raise Refused(
+            f"the video is {width}x{height}; its longest side may be {rules.video_max_side}"
+        )
+    kept = [stream] + [a for a in audios[:1] if a.codec_context.name == "aac"]
+    return kept, Facts("video", "video/mp4", 0, "", width, height), "mp4"
+
+
+def _audio(
+    container_format: str, stream: av.AudioStream
+) -> tuple[list[av.stream.Stream], Facts, str]:
+    if container_format not in AUDIO_FORMATS:
+        raise Refused(f"the audio's container is {container_format}; MP3, WAV or M4A is taken")
+    codecs, muxer, content_type = AUDIO_FORMATS[container_format]
+    if stream.codec_context.name not in codecs:
+        raise Refused(f"the audio's codec is {stream.codec_context.name}, not one we take")
+    return [stream], Facts("audio", content_type, 0, ""), muxer
+
+
+def _remux(
+    container: av.container.InputContainer, streams: list[av.stream.Stream], dst: Path, muxer: str
+) -> None:
+    """Copy the streams' packets into a new container: no decoding, no metadata."""
+    with av.open(str(dst), "w", format=muxer) as out:
+        mapping = {}
+        for stream in streams:
+            copy = out.add_stream_from_template(stream)
+            copy.metadata.clear()
+            mapping[stream.index] = copy
+        for packet in container.demux(streams):
+            if packet.dts is None:  # the demuxer's flush packets
+                continue
+            packet.stream = mapping[packet.stream.index]
+            out.mux(packet)
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1024 * 1024):
+            digest.update(chunk)
+    return path.stat().st_size, digest.hexdigest()
+
+
+def _main() -> None:
+    src, dst, rules, memory, cpu = sys.argv[1:6]
+    limit_self(memory, cpu)
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    pillow_heif.register_heif_opener()
+    try:
+        facts = sanitize(Path(src), Path(dst), Rules(**json.loads(rules)))
+    except Refused as exc:
+        Path(dst).unlink(missing_ok=True)
+        refuse(str(exc))
+    except MemoryError:  # the kernel's limit of this process
+        Path(dst).unlink(missing_ok=True)
+        refuse("the file needs more memory to read than an upload may")
+    print(json.dumps(asdict(facts)))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,185 @@
+"""Upload use cases: create (receive, sanitize, store), read, list and delete.
+
+An upload is streamed to a staged file, read and re-encoded in a bounded child process
+(`app/uploads/sanitize.py`), and only the clean copy is stored. Its row is written before
+its object with `remove_at` a little ahead, and cleared once the object is stored: a crash
+in between leaves a row the sweep removes with whatever was stored, never an object no row
+knows of.
+"""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings, UploadKind
+from app.db.models import Job, JobUpload, Upload
+from app.identity.plans import PlanLimits
+from app.jobs.states import JobStatus
+from app.kit.bounded_child import Bounds, ChildRefused, run_bounded
+from app.kit.cursor import newest_first_page
+from app.kit.errors import ProblemError
+from app.media.storage import MediaStorage, upload_key
+from app.uploads.receive import receive_file
+from app.uploads.removal import UploadRemover
+from app.uploads.sanitize import Facts, Rules
+
+STORING_GRACE = timedelta(minutes=15)  # longer than storing one upload can take
+
+
+def _rules(settings: Settings, plan: PlanLimits) -> Rules:
+    return Rules(
+        image_min_side=settings.upload_image_min_side,
+        image_max_side=settings.upload_image_max_side,
+        image_min_aspect=settings.upload_image_min_aspect,
+        image_max_aspect=settings.upload_image_max_aspect,
+        image_max_bytes=plan.upload_cap(UploadKind.IMAGE),
+        media_min_seconds=settings.upload_media_min_seconds,
+        media_max_seconds=settings.upload_media_max_seconds,
+        video_max_side=settings.upload_video_max_side,
+    )
+
+
+class Uploads:
+    """One per process: the storage, and the cap on sanitizing children at once."""
+
+    def __init__(self, storage: MediaStorage, remover: UploadRemover, settings: Settings) -> None:
+        self._storage = storage
+        self._remover = remover
+        self._settings = settings
+        self._sanitizing = asyncio.Semaphore(settings.upload_sanitize_concurrency)
+        self._bounds = Bounds(
+            settings.upload_sanitize_memory_bytes, settings.upload_sanitize_seconds
+        )
+
+    async def create(
+        self,
+        session: AsyncSession,
+        owner: str,
+        plan: PlanLimits,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+    ) -> Upload:
+        upload_id = uuid.uuid4()
+        original = self._storage.staging_root / f"upload-{upload_id}.original"
+        clean = self._storage.staging_root / f"upload-{upload_id}.clean"
+        try:
+            received = await receive_file(chunks, content_type, original, plan.upload_cap)
+            facts = await self._sanitize(original, clean, plan)
+            kind = UploadKind(facts.kind)
+            if received.claimed is not None and kind is not received.claimed:
+                raise _invalid(f"the file is {_described(facts)}, not {received.claimed.value}")
+            if received.size > plan.upload_cap(kind):
+                raise ProblemError(
+                    413,
+                    "upload_too_large",
+                    f"The {kind.value} is larger than {plan.upload_cap(kind)} bytes.",
+                )
+            return await self._store(session, upload_id, owner, facts, clean.name)
+        finally:
+            original.unlink(missing_ok=True)
+            clean.unlink(missing_ok=True)
+
+    async def _sanitize(self, original: Path, clean: Path, plan: PlanLimits) -> Facts:
+        rules = json.dumps(asdict(_rules(self._settings, plan)))
+        async with self._sanitizing:
+            try:
+                fields = await run_bounded(
+                    "app.uploads.sanitize",
+                    [str(original), str(clean), rules],
+                    self._bounds,
+                    "reading the file",
+                )
+            except ChildRefused as exc:
+                raise _invalid(str(exc)) from None
+        return Facts(**fields)
+
+    async def _store(
+        self, session: AsyncSession, upload_id: uuid.UUID, owner: str, facts: Facts, staged: str
+    ) -> Upload:
+        now = datetime.now(UTC)
+        retention = timedelta(hours=self._settings.upload_retention_hours)
+        upload = Upload(
+            id=upload_id,
+            owner=owner,
+            **asdict(facts),
+            created_at=now,
+            expires_at=now + retention,
+            remove_at=now + STORING_GRACE,
+        )
+        session.add(upload)
+        await session.commit()
+        await self._storage.store_staged(
+            staged, upload_key(upload_id, facts.content_type), facts.content_type
+        )
+        upload.remove_at = None
+        await session.commit()
+        return upload
+
+    async def delete(self, session: AsyncSession, owner: str, upload_id: uuid.UUID) -> None:
+        """The owner deletes an upload no unfinished job uses (409 otherwise: Seedance may
+        still fetch it); its object and row go now (or, after a storage failure, with the
+        sweep). Deleting it again is a 404, as for any upload that is not there."""
+        upload = await session.scalar(
+            select(Upload).where(*_owned(owner, upload_id)).with_for_update()
+        )
+        if upload is None:
+            raise upload_not_found()
+        in_use = await session.scalar(
+            select(Job.id)
+            .join(JobUpload, JobUpload.job_id == Job.id)
+            .where(
+                JobUpload.upload_id == upload_id,
+                Job.deleted_at.is_(None),
+                Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
+            )
+            .limit(1)
+        )
+        if in_use is not None:
+            await session.commit()
+            raise ProblemError(
+                409,
+                "upload_in_use",
+                f"Job {in_use} uses this upload and has not finished; cancel or delete it first.",
+            )
+        upload.remove_at = datetime.now(UTC)
+        await session.commit()
+        await self._remover.remove([upload_id])
+
+
+def _owned(owner: str, upload_id: uuid.UUID) -> tuple[object, ...]:
+    return (Upload.id == upload_id, Upload.owner == owner, Upload.remove_at.is_(None))
+
+
+def upload_not_found() -> ProblemError:
+    return ProblemError(404, "upload_not_found", "No such upload.")
+
+
+def _invalid(reason: str) -> ProblemError:
+    return ProblemError(422, "upload_invalid", f"The file was refused: {reason}.")
+
+
+def _described(facts: Facts) -> str:
+    return f"{'an' if facts.kind == 'image' else 'a'} {facts.kind} ({facts.content_type})"
+
+
+async def get_upload(session: AsyncSession, owner: str, upload_id: uuid.UUID) -> Upload:
+    """The owner's upload; someone else's is reported exactly like a missing one."""
+    upload = await session.scalar(select(Upload).where(*_owned(owner, upload_id)))
+    if upload is None:
+        raise upload_not_found()
+    return upload
+
+
+async def list_uploads(
+    session: AsyncSession, owner: str, *, limit: int, cursor: str | None
+) -> tuple[list[Upload], str | None]:
+    query = select(Upload).where(Upload.owner == owner, Upload.remove_at.is_(None))
+    keys = (Upload.created_at, Upload.id)
+    return await newest_first_page(session, query, keys, limit=limit, cursor=cursor)

@@ -1,0 +1,360 @@
+"""Uploads: the user's own images, reference video and audio, judged by their bytes,
+stored clean, used by jobs, fetched by Seedance (the simulator), and removed on time."""
+
+import hashlib
+import io
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import av
+import httpx
+import pytest
+from PIL import Image
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.models import JobUpload, Upload
+from tests import upload_files
+from tests.harness import Stack, bearer, running_stack, wait_until
+
+
+@pytest.fixture(scope="module")
+async def stack(database_url: str) -> AsyncIterator[Stack]:
+    async with running_stack(database_url, dispatcher_enabled=True) as running:
+        yield running
+
+
+async def upload(
+    stack: Stack,
+    data: bytes,
+    filename: str,
+    content_type: str,
+    subject: str = "alice",
+    expect: int = 201,
+) -> dict[str, Any]:
+    files = {"file": (filename, data, content_type)}
+    response = await stack.http.post("/uploads", files=files, headers=stack.headers(subject))
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+async def stored_bytes(stack: Stack, body: dict[str, Any]) -> bytes:
+    """The stored object, fetched by its signed URL as a browser would."""
+    response = await stack.http.get(body["url"])
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == body["content_type"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    return response.content
+
+
+async def finished(stack: Stack, job_id: str, subject: str = "alice") -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    async def done() -> bool:
+        seen.update(
+            (await stack.http.get(f"/jobs/{job_id}", headers=stack.headers(subject))).json()
+        )
+        return seen["status"] in ("succeeded", "failed", "canceled")
+
+    await wait_until(done, within=30)
+    return seen
+
+
+async def test_iphone_heic_becomes_an_upright_jpeg_without_metadata(stack: Stack) -> None:
+    heic = upload_files.phone_heic(600, 800, gps=True)
+    body = await upload(stack, heic, "IMG_0001.HEIC", "image/heic")
+    assert (body["kind"], body["content_type"]) == ("image", "image/jpeg")
+    assert (body["width"], body["height"]) == (600, 800)
+    assert body["reference"] == f"upload:{body['id']}"
+    data = await stored_bytes(stack, body)
+    assert (len(data), hashlib.sha256(data).hexdigest()) == (body["size_bytes"], body["sha256"])
+    image = Image.open(io.BytesIO(data))
+    assert (image.format, image.size) == ("JPEG", (600, 800))
+    # upright: the red corner is top-left, as the owner saw it
+    assert image.getpixel((10, 10))[0] > 200 and image.getpixel((10, 10))[1] < 50
+    assert image.getpixel((590, 790)) == pytest.approx((128, 128, 128), abs=3)
+    assert not image.getexif() and "exif" not in image.info and "icc_profile" not in image.info
+    assert b"Exif" not in data and b"Apple" not in data
+
+
+async def test_jpeg_with_exif_orientation_and_gps_is_stored_upright_and_clean(
+    stack: Stack,
+) -> None:
+    original = upload_files.phone_jpeg(600, 800, gps=True)
+    assert Image.open(io.BytesIO(original)).getexif().get_ifd(0x8825)  # GPS is there
+    body = await upload(stack, original, "photo.jpg", "image/jpeg")
+    data = await stored_bytes(stack, body)
+    image = Image.open(io.BytesIO(data))
+    assert image.size == (600, 800) and image.getpixel((10, 10))[0] > 200
+    assert not image.getexif() and b"taken at home" not in data and b"Exif" not in data
+
+
+async def test_png_bomb_is_refused_fast_before_decoding(stack: Stack) -> None:
+    bomb = upload_files.png_bomb(100_000)  # 30 GB of pixels in about 20 KB
+    assert len(bomb) < 100_000
+    body = await upload(stack, bomb, "bomb.png", "image/png", expect=422)
+    assert body["code"] == "upload_invalid"
+    assert "100000x100000" in body["detail"] or "too large" in body["detail"]
+    async with stack.app.state.services.sessionmaker() as session:
+        assert await session.scalar(select(Upload.id)) is None  # nothing stored
+
+
+async def test_polyglot_is_sanitized_and_never_served_as_is(stack: Stack) -> None:
+    polyglot = upload_files.polyglot()
+    body = await upload(stack, polyglot, "cat.jpg", "image/jpeg")
+    data = await stored_bytes(stack, body)
+    assert data != polyglot and b"<script" not in data and b"PK\x03\x04" not in data
+    assert Image.open(io.BytesIO(data)).format == "JPEG"
+
+
+@pytest.mark.parametrize(
+    ("data", "filename", "content_type", "reason"),
+    [
+        (upload_files.mp4(), "holiday.jpg", "image/jpeg", "not image"),  # an MP4 renamed
+        (upload_files.mp4(), "holiday.jpg", "application/octet-stream", "not image"),
+        (b"<html><body>hello</body></html>" * 10, "page.png", "image/png", "not an image"),
+        (upload_files.png(6400, 400), "wide.png", "image/png", "6400x400"),
+        (upload_files.png(200, 300), "tiny.png", "image/png", "200x300"),
+        (upload_files.png(1000, 300), "banner.png", "image/png", "width / height"),
+        (upload_files.mp4(seconds=20), "long.mp4", "video/mp4", "20.0 s"),
+        (upload_files.audio("mp3", seconds=1), "short.mp3", "audio/mpeg", "1.0 s"),
+    ],
+)
+async def test_a_file_that_is_not_what_it_claims_or_outside_the_limits_is_refused(
+    stack: Stack, data: bytes, filename: str, content_type: str, reason: str
+) -> None:
+    body = await upload(stack, data, filename, content_type, expect=422)
+    assert body["code"] == "upload_invalid"
+    assert reason in body["detail"], body["detail"]
+    async with stack.app.state.services.sessionmaker() as session:
+        assert await session.scalar(select(Upload.id)) is None
+
+
+async def test_reference_video_and_audio_are_remuxed_without_their_metadata(
+    stack: Stack,
+) -> None:
+    video = await upload(stack, upload_files.mp4_with_location(3), "clip.mov", "video/quicktime")
+    assert (video["kind"], video["content_type"], video["width"]) == ("video", "video/mp4", 320)
+    assert video["duration_seconds"] == pytest.approx(3, abs=0.1)
+    with av.open(io.BytesIO(await stored_bytes(stack, video))) as container:
+        assert "location" not in container.metadata
+        assert [s.type for s in container.streams] == ["video", "audio"]
+    for fmt, content_type in (("mp3", "audio/mpeg"), ("ipod", "audio/mp4"), ("wav", "audio/wav")):
+        body = await upload(stack, upload_files.audio(fmt), f"memo.{fmt}", "audio/x-whatever")
+        assert (body["kind"], body["content_type"]) == ("audio", content_type)
+        with av.open(io.BytesIO(await stored_bytes(stack, body))) as container:
+            assert "title" not in container.metadata
+
+
+async def test_three_uploaded_images_reach_seedance_as_stored(stack: Stack) -> None:
+    images = [
+        await upload(stack, upload_files.phone_jpeg(), "a.jpg", "image/jpeg"),
+        await upload(stack, upload_files.phone_heic(), "b.heic", "image/heic"),
+        await upload(stack, upload_files.png(800, 600, alpha=True), "c.png", "image/png"),
+    ]
+    job = await stack.create_job(images=[i["reference"] for i in images], aspect_ratio="3:4")
+    assert job["images"] == [i["reference"] for i in images]
+    done = await finished(stack, job["id"])
+    assert done["status"] == "succeeded", done
+    (task,) = [t for t in stack.sim.tasks.values() if job["id"] in t.request["callback_url"]]
+    assert [(s.field, s.kind, s.sha256) for s in task.inputs] == [
+        ("images", "image", i["sha256"]) for i in images
+    ]
+    sent = task.request["images"]
+    assert all(url.startswith(f"{stack.url}/media/uploads/") for url in sent)
+    # signed for as long as a task can run, and no longer
+    expires = [int(httpx.URL(url).params["expires"]) for url in sent]
+    deadline = datetime.now(UTC).timestamp() + stack.settings.job_hard_deadline_seconds
+    assert all(deadline - 120 < e <= deadline + 1 for e in expires)
+
+
+async def test_uploads_in_a_batch_and_a_promote(stack: Stack) -> None:
+    image = await upload(stack, upload_files.phone_jpeg(), "a.jpg", "image/jpeg")
+    audio = await upload(stack, upload_files.audio("mp3"), "a.mp3", "audio/mpeg")
+    batch = await stack.http.post(
+        "/jobs/batch",
+        json={
+            "base": {
+                "images": [image["reference"]],
+                "reference_audio_urls": [audio["reference"]],
+                "aspect_ratio": "3:4",
+            },
+            "prompts": ["a boat at dawn", "a boat at dusk"],
+        },
+        headers=stack.headers(),
+    )
+    assert batch.status_code == 202, batch.text
+    jobs = [await finished(stack, job["id"]) for job in batch.json()["jobs"]]
+    assert [job["status"] for job in jobs] == ["succeeded", "succeeded"]
+    promote = await stack.http.post(f"/jobs/{jobs[0]['id']}/promote", headers=stack.headers())
+    assert promote.status_code == 202, promote.text
+    render = await finished(stack, promote.json()["id"])
+    assert (render["status"], render["images"]) == ("succeeded", [image["reference"]])
+
+
+async def test_another_users_or_a_deleted_upload_is_refused_naming_the_field(
+    stack: Stack,
+) -> None:
+    mine = await upload(stack, upload_files.phone_jpeg(), "a.jpg", "image/jpeg")
+    theirs = await upload(stack, upload_files.phone_jpeg(), "b.jpg", "image/jpeg", subject="bob")
+    video = await upload(stack, upload_files.mp4(), "c.mp4", "video/mp4")
+    gone = await upload(stack, upload_files.phone_jpeg(), "d.jpg", "image/jpeg")
+    deleted = await stack.http.delete(f"/uploads/{gone['id']}", headers=stack.headers())
+    assert deleted.status_code == 204
+    body = {
+        "prompt": "a boat",
+        "aspect_ratio": "3:4",
+        "images": [mine["reference"], theirs["reference"], video["reference"], gone["reference"]],
+    }
+    response = await stack.http.post("/jobs", json=body, headers=stack.headers())
+    assert response.status_code == 422, response.text
+    errors = [(e["field"], e["code"]) for e in response.json()["errors"]]
+    assert errors == [
+        ("images[1]", "upload_not_found"),
+        ("images[2]", "upload_wrong_kind"),
+        ("images[3]", "upload_not_found"),
+    ]
+    # nor can bob read, list or delete alice's upload
+    for method in ("GET", "DELETE"):
+        answer = await stack.http.request(
+            method, f"/uploads/{mine['id']}", headers=stack.headers("bob")
+        )
+        assert (answer.status_code, answer.json()["code"]) == (404, "upload_not_found")
+    listed = (await stack.http.get("/uploads", headers=stack.headers("bob"))).json()
+    assert [u["id"] for u in listed["items"]] == [theirs["id"]]
+    assert len(stack.sim.tasks) == 0 or all(
+        mine["id"] not in str(t.request) for t in stack.sim.tasks.values()
+    )
+
+
+async def test_upload_in_use_cannot_be_deleted_and_job_delete_removes_it(
+    stack: Stack, database_url: str
+) -> None:
+    async with running_stack(database_url) as paused:  # no dispatcher: jobs stay queued
+        image = await upload(paused, upload_files.phone_jpeg(), "a.jpg", "image/jpeg")
+        shared = await upload(paused, upload_files.phone_jpeg(), "b.jpg", "image/jpeg")
+        job = await paused.create_job(images=[image["reference"], shared["reference"]])
+        other = await paused.create_job(images=[shared["reference"]])
+        refused = await paused.http.delete(f"/uploads/{image['id']}", headers=paused.headers())
+        assert (refused.status_code, refused.json()["code"]) == (409, "upload_in_use")
+        assert job["id"] in refused.json()["detail"]
+        deleted = await paused.http.delete(f"/jobs/{job['id']}", headers=paused.headers())
+        assert deleted.status_code == 204
+        read = await paused.http.get(f"/uploads/{image['id']}", headers=paused.headers())
+        assert read.status_code == 404  # its only job is gone: so is it
+        assert (await paused.http.get(image["url"])).status_code == 404
+        # the other job still uses the shared one
+        still = await paused.http.get(f"/uploads/{shared['id']}", headers=paused.headers())
+        assert still.status_code == 200
+        assert other["images"] == [shared["reference"]]
+
+
+async def test_expired_uploads_are_swept_unless_a_job_uses_them(
+    stack: Stack, db_engine: AsyncEngine
+) -> None:
+    unused = await upload(stack, upload_files.phone_jpeg(), "a.jpg", "image/jpeg")
+    used = await upload(stack, upload_files.phone_jpeg(), "b.jpg", "image/jpeg")
+    job = await stack.create_job(images=[used["reference"]], aspect_ratio="3:4")
+    assert (await finished(stack, job["id"]))["status"] == "succeeded"
+    async with db_engine.begin() as conn:
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        await conn.execute(update(Upload).values(expires_at=past))
+    remover = stack.app.state.services.upload_remover
+    assert await remover.expire() == 1
+    assert await remover.remove() == 1
+    async with db_engine.connect() as conn:
+        left = list(await conn.scalars(select(Upload.id)))
+    assert left == [uuid.UUID(used["id"])]
+    assert (await stack.http.get(unused["url"])).status_code == 404
+    assert (await stack.http.get(used["url"])).status_code == 200
+
+
+async def test_an_upload_cut_short_by_a_crash_is_removed_by_the_sweep(
+    stack: Stack, db_engine: AsyncEngine
+) -> None:
+    body = await upload(stack, upload_files.phone_jpeg(), "a.jpg", "image/jpeg")
+    async with db_engine.begin() as conn:  # as if the process died while storing it
+        due = datetime.now(UTC) - timedelta(seconds=1)
+        await conn.execute(update(Upload).values(remove_at=due))
+    assert await stack.app.state.services.upload_remover.remove() == 1
+    assert (await stack.http.get(body["url"])).status_code == 404
+    async with db_engine.connect() as conn:
+        assert await conn.scalar(select(Upload.id)) is None
+
+
+async def test_erasure_leaves_no_upload_object_or_row(stack: Stack, db_engine: AsyncEngine) -> None:
+    subject = "tenant/erin"
+    used = await upload(stack, upload_files.phone_jpeg(), "a.jpg", "image/jpeg", subject)
+    spare = await upload(stack, upload_files.audio("wav"), "b.wav", "audio/wav", subject)
+    job = await stack.create_job(subject, images=[used["reference"]], aspect_ratio="3:4")
+    assert (await finished(stack, job["id"], subject))["status"] == "succeeded"
+    admin = bearer(stack.settings, "ops", admin=True)
+    response = await stack.http.delete(f"/admin/users/{subject}/data", headers=admin)
+    assert response.status_code == 200, response.text
+    assert (response.json()["uploads_removed"], response.json()["uploads_pending_removal"]) == (
+        2,
+        0,
+    )
+    for body in (used, spare):
+        assert (await stack.http.get(body["url"])).status_code == 404
+    async with db_engine.connect() as conn:
+        assert await conn.scalar(select(Upload.id)) is None
+        assert await conn.scalar(select(JobUpload.job_id)) is None
+        assert await conn.scalar(text("SELECT count(*) FROM uploads")) == 0
+
+
+async def test_caps_per_plan_and_per_day(database_url: str) -> None:
+    plans = {"free": {"uploads_per_day": 2, "upload_max_bytes": {"audio": 20_000}}}
+    async with running_stack(database_url, plans=plans, default_plan="free") as small:
+        wav = upload_files.audio("wav")  # cut off as it streams, by what it claims
+        assert len(wav) > 20_000
+        body = await upload(small, wav, "memo.wav", "audio/wav", expect=413)
+        assert body["code"] == "upload_too_large"
+        # claimed as nothing: judged by what it is, then refused by that kind's cap
+        body = await upload(small, wav, "memo", "application/octet-stream", expect=413)
+        assert body["code"] == "upload_too_large" and "audio" in body["detail"]
+        body = await upload(small, upload_files.phone_jpeg(), "b.jpg", "image/jpeg", expect=429)
+        assert body["code"] == "rate_limited" and "day" in body["detail"]
+
+
+async def test_malformed_forms_are_refused_precisely(stack: Stack) -> None:
+    headers = stack.headers()
+    response = await stack.http.post("/uploads", json={"file": "x"}, headers=headers)
+    assert (response.status_code, response.json()["code"]) == (415, "unsupported_media_type")
+    response = await stack.http.post(
+        "/uploads", data={"note": "hi"}, files={"other": ("a.jpg", b"x")}, headers=headers
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["code"] == "unexpected_field"
+    response = await stack.http.post(
+        "/uploads",
+        content=b'--b\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nab',
+        headers={**headers, "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert (response.status_code, response.json()["errors"][0]["code"]) == (422, "missing")
+
+
+async def test_simulator_fails_a_task_whose_input_is_unreachable_or_the_wrong_kind(
+    stack: Stack,
+) -> None:
+    key = {"Authorization": f"Bearer {stack.settings.seedance_api_key.get_secret_value()}"}
+    video_url = await upload(stack, upload_files.mp4(), "c.mp4", "video/mp4")
+    cases = {
+        "http://127.0.0.1:9/nothing.png": "images[0] could not be fetched",
+        video_url["url"]: "images[0] is not an image file",
+    }
+    async with httpx.AsyncClient(base_url=stack.sim_url) as sim:
+        for url, reason in cases.items():
+            body = {"model": "seedance-2-mini", "images": [url], "duration": 4}
+            answer = await sim.post("/v2/generate", json=body, headers=key)
+            task = stack.sim.tasks[answer.json()["data"]["task_id"]]
+
+            async def final(task: Any = task) -> bool:
+                return task.done
+
+            await wait_until(final)
+            status = await sim.get("/v2/status", params={"task_id": task.task_id}, headers=key)
+            data = status.json()["data"]
+            assert data["status"] == "FAILED" and reason in data["error_message"], data
