@@ -9,19 +9,25 @@ database. Run it as `uvicorn bench.bare_app:create_app --factory`.
 * bare streams (`/sse`, `/plain-stream`): an sse-starlette stream with its defaults, and a
   plain Starlette `StreamingResponse`, each sending one event and then nothing: the
   memory per open stream that bench.sse_fanout compares ours with.
+* plain upload (`/plain-upload`): the request body streamed into a file as it arrives, then
+  removed, nothing else (no multipart parsing, no check, no storage): what bench.uploads
+  compares `POST /uploads` with.
 """
 
 import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import anyio
 import asyncpg
 import orjson
-from fastapi import Body, FastAPI, HTTPException
+from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from redis.asyncio import Redis
 from sse_starlette import EventSourceResponse
@@ -29,6 +35,7 @@ from sse_starlette import EventSourceResponse
 from app.jobs.budget import today_started_at
 from app.ratelimits.windows import MOVING_WINDOW_HIT
 
+UPLOADS = Path(tempfile.gettempdir())
 BARE_TABLE = "CREATE TABLE IF NOT EXISTS bare_inserts (id uuid PRIMARY KEY, body jsonb NOT NULL)"
 
 # What a create sends in its transaction (app/jobs/budget.py, then the ORM's two inserts).
@@ -120,5 +127,15 @@ def create_app() -> FastAPI:
     async def plain_stream() -> StreamingResponse:
         ready = b"event: ready\r\ndata: {}\r\n\r\n"
         return StreamingResponse(one_event_then_nothing(ready), media_type="text/event-stream")
+
+    @app.post("/plain-upload", status_code=201)
+    async def plain_upload(request: Request) -> dict[str, int]:
+        size = 0
+        async with await anyio.open_file(UPLOADS / uuid.uuid4().hex, "wb") as file:
+            async for chunk in request.stream():
+                await file.write(chunk)
+                size += len(chunk)
+        await anyio.Path(file.name).unlink()
+        return {"size": size}
 
     return app

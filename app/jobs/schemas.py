@@ -522,8 +522,9 @@ class JobOut(BaseModel):
     media: MediaOut | None = Field(None, description="once succeeded: the stored video's facts")
     error_code: str | None = Field(
         description="stable code when failed: upstream_rejected, upstream_failed, "
-        "insufficient_credits, upstream_unavailable, upstream_timeout, media_unavailable, "
-        "media_too_large, media_invalid, media_unsafe_url"
+        "insufficient_credits, upstream_unavailable, upstream_timeout, queue_timeout, "
+        "input_unavailable, media_unavailable, media_too_large, media_invalid, "
+        "media_unsafe_url"
     )
     error_detail: str | None
     batch_id: uuid.UUID | None = Field(description="the batch this job was created in")

@@ -1,5 +1,5 @@
-// The prompt playground: a plain ES module over the public /jobs API, as any frontend
-// would use it. It never sees the Seedance key; its token lives in sessionStorage.
+// The prompt playground: a plain ES module over the public /jobs and /uploads API, as any
+// frontend would use it. It never sees the Seedance key; its token lives in sessionStorage.
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
@@ -12,6 +12,9 @@ const FIELD_LABELS = {
   aspect_ratio: "Aspect ratio",
   prompt: "Prompt",
   prompts: "Prompt variants",
+  "base.images": "Images",
+  images: "Images",
+  file: "Image",
 };
 
 const state = {
@@ -20,6 +23,7 @@ const state = {
   deleted: new Set(), // ids of jobs deleted here (their late events are ignored)
   stream: null, // AbortController of the live stream
   lastEventId: null,
+  images: [], // uploads to animate, in order: {id, reference, url, ...}
 };
 
 /** A failed API call, carrying its problem+json body. */
@@ -50,11 +54,14 @@ async function api(method, path, body, extraHeaders = {}) {
 function fieldLabel(field) {
   const variant = /^prompts\[(\d+)\]$/.exec(field) || /^jobs\[(\d+)\]\.prompt$/.exec(field);
   if (variant) return `Variant ${Number(variant[1]) + 1}`;
+  const image = /^(?:base\.)?images\[(\d+)\]$/.exec(field);
+  if (image) return `Image ${Number(image[1]) + 1}`;
   return FIELD_LABELS[field] || field;
 }
 
 function inputFor(field) {
   if (/^prompts/.test(field) || field === "prompt") return $("#prompts");
+  if (/^(base\.)?images/.test(field) || field === "file") return $("#image-file");
   const name = field.replace(/^base\./, "");
   return $(`#create-form [name="${CSS.escape(name)}"]`);
 }
@@ -147,7 +154,8 @@ function render(job) {
   if (card.dataset.updated && card.dataset.updated > job.updated_at) return; // stale
   card.dataset.updated = job.updated_at;
   card.dataset.status = job.status;
-  $(".prompt", card).textContent = job.source_job_id ? `Full render: ${job.prompt}` : job.prompt;
+  const text = job.prompt ?? `${job.images.length} image(s)`;
+  $(".prompt", card).textContent = job.source_job_id ? `Full render: ${text}` : text;
   const status = $(".status", card);
   status.textContent = job.status === "queued" ? queued(job.queue_position, job.estimated_start_at) : job.status;
   status.dataset.status = job.status;
@@ -209,6 +217,92 @@ async function promote(event, jobId) {
   }
 }
 
+// ---- images: uploaded as picked, shown as the service stored them ---------------------------
+
+// XMLHttpRequest, not fetch: only it reports an upload's progress
+function upload(file) {
+  return new Promise((resolve, reject) => {
+    const form = new FormData();
+    form.append("file", file, file.name || "pasted-image");
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "../uploads");
+    xhr.setRequestHeader("Authorization", `Bearer ${state.token}`);
+    const bar = $("#upload-progress");
+    bar.hidden = false;
+    bar.value = 0;
+    xhr.upload.onprogress = (event) => {
+      if (event.lengthComputable) bar.value = Math.round((100 * event.loaded) / event.total);
+    };
+    xhr.onload = () => {
+      const data = JSON.parse(xhr.responseText || "null");
+      const response = new Response(null, { status: xhr.status });
+      if (xhr.status === 201) {
+        bar.value = 100;
+        resolve(data);
+      } else reject(new ApiProblem(response, data));
+    };
+    xhr.onerror = () => reject(new TypeError("the upload failed: network error"));
+    xhr.send(form);
+  });
+}
+
+async function addImages(files) {
+  clearProblem();
+  for (const file of files) {
+    try {
+      state.images.push(await upload(file));
+      showImages();
+    } catch (error) {
+      showProblem(error);
+      return;
+    }
+  }
+}
+
+function showImages() {
+  const list = $("#image-list");
+  list.replaceChildren(
+    ...state.images.map((image, index) => {
+      const item = $("#thumb").content.firstElementChild.cloneNode(true);
+      const img = $("img", item);
+      img.src = image.url; // the sanitized copy, by its signed URL
+      img.alt = `Image ${index + 1} (${image.width}x${image.height})`;
+      const button = $(".remove-image", item);
+      button.setAttribute("aria-label", `Remove image ${index + 1}`);
+      button.addEventListener("click", () => {
+        state.images.splice(index, 1);
+        showImages();
+      });
+      return item;
+    }),
+  );
+}
+
+function wireImagePicker() {
+  const drop = $("#image-drop");
+  $("#image-file").addEventListener("change", (event) => {
+    addImages([...event.target.files]);
+    event.target.value = "";
+  });
+  drop.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    addImages([...event.dataTransfer.files]);
+  });
+  document.addEventListener("paste", (event) => {
+    const files = [...(event.clipboardData?.files || [])].filter((f) => f.type.startsWith("image/"));
+    if (files.length) {
+      event.preventDefault();
+      addImages(files);
+    }
+  });
+}
+
 // ---- creating variants ----------------------------------------------------------------------
 
 async function generate(event) {
@@ -220,12 +314,14 @@ async function generate(event) {
     resolution: $("#resolution").value,
     aspect_ratio: $("#aspect_ratio").value,
   };
+  if (state.images.length) base.images = state.images.map((image) => image.reference);
   const button = $("#generate");
   button.disabled = true;
   try {
     const key = crypto.randomUUID(); // a double submit or a retry is the same request
-    if (prompts.length === 1) {
-      render(await api("POST", "../jobs", { ...base, prompt: prompts[0] }, { "Idempotency-Key": key }));
+    if (prompts.length <= 1) {
+      const body = prompts.length ? { ...base, prompt: prompts[0] } : base;
+      render(await api("POST", "../jobs", body, { "Idempotency-Key": key }));
     } else {
       const batch = await api("POST", "../jobs/batch", { base, prompts }, { "Idempotency-Key": key });
       batch.jobs.forEach(render);
@@ -320,6 +416,7 @@ function init() {
   });
   $("#dev-token").addEventListener("click", () => getDevToken().catch(showProblem));
   $("#create-form").addEventListener("submit", generate);
+  wireImagePicker();
   if (state.token) {
     $("#token").value = state.token;
     useToken(state.token);

@@ -24,9 +24,9 @@ from app.identity.plans import PlanLimits
 from app.jobs.states import JobStatus
 from app.kit.bounded_child import Bounds, ChildRefused, run_bounded
 from app.kit.cursor import newest_first_page
-from app.kit.errors import ProblemError
+from app.kit.errors import FieldError, ProblemError
 from app.media.storage import MediaStorage, upload_key
-from app.uploads.receive import receive_file
+from app.uploads.receive import FILE_FIELD, receive_file
 from app.uploads.removal import UploadRemover
 from app.uploads.sanitize import Facts, Rules
 
@@ -162,7 +162,12 @@ def upload_not_found() -> ProblemError:
 
 
 def _invalid(reason: str) -> ProblemError:
-    return ProblemError(422, "upload_invalid", f"The file was refused: {reason}.")
+    return ProblemError(
+        422,
+        "upload_invalid",
+        f"The file was refused: {reason}.",
+        errors=[FieldError(field=FILE_FIELD, code="upload_invalid", message=reason)],
+    )
 
 
 def _described(facts: Facts) -> str:

@@ -5,11 +5,11 @@ OpenAPI, so a new endpoint is covered the day it is added."""
 import re
 import time
 import uuid
-from typing import Any
 
 import jwt
 import pytest
 
+from tests import upload_files
 from tests.harness import Stack, bearer
 
 # webhooks and media files carry their own proof: tested by signature (test_webhooks, test_media)
@@ -50,21 +50,24 @@ def bad_tokens(stack: Stack) -> dict[str, str | None]:
     }
 
 
-async def alices_job_and_batch(api: Stack) -> tuple[dict[str, Any], dict[str, Any]]:
+async def alices_things(api: Stack) -> dict[str, str]:
+    """The ids of a job, a batch and an upload of alice's, by their path parameter."""
     job = await api.create_job("alice")
     batch = await api.http.post(
         "/jobs/batch", json=BODIES[("POST", "/jobs/batch")], headers=api.headers("alice")
     )
-    return job, batch.json()
+    files = {"file": ("a.jpg", upload_files.phone_jpeg(), "image/jpeg")}
+    upload = await api.http.post("/uploads", files=files, headers=api.headers("alice"))
+    assert upload.status_code == 201, upload.text
+    return {"job_id": job["id"], "batch_id": batch.json()["id"], "upload_id": upload.json()["id"]}
 
 
 async def test_every_endpoint_refuses_bad_credentials(api: Stack) -> None:
-    job, batch = await alices_job_and_batch(api)
+    ids = await alices_things(api)
     checked = 0
     for method, path in routes(api):
         url = path.format(
-            job_id=job["id"],
-            batch_id=batch["id"],
+            **ids,
             subject="alice",
             endpoint_id=uuid.uuid4(),
             delivery_id=uuid.uuid4(),
@@ -77,28 +80,29 @@ async def test_every_endpoint_refuses_bad_credentials(api: Stack) -> None:
             )
             assert response.status_code == 401, (method, path, name)
             assert response.json()["code"] == "unauthorized"
-            assert "alice" not in response.text and job["id"] not in response.text
+            assert "alice" not in response.text and ids["job_id"] not in response.text
             checked += 1
     assert checked >= 6 * 12
 
 
 async def test_another_users_ids_are_404_on_every_endpoint(api: Stack) -> None:
-    job, batch = await alices_job_and_batch(api)
+    ids = await alices_things(api)
     with_ids = [(m, p) for m, p in routes(api) if "{" in p and not p.startswith("/admin")]
-    assert len(with_ids) >= 5
+    assert len(with_ids) >= 7
     for method, path in with_ids:
-        url = path.format(job_id=job["id"], batch_id=batch["id"])
+        url = path.format(**ids)
         response = await api.http.request(
             method, url, headers=api.headers("bob"), json=BODIES.get((method, path))
         )
         assert response.status_code == 404, (method, path)
-        assert job["id"] not in response.text and "alice" not in response.text
+        assert ids["job_id"] not in response.text and "alice" not in response.text
     # and nothing of alice's shows up in bob's lists, usage or stream start
     assert (await api.http.get("/jobs", headers=api.headers("bob"))).json()["items"] == []
     assert (await api.http.get("/me/usage", headers=api.headers("bob"))).json()["spent_today"] == 0
     # alice's job was not touched by bob's cancel / promote attempts
-    mine = await api.http.get(f"/jobs/{job['id']}", headers=api.headers())
+    mine = await api.http.get(f"/jobs/{ids['job_id']}", headers=api.headers())
     assert mine.json()["status"] == "queued"
+    assert (await api.http.get(f"/uploads/{ids['upload_id']}", headers=api.headers())).is_success
 
 
 @pytest.mark.parametrize("who", ["user", "none"])

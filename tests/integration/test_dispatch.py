@@ -35,7 +35,9 @@ async def at_least(stack: Stack, *wanted: str, count: int) -> bool:
 def fresh_dispatcher(stack: Stack) -> Dispatcher:
     """A second dispatcher on the same database: what a restarted process runs."""
     state = stack.app.state.services
-    return Dispatcher(state.sessionmaker, state.seedance, state.rate_limits, stack.settings)
+    return Dispatcher(
+        state.sessionmaker, state.seedance, state.rate_limits, stack.settings, state.upload_links
+    )
 
 
 async def test_happy_path_submits_once_and_succeeds_by_callback(

@@ -1,7 +1,8 @@
 """Erasure leaves nothing of the user: a canary prompt written through every path (jobs,
 batches, promote, a failure whose message quotes it, webhooks to a receiver that echoes
-them, idempotency keys, an API key's description), then erased: no table holds the canary
-or the subject, the key is refused, and no log line ever held the canary (issue 27, item 2)."""
+them, idempotency keys, an API key's description, an upload used by a job), then erased:
+no table holds the canary, the subject or the upload, the key is refused, and no log line
+ever held the canary (issue 27, item 2)."""
 
 import asyncio
 import logging
@@ -12,6 +13,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Base, Job, OutboundEvent, OutboundMessage
+from tests import upload_files
 from tests.harness import Stack, running_stack, wait_until
 from tests.webhook_receiver import Mode, Receiver, receiving
 
@@ -82,7 +84,10 @@ async def test_erasure_leaves_no_trace_of_the_user_or_their_words(
         def keyed(n: int) -> dict[str, str]:
             return {**key, "Idempotency-Key": f"{CANARY}-{n}"}
 
-        job = await create(stack, "/jobs", {"prompt": f"{CANARY} a heron"}, keyed(1))
+        files = {"file": (f"{CANARY}.jpg", upload_files.phone_jpeg(), "image/jpeg")}
+        photo = (await stack.http.post("/uploads", files=files, headers=key)).json()
+        body = {"prompt": f"{CANARY} a heron", "images": [photo["reference"]]}
+        job = await create(stack, "/jobs", {**body, "aspect_ratio": "3:4"}, keyed(1))
         prompts = {"prompts": [f"{CANARY} dawn", f"{CANARY} dusk"]}
         await create(stack, "/jobs/batch", prompts, keyed(2))
 
@@ -104,6 +109,8 @@ async def test_erasure_leaves_no_trace_of_the_user_or_their_words(
         )
         assert erased.status_code == 200, erased.text
         assert (erased.json()["subject"], erased.json()["jobs_deleted"]) == (SUBJECT, 5)
+        assert erased.json()["uploads_removed"] == 1
+        assert (await stack.http.get(photo["url"])).status_code == 404
         refused = await stack.http.get("/jobs", headers=key)
         await wait_until(lambda: settled(db_engine, 5))  # the deletions fanned out too
         await asyncio.sleep(0)
@@ -111,6 +118,7 @@ async def test_erasure_leaves_no_trace_of_the_user_or_their_words(
     everything = await dump(db_engine)
     assert CANARY not in everything
     assert SUBJECT not in everything
+    assert photo["id"] not in everything  # no upload row, no job naming it
     assert CANARY not in caplog.text  # prompts are never logged
 
 

@@ -23,6 +23,7 @@ from app.db.models import Batch, Job, JobEvent
 from app.jobs.live.feed import latest_event_id, owner_feed
 from app.jobs.live.inbox import CAPACITY, FeedItem, Inbox, QueueSpot
 from app.main import create_app
+from tests import upload_files
 from tests.harness import CLOSED_PORT_DB, Stack, running_stack, serve, wait_until
 
 LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
@@ -228,7 +229,9 @@ async def test_batch_budget_counts_the_whole_batch(
 
 async def test_promote_a_succeeded_mini_job(database_url: str) -> None:
     async with running_stack(database_url, **LIVE) as stack:
-        image = "https://cdn.images.net/cat.png"
+        files = {"file": ("cat.jpg", upload_files.phone_jpeg(), "image/jpeg")}
+        uploaded = await stack.http.post("/uploads", files=files, headers=stack.headers())
+        image = uploaded.json()["reference"]
         mini = await stack.create_job(prompt="a cat", images=[image], aspect_ratio="9:16")
         early = await stack.http.post(f"/jobs/{mini['id']}/promote", headers=stack.headers())
         assert (early.status_code, early.json()["code"]) in {(409, "not_promotable")}

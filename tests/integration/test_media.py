@@ -484,6 +484,8 @@ async def test_erasure_leaves_no_prompt_or_object_of_the_user(
             "prompts_removed": 3,
             "media_objects_removed": 6,
             "media_pending_removal": 0,
+            "uploads_removed": 0,
+            "uploads_pending_removal": 0,
         }
         again = await stack.http.delete("/admin/users/alice/data", headers=admin)
         assert again.json()["jobs_deleted"] == 0

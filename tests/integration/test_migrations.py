@@ -26,6 +26,8 @@ TABLES = {
     "api_keys",
     "job_stats_hours",
     "upstream_capacity",
+    "uploads",
+    "job_uploads",
 }
 
 

@@ -3,6 +3,7 @@ Playwright's `executable_path`; no browser is downloaded) against the service an
 simulator over real HTTP: sign in with a dev token, submit two variants, watch them finish
 live over SSE, play both videos, promote one, and keep a screenshot as a test artifact."""
 
+import base64
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
+from sqlalchemy import select
 
+from app.db.models import Upload
+from tests import upload_files
 from tests.harness import Stack, running_stack
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts"))
@@ -118,6 +122,48 @@ async def test_two_variants_finish_live_play_and_one_is_promoted(
     (render,) = [j for j in jobs if j.model == "seedance-2.0"]
     assert render.source_job_id in {j.id for j in jobs} and render.duration == 10
     assert stack.sim.calls["generate"] == 3
+
+
+async def test_images_picked_and_dropped_animate_in_two_variants(
+    open_playground: PageOpener, stack: Stack, tmp_path: Path
+) -> None:
+    page = await open_playground()
+    await sign_in(page)
+    photo = tmp_path / "IMG_0042.jpg"  # a portrait stored sideways, EXIF orientation 6
+    photo.write_bytes(upload_files.phone_jpeg(600, 800))
+    await page.get_by_label("Add images").set_input_files(photo)
+    thumbs = page.locator("#image-list img")
+    await expect(thumbs).to_have_count(1)
+    await expect(thumbs.nth(0)).to_have_attribute("alt", "Image 1 (600x800)")  # upright
+    await expect(page.get_by_label("Upload progress")).to_have_js_property("value", 100)
+    # a second image dropped onto the picker
+    dropped = await page.evaluate_handle(
+        """b64 => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+            return transfer;
+        }""",
+        base64.b64encode(upload_files.png(640, 480)).decode(),
+    )
+    await page.dispatch_event("#image-drop", "drop", {"dataTransfer": dropped})
+    await expect(thumbs).to_have_count(2)
+    for index in range(2):  # the browser shows the stored, sanitized copies
+        assert await thumbs.nth(index).evaluate("img => img.decode().then(() => img.naturalWidth)")
+
+    await page.get_by_label("Prompt variants").fill("the photo comes alive\nthe photo, at night")
+    await page.get_by_label("Aspect ratio").select_option("3:4")
+    await page.get_by_role("button", name="Generate").click()
+    await expect(page.locator('#results > li[data-status="succeeded"]')).to_have_count(
+        2, timeout=20_000
+    )
+    async with stack.app.state.services.sessionmaker() as session:
+        stored = list(await session.scalars(select(Upload).order_by(Upload.created_at)))
+    assert [(u.width, u.height) for u in stored] == [(600, 800), (640, 480)]
+    assert len(stack.sim.tasks) == 2
+    for task in stack.sim.tasks.values():  # Seedance fetched both clean copies
+        assert [seen.sha256 for seen in task.inputs] == [u.sha256 for u in stored]
+    assert page.errors == []  # type: ignore[attr-defined]
 
 
 async def test_problems_are_shown_from_the_problem_bodies(

@@ -14,6 +14,7 @@ from playwright.async_api import Browser
 from sqlalchemy import select
 
 from app.db.models import JobEvent
+from tests import upload_files
 from tests.harness import Stack, run_command, running_stack, wait_until
 from tests.tcp_proxy import TcpProxy
 
@@ -60,16 +61,24 @@ async def test_the_client_type_checks_strictly() -> None:
     await run_command(NPM, "exec", "--", "tsc", "--noEmit", cwd=CLIENT)
 
 
-async def test_the_client_tests_pass_against_the_service(stack: Stack, built: None) -> None:
+async def test_the_client_tests_pass_against_the_service(
+    stack: Stack, built: None, tmp_path: Path
+) -> None:
     token = stack.headers("ts-client")["Authorization"].removeprefix("Bearer ")
+    photo = tmp_path / "photo.jpg"  # a phone's portrait photo, for the upload test
+    photo.write_bytes(upload_files.phone_jpeg(600, 800))
     report = await run_command(
         "node",
         "--test",
         "dist/test/",
         cwd=CLIENT,
-        env={"SEEDANCE_BFF_URL": stack.url, "SEEDANCE_BFF_TOKEN": token},
+        env={
+            "SEEDANCE_BFF_URL": stack.url,
+            "SEEDANCE_BFF_TOKEN": token,
+            "SEEDANCE_BFF_PHOTO": str(photo),
+        },
     )
-    assert "# fail 0" in report and "# pass 6" in report, report
+    assert "# fail 0" in report and "# pass 8" in report, report
 
 
 async def test_in_chromium_the_client_follows_a_job_through_a_dropped_connection(

@@ -18,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.models import JobUpload, Upload
 from tests import upload_files
 from tests.harness import Stack, bearer, running_stack, wait_until
+from tests.s3_server import S3Bucket
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one per test: a stack's media worker would copy another's videos
 async def stack(database_url: str) -> AsyncIterator[Stack]:
     async with running_stack(database_url, dispatcher_enabled=True) as running:
         yield running
@@ -358,3 +359,23 @@ async def test_simulator_fails_a_task_whose_input_is_unreachable_or_the_wrong_ki
             status = await sim.get("/v2/status", params={"task_id": task.task_id}, headers=key)
             data = status.json()["data"]
             assert data["status"] == "FAILED" and reason in data["error_message"], data
+
+
+async def test_on_s3_seedance_gets_a_presigned_url_of_the_clean_copy(
+    database_url: str, s3_bucket: S3Bucket
+) -> None:
+    async with running_stack(
+        database_url, **s3_bucket.settings(), dispatcher_enabled=True
+    ) as on_s3:
+        image = await upload(on_s3, upload_files.phone_heic(), "IMG_2.HEIC", "image/heic")
+        assert image["url"].startswith(f"{s3_bucket.endpoint}/{s3_bucket.name}/uploads/")
+        assert s3_bucket.keys() == {f"uploads/{image['id']}.jpg"}
+        job = await on_s3.create_job(images=[image["reference"]], aspect_ratio="3:4")
+        assert (await finished(on_s3, job["id"]))["status"] == "succeeded"
+        (task,) = on_s3.sim.tasks.values()
+        assert task.request["images"][0].startswith(f"{s3_bucket.endpoint}/{s3_bucket.name}/")
+        assert "X-Amz-Expires=3600" in task.request["images"][0]
+        assert [seen.sha256 for seen in task.inputs] == [image["sha256"]]
+        deleted = await on_s3.http.delete(f"/jobs/{job['id']}", headers=on_s3.headers())
+        assert deleted.status_code == 204
+        assert s3_bucket.keys() == set()  # the video, its poster and the upload

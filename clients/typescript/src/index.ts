@@ -12,11 +12,13 @@ import { ProblemError } from "./errors.js";
 import { type Backoff, backoffDelay, isTransient, newIdempotencyKey, sleep } from "./retry.js";
 import type { components, paths } from "./schema.js";
 import { type FollowOptions, type JobEvent, followStream, isTerminal } from "./stream.js";
+import { type Upload, type UploadOptions, sendUpload } from "./upload.js";
 
 export type { components, operations, paths } from "./schema.js";
 export { ProblemError, type FieldError, type Problem } from "./errors.js";
 export type { Backoff } from "./retry.js";
 export type { FollowOptions, JobEvent, QueueSpot } from "./stream.js";
+export type { Upload, UploadOptions, UploadProgress } from "./upload.js";
 
 type Schemas = components["schemas"];
 export type Job = Schemas["JobOut"];
@@ -26,6 +28,40 @@ export type BatchCreate = Schemas["BatchCreate"];
 export type JobPage = Schemas["JobPage"];
 export type PromoteRequest = Schemas["PromoteRequest"];
 export type ListJobsQuery = NonNullable<paths["/jobs"]["get"]["parameters"]["query"]>;
+export type UploadPage = Schemas["UploadPage"];
+
+/** A job's input file: a public https URL, an upload's `reference`, or the upload itself. */
+export type MediaInput = string | Upload;
+const INPUT_FIELDS = ["images", "reference_video_urls", "reference_audio_urls"] as const;
+type InputField = (typeof INPUT_FIELDS)[number];
+type WithUploads<T> = T extends unknown
+  ? Omit<T, InputField> & { [K in Extract<keyof T, InputField>]?: MediaInput[] | null }
+  : never;
+/** A job body whose inputs may be uploads as `upload()` returned them */
+export type JobRequest = WithUploads<JobCreate>;
+export type BatchRequest =
+  | { jobs: JobRequest[] }
+  | { base?: WithUploads<Schemas["JobParams"]> | null; prompts: string[] };
+
+/** The body as the API takes it: each upload given as itself becomes its `reference`. */
+function withReferences<T extends object>(body: T): T {
+  const copy = { ...body } as Record<string, unknown>;
+  for (const field of INPUT_FIELDS) {
+    const values = copy[field];
+    if (Array.isArray(values)) {
+      copy[field] = values.map((value: MediaInput) =>
+        typeof value === "string" ? value : value.reference,
+      );
+    }
+  }
+  return copy as T;
+}
+
+const jobBody = (body: JobRequest) => withReferences(body) as unknown as JobCreate;
+const batchBody = (body: BatchRequest): BatchCreate =>
+  "jobs" in body
+    ? { jobs: body.jobs.map(jobBody) }
+    : ({ ...body, base: body.base ? withReferences(body.base) : body.base } as BatchCreate);
 
 export interface ClientOptions {
   /** The service's address, e.g. `https://api.example.com` */
@@ -98,10 +134,29 @@ export function createSeedanceClient(options: ClientOptions) {
   return {
     /** Every operation of the document, typed: `api.GET("/me/usage")`, ... */
     api,
-    createJob: (body: JobCreate, opts: CreateOptions = {}): Promise<Job> =>
-      create((key) => api.POST("/jobs", { body, params: keyed(key), ...cancel(opts) }), opts),
-    createBatch: (body: BatchCreate, opts: CreateOptions = {}): Promise<Batch> =>
-      create((key) => api.POST("/jobs/batch", { body, params: keyed(key), ...cancel(opts) }), opts),
+    /** A file of the user's (an image, a reference video or audio) as an upload, to give
+     * as it is in a job's `images`, `reference_video_urls` or `reference_audio_urls`. Not
+     * retried: each try would be a new upload. */
+    upload: (file: Blob, opts: UploadOptions = {}): Promise<Upload> =>
+      sendUpload({ url: `${baseUrl}/uploads`, fetch: fetchImpl, authorization }, file, opts),
+    getUpload: (uploadId: string): Promise<Upload> =>
+      unwrap(api.GET("/uploads/{upload_id}", { params: { path: { upload_id: uploadId } } })),
+    listUploads: (query: { limit?: number; cursor?: string } = {}): Promise<UploadPage> =>
+      unwrap(api.GET("/uploads", { params: { query } })),
+    deleteUpload: async (uploadId: string): Promise<void> => {
+      await unwrap(api.DELETE("/uploads/{upload_id}", { params: { path: { upload_id: uploadId } } }));
+    },
+    createJob: (body: JobRequest, opts: CreateOptions = {}): Promise<Job> =>
+      create(
+        (key) => api.POST("/jobs", { body: jobBody(body), params: keyed(key), ...cancel(opts) }),
+        opts,
+      ),
+    createBatch: (body: BatchRequest, opts: CreateOptions = {}): Promise<Batch> =>
+      create(
+        (key) =>
+          api.POST("/jobs/batch", { body: batchBody(body), params: keyed(key), ...cancel(opts) }),
+        opts,
+      ),
     promoteJob: (jobId: string, body: PromoteRequest = {}, opts: CreateOptions = {}): Promise<Job> =>
       create(
         (key) =>

@@ -61,11 +61,12 @@ export interface paths {
         put?: never;
         post?: never;
         /**
-         * Delete a job: its video, poster, prompt and inputs
+         * Delete a job: its video, poster, prompt and inputs (uploads included)
          * @description The stored media is removed (its signed URLs stop working), the prompt and inputs
          *     are forgotten, and the job disappears from your reads; a record of its cost stays for
          *     accounting. A job Seedance is still rendering is deleted now and stores nothing when
-         *     it finishes; one not yet sent is canceled. Deleting again is a 204 too.
+         *     it finishes; one not yet sent is canceled. The uploads it used go too, unless another
+         *     job of yours uses them. Deleting again is a 204 too.
          */
         delete: operations["deleteJob"];
         options?: never;
@@ -110,6 +111,55 @@ export interface paths {
          */
         post: operations["cancelJob"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/uploads": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List your uploads, newest first */
+        get: operations["listUploads"];
+        put?: never;
+        /**
+         * Upload an image, a reference video or a reference audio file
+         * @description The file is streamed to storage, judged by what its bytes are (never its name or
+         *     Content-Type, which must not contradict them: 422 `upload_invalid`), and stored only as
+         *     a clean copy: an image decoded, turned upright and encoded again without any metadata
+         *     (EXIF, GPS, XMP, ICC); a video or audio file remuxed without its metadata. Refused:
+         *     files outside Seedance's limits (422 `upload_invalid`, with the reason), larger than
+         *     your plan's cap for their kind (413 `upload_too_large`), past your plan's uploads per
+         *     day (429). Use it in a job as its `reference` (`upload:<id>`).
+         */
+        post: operations["createUpload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/uploads/{upload_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read one of your uploads (with a fresh signed URL) */
+        get: operations["getUpload"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete one of your uploads (its file goes now)
+         * @description 409 `upload_in_use` while a job that has not finished uses it (Seedance may still
+         *     fetch it): cancel or delete that job first. A finished job keeps its video.
+         */
+        delete: operations["deleteUpload"];
         options?: never;
         head?: never;
         patch?: never;
@@ -292,7 +342,8 @@ export interface paths {
          * Erase one user's prompts, inputs and media (right to erasure)
          * @description Every job of the user becomes a tombstone (prompt, inputs, idempotency keys and any
          *     text quoting them removed, cost kept), their stored videos and posters are removed now,
-         *     the webhook messages about their jobs go, their API keys are revoked, and what is kept
+         *     the webhook messages about their jobs go, their API keys are revoked, their uploads
+         *     (files and records) are removed, and what is kept
          *     names a pseudonym instead of the subject. A subject may hold `/` (`tenant/alice`), as
          *     is or percent-encoded. Repeating it is harmless.
          */
@@ -524,7 +575,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A stored video or poster, by signed URL (local media backend) */
+        /** A stored video, poster or upload, by signed URL (local media backend) */
         get: operations["getMediaFile"];
         put?: never;
         post?: never;
@@ -578,7 +629,7 @@ export interface components {
             media: components["schemas"]["MediaOut"] | null;
             /**
              * Error Code
-             * @description stable code when failed: upstream_rejected, upstream_failed, insufficient_credits, upstream_unavailable, upstream_timeout, media_unavailable, media_too_large, media_invalid, media_unsafe_url
+             * @description stable code when failed: upstream_rejected, upstream_failed, insufficient_credits, upstream_unavailable, upstream_timeout, queue_timeout, input_unavailable, media_unavailable, media_too_large, media_invalid, media_unsafe_url
              */
             error_code: string | null;
             /** Error Detail */
@@ -1042,6 +1093,16 @@ export interface components {
              * @description jobs whose objects could not be removed now; the media worker retries
              */
             media_pending_removal: number;
+            /**
+             * Uploads Removed
+             * @description the user's uploaded files removed from storage
+             */
+            uploads_removed: number;
+            /**
+             * Uploads Pending Removal
+             * @description uploads whose files could not be removed now; the upload sweep retries
+             */
+            uploads_pending_removal: number;
         };
         /**
          * EventType
@@ -1085,9 +1146,9 @@ export interface components {
             model?: "seedance-2-mini";
             /**
              * Images
-             * @description 1 to 4 public https image URLs (image-to-video)
+             * @description 1 to 4 images (image-to-video): public https URLs, or your uploads (`upload:<id>`)
              */
-            images?: string[] | null;
+            images?: (string)[] | null;
             /**
              * @description seconds: 4..15 for seedance-2-mini (default 8); 5, 10 or 15 for seedance-2.0 (default 5)
              * @default 8
@@ -1100,10 +1161,16 @@ export interface components {
              * @default 16:9
              */
             aspect_ratio?: components["schemas"]["AspectRatio"];
-            /** Reference Video Urls */
-            reference_video_urls?: string[] | null;
-            /** Reference Audio Urls */
-            reference_audio_urls?: string[] | null;
+            /**
+             * Reference Video Urls
+             * @description reference videos: public https URLs, or your uploads (`upload:<id>`)
+             */
+            reference_video_urls?: (string)[] | null;
+            /**
+             * Reference Audio Urls
+             * @description reference audio: public https URLs, or your uploads (`upload:<id>`)
+             */
+            reference_audio_urls?: (string)[] | null;
             /**
              * Prompt
              * @description at most 2000 characters, not only spaces; required without images
@@ -1117,9 +1184,9 @@ export interface components {
             model: "seedance-2.0";
             /**
              * Images
-             * @description 1 to 4 public https image URLs (image-to-video)
+             * @description 1 to 4 images (image-to-video): public https URLs, or your uploads (`upload:<id>`)
              */
-            images?: string[] | null;
+            images?: (string)[] | null;
             /**
              * @description seconds: 4..15 for seedance-2-mini (default 8); 5, 10 or 15 for seedance-2.0 (default 5)
              * @default 5
@@ -1132,10 +1199,16 @@ export interface components {
              * @default 16:9
              */
             aspect_ratio?: components["schemas"]["AspectRatio"];
-            /** Reference Video Urls */
-            reference_video_urls?: string[] | null;
-            /** Reference Audio Urls */
-            reference_audio_urls?: string[] | null;
+            /**
+             * Reference Video Urls
+             * @description reference videos: public https URLs, or your uploads (`upload:<id>`)
+             */
+            reference_video_urls?: (string)[] | null;
+            /**
+             * Reference Audio Urls
+             * @description reference audio: public https URLs, or your uploads (`upload:<id>`)
+             */
+            reference_audio_urls?: (string)[] | null;
             /**
              * Prompt
              * @description at most 2000 characters, not only spaces; required without images
@@ -1185,7 +1258,7 @@ export interface components {
             media: components["schemas"]["MediaOut"] | null;
             /**
              * Error Code
-             * @description stable code when failed: upstream_rejected, upstream_failed, insufficient_credits, upstream_unavailable, upstream_timeout, media_unavailable, media_too_large, media_invalid, media_unsafe_url
+             * @description stable code when failed: upstream_rejected, upstream_failed, insufficient_credits, upstream_unavailable, upstream_timeout, queue_timeout, input_unavailable, media_unavailable, media_too_large, media_invalid, media_unsafe_url
              */
             error_code: string | null;
             /** Error Detail */
@@ -1248,9 +1321,9 @@ export interface components {
             model?: "seedance-2-mini";
             /**
              * Images
-             * @description 1 to 4 public https image URLs (image-to-video)
+             * @description 1 to 4 images (image-to-video): public https URLs, or your uploads (`upload:<id>`)
              */
-            images?: string[] | null;
+            images?: (string)[] | null;
             /**
              * @description seconds: 4..15 for seedance-2-mini (default 8); 5, 10 or 15 for seedance-2.0 (default 5)
              * @default 8
@@ -1263,10 +1336,16 @@ export interface components {
              * @default 16:9
              */
             aspect_ratio?: components["schemas"]["AspectRatio"];
-            /** Reference Video Urls */
-            reference_video_urls?: string[] | null;
-            /** Reference Audio Urls */
-            reference_audio_urls?: string[] | null;
+            /**
+             * Reference Video Urls
+             * @description reference videos: public https URLs, or your uploads (`upload:<id>`)
+             */
+            reference_video_urls?: (string)[] | null;
+            /**
+             * Reference Audio Urls
+             * @description reference audio: public https URLs, or your uploads (`upload:<id>`)
+             */
+            reference_audio_urls?: (string)[] | null;
         } & unknown) | ({
             /**
              * @default seedance-2.0
@@ -1275,9 +1354,9 @@ export interface components {
             model: "seedance-2.0";
             /**
              * Images
-             * @description 1 to 4 public https image URLs (image-to-video)
+             * @description 1 to 4 images (image-to-video): public https URLs, or your uploads (`upload:<id>`)
              */
-            images?: string[] | null;
+            images?: (string)[] | null;
             /**
              * @description seconds: 4..15 for seedance-2-mini (default 8); 5, 10 or 15 for seedance-2.0 (default 5)
              * @default 5
@@ -1290,10 +1369,16 @@ export interface components {
              * @default 16:9
              */
             aspect_ratio?: components["schemas"]["AspectRatio"];
-            /** Reference Video Urls */
-            reference_video_urls?: string[] | null;
-            /** Reference Audio Urls */
-            reference_audio_urls?: string[] | null;
+            /**
+             * Reference Video Urls
+             * @description reference videos: public https URLs, or your uploads (`upload:<id>`)
+             */
+            reference_video_urls?: (string)[] | null;
+            /**
+             * Reference Audio Urls
+             * @description reference audio: public https URLs, or your uploads (`upload:<id>`)
+             */
+            reference_audio_urls?: (string)[] | null;
         } & unknown);
         /**
          * JobStatus
@@ -1577,6 +1662,86 @@ export interface components {
             median_seconds_in_queue: number | null;
             /** P95 Seconds In Queue */
             p95_seconds_in_queue: number | null;
+        };
+        /**
+         * UploadKind
+         * @description What an uploaded file really is (read from its bytes, never its name).
+         * @enum {string}
+         */
+        UploadKind: "image" | "video" | "audio";
+        /**
+         * UploadOut
+         * @description An upload as its owner sees it: what the file really is, once sanitized.
+         */
+        UploadOut: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** @description what the file is, read from its bytes */
+            kind: components["schemas"]["UploadKind"];
+            /**
+             * Content Type
+             * @example image/jpeg
+             */
+            content_type: string;
+            /**
+             * Size Bytes
+             * @description of the sanitized file, as stored
+             */
+            size_bytes: number;
+            /**
+             * Sha256
+             * @description of the sanitized file, as stored and as Seedance gets it
+             */
+            sha256: string;
+            /**
+             * Width
+             * @description images and video: pixels, upright
+             */
+            width: number | null;
+            /** Height */
+            height: number | null;
+            /**
+             * Duration Seconds
+             * @description video and audio
+             */
+            duration_seconds: number | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Expires At
+             * Format: date-time
+             * @description removed then unless a job uses it; one a job uses lives as long as a job that is not deleted uses it
+             */
+            expires_at: string;
+            /**
+             * Url
+             * @description a short-lived signed URL of the sanitized file, fresh on every read (an `<img src>` can use it as it is)
+             * @default
+             */
+            url: string;
+            /**
+             * Reference
+             * @description what to put in a job's `images`, `reference_video_urls` or `reference_audio_urls` to use this upload
+             * @default
+             * @example upload:3f1c2a9e-0b6e-4c1a-9a43-5d1f0a7c2b11
+             */
+            reference: string;
+        };
+        /** UploadPage */
+        UploadPage: {
+            /** Items */
+            items: components["schemas"]["UploadOut"][];
+            /**
+             * Next Cursor
+             * @description pass as `cursor` for the next page; null at the end
+             */
+            next_cursor: string | null;
         };
         /** UsageOut */
         UsageOut: {
@@ -2775,6 +2940,371 @@ export interface operations {
             };
         };
     };
+    listUploads: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description `next_cursor` of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *           "kind": "image",
+                     *           "content_type": "image/jpeg",
+                     *           "size_bytes": 1,
+                     *           "sha256": "string",
+                     *           "width": 1,
+                     *           "height": 1,
+                     *           "duration_seconds": 1,
+                     *           "created_at": "2026-11-26T09:30:00Z",
+                     *           "expires_at": "2026-11-26T09:30:00Z",
+                     *           "url": "",
+                     *           "reference": "upload:3f1c2a9e-0b6e-4c1a-9a43-5d1f0a7c2b11"
+                     *         }
+                     *       ],
+                     *       "next_cursor": "string"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["UploadPage"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": {
+                    /**
+                     * Format: binary
+                     * @description JPEG, PNG, WebP or HEIC/HEIF; MP4 or MOV (H.264, H.265); MP3, WAV or M4A
+                     */
+                    file: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *       "kind": "image",
+                     *       "content_type": "image/jpeg",
+                     *       "size_bytes": 1,
+                     *       "sha256": "string",
+                     *       "width": 1,
+                     *       "height": 1,
+                     *       "duration_seconds": 1,
+                     *       "created_at": "2026-11-26T09:30:00Z",
+                     *       "expires_at": "2026-11-26T09:30:00Z",
+                     *       "url": "",
+                     *       "reference": "upload:3f1c2a9e-0b6e-4c1a-9a43-5d1f0a7c2b11"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["UploadOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *       "kind": "image",
+                     *       "content_type": "image/jpeg",
+                     *       "size_bytes": 1,
+                     *       "sha256": "string",
+                     *       "width": 1,
+                     *       "height": 1,
+                     *       "duration_seconds": 1,
+                     *       "created_at": "2026-11-26T09:30:00Z",
+                     *       "expires_at": "2026-11-26T09:30:00Z",
+                     *       "url": "",
+                     *       "reference": "upload:3f1c2a9e-0b6e-4c1a-9a43-5d1f0a7c2b11"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["UploadOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deleteUpload: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                upload_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     getJobContent: {
         parameters: {
             query?: {
@@ -3698,7 +4228,9 @@ export interface operations {
                      *       "jobs_deleted": 1,
                      *       "prompts_removed": 1,
                      *       "media_objects_removed": 1,
-                     *       "media_pending_removal": 1
+                     *       "media_pending_removal": 1,
+                     *       "uploads_removed": 1,
+                     *       "uploads_pending_removal": 1
                      *     }
                      */
                     "application/json": components["schemas"]["ErasureOut"];
@@ -5310,9 +5842,13 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    "audio/mp4": unknown;
+                    "audio/mpeg": unknown;
+                    "audio/wav": unknown;
+                    "image/jpeg": unknown;
+                    "image/png": unknown;
                     "video/mp4": unknown;
                     "video/webm": unknown;
-                    "image/jpeg": unknown;
                 };
             };
             /** @description the byte range asked for with `Range` */

@@ -4,9 +4,16 @@
  * user's token in SEEDANCE_BFF_TOKEN.
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { test } from "node:test";
 
-import { type JobEvent, ProblemError, createSeedanceClient } from "../src/index.js";
+import {
+  type JobEvent,
+  ProblemError,
+  type UploadProgress,
+  createSeedanceClient,
+} from "../src/index.js";
 
 const baseUrl = process.env.SEEDANCE_BFF_URL ?? "";
 const token = process.env.SEEDANCE_BFF_TOKEN ?? "";
@@ -168,4 +175,47 @@ test("followMyJobs survives heartbeat timeouts and stops on abort", async () => 
   );
   const ids = seen.map((event) => event.event_id);
   assert.deepEqual(ids, [...new Set(ids)].sort((a, b) => a - b));
+});
+
+test("upload a photo with progress, then make an image-to-video job of it", async () => {
+  const path = process.env.SEEDANCE_BFF_PHOTO ?? "";
+  assert.ok(path, "SEEDANCE_BFF_PHOTO must name a JPEG");
+  const client = createSeedanceClient({ baseUrl, token });
+  const progress: UploadProgress[] = [];
+  const photo = new Blob([await readFile(path)], { type: "image/jpeg" });
+  const upload = await client.upload(photo, {
+    filename: "photo.jpg",
+    onProgress: (step) => progress.push(step),
+  });
+  assert.equal(upload.kind, "image");
+  assert.equal(upload.content_type, "image/jpeg");
+  assert.deepEqual([upload.width, upload.height], [600, 800]);
+  assert.equal(upload.reference, `upload:${upload.id}`);
+  assert.ok(progress.length >= 3, "progress is reported as the body is sent");
+  const loaded = progress.map((step) => step.loaded);
+  assert.deepEqual(loaded, [...loaded].sort((a, b) => a - b));
+  assert.equal(progress.at(-1)?.loaded, progress.at(-1)?.total);
+  assert.ok((progress.at(-1)?.total ?? 0) > photo.size);
+  const stored = await fetch(new URL(upload.url, baseUrl));
+  assert.equal(stored.status, 200);
+  assert.equal(createHash("sha256").update(Buffer.from(await stored.arrayBuffer())).digest("hex"), upload.sha256);
+  // the upload itself goes in the body; the client sends its reference
+  const job = await client.createJob({ prompt, images: [upload], aspect_ratio: "3:4" });
+  assert.deepEqual(job.images, [upload.reference]);
+  const events = await collect(client.followJob(job.id));
+  assert.equal(events.at(-1)?.job.status, "succeeded");
+  const batch = await client.createBatch({ base: { images: [upload], aspect_ratio: "3:4" }, prompts: ["a", "b"] });
+  assert.deepEqual(batch.jobs.map((variant) => variant.images), [[upload.reference], [upload.reference]]);
+});
+
+test("a file that is not what it claims is refused with the field at fault", async () => {
+  const client = createSeedanceClient({ baseUrl, token });
+  const page = new Blob(["<html><body>not a picture</body></html>"], { type: "image/png" });
+  await assert.rejects(client.upload(page, { filename: "cat.png" }), (error: unknown) => {
+    assert.ok(error instanceof ProblemError);
+    assert.equal(error.status, 422);
+    assert.equal(error.code, "upload_invalid");
+    assert.equal(error.errors[0]?.field, "file");
+    return true;
+  });
 });
