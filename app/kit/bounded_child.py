@@ -8,7 +8,6 @@ child is killed past `seconds` or when the caller is cancelled, and always waite
 a slot guarding it is held until it is gone.
 """
 
-import asyncio
 import json
 import math
 import resource
@@ -32,6 +31,8 @@ class Bounds:
 async def run_bounded(module: str, args: list[str], bounds: Bounds, what: str) -> Any:
     """The child's JSON answer; ChildRefused with a reason a user may read otherwise
     (`what` names the work in it: "checking the video")."""
+    import asyncio  # here: every child imports this module, and asyncio is 30 ms of its start
+
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", module, *args),
         *(str(bounds.memory_bytes), str(math.ceil(bounds.seconds) + 1)),

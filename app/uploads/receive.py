@@ -19,7 +19,7 @@ from app.config import UploadKind
 from app.kit.errors import ProblemError, invalid_field
 
 FILE_FIELD = "file"
-FLUSH_BYTES = 1024 * 1024
+FLUSH_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)

@@ -23,12 +23,15 @@ import sys
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.kit.bounded_child import limit_self, refuse
+
+if TYPE_CHECKING:  # PyAV is imported for video and audio only: 40 ms of a photo's child
+    import av
 
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF")
 MP4 = "mov,mp4,m4a,3gp,3g2,mj2"  # FFmpeg's MP4/MOV demuxer
@@ -128,6 +131,8 @@ def _check_image_size(width: int, height: int, rules: Rules) -> None:
 
 
 def _media(src: Path, dst: Path, rules: Rules) -> Facts:
+    import av
+
     try:
         container = av.open(str(src))
     except (av.FFmpegError, ValueError) as exc:
@@ -155,16 +160,18 @@ def _media(src: Path, dst: Path, rules: Rules) -> Facts:
     return Facts(**{**asdict(facts), "duration_seconds": round(seconds, 3)})
 
 
-def _is_cover_art(stream: av.stream.Stream) -> bool:
-    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+def _is_cover_art(stream: "av.stream.Stream") -> bool:
+    from av.stream import Disposition
+
+    return bool(stream.disposition & Disposition.attached_pic)
 
 
 def _video(
     container_format: str,
-    stream: av.VideoStream,
-    audios: list[av.AudioStream],
+    stream: "av.VideoStream",
+    audios: "list[av.AudioStream]",
     rules: Rules,
-) -> tuple[list[av.stream.Stream], Facts, str]:
+) -> "tuple[list[av.stream.Stream], Facts, str]":
     if container_format != MP4:
         raise Refused(f"the video's container is {container_format}; MP4 or MOV is taken")
     codec = stream.codec_context.name
@@ -180,8 +187,8 @@ def _video(
 
 
 def _audio(
-    container_format: str, stream: av.AudioStream
-) -> tuple[list[av.stream.Stream], Facts, str]:
+    container_format: str, stream: "av.AudioStream"
+) -> "tuple[list[av.stream.Stream], Facts, str]":
     if container_format not in AUDIO_FORMATS:
         raise Refused(f"the audio's container is {container_format}; MP3, WAV or M4A is taken")
     codecs, muxer, content_type = AUDIO_FORMATS[container_format]
@@ -191,9 +198,14 @@ def _audio(
 
 
 def _remux(
-    container: av.container.InputContainer, streams: list[av.stream.Stream], dst: Path, muxer: str
+    container: "av.container.InputContainer",
+    streams: "list[av.stream.Stream]",
+    dst: Path,
+    muxer: str,
 ) -> None:
     """Copy the streams' packets into a new container: no decoding, no metadata."""
+    import av
+
     with av.open(str(dst), "w", format=muxer) as out:
         mapping = {}
         for stream in streams:
