@@ -420,6 +420,11 @@ class Settings(BaseSettings):
     media_s3_public_endpoint: str | None = Field(
         None, description="the endpoint browsers reach, when it differs (signing only)"
     )
+    media_s3_input_endpoint: str | None = Field(
+        None,
+        description="the endpoint Seedance fetches uploads from, when it differs from the "
+        "public one (signing only; the compose file's simulator reaches MinIO by its name)",
+    )
     media_s3_region: str = Field("us-east-1", description="the bucket's region (signing)")
     media_s3_access_key_id: SecretStr | None = Field(
         None, description="with the secret below; unset: the usual AWS credential chain"

@@ -96,12 +96,15 @@ class MediaStorage:
             self.local_root = Path(settings.media_root).resolve()
             self._store: LocalStore | S3Store = LocalStore(self.local_root, mkdir=True)
             self._signer: S3Store | None = None
+            self._input_signer: S3Store | None = None
             self.staging_root = self.local_root / STAGING
             self.staging_root.mkdir(exist_ok=True)
         else:
             self._store = _s3_store(settings, settings.media_s3_endpoint)
             public = settings.media_s3_public_endpoint
             self._signer = _s3_store(settings, public) if public else self._store
+            upstream = settings.media_s3_input_endpoint
+            self._input_signer = _s3_store(settings, upstream) if upstream else self._signer
             self.staging_root = Path(tempfile.mkdtemp(prefix="seedance-bff-media-"))
 
     async def store_staged(self, name: str, key: str, content_type: str) -> None:
@@ -159,14 +162,20 @@ class MediaStorage:
             return False
         return True
 
-    def signed_url(self, key: str, ttl_seconds: int | None = None) -> str:
-        """A GET URL valid for `ttl_seconds` (MEDIA_URL_TTL_SECONDS by default): presigned
-        by the bucket's rules on S3, signed by us (and served by `/media/...`) on the local
-        backend."""
-        ttl = ttl_seconds or self._settings.media_url_ttl_seconds
+    def signed_url(self, key: str) -> str:
+        """A GET URL valid for MEDIA_URL_TTL_SECONDS: presigned by the bucket's rules on S3,
+        signed by us (and served by `/media/...`) on the local backend."""
+        ttl = self._settings.media_url_ttl_seconds
         if self._signer is None:
             return local_media_url(self._settings, key, ttl)
         return obstore.sign(self._signer, "GET", key, timedelta(seconds=ttl))
+
+    def input_url(self, key: str, ttl_seconds: int) -> str:
+        """A GET URL for Seedance, valid for `ttl_seconds`: on S3 presigned for
+        MEDIA_S3_INPUT_ENDPOINT when set (else as `signed_url`)."""
+        if self._input_signer is None:
+            return local_media_url(self._settings, key, ttl_seconds)
+        return obstore.sign(self._input_signer, "GET", key, timedelta(seconds=ttl_seconds))
 
     def local_path(self, key: str) -> Path:
         """The file behind a key of the local backend (keys are checked before this)."""

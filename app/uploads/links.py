@@ -1,7 +1,8 @@
 """Signed URLs of stored uploads: for their owner (MEDIA_URL_TTL_SECONDS, as videos), and
 for Seedance (the `InputLinks` the dispatcher uses: valid as long as a task can run,
 JOB_HARD_DEADLINE_SECONDS, and no longer). On the local backend they are built on
-PUBLIC_BASE_URL and served by `/media/...`; on S3 they are presigned."""
+PUBLIC_BASE_URL and served by `/media/...`; on S3 they are presigned (for
+MEDIA_S3_INPUT_ENDPOINT when Seedance reaches the bucket by another name)."""
 
 import math
 
@@ -24,4 +25,4 @@ class UploadLinks:
         return out
 
     def input_url(self, upload: Upload) -> str:
-        return self._storage.signed_url(upload_key(upload.id, upload.content_type), self._input_ttl)
+        return self._storage.input_url(upload_key(upload.id, upload.content_type), self._input_ttl)
