@@ -16,6 +16,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import JobUpload, Upload
+from app.jobs.dispatcher import Dispatcher
 from tests import upload_files
 from tests.harness import Stack, bearer, running_stack, wait_until
 from tests.s3_server import S3Bucket
@@ -379,3 +380,27 @@ async def test_on_s3_seedance_gets_a_presigned_url_of_the_clean_copy(
         deleted = await on_s3.http.delete(f"/jobs/{job['id']}", headers=on_s3.headers())
         assert deleted.status_code == 204
         assert s3_bucket.keys() == set()  # the video, its poster and the upload
+
+
+async def test_a_job_whose_upload_is_gone_fails_unsent(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    async with running_stack(database_url) as paused:  # its dispatcher is the test's
+        image = await upload(paused, upload_files.phone_jpeg(), "a.jpg", "image/jpeg")
+        job = await paused.create_job(images=[image["reference"]], aspect_ratio="3:4")
+        async with db_engine.begin() as conn:  # cannot happen through the API; checked anyway
+            await conn.execute(update(Upload).values(remove_at=datetime.now(UTC)))
+        state = paused.app.state.services
+        dispatcher = Dispatcher(
+            state.sessionmaker,
+            state.seedance,
+            state.rate_limits,
+            paused.settings,
+            state.upload_links,
+        )
+        await dispatcher.run_once()
+        await dispatcher.drain()
+        read = (await paused.http.get(f"/jobs/{job['id']}", headers=paused.headers())).json()
+        assert (read["status"], read["error_code"]) == ("failed", "input_unavailable")
+        assert "nothing was sent or charged" in read["error_detail"]
+        assert paused.sim.calls["generate"] == 0
