@@ -94,8 +94,8 @@ class Plans:
         (a log line once per name, `seedance_unknown_plans_total`), for a name not in
         PLANS: a plan removed from the settings that keys or tokens still name."""
         plan = self.in_force(name)
-        if not isinstance(name, str) or name in self._plans:
-            return plan
+        if not isinstance(name, str) or name in self._plans or name == self.default.name:
+            return plan  # DEFAULT_PLAN by its own name is known, with PLANS empty too
         UNKNOWN_PLANS.labels(name[:64]).inc()
         if name not in self._warned and len(self._warned) < MAX_WARNED:
             self._warned.add(name)

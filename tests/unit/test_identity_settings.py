@@ -7,6 +7,7 @@ import pytest
 from app.config import Settings, TokenIssuer
 from app.identity.claims import claim, has_any
 from app.identity.jwks import _max_age
+from app.identity.plans import Plans
 
 
 def test_an_issuer_needs_keys_and_an_audience_rule_or_a_reason() -> None:
@@ -62,3 +63,14 @@ def test_the_providers_cache_lifetime_is_honoured_within_bounds() -> None:
     assert max_age("max-age=5") == 60  # at least a minute: no fetch storm
     assert max_age("max-age=604800") == 86400  # at most a day: rotations are seen
     assert max_age("no-store") == max_age(None) == 3600
+
+
+def test_the_default_plan_by_its_own_name_is_not_unknown(caplog: pytest.LogCaptureFixture) -> None:
+    """Jobs record their plan's name; with PLANS empty it is DEFAULT_PLAN's, which the
+    scheduler reads on every claim: it used to be warned about as a plan not in PLANS."""
+    plans = Plans(Settings(_env_file=None))  # type: ignore[call-arg]
+    assert plans.named("default").name == "default"
+    assert plans.named("gold").name == "default"
+    assert [r.getMessage() for r in caplog.records] == [
+        "plan 'gold' is not in PLANS: default applies instead"
+    ]
