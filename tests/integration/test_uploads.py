@@ -134,6 +134,21 @@ async def test_a_file_that_is_not_what_it_claims_or_outside_the_limits_is_refuse
         assert await session.scalar(select(Upload.id)) is None
 
 
+@pytest.mark.parametrize(
+    ("data", "stored_as", "mode"),
+    [
+        (upload_files.webp(), "image/jpeg", "RGB"),
+        (upload_files.png(640, 480, alpha=True), "image/png", "RGBA"),
+    ],
+)
+async def test_webp_and_transparent_png_are_taken(
+    stack: Stack, data: bytes, stored_as: str, mode: str
+) -> None:
+    body = await upload(stack, data, "picture", "application/octet-stream")
+    assert (body["kind"], body["content_type"]) == ("image", stored_as)
+    assert Image.open(io.BytesIO(await stored_bytes(stack, body))).mode == mode
+
+
 async def test_reference_video_and_audio_are_remuxed_without_their_metadata(
     stack: Stack,
 ) -> None:
@@ -174,22 +189,30 @@ async def test_three_uploaded_images_reach_seedance_as_stored(stack: Stack) -> N
 
 async def test_uploads_in_a_batch_and_a_promote(stack: Stack) -> None:
     image = await upload(stack, upload_files.phone_jpeg(), "a.jpg", "image/jpeg")
+    video = await upload(stack, upload_files.mp4(), "a.mp4", "video/mp4")
     audio = await upload(stack, upload_files.audio("mp3"), "a.mp3", "audio/mpeg")
-    batch = await stack.http.post(
-        "/jobs/batch",
-        json={
-            "base": {
-                "images": [image["reference"]],
-                "reference_audio_urls": [audio["reference"]],
-                "aspect_ratio": "3:4",
-            },
-            "prompts": ["a boat at dawn", "a boat at dusk"],
+    body = {
+        "base": {
+            "images": [image["reference"]],
+            "reference_video_urls": [video["reference"]],
+            "reference_audio_urls": [audio["reference"]],
+            "aspect_ratio": "3:4",
         },
-        headers=stack.headers(),
-    )
+        "prompts": ["a boat at dawn", "a boat at dusk"],
+    }
+    keyed = {**stack.headers(), "Idempotency-Key": "batch-with-uploads"}
+    batch = await stack.http.post("/jobs/batch", json=body, headers=keyed)
     assert batch.status_code == 202, batch.text
+    replay = await stack.http.post("/jobs/batch", json=body, headers=keyed)
+    assert (replay.status_code, replay.json()["id"]) == (200, batch.json()["id"])
     jobs = [await finished(stack, job["id"]) for job in batch.json()["jobs"]]
     assert [job["status"] for job in jobs] == ["succeeded", "succeeded"]
+    for task in stack.sim.tasks.values():  # Seedance fetched each input, of its kind
+        assert [(seen.field, seen.kind) for seen in task.inputs] == [
+            ("images", "image"),
+            ("reference_video_urls", "video"),
+            ("reference_audio_urls", "audio"),
+        ]
     promote = await stack.http.post(f"/jobs/{jobs[0]['id']}/promote", headers=stack.headers())
     assert promote.status_code == 202, promote.text
     render = await finished(stack, promote.json()["id"])

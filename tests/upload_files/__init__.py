@@ -74,6 +74,12 @@ def png_bomb(side: int = 100_000) -> bytes:
     )
 
 
+def webp(width: int = 640, height: int = 480) -> bytes:
+    buffer = io.BytesIO()
+    upright(width, height).save(buffer, "WEBP", exif=_exif(1, gps=True))
+    return buffer.getvalue()
+
+
 def polyglot() -> bytes:
     """A real JPEG followed by an HTML page and a ZIP: a file that is two things at once."""
     buffer = io.BytesIO()
