@@ -4,6 +4,7 @@ read-only pods with probes and resources, the roles apart, no migration in the r
 a grace period longer than the drain, and no way out to the metadata address."""
 
 import ipaddress
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,7 +14,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+from app.config import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy" / "kubernetes"
 OVERLAYS = sorted(path.name for path in (DEPLOY / "overlays").iterdir())
 KUBERNETES_VERSION = "1.32.0"
 DRAIN_SECONDS = 5 + 20  # the preStop pause, then uvicorn's GRACEFUL_SHUTDOWN_SECONDS
@@ -111,6 +115,18 @@ def test_no_egress_reaches_the_metadata_address(overlay: str) -> None:
             excepted = [ipaddress.ip_network(cidr) for cidr in block.get("except", [])]
             inside = METADATA in ipaddress.ip_network(block["cidr"])
             assert not inside or any(METADATA in net for net in excepted), block
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_proxies_let_the_largest_upload_through(overlay: str) -> None:
+    """ingress-nginx and the compose fleet's nginx refuse bodies over 1 MiB by default."""
+    largest = Settings(_env_file=None).upload_request_max_bytes  # type: ignore[call-arg]
+    (ingress,) = of_kind(render(overlay), "Ingress")
+    body_size = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert int(body_size.removesuffix("m")) * 1024 * 1024 >= largest
+    fleet = (REPO / "docker" / "nginx-fleet.conf").read_text()
+    (megabytes,) = re.findall(r"client_max_body_size (\d+)m;", fleet)
+    assert int(megabytes) * 1024 * 1024 >= largest
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
