@@ -49,6 +49,16 @@ MEDIA_COPIES = Counter(
     "failure code)",
     ["outcome"],
 )
+UPLOADS = Counter(
+    "seedance_uploads_total",
+    "Uploads received, by what they turned out to be (`unknown` when refused before) and "
+    "outcome: stored, refused (not a file we take), too_large",
+    ["kind", "outcome"],
+)
+UPLOAD_OBJECTS_REMOVED = Counter(
+    "seedance_upload_objects_removed_total",
+    "Uploaded files removed from storage (deleted, expired, erased, or cut short)",
+)
 MEDIA_OBJECTS_PURGED = Counter(
     "seedance_media_objects_purged_total",
     "Stored objects removed (deletion, erasure, retention)",

@@ -18,6 +18,7 @@ from app.config import Settings
 from app.db.models import Job, JobUpload, Upload
 from app.kit.loops import Loop
 from app.media.storage import MediaStorage, upload_key
+from app.ops.metrics import UPLOAD_OBJECTS_REMOVED
 
 logger = logging.getLogger(__name__)
 REMOVE_BATCH = 100
@@ -81,13 +82,15 @@ class UploadRemover:
             gone: list[uuid.UUID] = []
             for upload in due:
                 try:
-                    removed += await self._storage.delete(
+                    gone_now = await self._storage.delete(
                         upload_key(upload.id, upload.content_type)
                     )
                 except Exception as exc:  # storage down: the sweep retries
                     logger.warning("upload %s: removal failed (%s); will retry", upload.id, exc)
                     continue
                 gone.append(upload.id)
+                removed += gone_now
+                UPLOAD_OBJECTS_REMOVED.inc(gone_now)
             if gone:
                 async with self._sessionmaker() as session, session.begin():
                     await session.execute(delete(Upload).where(Upload.id.in_(gone)))

@@ -26,6 +26,7 @@ from app.kit.bounded_child import Bounds, ChildRefused, run_bounded
 from app.kit.cursor import newest_first_page
 from app.kit.errors import FieldError, ProblemError
 from app.media.storage import MediaStorage, upload_key
+from app.ops.metrics import UPLOADS
 from app.uploads.receive import FILE_FIELD, receive_file
 from app.uploads.removal import UploadRemover
 from app.uploads.sanitize import Facts, Rules
@@ -69,6 +70,7 @@ class Uploads:
         upload_id = uuid.uuid4()
         original = self._storage.staging_root / f"upload-{upload_id}.original"
         clean = self._storage.staging_root / f"upload-{upload_id}.clean"
+        kind: UploadKind | None = None
         try:
             received = await receive_file(chunks, content_type, original, plan.upload_cap)
             facts = await self._sanitize(original, clean, plan)
@@ -81,10 +83,17 @@ class Uploads:
                     "upload_too_large",
                     f"The {kind.value} is larger than {plan.upload_cap(kind)} bytes.",
                 )
-            return await self._store(session, upload_id, owner, facts, clean.name)
+            upload = await self._store(session, upload_id, owner, facts, clean.name)
+        except ProblemError as exc:
+            outcome = {413: "too_large", 422: "refused"}.get(exc.status)
+            if outcome is not None:
+                UPLOADS.labels(kind.value if kind else "unknown", outcome).inc()
+            raise
         finally:
             original.unlink(missing_ok=True)
             clean.unlink(missing_ok=True)
+        UPLOADS.labels(kind.value, "stored").inc()
+        return upload
 
     async def _sanitize(self, original: Path, clean: Path, plan: PlanLimits) -> Facts:
         rules = json.dumps(asdict(_rules(self._settings, plan)))

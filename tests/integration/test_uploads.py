@@ -101,6 +101,8 @@ async def test_png_bomb_is_refused_fast_before_decoding(stack: Stack) -> None:
     assert "100000x100000" in body["detail"] or "too large" in body["detail"]
     async with stack.app.state.services.sessionmaker() as session:
         assert await session.scalar(select(Upload.id)) is None  # nothing stored
+    metrics = await stack.http.get("/metrics", headers=bearer(stack.settings, "ops", admin=True))
+    assert 'seedance_uploads_total{kind="unknown",outcome="refused"}' in metrics.text
 
 
 async def test_polyglot_is_sanitized_and_never_served_as_is(stack: Stack) -> None:
