@@ -142,8 +142,15 @@ def _disposition(part: _Part) -> tuple[str, str | None]:
 
 def _first_part(part: _Part, cap_for: Callable[[UploadKind | None], int]) -> tuple[Received, int]:
     name, filename = _disposition(part)
-    if name != FILE_FIELD or filename is None:
+    if name != FILE_FIELD:
         raise _unexpected(part)
+    if filename is None:
+        raise invalid_field(
+            FILE_FIELD,
+            "not_a_file",
+            "`file` must be a file part (with a filename), not a text field",
+            "The field `file` holds text, not a file.",
+        )
     content_type = part.headers.get(b"content-type", b"").decode("latin-1")
     claimed = claimed_kind(content_type, filename)
     return Received(size=0, claimed=claimed), cap_for(claimed)

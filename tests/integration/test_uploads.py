@@ -361,6 +361,8 @@ async def test_malformed_forms_are_refused_precisely(stack: Stack) -> None:
         headers={**headers, "Content-Type": "multipart/form-data; boundary=b"},
     )
     assert (response.status_code, response.json()["errors"][0]["code"]) == (422, "missing")
+    response = await stack.http.post("/uploads", files={"file": (None, "text")}, headers=headers)
+    assert (response.status_code, response.json()["errors"][0]["code"]) == (422, "not_a_file")
 
 
 async def test_simulator_fails_a_task_whose_input_is_unreachable_or_the_wrong_kind(
