@@ -4,6 +4,7 @@ service and the simulator over real HTTP, and in Chromium it follows a job throu
 dropped connection without losing or repeating an event.
 """
 
+import base64
 import json
 import shutil
 from collections.abc import AsyncIterator
@@ -135,3 +136,43 @@ async def test_in_chromium_the_client_follows_a_job_through_a_dropped_connection
     first = recorded.index(seen[0][0])
     assert [event_id for event_id, _ in seen] == recorded[first:]
     assert seen[-1][1] == "succeeded"
+
+
+async def test_in_chromium_the_client_uploads_with_progress_and_uses_the_upload(
+    stack: Stack, built: None, browser: Browser
+) -> None:
+    """The browser path of `upload()`: XMLHttpRequest, whose progress events fetch lacks."""
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.goto(f"{stack.url}/healthz")  # same origin as the API: no CORS needed
+        await page.add_script_tag(path=str(BUNDLE))
+        token = stack.headers("browser-user")["Authorization"].removeprefix("Bearer ")
+        photo = base64.b64encode(upload_files.phone_jpeg(600, 800)).decode()
+        result = await page.evaluate(
+            """async ([baseUrl, token, photo]) => {
+                const client = SeedanceBff.createSeedanceClient({ baseUrl, token });
+                const bytes = Uint8Array.from(atob(photo), (c) => c.charCodeAt(0));
+                const file = new File([bytes], "IMG_0042.jpg", { type: "image/jpeg" });
+                const progress = [];
+                const upload = await client.upload(file, { onProgress: (p) => progress.push(p) });
+                const job = await client.createJob({
+                    prompt: "a kite over a beach", images: [upload], aspect_ratio: "3:4",
+                });
+                let refused = null;
+                try {
+                    await client.upload(new Blob(["<html>"], { type: "image/png" }));
+                } catch (error) {
+                    refused = [error.name, error.status, error.code, error.errors[0].field];
+                }
+                return { upload, job, progress, refused };
+            }""",
+            [stack.url, token, photo],
+        )
+    finally:
+        await context.close()
+    upload, job, progress = result["upload"], result["job"], result["progress"]
+    assert (upload["kind"], upload["width"], upload["height"]) == ("image", 600, 800)
+    assert job["images"] == [upload["reference"]]
+    assert progress and progress[-1]["loaded"] == progress[-1]["total"] > 0
+    assert result["refused"] == ["ProblemError", 422, "upload_invalid", "file"]
