@@ -431,3 +431,16 @@ async def test_a_job_whose_upload_is_gone_fails_unsent(
         assert (read["status"], read["error_code"]) == ("failed", "input_unavailable")
         assert "nothing was sent or charged" in read["error_detail"]
         assert paused.sim.calls["generate"] == 0
+
+
+async def test_a_file_that_takes_too_long_to_read_is_refused_and_its_child_killed(
+    database_url: str,
+) -> None:
+    async with running_stack(database_url, upload_sanitize_seconds=0.001) as hurried:
+        body = await upload(hurried, upload_files.phone_jpeg(), "a.jpg", "image/jpeg", expect=422)
+        assert body["code"] == "upload_invalid"
+        assert "took longer than 0.001 s" in body["detail"]
+        async with hurried.app.state.services.sessionmaker() as session:
+            assert await session.scalar(select(Upload.id)) is None
+        staged = list(hurried.app.state.services.media_storage.staging_root.glob("upload-*"))
+        assert staged == []  # neither the original nor a half-written copy is left
