@@ -65,7 +65,8 @@ class Services:
     async def present(self, jobs: Sequence[Any], model: type[Out] = JobOut) -> list[Out]:  # type: ignore[assignment]
         """Jobs as their owner sees them: fresh signed URLs of their media, and their
         places in the queue while they wait."""
-        return await self.queue_board.place([self.media_links.job_out(job, model) for job in jobs])
+        outs = [self.media_links.job_out(job, model) for job in jobs]
+        return await self.queue_board.place(outs, jobs)
 
 
 def services(request: Request) -> Services:

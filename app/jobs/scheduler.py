@@ -15,6 +15,7 @@ job; one owner's jobs go in their order. `fifo` sends the oldest job first. The 
 order, computed over every waiting job, is what `queue_order` reports.
 """
 
+import bisect
 import heapq
 import uuid
 from collections.abc import Iterable
@@ -154,6 +155,20 @@ def fair_order(
     limit: int | None,
     last_sent: dict[str, datetime] | None = None,
 ) -> list[Waiting]:
+    return [job for _, job in fair_schedule(candidates, held, weights, limit, last_sent)]
+
+
+# a job's place in fair share: (share, turn, created_at, id), compared as a tuple
+FairKey = tuple[float, tuple[int, Any], datetime, uuid.UUID]
+
+
+def fair_schedule(
+    candidates: Iterable[Waiting],
+    held: dict[str, int],
+    weights: Plans,
+    limit: int | None,
+    last_sent: dict[str, datetime] | None = None,
+) -> list[tuple[FairKey, Waiting]]:
     """Candidates in the order fair share sends them (each owner's in their own order):
     repeatedly the owner with the fewest jobs upstream for their weight, counting the
     ones this order already sent; ties to the owner sent to least recently (`last_sent`;
@@ -166,7 +181,10 @@ def fair_order(
     off by half or more at a cap of 10). The least recently sent owner wins a tie, not
     the oldest job: when there are as many heavy owners as slots, the one whose render
     just ended holds none, like a newcomer, and its backlog's jobs are always older
-    (bench.saturation: light users' jobs waited as long as FIFO's)."""
+    (bench.saturation: light users' jobs waited as long as FIFO's).
+
+    With each job, its key: the order is the keys' ascending order (an owner's next job
+    always has a larger share than the one just sent), which `place_of_newcomer` uses."""
     last_sent = last_sent or {}
     by_owner: dict[str, list[Waiting]] = {}
     for job in candidates:
@@ -179,12 +197,12 @@ def fair_order(
         turn = (0, last_sent.get(owner, NEVER))  # before anyone this order sends to
         heap.append((share, turn, jobs[0].created_at, jobs[0].id, owner, weight))
     heapq.heapify(heap)
-    order: list[Waiting] = []
+    order: list[tuple[FairKey, Waiting]] = []
     taken = {owner: 0 for owner in by_owner}
     while heap and (limit is None or len(order) < limit):
-        *_, owner, weight = heapq.heappop(heap)
+        *key, owner, weight = heapq.heappop(heap)
         jobs = by_owner[owner]
-        order.append(jobs[taken[owner]])
+        order.append((tuple(key), jobs[taken[owner]]))  # type: ignore[arg-type]
         taken[owner] += 1
         if taken[owner] < len(jobs):
             following = jobs[taken[owner]]
@@ -265,6 +283,34 @@ class QueueView:
     order: list[Waiting]  # every waiting job, in the order they would be sent
     account: Capacity
     held: dict[str, int]  # slots each owner holds
+    keys: list[Any]  # fair share: each job's place in the order as a key, ascending
+    last_sent: dict[str, datetime]
+    fair: bool = True
+
+
+def admit_newcomer(view: QueueView, plans: Plans, job: Waiting, per_owner: int) -> int | None:
+    """Where a job created after `view` was read stands in it, as its owner's newest
+    waiting job by the key fair share would give it (FIFO: last); the job is then in the
+    view, so the next newcomer is placed behind it. None when the view holds `per_owner`
+    of the owner's jobs already (it is deeper than they are)."""
+    mine = [index for index, waiting in enumerate(view.order) if waiting.owner == job.owner]
+    if len(mine) >= per_owner:
+        return None
+    if not view.fair:
+        view.order.append(job)
+        return len(view.order) - 1
+    weight = plans.named(job.plan).queue_weight
+    share = (view.held.get(job.owner, 0) + len(mine) + 0.5) / weight
+    turn = (1, mine[-1] + 1) if mine else (0, view.last_sent.get(job.owner, NEVER))
+    key = (share, turn, job.created_at, job.id)
+    position = bisect.bisect_right(view.keys, key)
+    for index in range(position, len(view.keys)):  # a turn counts the jobs sent before
+        share_after, (sent_before, after), *rest = view.keys[index]
+        if sent_before == 1 and after > position:
+            view.keys[index] = (share_after, (1, after + 1), *rest)
+    view.keys.insert(position, key)
+    view.order.insert(position, job)
+    return position
 
 
 async def queue_order(
@@ -277,8 +323,11 @@ async def queue_order(
     held = await upstream_by_owner(session)
     account = await capacity(session, settings, sum(held.values()), now)
     waiting = await candidates(session, now, per_owner)
-    order = await ordered(session, waiting, held, settings, plans, None)
-    return QueueView(order, account, held)
+    if settings.queue_policy is QueuePolicy.FIFO:
+        return QueueView(fifo_order(waiting, None), account, held, [], {}, fair=False)
+    sent = await last_sent(session, {job.owner for job in waiting})
+    schedule = fair_schedule(waiting, held, plans, None, sent)
+    return QueueView([job for _, job in schedule], account, held, [k for k, _ in schedule], sent)
 
 
 async def waiting_by(

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -27,7 +26,6 @@ from app.jobs.schemas import (
     AspectRatio,
     BatchCreate,
     JobCreate,
-    JobOut,
     PromoteRequest,
     SeedanceModel,
 )
@@ -398,23 +396,14 @@ async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
     return job
 
 
-class JobPresenter(Protocol):
-    """How a job is shown to its owner. The media domain implements it
-    (`app/media/links.py`: fresh signed URLs of the stored video), so jobs need not know
-    where videos are stored."""
-
-    def job_out(self, job: Any) -> JobOut: ...
-
-
-async def read_job(
-    engine: AsyncEngine, presenter: JobPresenter, owner: str, job_id: uuid.UUID
-) -> JobOut:
-    """The owner's job, to show: read in one round trip on the driver connection
-    (`OneRowStatement`), with no session, since nothing is changed."""
+async def read_job(engine: AsyncEngine, owner: str, job_id: uuid.UUID) -> SimpleNamespace:
+    """The owner's job, read in one round trip on the driver connection
+    (`OneRowStatement`), with no session, since nothing is changed: the row's columns as
+    attributes, for the API to show (`Services.present`)."""
     row = await _OWNED_JOB_ROW.first(engine, job_id=job_id, owner=owner)
     if row is None:
         raise job_not_found()
-    return presenter.job_out(SimpleNamespace(**row))
+    return SimpleNamespace(**row)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
-"""A job as clients see it, with fresh signed URLs of its stored video and poster (the
-`JobPresenter` that `app/jobs/service.py` declares).
+"""A job as clients see it, with fresh signed URLs of its stored video and poster (jobs
+need not know where videos are stored).
 
 Signing is local work (an HMAC, or an S3 presignature computed offline), so every read
 of a job hands out URLs valid for MEDIA_URL_TTL_SECONDS from that read.

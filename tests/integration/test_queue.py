@@ -319,3 +319,26 @@ async def test_places_in_line_on_reads_streams_and_the_admin_view(
     told = [(e["job_id"], e["queue_position"]) for e in events]
     assert (second["id"], 1) in told and (third["id"], 2) in told
     assert 'seedance_queued_jobs{plan="default"} 2.0' in metrics
+
+
+async def test_a_create_is_answered_with_its_place_without_a_reading_of_its_own(
+    database_url: str,
+) -> None:
+    """Creates do not wait for the queue to be read again (at thousands of waiting jobs
+    that halved a replica's creates): a job newer than the reading is placed in it as its
+    owner's newest, where fair share would put it."""
+    async with running_stack(database_url, queue_board_seconds=3600) as stack:  # one reading
+        first = await stack.create_job("alice")  # no reading yet: this create makes it
+        second, third = await stack.create_job("alice"), await stack.create_job("alice")
+        bobs = await stack.create_job("bob")
+        answered = [job["queue_position"] for job in (first, second, third, bobs)]
+        assert answered == [0, 1, 2, 1]  # bob's first job goes before alice's second
+        assert all(job["estimated_start_at"] is None for job in (first, bobs))  # no render yet
+        admin = bearer(stack.settings, "ops", admin=True)
+        view = (await stack.http.get("/admin/queue", headers=admin)).json()  # read afresh
+        assert [item["job_id"] for item in view["order"]] == [
+            first["id"],
+            bobs["id"],
+            second["id"],
+            third["id"],
+        ]

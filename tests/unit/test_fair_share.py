@@ -1,6 +1,7 @@
 """The scheduler's order: fair share by plan weight, each owner's jobs in their order, FIFO
 for comparison; and how much of the account's cap is free, probe included."""
 
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -8,7 +9,15 @@ import pytest
 
 from app.config import Plan, Settings
 from app.identity.plans import Plans
-from app.jobs.scheduler import Capacity, Waiting, fair_order, fifo_order
+from app.jobs.scheduler import (
+    Capacity,
+    QueueView,
+    Waiting,
+    admit_newcomer,
+    fair_order,
+    fair_schedule,
+    fifo_order,
+)
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 SETTINGS = Settings(  # type: ignore[call-arg]
@@ -95,3 +104,41 @@ def test_weights_hold_within_20_percent_over_a_long_saturated_run() -> None:
 )
 def test_free_slots(capacity: Capacity, free: int | None) -> None:
     assert capacity.free == free
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_jobs_created_after_a_reading_are_placed_where_a_new_reading_would_put_them(
+    seed: int,
+) -> None:
+    """`admit_newcomer` (the answer to a create, without a reading of its own) agrees with
+    the order read again with the new jobs in it: random owners, plans, slots held and
+    turns; newcomers of owners with and without jobs waiting, one after another."""
+    rng = random.Random(seed)
+    owners = [f"u{i}" for i in range(rng.randint(1, 6))]
+    plan_of = {owner: rng.choice(["free", "pro"]) for owner in owners}
+    waiting = [
+        Waiting(uuid.uuid4(), owner, plan_of[owner], T0 + timedelta(seconds=rng.random() * 100))
+        for owner in owners
+        for _ in range(rng.randint(0, 5))
+    ]
+    held = {owner: rng.randint(0, 3) for owner in owners if rng.random() < 0.6}
+    sent = {o: T0 - timedelta(seconds=rng.randint(1, 50)) for o in owners if rng.random() < 0.5}
+    schedule = fair_schedule(waiting, held, PLANS, None, sent)
+    view = QueueView(
+        [j for _, j in schedule], Capacity(None, 0, False), held, [k for k, _ in schedule], sent
+    )
+    fifo = QueueView(fifo_order(waiting, None), Capacity(None, 0, False), held, [], {}, fair=False)
+    newcomers: list[Waiting] = []
+    for second in range(3):
+        owner = rng.choice([*owners, "newcomer"])
+        job = Waiting(
+            uuid.uuid4(), owner, plan_of.get(owner, "free"), T0 + timedelta(seconds=200 + second)
+        )
+        newcomers.append(job)
+        again = fair_order([*waiting, *newcomers], held, PLANS, None, sent)
+        assert admit_newcomer(view, PLANS, job, per_owner=500) == again.index(job)
+        assert view.order == again
+        assert admit_newcomer(fifo, PLANS, job, per_owner=500) == len(waiting) + second
+    deep = Waiting(uuid.uuid4(), owners[0], "free", T0 + timedelta(seconds=300))
+    mine = sum(j.owner == owners[0] for j in view.order)
+    assert admit_newcomer(view, PLANS, deep, per_owner=max(mine, 1)) is None or mine == 0

@@ -111,7 +111,7 @@ async def _sse(
             to_status=item.event.to_status,
             source=item.event.source,
             at=item.event.at,
-            job=board.annotate(links.job_out(item.job)),
+            job=board.annotate(links.job_out(item.job), item.job),
         )
         yield ServerSentEvent(data=payload.model_dump_json(), id=str(item.event.id), event="job")
 

@@ -110,8 +110,9 @@ async def list_jobs(
 )
 async def get_job(job_id: uuid.UUID, principal: Reader, request: Request) -> JobOut:
     state = services(request)
-    job = await service.read_job(state.engine, state.media_links, principal.subject, job_id)
-    return (await state.queue_board.place([job]))[0]
+    return (await state.present([await service.read_job(state.engine, principal.subject, job_id)]))[
+        0
+    ]
 
 
 @router.post(

@@ -55,7 +55,7 @@ async def get_job_content(
     """404 `job_not_found` for a job that is not yours (or deleted); 409 `media_not_ready`
     while the video is not stored (yet, or any more)."""
     state = services(request)
-    job = await service.read_job(state.engine, state.media_links, principal.subject, job_id)
+    job = state.media_links.job_out(await service.read_job(state.engine, principal.subject, job_id))
     url = job.video_url if variant is Variant.VIDEO else job.poster_url
     if url is None:
         raise ProblemError(

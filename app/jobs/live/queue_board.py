@@ -2,17 +2,22 @@
 
 Reads of a job (`queue_position`, `estimated_start_at`) and the `queue` events of live
 streams share one reading of the scheduler's order per replica: read at most once per
-QUEUE_BOARD_SECONDS while someone asks (and again for a job newer than the reading), never
-once per reader or stream. While streams are open, a round every QUEUE_BOARD_SECONDS
-pushes each job's new place to the streams that follow it or its owner; a job whose place
-did not change gets nothing, so a stream sees at most one `queue` event per job a round.
+QUEUE_BOARD_SECONDS while someone asks, never once per reader or stream. A job created
+after the reading (the answer to its create, above all) is placed in it as its owner's
+newest waiting job, by the key fair share would give it (`scheduler.admit_newcomer`):
+a create used to wait for a reading of its own, which with thousands of jobs waiting
+halved the creates a replica could take (bench.api_throughput). While streams are open, a
+round every QUEUE_BOARD_SECONDS pushes each job's new place to the streams that follow it
+or its owner; a job whose place did not change gets nothing, so a stream sees at most one
+`queue` event per job a round.
 """
 
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -80,6 +85,8 @@ class QueueBoard(Loop):
         self._hub = hub
         self._spots: dict[uuid.UUID, QueueSpot] = {}
         self._pushed: dict[uuid.UUID, int] = {}  # the place each stream was last told
+        self._view: scheduler.QueueView | None = None
+        self._render_seconds: float | None = None
         self._read_started = NEVER
         self._reading: asyncio.Task[None] | None = None
 
@@ -95,38 +102,55 @@ class QueueBoard(Loop):
             )
             for position, job in enumerate(view.order)
         }
+        self._view, self._render_seconds = view, render_seconds
         self._read_started = started
 
-    async def read(self, newer_than: datetime = NEVER) -> None:
-        """Read the queue unless a reading started after `newer_than` and within the
-        board's period; readers that come meanwhile share the reading under way."""
+    async def read(self) -> None:
+        """Read the queue unless a reading started within the board's period; readers
+        that come meanwhile share the reading under way."""
         period = timedelta(seconds=self._settings.queue_board_seconds)
-        if self._read_started > max(newer_than, datetime.now(UTC) - period):
+        if self._read_started > datetime.now(UTC) - period:
             return
         if self._reading is None or self._reading.done():
             self._reading = asyncio.create_task(self._read(), name="queue-board-read")
         await asyncio.shield(self._reading)
 
-    async def place(self, outs: list[Out]) -> list[Out]:
-        """Jobs to show, with their places: read fresh enough if any of them waits. A place
-        is extra: a database that fails the reading (a create already committed, say)
-        leaves the jobs without it, never the answer failing."""
-        waiting = [out.created_at for out in outs if out.status is JobStatus.QUEUED]
-        if waiting:
+    async def place(self, outs: list[Out], jobs: Sequence[Any]) -> list[Out]:
+        """Jobs to show (`outs`, of the `jobs` rows), with their places: read fresh enough
+        if any of them waits. A place is extra: a database that fails the reading (a create
+        already committed, say) leaves the jobs without it, never the answer failing."""
+        if any(out.status is JobStatus.QUEUED for out in outs):
             try:
-                await self.read(max(waiting))
+                await self.read()
             except Exception as exc:
                 if not is_database_unavailable(exc):
                     raise
                 logger.warning("queue places not read (%s); shown without", type(exc).__name__)
-        return [self.annotate(out) for out in outs]
+        return [self.annotate(out, job) for out, job in zip(outs, jobs, strict=True)]
 
-    def annotate(self, out: Out) -> Out:
-        """Its place as last read (a job newer than the reading has none yet)."""
-        if out.status is JobStatus.QUEUED and (spot := self._spots.get(out.id)) is not None:
+    def annotate(self, out: Out, job: Any) -> Out:
+        """Its place as last read, or, for a job created since, where it stands in that
+        reading (`job`: the row, for its owner and plan)."""
+        if out.status is not JobStatus.QUEUED:
+            return out
+        spot = self._spots.get(out.id) or self._newcomer(job)
+        if spot is not None:
             out.queue_position = spot.position
             out.estimated_start_at = spot.estimated_start_at
         return out
+
+    def _newcomer(self, job: Any) -> QueueSpot | None:
+        """Placed once, then shown as placed until the next reading; None for a job the
+        reading saw and left out (deeper than DEPTH, or being sent)."""
+        if self._view is None or job.created_at <= self._read_started:
+            return None
+        waiting = scheduler.Waiting(job.id, job.owner, job.plan, job.created_at)
+        position = scheduler.admit_newcomer(self._view, self._plans, waiting, DEPTH)
+        if position is None:
+            return None
+        started = estimate(position, self._view.account, self._render_seconds, self._read_started)
+        self._spots[job.id] = spot = QueueSpot(job.id, job.owner, position, started)
+        return spot
 
     async def run_once(self) -> int:
         """While streams are open: read the queue and push each job's new place."""
