@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser
+from playwright.async_api import Browser, BrowserContext, Page
 from sqlalchemy import select
 
 from app.db.models import JobEvent
@@ -82,6 +82,15 @@ async def test_the_client_tests_pass_against_the_service(
     assert "# fail 0" in report and "# pass 8" in report, report
 
 
+async def client_page(context: BrowserContext, base: str, stack: Stack) -> tuple[Page, str]:
+    """A page of the API's own origin (no CORS needed) with the client's browser bundle,
+    and a user's token."""
+    page = await context.new_page()
+    await page.goto(f"{base}/healthz")
+    await page.add_script_tag(path=str(BUNDLE))
+    return page, stack.headers("browser-user")["Authorization"].removeprefix("Bearer ")
+
+
 async def test_in_chromium_the_client_follows_a_job_through_a_dropped_connection(
     stack: Stack, built: None, browser: Browser
 ) -> None:
@@ -90,10 +99,7 @@ async def test_in_chromium_the_client_follows_a_job_through_a_dropped_connection
     base = f"http://127.0.0.1:{proxy.port}"
     context = await browser.new_context()
     try:
-        page = await context.new_page()
-        await page.goto(f"{base}/healthz")  # same origin as the API: no CORS needed
-        await page.add_script_tag(path=str(BUNDLE))
-        token = stack.headers("browser-user")["Authorization"].removeprefix("Bearer ")
+        page, token = await client_page(context, base, stack)
         job_id = await page.evaluate(
             """async ([baseUrl, token]) => {
                 const client = SeedanceBff.createSeedanceClient({
@@ -144,10 +150,7 @@ async def test_in_chromium_the_client_uploads_with_progress_and_uses_the_upload(
     """The browser path of `upload()`: XMLHttpRequest, whose progress events fetch lacks."""
     context = await browser.new_context()
     try:
-        page = await context.new_page()
-        await page.goto(f"{stack.url}/healthz")  # same origin as the API: no CORS needed
-        await page.add_script_tag(path=str(BUNDLE))
-        token = stack.headers("browser-user")["Authorization"].removeprefix("Bearer ")
+        page, token = await client_page(context, stack.url, stack)
         photo = base64.b64encode(upload_files.phone_jpeg(600, 800)).decode()
         result = await page.evaluate(
             """async ([baseUrl, token, photo]) => {
