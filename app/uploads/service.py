@@ -9,6 +9,7 @@ knows of.
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -31,6 +32,7 @@ from app.uploads.receive import FILE_FIELD, receive_file
 from app.uploads.removal import UploadRemover
 from app.uploads.sanitize import Facts, Rules
 
+logger = logging.getLogger(__name__)
 STORING_GRACE = timedelta(minutes=15)  # longer than storing one upload can take
 
 
@@ -124,9 +126,17 @@ class Uploads:
         )
         session.add(upload)
         await session.commit()
-        await self._storage.store_staged(
-            staged, upload_key(upload_id, facts.content_type), facts.content_type
-        )
+        key = upload_key(upload_id, facts.content_type)
+        try:
+            await self._storage.store_staged(staged, key, facts.content_type)
+        except Exception as exc:  # the row, still marked, is the sweep's to remove
+            logger.warning("upload %s: storing failed (%r)", upload_id, exc)
+            raise ProblemError(
+                503,
+                "storage_unavailable",
+                "The file could not be stored now; send it again in a moment.",
+                headers={"Retry-After": "5"},
+            ) from None
         upload.remove_at = None
         await session.commit()
         return upload

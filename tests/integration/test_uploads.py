@@ -6,6 +6,7 @@ import io
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import av
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import JobUpload, Upload
 from app.jobs.dispatcher import Dispatcher
+from app.media.storage import STAGING
 from tests import upload_files
 from tests.harness import Stack, bearer, running_stack, wait_until
 from tests.s3_server import S3Bucket
@@ -444,3 +446,22 @@ async def test_a_file_that_takes_too_long_to_read_is_refused_and_its_child_kille
             assert await session.scalar(select(Upload.id)) is None
         staged = list(hurried.app.state.services.media_storage.staging_root.glob("upload-*"))
         assert staged == []  # neither the original nor a half-written copy is left
+
+
+async def test_storage_down_answers_503_and_leaves_nothing_behind(
+    database_url: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "uploads").write_text("not a folder")  # every store fails until this is fixed
+    async with running_stack(database_url, media_root=str(root)) as stack:
+        files = {"file": ("a.jpg", upload_files.phone_jpeg(), "image/jpeg")}
+        failed = await stack.http.post("/uploads", files=files, headers=stack.headers())
+        assert (failed.status_code, failed.json()["code"]) == (503, "storage_unavailable")
+        assert failed.headers["retry-after"] == "5"
+        listed = await stack.http.get("/uploads", headers=stack.headers())
+        assert listed.json()["items"] == []  # the row waits for the sweep, unseen
+        (root / "uploads").unlink()  # storage is back
+        body = await upload(stack, upload_files.phone_jpeg(), "a.jpg", "image/jpeg")
+        assert (await stack.http.get(body["url"])).status_code == 200
+        assert list((root / STAGING).iterdir()) == []  # nothing staged is left

@@ -134,7 +134,8 @@ export interface paths {
          *     (EXIF, GPS, XMP, ICC); a video or audio file remuxed without its metadata. Refused:
          *     files outside Seedance's limits (422 `upload_invalid`, with the reason), larger than
          *     your plan's cap for their kind (413 `upload_too_large`), past your plan's uploads per
-         *     day (429). Use it in a job as its `reference` (`upload:<id>`).
+         *     day (429); 503 `storage_unavailable` when the storage fails (send it again). Use it in
+         *     a job as its `reference` (`upload:<id>`).
          */
         post: operations["createUpload"];
         delete?: never;
@@ -3121,6 +3122,15 @@ export interface operations {
             };
             /** @description Request Header Fields Too Large */
             431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
