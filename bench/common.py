@@ -136,6 +136,20 @@ async def insert_rows(conn: AsyncConnection | AsyncSession, table: Any, rows: li
         await conn.execute(insert(table), rows[start : start + 5000])
 
 
+def status_kib(field: str, pid: int | str = "self") -> int:
+    """A `/proc/<pid>/status` figure in KiB (`VmRSS`, `VmHWM`: the RSS high-water mark)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak_rss(pid: int | str = "self") -> int:
+    """Reset the process's RSS high-water mark to its RSS now; returns that RSS in KiB."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return status_kib("VmRSS", pid)
+
+
 def machine() -> dict[str, Any]:
     cpu = next(
         (

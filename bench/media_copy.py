@@ -33,25 +33,20 @@ import httpx
 from app.config import Settings
 from app.media.copier import CopyOrder, MediaWorker
 from app.media.storage import MediaStorage, job_keys
-from bench.common import RESULTS, SECRETS, machine, print_table, write_results
+from bench.common import (
+    RESULTS,
+    SECRETS,
+    machine,
+    print_table,
+    reset_peak_rss,
+    status_kib,
+    write_results,
+)
 from tests.harness import free_port
 
 SIM_KEY = "bench-sim-key"
 AUTH = {"Authorization": f"Bearer {SIM_KEY}"}
 MIB = 1024 * 1024
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def reset_peak_rss() -> int:
-    """Reset the high-water mark to the current RSS; returns that RSS in KiB."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_kib("VmRSS")
 
 
 async def measure(work: Callable[[], Awaitable[int]]) -> dict[str, float]:
@@ -63,7 +58,7 @@ async def measure(work: Callable[[], Awaitable[int]]) -> dict[str, float]:
     return {
         "seconds": seconds,
         "mib_per_second": moved / MIB / seconds,
-        "peak_rss_growth_mib": (_status_kib("VmHWM") - start_rss) / 1024,
+        "peak_rss_growth_mib": (status_kib("VmHWM") - start_rss) / 1024,
     }
 
 

@@ -24,7 +24,6 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -46,6 +45,7 @@ from bench.common import (
     server,
     server_pid,
     service_env,
+    status_kib,
     write_results,
 )
 from tests.harness import free_port
@@ -54,10 +54,7 @@ WAVE = 200  # streams opened at once: the accept queue has its limits
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    return status_kib("VmRSS", pid) / 1024
 
 
 async def open_stream(

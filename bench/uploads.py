@@ -38,9 +38,11 @@ from bench.common import (
     machine,
     migrated_database,
     print_table,
+    reset_peak_rss,
     server,
     server_pid,
     service_env,
+    status_kib,
     write_results,
 )
 from tests.harness import free_port
@@ -55,19 +57,6 @@ def noise_png(mb: int) -> bytes:
     return buffer.getvalue()
 
 
-def _kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def reset_peak(pid: int) -> int:
-    """Reset the process's high-water mark to its RSS now; returns that RSS in KiB."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    return _kib(pid, "VmRSS")
-
-
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(child) for child in path.read_text().split()] if path.exists() else []
@@ -77,8 +66,8 @@ async def sample_children(pid: int, peak: list[int], stop: asyncio.Event) -> Non
     while not stop.is_set():
         for child in _children(pid):
             try:
-                peak[0] = max(peak[0], _kib(child, "VmRSS"))
-            except FileNotFoundError:  # ended between the listing and the read
+                peak[0] = max(peak[0], status_kib("VmRSS", child))
+            except (FileNotFoundError, KeyError):  # ended between the listing and the read
                 continue
         await asyncio.sleep(0.02)
 
@@ -86,7 +75,7 @@ async def sample_children(pid: int, peak: list[int], stop: asyncio.Event) -> Non
 async def round_of(
     url: str, pid: int, headers: dict[str, str], bodies: list[bytes]
 ) -> dict[str, float]:
-    start_rss = reset_peak(pid)
+    start_rss = reset_peak_rss(pid)
     peak_child, stop = [0], asyncio.Event()
     sampler = asyncio.create_task(sample_children(pid, peak_child, stop))
     timeout = httpx.Timeout(600, connect=10)
@@ -111,7 +100,7 @@ async def round_of(
         "uploads_per_second": len(bodies) / seconds,
         "p50_seconds": statistics.median(latencies),
         "max_seconds": max(latencies),
-        "peak_rss_growth_mib": (_kib(pid, "VmHWM") - start_rss) / 1024,
+        "peak_rss_growth_mib": (status_kib("VmHWM", pid) - start_rss) / 1024,
         "peak_child_rss_mib": peak_child[0] / 1024,
     }
 
