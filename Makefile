@@ -33,9 +33,10 @@ client: install client-deps ## regenerate clients/typescript from the service's 
 	$(PY) -m app.main > $(CLIENT)/openapi.json
 	cd $(CLIENT) && npm run generate
 
-lint: install
+lint: install ## ruff, the types (mypy) and the import contracts
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
 test: install services browser client-deps lint ## lint, the import contracts, then the whole suite against real Postgres and Redis

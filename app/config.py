@@ -772,8 +772,8 @@ class Settings(BaseSettings):
 
 def _documented_default(name: str, field: FieldInfo) -> str:
     extra = field.json_schema_extra
-    if isinstance(extra, dict) and isinstance(extra.get("doc_default"), str):
-        return extra["doc_default"]
+    if isinstance(extra, dict) and isinstance(documented := extra.get("doc_default"), str):
+        return documented
     value = field.get_default(call_default_factory=True)
     if value is None:
         return "unset"

@@ -5,12 +5,14 @@ the background loops (stopped gracefully on shutdown, after in-flight requests).
 import re
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import ModuleType
 
 import httpx
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import Lifespan
 
 from app.api.errors import install_error_handlers, problem_responses
 from app.api.openapi import build_openapi, operation_id
@@ -36,6 +38,7 @@ from app.api.state import Services
 from app.config import JwtAlgorithm, MediaBackend, Settings
 from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
+from app.identity.api_keys import forget_subject
 from app.identity.verifier import TokenVerifier
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.live.events import EventHub, PostgresListener, publish_after_commit
@@ -43,22 +46,25 @@ from app.jobs.live.queue_board import QueueBoard
 from app.jobs.live.stream_slots import StreamSlots
 from app.jobs.reconciler import Reconciler
 from app.jobs.retention import RetentionSweeper
+from app.jobs.service import UserErasure
 from app.jobs.stats import StatsRollup
 from app.kit.loops import Loop
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
-from app.media.storage import MediaStorage
 from app.ops.garbage_collection import freeze_startup_objects, recording_pauses
 from app.ops.logs import configure_logging
 from app.ops.loop_lag import LoopLag
 from app.ops.request_telemetry import RequestTelemetryMiddleware
+from app.outbound.erasure import forget_messages
 from app.outbound.retention import prune_finished_messages
 from app.outbound.signing import SecretBox
 from app.outbound.worker import OutboundWorker
 from app.ratelimits.windows import RateLimits
 from app.seedance.client import SeedanceClient
+from app.storage.objects import ObjectStore
+from app.uploads.inputs import UploadInputs
 from app.uploads.links import UploadLinks
-from app.uploads.removal import UploadRemover, UploadSweeper
+from app.uploads.removal import UploadRemover, UploadSweeper, forget_uploads
 from app.uploads.service import Uploads
 
 DESCRIPTION = """
@@ -77,106 +83,140 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings)
-        http = SeedanceClient.create_http_client(settings)
-        # identity providers' keys: their own client, with a short deadline (a request that
-        # needs keys waits for it)
-        identity_http = httpx.AsyncClient(
-            timeout=settings.jwks_fetch_timeout_seconds, trust_env=False
-        )
-        verifier = TokenVerifier(settings, identity_http)
-        prefetch = verifier.prefetch()
-        sessionmaker = create_sessionmaker(engine)
-        seedance = SeedanceClient(http, settings)
-        rate_limits = RateLimits(settings)
-        storage = MediaStorage(settings)
-        upload_links = UploadLinks(storage, settings)
-        upload_remover = UploadRemover(sessionmaker, storage)
-        dispatcher = Dispatcher(sessionmaker, seedance, rate_limits, settings, upload_links)
-        media_worker = MediaWorker(sessionmaker, storage, settings)
-        links = MediaLinks(storage)
-        outbound_secrets = SecretBox(settings.outbound_secrets_key)
-        outbound_worker = OutboundWorker(sessionmaker, links, outbound_secrets, settings)
-        hub = EventHub(sessionmaker)
-        work = settings.runs_loops  # ROLE=api runs none of the loops
-        loops: list[Loop] = []
-        if work and settings.dispatcher_enabled:
-            loops.append(dispatcher)
-            hub.on_slot_freed(dispatcher.wake)  # the next job may go at once
-        if work and settings.reconciler_enabled:
-            loops.append(Reconciler(sessionmaker, seedance, settings, media_worker.wake))
-        if work and settings.media_worker_enabled:
-            loops.append(media_worker)
-        if work and settings.outbound_enabled:
-            loops.append(outbound_worker)
-            hub.on_any(outbound_worker.on_move)
-        if work and settings.events_retention_days is not None:
-            loops.append(RetentionSweeper(sessionmaker, settings, [prune_finished_messages]))
-        if work:
-            loops.append(UploadSweeper(upload_remover, settings))
-        if work and settings.stats_rollup_enabled:
-            loops.append(StatsRollup(sessionmaker, settings))
-        queue_board = QueueBoard(sessionmaker, settings, hub)
-        if settings.serves_api:  # places in line for the live streams served here
-            loops.append(queue_board)
-        listener = None if settings.is_sqlite else PostgresListener(settings, hub)
-        app.state.services = built = Services(
-            settings=settings,
-            engine=engine,
-            sessionmaker=sessionmaker,
-            migration_head=head_revision(),
-            verifier=verifier,
-            seedance=seedance,
-            rate_limits=rate_limits,
-            media_storage=storage,
-            media_links=links,
-            purger=media_worker.purger,
-            uploads=Uploads(storage, upload_remover, settings),
-            upload_links=upload_links,
-            upload_remover=upload_remover,
-            outbound_secrets=outbound_secrets,
-            event_hub=hub,
-            event_listener=listener,
-            queue_board=queue_board,
-            live_streams=LiveStreams(),
-            stream_slots=StreamSlots(
-                settings.sse_max_streams_per_user, settings.sse_max_streams_per_replica
-            ),
-            loop_lag=LoopLag(),
-            dispatcher=dispatcher if dispatcher in loops else None,
-            media_worker=media_worker if media_worker in loops else None,
-            outbound_worker=outbound_worker if outbound_worker in loops else None,
-        )
-        built.loop_lag.start()
-        if listener is None:
-            detach = publish_after_commit(sessionmaker, hub)
-        else:
-            listener.start()
-        for loop in loops:
-            loop.start()
-        freeze_startup_objects()
-        try:
+        async with AsyncExitStack() as stack:
+            app.state.services = built = await _build_services(settings, stack)
+            _start(built, _loops(settings, built), stack)
+            freeze_startup_objects()
             with recording_pauses():
                 yield
-        finally:
-            for loop in loops:
-                await loop.stop()
-            if listener is None:
-                detach()
-            else:
-                await listener.stop()
-            await hub.close()
-            await built.live_streams.stop()
-            await built.loop_lag.stop()
-            prefetch.cancel()
-            await identity_http.aclose()
-            await http.aclose()
-            await media_worker.close()
-            await outbound_worker.close()
-            storage.close()
-            await rate_limits.windows.aclose()
-            await engine.dispose()
 
+    app = _new_app(settings, lifespan)
+    _add_middleware(app, settings)
+    _include_routers(app, settings)
+    return app
+
+
+async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services:
+    """Every long-lived object of the process. Each is closed by `stack` in the reverse of
+    the order it was made in: the loops first, the engine last."""
+    engine = create_engine(settings)
+    stack.push_async_callback(engine.dispose)
+    sessionmaker = create_sessionmaker(engine)
+    rate_limits = RateLimits(settings)
+    stack.push_async_callback(rate_limits.windows.aclose)
+    storage = ObjectStore(settings)
+    stack.callback(storage.close)
+    upload_links = UploadLinks(storage, settings)
+    upload_inputs = UploadInputs(upload_links)
+    upload_remover = UploadRemover(sessionmaker, storage)
+    media_worker = MediaWorker(sessionmaker, storage, settings)
+    stack.push_async_callback(media_worker.close)
+    links = MediaLinks(storage)
+    outbound_secrets = SecretBox(settings.outbound_secrets_key)
+    outbound_worker = OutboundWorker(sessionmaker, links, outbound_secrets, settings)
+    stack.push_async_callback(outbound_worker.close)
+    http = await stack.enter_async_context(SeedanceClient.create_http_client(settings))
+    seedance = SeedanceClient(http, settings)
+    verifier = await _verifier(settings, stack)
+    loop_lag = LoopLag()
+    stack.push_async_callback(loop_lag.stop)
+    live_streams = LiveStreams()
+    stack.push_async_callback(live_streams.stop)
+    hub = EventHub(sessionmaker)
+    stack.push_async_callback(hub.close)
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        migration_head=head_revision(),
+        verifier=verifier,
+        seedance=seedance,
+        rate_limits=rate_limits,
+        storage=storage,
+        media_links=links,
+        purger=media_worker.purger,
+        uploads=Uploads(storage, upload_remover, settings),
+        upload_links=upload_links,
+        inputs=upload_inputs,
+        upload_remover=upload_remover,
+        erasure=UserErasure(
+            forgetters=[forget_messages, forget_subject, forget_uploads],
+            file_removals={"media": media_worker.purger, "uploads": upload_remover},
+        ),
+        outbound_secrets=outbound_secrets,
+        event_hub=hub,
+        event_listener=None if settings.is_sqlite else PostgresListener(settings, hub),
+        queue_board=QueueBoard(sessionmaker, settings, hub),
+        live_streams=live_streams,
+        stream_slots=StreamSlots(
+            settings.sse_max_streams_per_user, settings.sse_max_streams_per_replica
+        ),
+        loop_lag=loop_lag,
+        dispatcher=Dispatcher(sessionmaker, seedance, rate_limits, settings, upload_inputs),
+        media_worker=media_worker,
+        outbound_worker=outbound_worker,
+    )
+
+
+async def _verifier(settings: Settings, stack: AsyncExitStack) -> TokenVerifier:
+    """Identity providers' keys: their own client, with a short deadline (a request that
+    needs keys waits for it), fetched in the background from the start."""
+    identity_http = await stack.enter_async_context(
+        httpx.AsyncClient(timeout=settings.jwks_fetch_timeout_seconds, trust_env=False)
+    )
+    verifier = TokenVerifier(settings, identity_http)
+    stack.callback(verifier.prefetch().cancel)
+    return verifier
+
+
+def _loops(settings: Settings, built: Services) -> list[Loop]:
+    """The background loops this process runs (ROLE=api runs none but the queue board);
+    the kinds it does not run are set to None on `built`."""
+    work = settings.runs_loops
+    sessionmaker, hub = built.sessionmaker, built.event_hub
+    assert built.dispatcher and built.media_worker and built.outbound_worker
+    loops: list[Loop] = []
+    if work and settings.dispatcher_enabled:
+        loops.append(built.dispatcher)
+        hub.on_slot_freed(built.dispatcher.wake)  # the next job may go at once
+    if work and settings.reconciler_enabled:
+        wake_copier = built.media_worker.wake
+        loops.append(Reconciler(sessionmaker, built.seedance, settings, wake_copier))
+    if work and settings.media_worker_enabled:
+        loops.append(built.media_worker)
+    if work and settings.outbound_enabled:
+        loops.append(built.outbound_worker)
+        hub.on_any(built.outbound_worker.on_move)
+    if work and settings.events_retention_days is not None:
+        loops.append(RetentionSweeper(sessionmaker, settings, [prune_finished_messages]))
+    if work:
+        loops.append(UploadSweeper(built.upload_remover, settings))
+    if work and settings.stats_rollup_enabled:
+        loops.append(StatsRollup(sessionmaker, settings))
+    if settings.serves_api:  # places in line for the live streams served here
+        loops.append(built.queue_board)
+    built.dispatcher = built.dispatcher if built.dispatcher in loops else None
+    built.media_worker = built.media_worker if built.media_worker in loops else None
+    built.outbound_worker = built.outbound_worker if built.outbound_worker in loops else None
+    return loops
+
+
+def _start(built: Services, loops: list[Loop], stack: AsyncExitStack) -> None:
+    """Start the loop-lag probe, the event feed and the loops; `stack` stops them first
+    (the loops in the order they started), before the objects they use are closed."""
+    built.loop_lag.start()
+    if built.event_listener is None:
+        stack.callback(publish_after_commit(built.sessionmaker, built.event_hub))
+    else:
+        built.event_listener.start()
+        stack.push_async_callback(built.event_listener.stop)
+    for loop in reversed(loops):
+        stack.push_async_callback(loop.stop)
+    for loop in loops:
+        loop.start()
+
+
+def _new_app(settings: Settings, lifespan: Lifespan[FastAPI]) -> FastAPI:
     app = FastAPI(
         title="seedance-bff",
         version="0.1.0",
@@ -187,8 +227,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
         generate_unique_id_function=operation_id,
     )
+    # FastAPI's documented way to customize the document is to replace this method
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
     # added innermost first: CORS, rate-limit headers, size caps, request log, request id
     # (outermost: a refused oversized request is still logged with its request id)
     if settings.cors_allow_origins:
@@ -213,9 +258,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generator=lambda: uuid.uuid4().hex,
         validator=lambda value: bool(_REQUEST_ID.match(value)),
     )
+
+
+def _include_routers(app: FastAPI, settings: Settings) -> None:
     # the size caps of RequestLimitsMiddleware apply to every route
     size_errors = problem_responses(413, 431)
-    routers = (
+    routers: tuple[ModuleType, ...] = (
         jobs,
         uploads,
         media,
@@ -232,7 +280,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (*routers, health):
         app.include_router(module.router, responses=size_errors)
     if not settings.serves_api:
-        return app
+        return
     if settings.media_backend is MediaBackend.LOCAL:
         app.include_router(media.files_router, responses=size_errors)
     if (docs := docs_router(settings.effective_docs_access)) is not None:
@@ -241,10 +289,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.mount("/playground", playground.playground_files(), name="playground")
     if not settings.is_production and settings.jwt_algorithm is JwtAlgorithm.HS256:
         app.include_router(playground.dev_router)
-    return app
 
 
 if __name__ == "__main__":  # `python -m app.main`: the OpenAPI document clients are generated from
     import json
 
-    print(json.dumps(create_app(Settings(_env_file=None)).openapi(), indent=2))  # type: ignore[call-arg]
+    print(json.dumps(create_app(Settings(_env_file=None)).openapi(), indent=2))

@@ -33,7 +33,6 @@ import orjson
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.config import Settings
 from app.db.models import Job, JobEvent
 from app.identity.tokens import issue_token
 from app.jobs.callbacks import callback_signature
@@ -43,13 +42,14 @@ from bench.common import (
     RESULTS,
     SECRETS,
     insert_rows,
-    job_row,
     migrated_database,
     print_table,
     server,
     service_env,
     write_results,
 )
+from testkit.databases import job_row
+from testkit.harness import plain_settings
 
 LUA = Path(__file__).parent / "wrk" / "requests.lua"
 USERS = 1000
@@ -77,15 +77,15 @@ def wrk(
     out = result.stdout
 
     def ms(label: str) -> float:
-        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
+        value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]  # wrk prints it
         return round(float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], 2)
 
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]  # wrk prints it
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     failed = int(errors.group(1)) if errors else 0
     socket_errors = re.search(r"Socket errors: (.*)", out)
     return {
-        "rps": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))),  # type: ignore[union-attr]
+        "rps": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))),  # type: ignore[union-attr]  # wrk prints it
         "p50_ms": ms("50%"),
         "p99_ms": ms("99%"),
         "ok": total - failed,
@@ -110,7 +110,7 @@ def line(method: str, path: str, auth: str = "", body: bytes = b"") -> str:
 
 
 async def measure(workers: int, args: Any, log: Path) -> list[dict[str, Any]]:
-    settings = Settings(_env_file=None, **SECRETS)  # type: ignore[arg-type]
+    settings = plain_settings(**SECRETS)
     tokens = [f"Bearer {issue_token(settings, f'user-{i}')}" for i in range(USERS)]
     rows: list[dict[str, Any]] = []
     async with migrated_database("bench_api") as url:

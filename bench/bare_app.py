@@ -135,7 +135,7 @@ def create_app() -> FastAPI:
             async for chunk in request.stream():
                 await file.write(chunk)
                 size += len(chunk)
-        await anyio.Path(file.name).unlink()
+        await anyio.Path(str(file.name)).unlink()
         return {"size": size}
 
     return app

@@ -20,7 +20,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 
 from app.db.migrate import run_on_connection
-from tests.integration.conftest import fresh_postgres_database
+from testkit.databases import fresh_postgres_database
 
 RESULTS = Path(__file__).parent / "results"
 SECRETS = {
@@ -107,27 +107,6 @@ def server_pid(target: str, port: int) -> int:
         check=True,
     )
     return int(found.stdout.split()[0])
-
-
-def job_row(
-    index: int, owner: str, status: str, created_at: datetime, task_id: str | None = None
-) -> dict[str, Any]:
-    """A `jobs` row as the service would have written it (an 8 s Mini job at 720p)."""
-    return {
-        "id": uuid.uuid4(),
-        "owner": owner,
-        "model": "seedance-2-mini",
-        "prompt": f"seeded variant {index}",
-        "duration": 8,
-        "resolution": "720p",
-        "aspect_ratio": "16:9",
-        "estimated_cost": 16,
-        "status": status,
-        "upstream_task_id": task_id,
-        "created_at": created_at,
-        "updated_at": created_at,
-        "submitted_at": created_at if task_id else None,
-    }
 
 
 async def insert_rows(conn: AsyncConnection | AsyncSession, table: Any, rows: list[Any]) -> None:

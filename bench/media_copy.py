@@ -30,9 +30,9 @@ from typing import Any
 
 import httpx
 
-from app.config import Settings
 from app.media.copier import CopyOrder, MediaWorker
-from app.media.storage import MediaStorage, job_keys
+from app.media.keys import job_keys
+from app.storage.objects import ObjectStore
 from bench.common import (
     RESULTS,
     SECRETS,
@@ -42,7 +42,7 @@ from bench.common import (
     status_kib,
     write_results,
 )
-from tests.harness import free_port
+from testkit.harness import free_port, plain_settings
 
 SIM_KEY = "bench-sim-key"
 AUTH = {"Authorization": f"Bearer {SIM_KEY}"}
@@ -118,15 +118,14 @@ def simulator_process() -> Iterator[str]:
 
 
 async def run(args: argparse.Namespace, base: str, folder: Path) -> dict[str, Any]:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+    settings = plain_settings(
         media_root=str(folder / "media"),
         media_trusted_origins=[base],
         media_max_bytes=4 * 1024 * MIB,
         **SECRETS,
     )
-    storage = MediaStorage(settings)
-    worker = MediaWorker(None, storage, settings)  # type: ignore[arg-type]
+    storage = ObjectStore(settings)
+    worker = MediaWorker(None, storage, settings)  # type: ignore[arg-type]  # copies touch no rows
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30) as sim:
             for _ in range(100):

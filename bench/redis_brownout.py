@@ -19,14 +19,12 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.config import Settings
 from app.db.models import Job
 from app.identity.tokens import issue_token
 from bench.common import (
     RESULTS,
     SECRETS,
     insert_rows,
-    job_row,
     migrated_database,
     percentile,
     print_table,
@@ -34,8 +32,9 @@ from bench.common import (
     service_env,
     write_results,
 )
-from tests.harness import free_port
-from tests.tcp_proxy import TcpProxy
+from testkit.databases import job_row
+from testkit.harness import free_port, plain_settings
+from testkit.tcp_proxy import TcpProxy
 
 REDIS = ("127.0.0.1", 6379)
 # (Redis hung, breaker failures); without the breaker every read waits the 2 s deadline,
@@ -75,7 +74,7 @@ async def measure(args: Any) -> dict[str, Any]:
         async with engine.begin() as conn:
             await insert_rows(conn, Job, [job])
         await engine.dispose()
-        token = issue_token(Settings(_env_file=None, **SECRETS), "reader")  # type: ignore[arg-type]
+        token = issue_token(plain_settings(**SECRETS), "reader")
         for name, (hang, failures) in CASES.items():
             proxy = TcpProxy(*REDIS)
             await proxy.start()

@@ -19,10 +19,11 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from app.config import Settings
 from app.db.models import Job
 from app.jobs.retention import RetentionSweeper
-from bench.common import job_row, migrated_database, percentile, write_results
+from bench.common import migrated_database, percentile, write_results
+from testkit.databases import job_row
+from testkit.harness import plain_settings
 
 MOVES_PER_JOB = 4
 
@@ -120,7 +121,7 @@ async def main(jobs: int) -> None:
         stop.set()
         await writer
 
-        settings = Settings(_env_file=None, database_url=url, events_retention_days=30)  # type: ignore[call-arg]
+        settings = plain_settings(database_url=url, events_retention_days=30)
         sweeper = RetentionSweeper(async_sessionmaker(engine), settings)
         batches: list[float] = []
         prune = sweeper._prune_events
@@ -132,7 +133,7 @@ async def main(jobs: int) -> None:
             finally:
                 batches.append((time.perf_counter() - began) * 1000)
 
-        sweeper._prune_events = timed  # type: ignore[method-assign]
+        sweeper._prune_events = timed  # type: ignore[method-assign]  # timed wraps it
         during: list[float] = []
         stop = asyncio.Event()
         writer = asyncio.create_task(write_moves(engine, stop, during))
@@ -150,7 +151,7 @@ async def main(jobs: int) -> None:
         vacuumed = await table_state(engine)
         await engine.dispose()
 
-    figures = {
+    figures: dict[str, Any] = {
         "jobs": jobs,
         "before": before,
         "after_sweep": after,

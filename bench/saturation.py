@@ -30,7 +30,7 @@ from sqlalchemy import select
 from app.db.models import Job
 from bench.common import migrated_database, percentile, print_table, write_results
 from bench.upstream_cost import service_timers
-from tests.harness import Stack, running_stack
+from testkit.harness import Stack, running_stack
 
 HEAVY = ("heavy-1", "heavy-2", "heavy-3")
 

@@ -34,7 +34,6 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from app.config import Settings
 from app.db.models import Job
 from app.identity.tokens import issue_token
 from app.jobs.states import TERMINAL
@@ -47,7 +46,7 @@ from bench.common import (
     service_env,
     write_results,
 )
-from tests.harness import SEEDANCE_TEST_KEY, free_port
+from testkit.harness import SEEDANCE_TEST_KEY, free_port, plain_settings
 
 USERS = 1000
 SAMPLE_SECONDS = 10
@@ -132,7 +131,8 @@ IN_FLIGHT = 80  # under the client's 100 connections: httpx's pool queue is quad
 async def paced(rate: float, stop: asyncio.Event, one: Any, skipped: Counter[str]) -> None:
     """Call `one()` `rate` times a second (each in its own task) until `stop`; a call due
     while IN_FLIGHT are unanswered is skipped and counted (the generator is behind)."""
-    started, sent, running = time.monotonic(), 0, set()
+    started, sent = time.monotonic(), 0
+    running: set[asyncio.Task[Any]] = set()
     while not stop.is_set():
         due = int((time.monotonic() - started) * rate)
         for _ in range(due - sent):
@@ -207,7 +207,7 @@ async def load(
 
 def process_sample(pid: int, previous_cpu: float, seconds: float) -> tuple[dict[str, float], float]:
     status = Path(f"/proc/{pid}/status").read_text()
-    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]  # always in Linux status
     fds = len(os.listdir(f"/proc/{pid}/fd"))
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -275,10 +275,10 @@ def plot(samples: list[dict[str, Any]], restart_minute: float, path: Path) -> No
 
 async def main(args: argparse.Namespace) -> None:
     RESULTS.mkdir(exist_ok=True)
-    settings = Settings(_env_file=None, **SECRETS)  # type: ignore[arg-type]
+    settings = plain_settings(**SECRETS)
     tokens = [issue_token(settings, f"soak-{i}", ttl=24 * 3600) for i in range(USERS)]
     admin = issue_token(settings, "ops", admin=True, ttl=24 * 3600)
-    errors, samples = Errors(), []
+    errors, samples = Errors(), list[Any]()
     port = free_port()
     with simulator(free_port(), args.render_seconds) as sim_url:
         async with migrated_database("bench_soak") as url:

@@ -39,7 +39,6 @@ from bench.common import (
     RESULTS,
     SECRETS,
     insert_rows,
-    job_row,
     migrated_database,
     percentile,
     server,
@@ -48,7 +47,8 @@ from bench.common import (
     status_kib,
     write_results,
 )
-from tests.harness import free_port
+from testkit.databases import job_row
+from testkit.harness import free_port, plain_settings
 
 WAVE = 200  # streams opened at once: the accept queue has its limits
 
@@ -223,7 +223,7 @@ async def finish_jobs(
             )
             head = await reader.readuntil(b"\r\n\r\n")
             assert b" 200 " in head.split(b"\r\n", 1)[0], head
-            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]  # HTTP/1.1 heads carry it
             await reader.readexactly(length)
             answered[str(job_id)] = time.monotonic()
         writer.close()
@@ -252,7 +252,7 @@ async def full_collections(url: str, token: str) -> tuple[float, float]:
 
 
 async def measure(url: str, streams: int, args: argparse.Namespace) -> dict[str, Any]:
-    settings = Settings(_env_file=None, database_url=url, **SECRETS)  # type: ignore[arg-type]
+    settings = plain_settings(database_url=url, **SECRETS)
     owners = [f"viewer-{i}" for i in range(streams)]
     tokens: list[str | None] = [issue_token(settings, owner) for owner in owners]
     moves = int(args.rate * args.seconds)

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import orjson
 
-from app.config import Settings
 from app.identity.tokens import issue_token
 from bench.common import (
     RESULTS,
@@ -29,7 +28,7 @@ from bench.common import (
     write_results,
 )
 from simulator import SimulatorConfig, create_simulator
-from tests.harness import SEEDANCE_TEST_KEY, serve
+from testkit.harness import SEEDANCE_TEST_KEY, plain_settings, serve
 
 USERS = 10
 
@@ -72,7 +71,7 @@ async def main(args: Any) -> None:
             reject_local_urls=False,
         )
     )
-    settings = Settings(_env_file=None, **SECRETS)  # type: ignore[arg-type]
+    settings = plain_settings(**SECRETS)
     tokens = [issue_token(settings, f"user-{i}") for i in range(USERS)]
     arrivals = Arrivals(args.jobs)
     log = RESULTS / "time_to_notify.log"

@@ -30,7 +30,6 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from app.config import Settings
 from app.identity.tokens import issue_token
 from bench.common import (
     RESULTS,
@@ -45,7 +44,7 @@ from bench.common import (
     status_kib,
     write_results,
 )
-from tests.harness import free_port
+from testkit.harness import free_port, plain_settings
 
 MIB = 1024 * 1024
 
@@ -118,7 +117,7 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             rate_limit_upload="100000/minute",
             uploads_per_day="100000",
         )
-        settings = Settings(_env_file=None, **SECRETS)  # type: ignore[call-arg]
+        settings = plain_settings(**SECRETS)
         headers = {"Authorization": f"Bearer {issue_token(settings, 'bench-user')}"}
         plain_env = {**env, "TMPDIR": str(folder)}
         log = RESULTS / "uploads.log"

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from app.db.models import Job
 from bench.common import migrated_database, print_table, write_results
 from simulator import SimulatorConfig, create_simulator
-from tests.harness import SEEDANCE_TEST_KEY, running_stack, serve, wait_until
+from testkit.harness import SEEDANCE_TEST_KEY, running_stack, serve, wait_until
 
 USERS = 20
 DURATION = 8  # the suggested Mini duration

@@ -45,7 +45,6 @@ from bench.common import (
     RESULTS,
     SECRETS,
     insert_rows,
-    job_row,
     migrated_database,
     percentile,
     print_table,
@@ -53,8 +52,9 @@ from bench.common import (
     service_env,
     write_results,
 )
-from tests.harness import free_port, serve
-from tests.webhook_receiver import Receiver
+from testkit.databases import job_row
+from testkit.harness import free_port, plain_settings, serve
+from testkit.webhook_receiver import Receiver
 
 ADMIN_TOKEN = "bench-admin-" + "a" * 30
 
@@ -153,7 +153,7 @@ async def service(database_url: str, log: str, **overrides: str) -> AsyncIterato
         admin_token=ADMIN_TOKEN,
         **overrides,
     )
-    settings = Settings(_env_file=None, **SECRETS)  # type: ignore[arg-type]
+    settings = plain_settings(**SECRETS)
     engine = create_async_engine(database_url)
     try:
         with server("app.main:create_app", port, 1, env, RESULTS / log) as url:

@@ -477,9 +477,10 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
         chunks = padded(video, task.pad_bytes)
         if state.chance(config.result_truncate_rate):
             chunks = iter([video[: len(video) // 2]])
+        body: Iterator[bytes] | AsyncIterator[bytes] = chunks
         if config.result_stall_seconds:
-            chunks = stalled(chunks, config.result_stall_seconds)
-        return StreamingResponse(chunks, media_type=config.result_content_type, headers=headers)
+            body = stalled(chunks, config.result_stall_seconds)
+        return StreamingResponse(body, media_type=config.result_content_type, headers=headers)
 
     async def stalled(chunks: Iterator[bytes], seconds: float) -> AsyncIterator[bytes]:
         """Half of the first chunk, a pause, then the rest: a download under way."""

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Header, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.auth import Principal
 from app.api.rate_limiting import per_user
 from app.api.state import services
+from app.identity.verifier import Principal
 from app.ratelimits.windows import RouteClass
 
 

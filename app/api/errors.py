@@ -3,6 +3,7 @@ as `application/problem+json` (`app/kit/errors.py` holds the types), and the Ope
 entries that document those bodies."""
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -69,7 +70,7 @@ def problem_response(
     detail: str,
     *,
     errors: list[FieldError] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = Problem(
         title=_TITLES.get(status, "Error"), status=status, detail=detail, code=code, errors=errors

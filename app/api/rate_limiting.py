@@ -2,13 +2,14 @@
 plan or its client's address (`app/ratelimits/windows.py` keeps the windows), and the
 middleware that puts the resulting headers on every response, errors included."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.auth import Principal, current_principal
+from app.api.auth import current_principal
 from app.api.state import services
+from app.identity.verifier import Principal
 from app.ratelimits.windows import RateLimits, RouteClass
 
 HEADERS_STATE_KEY = "rate_limit_headers"
@@ -42,7 +43,7 @@ def per_user(route_class: RouteClass) -> object:
     return Depends(dependency)
 
 
-def per_client_ip(route_class: RouteClass) -> object:
+def per_client_ip(route_class: RouteClass) -> Any:
     """Dependency: count the request against its source IP's limit."""
 
     async def dependency(request: Request) -> None:

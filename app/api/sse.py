@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 from sse_starlette import ServerSentEvent
 from sse_starlette.sse import AppStatus
@@ -44,7 +44,7 @@ def _server_is_stopping() -> bool:
     return bool(getattr(server, "should_exit", False))
 
 
-async def _next_or_none(events: AsyncIterator[ServerSentEvent]) -> ServerSentEvent | None:
+async def _next_or_none(events: AsyncGenerator[ServerSentEvent, None]) -> ServerSentEvent | None:
     """The next event; None at the end, and when the database fails under the feed (a
     restart, an outage): the stream then ends cleanly and its client resumes with
     Last-Event-ID, getting exactly what it missed once the database answers (until then
@@ -67,11 +67,13 @@ class LiveStreamResponse(StreamingResponse):
     def __init__(
         self,
         streams: "LiveStreams",
-        events: AsyncIterator[ServerSentEvent],
+        events: AsyncGenerator[ServerSentEvent, None],
         inbox: Inbox,
         headers: Mapping[str, str],
     ) -> None:
-        super().__init__(events, media_type="text/event-stream", headers=headers)
+        # the events are sent by __call__ itself, so the base class gets no body of its own
+        super().__init__(iter(()), media_type="text/event-stream", headers=headers)
+        self._events = events
         self._streams = streams
         self._inbox = inbox
 
@@ -79,9 +81,9 @@ class LiveStreamResponse(StreamingResponse):
         start = {"type": "http.response.start", "status": self.status_code}
         await send({**start, "headers": self.raw_headers})
         end = {"type": "http.response.body", "body": b"", "more_body": False}
-        events = self.body_iterator
+        events = self._events
         if scope["method"] == "HEAD":  # headers only: a HEAD stream would never complete
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
             await send(end)
             return
         client_gone = asyncio.ensure_future(_until_disconnect(receive))
@@ -95,7 +97,7 @@ class LiveStreamResponse(StreamingResponse):
         finally:
             self._streams.closed(self._inbox)
             client_gone.cancel()
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
 
 
 class LiveStreams:
@@ -106,7 +108,10 @@ class LiveStreams:
         self._watch: asyncio.Task[None] | None = None
 
     def response(
-        self, events: AsyncIterator[ServerSentEvent], inbox: Inbox, headers: Mapping[str, str]
+        self,
+        events: AsyncGenerator[ServerSentEvent, None],
+        inbox: Inbox,
+        headers: Mapping[str, str],
     ) -> LiveStreamResponse:
         return LiveStreamResponse(self, events, inbox, headers)
 

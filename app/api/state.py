@@ -6,28 +6,31 @@ instead of reading untyped attributes of Starlette's `State`."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.api.sse import LiveStreams
 from app.config import Settings
+from app.db.models import Job
 from app.identity.verifier import TokenVerifier
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.live.events import EventHub, PostgresListener
 from app.jobs.live.queue_board import QueueBoard
 from app.jobs.live.stream_slots import StreamSlots
 from app.jobs.schemas import JobOut
+from app.jobs.service import UserErasure
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
 from app.media.purge import Purger
-from app.media.storage import MediaStorage
 from app.ops.loop_lag import LoopLag
 from app.outbound.signing import SecretBox
 from app.outbound.worker import OutboundWorker
 from app.ratelimits.windows import RateLimits
 from app.seedance.client import SeedanceClient
+from app.storage.objects import ObjectStore
+from app.uploads.inputs import UploadInputs
 from app.uploads.links import UploadLinks
 from app.uploads.removal import UploadRemover
 from app.uploads.service import Uploads
@@ -44,12 +47,14 @@ class Services:
     verifier: TokenVerifier
     seedance: SeedanceClient
     rate_limits: RateLimits
-    media_storage: MediaStorage
+    storage: ObjectStore
     media_links: MediaLinks
     purger: Purger
     uploads: Uploads
     upload_links: UploadLinks
+    inputs: UploadInputs
     upload_remover: UploadRemover
+    erasure: UserErasure
     outbound_secrets: SecretBox
     event_hub: EventHub
     event_listener: PostgresListener | None  # None on SQLite (in-process fan-out)
@@ -62,7 +67,11 @@ class Services:
     media_worker: MediaWorker | None
     outbound_worker: OutboundWorker | None
 
-    async def present(self, jobs: Sequence[Any], model: type[Out] = JobOut) -> list[Out]:  # type: ignore[assignment]
+    @overload
+    async def present(self, jobs: Sequence[Job]) -> list[JobOut]: ...
+    @overload
+    async def present(self, jobs: Sequence[Job], model: type[Out]) -> list[Out]: ...
+    async def present(self, jobs: Sequence[Job], model: type[JobOut] = JobOut) -> list[Any]:
         """Jobs as their owner sees them: fresh signed URLs of their media, and their
         places in the queue while they wait."""
         outs = [self.media_links.job_out(job, model) for job in jobs]

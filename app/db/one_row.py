@@ -13,13 +13,13 @@ the usual way, in a transaction of its own.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql.expression import ReturnsRows
+from sqlalchemy.sql.expression import Executable, ReturnsRows
 
 from app.db.availability import is_database_unavailable
 
@@ -83,7 +83,9 @@ class OneRowStatement:
     async def first(self, engine: AsyncEngine, **params: Any) -> dict[str, Any] | None:
         if engine.dialect.driver != "asyncpg":
             async with engine.begin() as conn:
-                row = (await conn.execute(self.statement, params)).mappings().first()
+                # every ReturnsRows built here (select, insert/update ... returning) is executable
+                statement = cast(Executable, self.statement)
+                row = (await conn.execute(statement, params)).mappings().first()
                 return dict(row) if row is not None else None
         compiled = self._compile(engine.dialect)
         args = []
@@ -102,7 +104,8 @@ class OneRowStatement:
                     Exception,
                     # as SQLAlchemy decides it: a closed connection after the error (a
                     # server that ended the session can surface as an InternalClientError)
-                    connection_invalidated=driver.is_closed()
+                    connection_invalidated=driver is None
+                    or driver.is_closed()
                     or isinstance(exc, _DRIVER_DISCONNECTS),
                 )
                 if is_database_unavailable(error):

@@ -1,5 +1,7 @@
 """The one async engine of a process, and its sessionmaker."""
 
+from typing import Any
+
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -32,7 +34,7 @@ def _use_wal(engine: AsyncEngine) -> None:
     """SQLite: readers do not block the dispatcher's writes, and foreign keys are enforced."""
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")

@@ -165,7 +165,8 @@ class TokenVerifier:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except (jwt.InvalidTokenError, TypeError, ValueError) as exc:
             raise unauthorized("The bearer token is invalid.") from exc
-        issuer = self._issuers.get(unverified.get("iss")) if isinstance(unverified, dict) else None
+        claimed = unverified.get("iss") if isinstance(unverified, dict) else None
+        issuer = self._issuers.get(claimed) if isinstance(claimed, str) else None
         if issuer is None:
             raise unauthorized("The bearer token's issuer is not accepted.")
         try:

@@ -69,7 +69,7 @@ def credits_committed_since(day_start: datetime | BindParameter[datetime]) -> Co
     )
 
 
-def _usage_statement() -> Select[tuple[int, int]]:
+def _usage_statement() -> Select[int, int]:
     in_flight = Job.status.in_(IN_FLIGHT)
     day_start = bindparam("day_start", type_=Job.created_at.type)
     return select(credits_committed_since(day_start), func.count().filter(in_flight)).where(

@@ -19,7 +19,7 @@ scheduler learns the account's cap. A job that waits past QUEUE_MAX_WAIT_SECONDS
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.availability import write_through_outage
-from app.db.models import Job, Upload
+from app.db.models import Job
 from app.identity.plans import Plans
 from app.jobs import inputs, scheduler
 from app.jobs.callbacks import callback_url
@@ -74,11 +74,11 @@ class Dispatcher(PooledLoop):
         client: SeedanceClient,
         rate_limits: RateLimits,
         settings: Settings,
-        input_links: inputs.InputLinks,
+        job_inputs: inputs.Inputs,
     ) -> None:
         super().__init__(settings.dispatcher_poll_seconds, settings.dispatcher_max_in_flight)
         self._sessionmaker = sessionmaker
-        self._inputs = input_links
+        self._inputs = job_inputs
         self._client = client
         self._rate_limits = rate_limits
         self._settings = settings
@@ -122,26 +122,17 @@ class Dispatcher(PooledLoop):
                     .with_for_update(skip_locked=True)
                 )
             }
-            uploads = await self._uploads_of(session, jobs.values())
+            named = {upload_id for job in jobs.values() for upload_id in inputs.references(job)}
+            urls = await self._inputs.fetch_urls(session, named)
             claimed = []
             for job in (jobs[job_id] for job_id in ids if job_id in jobs):
-                if missing := [i for i in inputs.references(job) if i not in uploads]:
+                if missing := [i for i in inputs.references(job) if i not in urls]:
                     self._fail_unsent(session, job, f"upload {missing[0]} was removed")
                     continue
                 job.submit_started_at = now
                 job.submit_attempts += 1
-                claimed.append((job.id, self._request_for(job, uploads)))
+                claimed.append((job.id, self._request_for(job, urls)))
         return claimed
-
-    @staticmethod
-    async def _uploads_of(session: AsyncSession, jobs: Iterable[Job]) -> dict[uuid.UUID, Upload]:
-        """The uploads the jobs use, that are still there (never removed while a job that
-        is not deleted uses them; checked all the same)."""
-        ids = {upload_id for job in jobs for upload_id in inputs.references(job)}
-        if not ids:
-            return {}
-        query = select(Upload).where(Upload.id.in_(ids), Upload.remove_at.is_(None))
-        return {upload.id: upload for upload in await session.scalars(query)}
 
     @staticmethod
     def _fail_unsent(session: AsyncSession, job: Job, detail: str) -> None:
@@ -175,15 +166,12 @@ class Dispatcher(PooledLoop):
                 move(session, job, JobStatus.FAILED, EventSource.DISPATCHER, detail=QUEUE_TIMEOUT)
         return len(jobs)
 
-    def _request_for(self, job: Job, uploads: dict[uuid.UUID, Upload]) -> GenerateRequest:
+    def _request_for(self, job: Job, upload_urls: dict[uuid.UUID, str]) -> GenerateRequest:
         """Seedance's request: each upload a signed URL it can fetch while the task runs."""
 
         def urls(values: list[str]) -> list[str]:
             return [
-                self._inputs.input_url(uploads[inputs.upload_id_of(v)])
-                if inputs.is_reference(v)
-                else v
-                for v in values
+                upload_urls[inputs.upload_id_of(v)] if inputs.is_reference(v) else v for v in values
             ]
 
         return GenerateRequest(
@@ -253,6 +241,7 @@ class Dispatcher(PooledLoop):
                 return
             mark_submitted(self._settings, job, task_id)
             move(session, job, JobStatus.RUNNING, EventSource.DISPATCHER)
+            assert job.submitted_at is not None  # set by mark_submitted
             QUEUE_WAIT.observe((job.submitted_at - job.created_at).total_seconds())
             await session.flush()
             await scheduler.learn_accepted(session)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from sqlalchemy import ColumnElement, Insert, Update, bindparam, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -29,7 +30,14 @@ from app.jobs.states import (
     move,
 )
 from app.kit.errors import ProblemError
-from app.seedance.client import SeedanceClient, SeedanceError, TaskReport, TaskState
+from app.seedance.client import (
+    SeedanceClient,
+    SeedanceError,
+    TaskReport,
+    TaskState,
+    UpstreamProtocolError,
+    parse_task_report,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +132,18 @@ class ApplyResult(StrEnum):
     APPLIED = "applied"  # the job moved
     UNCHANGED = "unchanged"  # still in progress upstream, nothing to record
     IGNORED = "ignored"  # the job is already terminal: duplicate, late or out of order
+
+
+class UnreadableCallback(Exception):
+    """A callback body that is not a task report."""
+
+
+def parse_callback(body: bytes) -> TaskReport:
+    """The task report a callback carries (what Seedance POSTs to `callback_url`)."""
+    try:
+        return parse_task_report(orjson.loads(body))
+    except (orjson.JSONDecodeError, UpstreamProtocolError) as exc:
+        raise UnreadableCallback(str(exc)) from exc
 
 
 class TaskMismatch(Exception):
@@ -240,11 +260,13 @@ async def _apply_in_one_statement(
     the job is in any other situation (the general path then decides)."""
     if session.in_transaction():
         return False
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)  # sessions here are bound to the engine
     if report.state is TaskState.FAILED:
-        return await fail_running(session.bind, job_id, report.task_id, source, report.error)
+        return await fail_running(engine, job_id, report.task_id, source, report.error)
     if report.state is TaskState.SUCCEEDED:
         row = await _UPSTREAM_SUCCESS.first(
-            session.bind,
+            engine,
             job_id=job_id,
             task_id=report.task_id,
             video_url=report.video_url,

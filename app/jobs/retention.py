@@ -90,4 +90,5 @@ class RetentionSweeper(Loop):
                 )
             )
         self._events_after = end  # the next window, or the next sweep, starts after it
+        # a DELETE's result is a CursorResult, which Session.execute's type does not say
         return result.rowcount, first_young is None  # type: ignore[attr-defined]

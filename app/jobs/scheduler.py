@@ -21,12 +21,11 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import ColumnElement, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
 
 from app.config import QueuePolicy, Settings
 from app.db.models import HOLDS_SLOT_SQL, Job, UpstreamCapacity
@@ -40,7 +39,7 @@ RECENT_TURNS = timedelta(hours=1)  # how far back "sent to least recently" looks
 _CAPACITY_ROW = 1
 
 
-def waiting(now: datetime) -> list:  # type: ignore[type-arg]
+def waiting(now: datetime) -> list[ColumnElement[bool]]:
     """Queued jobs that may be sent: not claimed, and not held back by a retry's delay."""
     return [
         Job.status == JobStatus.QUEUED,
@@ -107,7 +106,7 @@ async def capacity(
     return Capacity(cap, in_use, probing)
 
 
-def _upsert_capacity(session: AsyncSession, **values: object):  # type: ignore[no-untyped-def]
+def _upsert_capacity(session: AsyncSession, **values: object) -> Any:
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = dialect.insert(UpstreamCapacity).values(id=_CAPACITY_ROW, **values)
     return statement.on_conflict_do_update(index_elements=["id"], set_=values)
@@ -189,20 +188,20 @@ def fair_schedule(
     by_owner: dict[str, list[Waiting]] = {}
     for job in candidates:
         by_owner.setdefault(job.owner, []).append(job)
-    heap = []
+    heap: list[tuple[float, tuple[int, Any], datetime, uuid.UUID, str, int]] = []
     for owner, jobs in by_owner.items():
         jobs.sort(key=lambda j: (j.created_at, j.id))
         weight = weights.named(jobs[0].plan).queue_weight
         share = (held.get(owner, 0) + 0.5) / weight
-        turn = (0, last_sent.get(owner, NEVER))  # before anyone this order sends to
+        turn: tuple[int, Any] = (0, last_sent.get(owner, NEVER))  # before anyone sent to
         heap.append((share, turn, jobs[0].created_at, jobs[0].id, owner, weight))
     heapq.heapify(heap)
     order: list[tuple[FairKey, Waiting]] = []
     taken = {owner: 0 for owner in by_owner}
     while heap and (limit is None or len(order) < limit):
-        *key, owner, weight = heapq.heappop(heap)
+        share, turn, created_at, job_id, owner, weight = heapq.heappop(heap)
         jobs = by_owner[owner]
-        order.append((tuple(key), jobs[taken[owner]]))  # type: ignore[arg-type]
+        order.append(((share, turn, created_at, job_id), jobs[taken[owner]]))
         taken[owner] += 1
         if taken[owner] < len(jobs):
             following = jobs[taken[owner]]
@@ -241,7 +240,7 @@ async def last_sent(session: AsyncSession, owners: set[str]) -> dict[str, dateti
         .where(Job.owner.in_(owners), Job.submit_started_at >= since)
         .group_by(Job.owner)
     )
-    return {owner: sent for owner, sent in rows.all()}
+    return {owner: sent for owner, sent in rows.all() if sent is not None}
 
 
 async def candidates(session: AsyncSession, now: datetime, per_owner: int | None) -> list[Waiting]:
@@ -330,10 +329,16 @@ async def queue_order(
     return QueueView([job for _, job in schedule], account, held, [k for k, _ in schedule], sent)
 
 
+async def learned_capacity(session: AsyncSession) -> UpstreamCapacity | None:
+    """What the 429s taught about the account's cap (None before any)."""
+    return await session.get(UpstreamCapacity, _CAPACITY_ROW)
+
+
 async def waiting_by(
-    session: AsyncSession, key: InstrumentedAttribute[Any]
+    session: AsyncSession, column: Literal["owner", "plan"]
 ) -> tuple[dict[str, int], datetime | None]:
-    """Jobs waiting for a slot by `key` (owner, plan), and when the oldest was created."""
+    """Jobs waiting for a slot by owner or plan, and when the oldest was created."""
+    key = Job.owner if column == "owner" else Job.plan
     rows = (
         await session.execute(
             select(key, func.count(), func.min(Job.created_at))

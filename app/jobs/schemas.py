@@ -11,7 +11,7 @@ import unicodedata
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 import orjson
 from pydantic import (
@@ -175,13 +175,13 @@ def _duration_schema(model: SeedanceModel) -> dict[str, object]:
     return {"type": "integer", **rule}
 
 
-def _split_by_model(schema: dict[str, object]) -> None:
+def _split_by_model(schema: dict[str, Any]) -> None:
     """Rewrite a job body's object schema as one variant per model: `duration`'s choices
     depend on `model`, which properties alone cannot say. `model` may be left out for Mini.
     With images, `adaptive` is refused; without (absent or null), a body with `prompt`
     needs one."""
-    properties = dict(schema.pop("properties"))  # type: ignore[call-overload]
-    required = list(schema.pop("required", []))  # type: ignore[call-overload]
+    properties = dict(schema.pop("properties"))
+    required = list(schema.pop("required", []))
     del schema["type"], schema["additionalProperties"]
     # as `if`/`then`, the rules read as they are said (code generators skip them; the
     # service's 422 codes remain)
@@ -212,7 +212,7 @@ def _split_by_model(schema: dict[str, object]) -> None:
                     "duration": {
                         "anyOf": [_duration_schema(model), {"type": "null"}],
                         "default": DEFAULT_DURATION[model],
-                        "description": duration["description"],  # type: ignore[index]
+                        "description": duration["description"],
                     },
                 },
                 "required": required if model is SeedanceModel.MINI else [*required, "model"],

@@ -10,17 +10,17 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
+from typing import Protocol
 
 from sqlalchemy import ColumnElement, Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
-from app.db.models import Batch, Job, JobEvent, JobUpload
+from app.db.models import Batch, Job, JobEvent
 from app.db.one_row import OneRowStatement
 from app.identity.plans import PlanLimits
 from app.jobs import budget, policy
-from app.jobs.inputs import link_uploads
+from app.jobs.inputs import Inputs, named_inputs
 from app.jobs.reports import job_not_found
 from app.jobs.schemas import (
     AspectRatio,
@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 def estimate_cost(settings: Settings, body: JobCreate) -> int:
     """Credits a job is expected to cost, from the operator's per-second cost table."""
+    assert body.duration is not None  # the body's validator fills in the model's default
     return settings.cost_per_second[body.model][body.resolution] * body.duration
 
 
@@ -81,17 +82,23 @@ def _new_job(
     )
 
 
-async def _record(session: AsyncSession, jobs: list[Job], uploads: list[JobUpload]) -> None:
-    for job in jobs:
+async def _record(
+    session: AsyncSession, inputs: Inputs, owner: str, jobs: list[tuple[Job, str]]
+) -> None:
+    """Write the jobs and their creation moves, link the uploads they name (`jobs` pairs
+    each with its fields' prefix in the request), and commit."""
+    for job, _ in jobs:
         session.add(job)
         record_creation(session, job)
-    session.add_all(uploads)  # inserted after the jobs they point at
+    await session.flush()  # the jobs before the rows that link uploads to them
+    await inputs.link(session, owner, named_inputs(jobs))
     await session.commit()
 
 
 async def create_job(
     session: AsyncSession,
     settings: Settings,
+    inputs: Inputs,
     owner: str,
     plan: PlanLimits,
     body: JobCreate,
@@ -118,14 +125,14 @@ async def create_job(
         settings, owner, plan, body, idempotency_key=idempotency_key, source_job_id=source_job_id
     )
     await budget.enforce(session, plan, owner, cost=job.estimated_cost)
-    uploads = await link_uploads(session, owner, [(job, "")])
-    await _record(session, [job], uploads)
+    await _record(session, inputs, owner, [(job, "")])
     return job, True
 
 
 async def create_batch(
     session: AsyncSession,
     settings: Settings,
+    inputs: Inputs,
     owner: str,
     plan: PlanLimits,
     body: BatchCreate,
@@ -164,12 +171,9 @@ async def create_batch(
     await budget.enforce(
         session, plan, owner, cost=sum(j.estimated_cost for j in jobs), jobs=len(jobs)
     )
-    uploads = await link_uploads(
-        session, owner, [(job, body.field(i, "")) for i, job in enumerate(jobs)]
-    )
     session.add(batch)
     await session.flush()  # the batch row before the jobs that point at it
-    await _record(session, jobs, uploads)
+    await _record(session, inputs, owner, [(job, body.field(i, "")) for i, job in enumerate(jobs)])
     return batch, jobs, True
 
 
@@ -194,6 +198,7 @@ async def get_batch(
 async def promote_job(
     session: AsyncSession,
     settings: Settings,
+    inputs: Inputs,
     owner: str,
     plan: PlanLimits,
     job_id: uuid.UUID,
@@ -221,7 +226,7 @@ async def promote_job(
         resolution=body.resolution,
     )
     return await create_job(
-        session, settings, owner, plan, render, idempotency_key, source_job_id=source.id
+        session, settings, inputs, owner, plan, render, idempotency_key, source_job_id=source.id
     )
 
 
@@ -252,7 +257,7 @@ PURGE_HANDOFF = timedelta(minutes=1)
 
 
 async def _forget_moves_text(
-    session: AsyncSession, jobs: list[uuid.UUID] | Select[tuple[uuid.UUID]]
+    session: AsyncSession, jobs: list[uuid.UUID] | Select[uuid.UUID]
 ) -> None:
     """A move's detail may quote upstream's text, which may quote the prompt (a moderation
     refusal does). Before the tombstone's own move, which says nothing of the user's."""
@@ -316,6 +321,38 @@ class Erasure:
 # then), it forgets what it holds of the user, in the erasure's transaction.
 Forgetter = Callable[[AsyncSession, str, str], Awaitable[None]]
 ERASE_BATCH = 500
+
+
+class FileRemoval(Protocol):
+    """A domain's stored files of an erased user, removed once the rows are forgotten:
+    returns (files removed now, files left to its sweep after a storage failure)."""
+
+    async def remove_erased(self, session: AsyncSession, erasure: Erasure) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReport:
+    erasure: Erasure
+    files: dict[str, tuple[int, int]]  # by domain: (removed now, pending removal)
+
+
+class UserErasure:
+    """Right to erasure across every domain: the forgetters and file removals are listed
+    once, where `main` composes the process."""
+
+    def __init__(
+        self, forgetters: Sequence[Forgetter], file_removals: dict[str, FileRemoval]
+    ) -> None:
+        self._forgetters = forgetters
+        self._file_removals = file_removals
+
+    async def erase(self, session: AsyncSession, subject: str) -> ErasureReport:
+        erasure = await erase_user(session, subject, self._forgetters)
+        files = {
+            name: await removal.remove_erased(session, erasure)
+            for name, removal in self._file_removals.items()
+        }
+        return ErasureReport(erasure, files)
 
 
 async def erase_user(
@@ -396,14 +433,14 @@ async def get_job(session: AsyncSession, owner: str, job_id: uuid.UUID) -> Job:
     return job
 
 
-async def read_job(engine: AsyncEngine, owner: str, job_id: uuid.UUID) -> SimpleNamespace:
+async def read_job(engine: AsyncEngine, owner: str, job_id: uuid.UUID) -> Job:
     """The owner's job, read in one round trip on the driver connection
-    (`OneRowStatement`), with no session, since nothing is changed: the row's columns as
-    attributes, for the API to show (`Services.present`)."""
+    (`OneRowStatement`), with no session, since nothing is changed: a `Job` attached to
+    no session, for the API to show (`Services.present`)."""
     row = await _OWNED_JOB_ROW.first(engine, job_id=job_id, owner=owner)
     if row is None:
         raise job_not_found()
-    return SimpleNamespace(**row)
+    return Job(**row)
 
 
 @dataclass(frozen=True, slots=True)

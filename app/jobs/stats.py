@@ -106,7 +106,7 @@ def percentile(histogram: Counter[str], fraction: float) -> float | None:
     for key in sorted(histogram, key=int):
         seen += histogram[key]
         if seen >= rank:
-            return round(BUCKET_BASE ** (int(key) + 0.5), 1)
+            return round(float(BUCKET_BASE ** (int(key) + 0.5)), 1)
     raise AssertionError("unreachable: the ranks add up to the total")
 
 
@@ -146,6 +146,7 @@ async def tally(
         select(Job.created_at, Job.submitted_at).where(*created, Job.submitted_at.is_not(None))
     )
     for created_at, submitted_at in submitted:
+        assert submitted_at is not None  # selected so
         result.queue_seconds[bucket((submitted_at - created_at).total_seconds())] += 1
     return result
 
@@ -215,10 +216,10 @@ class StatsRollup(Loop):
 
     async def _next_hour(self) -> datetime | None:
         async with self._sessionmaker() as session:
-            last = await session.scalar(select(func.max(JobStatsHour.hour)))
+            last: datetime | None = await session.scalar(select(func.max(JobStatsHour.hour)))
             if last is not None:
                 return last + HOUR
-            first_job = await session.scalar(select(func.min(Job.created_at)))
+            first_job: datetime | None = await session.scalar(select(func.min(Job.created_at)))
         return None if first_job is None else _hour_of(first_job)
 
     async def run_once(self) -> int:

@@ -37,7 +37,7 @@ Row = TypeVar("Row")
 
 async def newest_first_page(
     session: AsyncSession,
-    query: Select[tuple[Row]],
+    query: Select[Row],
     keys: tuple[InstrumentedAttribute[datetime], InstrumentedAttribute[uuid.UUID]],
     *,
     limit: int,
@@ -49,7 +49,7 @@ async def newest_first_page(
     if cursor is not None:
         query = query.where(tuple_(created_at, row_id) < tuple_(*decode_cursor(cursor)))
     query = query.order_by(created_at.desc(), row_id.desc()).limit(limit + 1)
-    rows = list(await session.scalars(query))
+    rows: list[Row] = list(await session.scalars(query))
     page, more = rows[:limit], len(rows) > limit
     last: Any = page[-1] if more else None
     next_cursor = encode_cursor(last.created_at, last.id) if more else None

@@ -32,10 +32,11 @@ from app.kit.backoff import backoff
 from app.kit.loops import PooledLoop
 from app.media.download import MediaCopyError, download, refused, unavailable
 from app.media.isolated_probe import probe_isolated
+from app.media.keys import POSTER_CONTENT_TYPE, poster_key, video_key
 from app.media.probe import Limits, NotAVideo, VideoFacts, mismatches
 from app.media.purge import Purger
-from app.media.storage import POSTER_CONTENT_TYPE, MediaStorage, poster_key, video_key
 from app.ops.metrics import MEDIA_COPIES
+from app.storage.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class MediaWorker(PooledLoop):
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
-        storage: MediaStorage,
+        storage: ObjectStore,
         settings: Settings,
     ) -> None:
         super().__init__(settings.media_poll_seconds, settings.media_copy_concurrency)

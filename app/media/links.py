@@ -5,23 +5,29 @@ Signing is local work (an HMAC, or an S3 presignature computed offline), so ever
 of a job hands out URLs valid for MEDIA_URL_TTL_SECONDS from that read.
 """
 
-from typing import Any, TypeVar
+from typing import TypeVar, overload
 
+from app.db.models import Job
 from app.jobs.schemas import JobOut, MediaOut
 from app.jobs.states import MediaStatus
-from app.media.storage import MediaStorage, poster_key, video_key
+from app.media.keys import poster_key, video_key
+from app.storage.objects import ObjectStore
 
 Out = TypeVar("Out", bound=JobOut)
 
 
 class MediaLinks:
-    def __init__(self, storage: MediaStorage) -> None:
+    def __init__(self, storage: ObjectStore) -> None:
         self._storage = storage
 
-    def job_out(self, job: Any, model: type[Out] = JobOut) -> Out:  # type: ignore[assignment]
-        """`job`: a Job, or any object with its attributes."""
+    @overload
+    def job_out(self, job: Job) -> JobOut: ...
+    @overload
+    def job_out(self, job: Job, model: type[Out]) -> Out: ...
+    def job_out(self, job: Job, model: type[JobOut] = JobOut) -> JobOut:
         out = model.model_validate(job)
         if job.media_status == MediaStatus.STORED and job.deleted_at is None:
+            assert job.media_content_type is not None  # set with media_status STORED
             out.video_url = self._storage.signed_url(video_key(job.id, job.media_content_type))
             out.poster_url = self._storage.signed_url(poster_key(job.id))
             out.media = MediaOut.model_validate(job)

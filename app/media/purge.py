@@ -15,9 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.models import Job
+from app.jobs.service import Erasure
 from app.jobs.states import MediaStatus
-from app.media.storage import MediaStorage, job_keys
+from app.jobs.stats import media_pending_purge
+from app.media.keys import job_keys
 from app.ops.metrics import MEDIA_OBJECTS_PURGED
+from app.storage.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
 PURGE_BATCH = 100
@@ -27,12 +30,17 @@ class Purger:
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
-        storage: MediaStorage,
+        storage: ObjectStore,
         settings: Settings,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._storage = storage
         self._settings = settings
+
+    async def remove_erased(self, session: AsyncSession, erasure: Erasure) -> tuple[int, int]:
+        """An erased user's videos and posters: removed now, and left to a later round."""
+        removed = await self.purge(erasure.job_ids)
+        return removed, await media_pending_purge(session, erasure.pseudonym)
 
     async def purge(self, job_ids: list[uuid.UUID] | None = None) -> int:
         """Remove the objects of jobs marked `purging`: all those due, or `job_ids` (which

@@ -68,7 +68,7 @@ async def add_messages(
     ]
     if not rows:
         return []
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = (
         dialect.insert(OutboundMessage)
         .values(rows)

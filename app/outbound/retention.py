@@ -26,4 +26,5 @@ async def prune_finished_messages(
         result = await session.execute(
             delete(OutboundMessage).where(OutboundMessage.id.in_(oldest))
         )
+    # a DELETE's result is a CursorResult, which Session.execute's type does not say
     return result.rowcount  # type: ignore[attr-defined, no-any-return]

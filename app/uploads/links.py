@@ -9,12 +9,13 @@ import math
 from app.config import Settings
 from app.db.models import Upload
 from app.jobs.inputs import reference_to
-from app.media.storage import MediaStorage, upload_key
+from app.storage.objects import ObjectStore
+from app.uploads.keys import upload_key
 from app.uploads.schemas import UploadOut
 
 
 class UploadLinks:
-    def __init__(self, storage: MediaStorage, settings: Settings) -> None:
+    def __init__(self, storage: ObjectStore, settings: Settings) -> None:
         self._storage = storage
         self._input_ttl = math.ceil(settings.job_hard_deadline_seconds)
 

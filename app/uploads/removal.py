@@ -13,18 +13,21 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.expression import Exists
 
 from app.config import Settings
 from app.db.models import Job, JobUpload, Upload
+from app.jobs.service import Erasure
 from app.kit.loops import Loop
-from app.media.storage import MediaStorage, upload_key
 from app.ops.metrics import UPLOAD_OBJECTS_REMOVED
+from app.storage.objects import ObjectStore
+from app.uploads.keys import upload_key
 
 logger = logging.getLogger(__name__)
 REMOVE_BATCH = 100
 
 
-def used_by_a_job() -> exists:
+def used_by_a_job() -> Exists:
     """The upload is used by a job that is not deleted (which keeps it)."""
     return exists().where(
         JobUpload.upload_id == Upload.id, JobUpload.job_id == Job.id, Job.deleted_at.is_(None)
@@ -61,10 +64,16 @@ async def uploads_left(session: AsyncSession, owner: str) -> int:
 
 class UploadRemover:
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], storage: MediaStorage
+        self, sessionmaker: async_sessionmaker[AsyncSession], storage: ObjectStore
     ) -> None:
         self._sessionmaker = sessionmaker
         self._storage = storage
+
+    async def remove_erased(self, session: AsyncSession, erasure: Erasure) -> tuple[int, int]:
+        """An erased user's uploads (marked by `forget_uploads`): removed now, and left to
+        the sweep."""
+        removed = await self.remove(owner=erasure.pseudonym)
+        return removed, await uploads_left(session, erasure.pseudonym)
 
     async def remove(self, ids: Sequence[uuid.UUID] | None = None, owner: str | None = None) -> int:
         """Remove the objects and rows of uploads marked and due: `ids`, or `owner`'s, or

@@ -21,6 +21,7 @@ import hashlib
 import json
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -171,7 +172,7 @@ def _video(
     stream: "av.VideoStream",
     audios: "list[av.AudioStream]",
     rules: Rules,
-) -> "tuple[list[av.stream.Stream], Facts, str]":
+) -> "tuple[Sequence[av.stream.Stream], Facts, str]":
     if container_format != MP4:
         raise Refused(f"the video's container is {container_format}; MP4 or MOV is taken")
     codec = stream.codec_context.name
@@ -188,7 +189,7 @@ def _video(
 
 def _audio(
     container_format: str, stream: "av.AudioStream"
-) -> "tuple[list[av.stream.Stream], Facts, str]":
+) -> "tuple[Sequence[av.stream.Stream], Facts, str]":
     if container_format not in AUDIO_FORMATS:
         raise Refused(f"the audio's container is {container_format}; MP3, WAV or M4A is taken")
     codecs, muxer, content_type = AUDIO_FORMATS[container_format]
@@ -199,7 +200,7 @@ def _audio(
 
 def _remux(
     container: "av.container.InputContainer",
-    streams: "list[av.stream.Stream]",
+    streams: "Sequence[av.stream.Stream]",
     dst: Path,
     muxer: str,
 ) -> None:

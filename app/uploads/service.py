@@ -16,7 +16,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, UploadKind
@@ -26,8 +26,9 @@ from app.jobs.states import JobStatus
 from app.kit.bounded_child import Bounds, ChildRefused, run_bounded
 from app.kit.cursor import newest_first_page
 from app.kit.errors import FieldError, ProblemError
-from app.media.storage import MediaStorage, upload_key
 from app.ops.metrics import UPLOADS
+from app.storage.objects import ObjectStore
+from app.uploads.keys import upload_key
 from app.uploads.receive import FILE_FIELD, receive_file
 from app.uploads.removal import UploadRemover
 from app.uploads.sanitize import Facts, Rules
@@ -52,7 +53,7 @@ def _rules(settings: Settings, plan: PlanLimits) -> Rules:
 class Uploads:
     """One per process: the storage, and the cap on sanitizing children at once."""
 
-    def __init__(self, storage: MediaStorage, remover: UploadRemover, settings: Settings) -> None:
+    def __init__(self, storage: ObjectStore, remover: UploadRemover, settings: Settings) -> None:
         self._storage = storage
         self._remover = remover
         self._settings = settings
@@ -172,7 +173,7 @@ class Uploads:
         await self._remover.remove([upload_id])
 
 
-def _owned(owner: str, upload_id: uuid.UUID) -> tuple[object, ...]:
+def _owned(owner: str, upload_id: uuid.UUID) -> tuple[ColumnElement[bool], ...]:
     return (Upload.id == upload_id, Upload.owner == owner, Upload.remove_at.is_(None))
 
 

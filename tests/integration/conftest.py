@@ -2,21 +2,18 @@
 
 import os
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, async_playwright
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from app.db.migrate import run_on_connection
-from tests.harness import Stack, running_stack
-from tests.s3_server import S3Bucket, new_bucket, s3_server
+from testkit.databases import fresh_postgres_database
+from testkit.harness import Stack, running_stack
+from testkit.s3_server import S3Bucket, new_bucket, s3_server
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 # as root, in a sandboxed machine with no network but loopback
@@ -30,30 +27,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
 ]
-# The server's maintenance database; each run creates (and drops) databases of its own.
-POSTGRES_ADMIN_URL = os.environ.get(
-    # the password is that of the compose file's Postgres; trust auth (CI) ignores it
-    "TEST_POSTGRES_ADMIN_URL",
-    "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/postgres",
-)
-
-
-@asynccontextmanager
-async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
-    """Create an empty database and yield its URL; drop it afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    # no pool: a connection kept from CREATE would be dead at DROP if the server restarted
-    admin = create_async_engine(
-        POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool
-    )
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ import uuid
 import jwt
 import pytest
 
+from testkit.harness import Stack, bearer
 from tests import upload_files
-from tests.harness import Stack, bearer
 
 # webhooks and media files carry their own proof: tested by signature (test_webhooks, test_media)
 PUBLIC = {"/healthz", "/readyz", "/webhooks/seedance/{job_id}", "/media/{key}"}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Stack, bearer, run_command, running_stack
+from testkit.harness import Stack, bearer, run_command, running_stack
 
 HERE = Path(__file__).parent
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Job, JobEvent
 from app.jobs.dispatcher import Dispatcher
-from tests.harness import Stack, running_stack, wait_until
+from testkit.harness import Stack, running_stack, wait_until
 
 DISPATCH = {"dispatcher_enabled": True}
 
@@ -36,7 +36,7 @@ def fresh_dispatcher(stack: Stack) -> Dispatcher:
     """A second dispatcher on the same database: what a restarted process runs."""
     state = stack.app.state.services
     return Dispatcher(
-        state.sessionmaker, state.seedance, state.rate_limits, stack.settings, state.upload_links
+        state.sessionmaker, state.seedance, state.rate_limits, stack.settings, state.inputs
     )
 
 

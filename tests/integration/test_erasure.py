@@ -13,9 +13,9 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Base, Job, OutboundEvent, OutboundMessage
+from testkit.harness import Stack, running_stack, wait_until
+from testkit.webhook_receiver import Mode, Receiver, receiving
 from tests import upload_files
-from tests.harness import Stack, running_stack, wait_until
-from tests.webhook_receiver import Mode, Receiver, receiving
 
 ADMIN_TOKEN = "erasure-admin-token-" + "e" * 24
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

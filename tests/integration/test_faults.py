@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.db.models import Job, JobEvent
 from app.jobs.states import ALLOWED_MOVES, TERMINAL, JobStatus
 from simulator import SimulatorConfig, create_simulator
-from tests.harness import (
+from testkit.harness import (
+    LIVE,
     MEDIA_ROOT,
     SEEDANCE_TEST_KEY,
     bearer,
@@ -35,9 +36,8 @@ from tests.harness import (
     url_of,
     wait_until,
 )
-from tests.tcp_proxy import TcpProxy
+from testkit.tcp_proxy import TcpProxy
 
-LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
 # fast safety nets, so the run ends in seconds
 FAST_NETS = {
     "callback_overdue_base_seconds": 1.0,

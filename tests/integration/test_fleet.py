@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.db.models import Job, JobEvent
 from simulator import SimulatorConfig, create_simulator
 from simulator.app import SimulatorState
-from tests.harness import (
+from testkit.harness import (
     MEDIA_ROOT,
     SEEDANCE_TEST_KEY,
     bearer,
@@ -33,8 +33,8 @@ from tests.harness import (
     tasks_per_job,
     wait_until,
 )
-from tests.tcp_balancer import TcpBalancer
-from tests.webhook_receiver import Receiver, receiving
+from testkit.tcp_balancer import TcpBalancer
+from testkit.webhook_receiver import Receiver, receiving
 
 ADMIN_TOKEN = "fleet-admin-token-" + "a" * 24
 USERS = [f"user-{i}" for i in range(20)]

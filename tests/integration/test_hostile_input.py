@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.harness import Stack
+from testkit.harness import Stack
 
 PROMPT = "a paper boat"
 JSON = {"Content-Type": "application/json"}

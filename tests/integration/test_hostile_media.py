@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Stack, running_stack, wait_until
+from testkit.harness import LIVE, Stack, running_stack, wait_until
 from tests.hostile_media import oversized_h264, png_in_mov
-
-LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
 
 
 async def failed_job(stack: Stack, **body: object) -> dict[str, object]:

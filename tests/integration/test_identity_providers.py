@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from fastapi import FastAPI, Response
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from tests.harness import Stack, running_stack, serve, wait_until
+from testkit.harness import Stack, running_stack, serve, wait_until
 from tests.unit.test_auth import _hs256_with
 
 AUDIENCE = "https://api.example.com"

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import JobEvent
-from tests.harness import Stack, bearer
+from testkit.harness import Stack, bearer
 
 BODY = {"prompt": "a paper boat drifting down a rainy street", "duration": 6}
 

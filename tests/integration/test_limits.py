@@ -20,8 +20,8 @@ from app.db.models import Job
 from app.jobs.callbacks import callback_signature
 from app.main import create_app
 from app.ratelimits.windows import MemoryWindows, RedisWindows
-from tests.harness import Stack, bearer, running_stack, serve, wait_until
-from tests.tcp_proxy import TcpProxy
+from testkit.harness import Stack, bearer, running_stack, serve, wait_until
+from testkit.tcp_proxy import TcpProxy
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BODY = {"prompt": "a paper boat drifting down a rainy street"}  # 8 s at 720p: 16 credits

@@ -23,10 +23,9 @@ from app.db.models import Batch, Job, JobEvent
 from app.jobs.live.feed import latest_event_id, owner_feed
 from app.jobs.live.inbox import CAPACITY, FeedItem, Inbox, QueueSpot
 from app.main import create_app
+from testkit.harness import CLOSED_PORT_DB, LIVE, Stack, running_stack, serve, wait_until
 from tests import upload_files
-from tests.harness import CLOSED_PORT_DB, Stack, running_stack, serve, wait_until
 
-LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
 SLOW = {"generate_latency_seconds": 0.3, "task_seconds": 0.6}
 
 

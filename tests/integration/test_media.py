@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.db.models import Job
 from app.media.copier import MediaWorker
-from app.media.signed_urls import local_media_url
-from app.media.storage import MediaStorage
+from app.storage.objects import ObjectStore
+from app.storage.signed_urls import local_media_url
 from simulator import SimulatorConfig, create_simulator
-from tests.harness import (
+from testkit.harness import (
+    LIVE,
     SEEDANCE_TEST_KEY,
     Stack,
     bearer,
@@ -32,9 +33,8 @@ from tests.harness import (
     start_service,
     wait_until,
 )
-from tests.s3_server import S3Bucket
+from testkit.s3_server import S3Bucket
 
-LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
 # one copy attempt after another, quickly, three at most
 FAST_RETRIES = {"media_copy_max_attempts": 3}
 
@@ -76,17 +76,17 @@ def local_files(root: str) -> set[str]:
 
 
 @pytest.fixture(params=["local", "s3"])
-def storage(request: pytest.FixtureRequest) -> MediaStorage:
+def storage(request: pytest.FixtureRequest) -> ObjectStore:
     """The local backend as a running service serves it, or a real S3-compatible bucket."""
     if request.param == "local":
         api: Stack = request.getfixturevalue("api")
-        return api.app.state.services.media_storage
+        return api.app.state.services.storage
     bucket: S3Bucket = request.getfixturevalue("s3_bucket")
-    return MediaStorage(make_settings("sqlite://", **bucket.settings()))
+    return ObjectStore(make_settings("sqlite://", **bucket.settings()))
 
 
 async def test_both_backends_store_sign_and_delete_alike(
-    storage: MediaStorage, tmp_path: Path
+    storage: ObjectStore, tmp_path: Path
 ) -> None:
     data = bytes(range(256)) * 4096  # 1 MiB
     source = tmp_path / "video.mp4"
@@ -191,7 +191,7 @@ async def test_a_job_is_running_until_its_video_is_stored(database_url: str) -> 
         assert (body["status"], body["video_url"], body["media"]) == ("running", None, None)
         worker = MediaWorker(
             stack.app.state.services.sessionmaker,
-            stack.app.state.services.media_storage,
+            stack.app.state.services.storage,
             stack.settings,
         )
         try:
@@ -339,7 +339,7 @@ async def test_two_replicas_racing_copy_each_video_once(database_url: str, tmp_p
         await wait_until(all_pending)
         state = stack.app.state.services
         replicas = [
-            MediaWorker(state.sessionmaker, state.media_storage, stack.settings) for _ in range(2)
+            MediaWorker(state.sessionmaker, state.storage, stack.settings) for _ in range(2)
         ]
         for worker in replicas:
             worker.start()

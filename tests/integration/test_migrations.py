@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db.migrate import head_revision, run_on_connection
 from app.db.models import Base
-from tests.integration.conftest import fresh_postgres_database
+from testkit.databases import fresh_postgres_database
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {

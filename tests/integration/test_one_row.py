@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from app.db.availability import is_database_unavailable
 from app.db.models import Job
 from app.db.one_row import OneRowStatement
-from bench.common import job_row
+from testkit.databases import job_row
 
 BACKEND_PID = OneRowStatement(select(func.pg_backend_pid().label("pid")))
 

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.models import Job
 from app.jobs.budget import today_started_at
 from app.jobs.callbacks import callback_signature
-from tests.harness import CLOSED_PORT_DB, Stack, bearer, running_stack, wait_until
-from tests.integration.conftest import fresh_postgres_database
+from testkit.databases import fresh_postgres_database
+from testkit.harness import CLOSED_PORT_DB, Stack, bearer, running_stack, wait_until
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 METRICS_TOKEN = "metrics-token-for-tests-012345"

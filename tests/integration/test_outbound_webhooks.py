@@ -22,7 +22,7 @@ from app.db.models import JobEvent, OutboundEndpoint, OutboundMessage
 from app.outbound.sender import Outcome
 from app.outbound.states import AttemptResult, EventType
 from app.outbound.worker import OutboundWorker
-from tests.harness import (
+from testkit.harness import (
     MEDIA_ROOT,
     Stack,
     bearer,
@@ -35,7 +35,7 @@ from tests.harness import (
     url_of,
     wait_until,
 )
-from tests.webhook_receiver import ERROR_BODY, Mode, Receiver, receiving, verifies
+from testkit.webhook_receiver import ERROR_BODY, Mode, Receiver, receiving, verifies
 
 ADMIN_TOKEN = "admin-token-for-webhook-tests-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import ApiKey
-from tests.harness import Stack, running_stack, wait_until
+from testkit.harness import Stack, running_stack, wait_until
 
 PLANS = {
     "free": {

@@ -14,11 +14,10 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 
 from app.db.models import Upload
+from testkit.harness import LIVE, Stack, running_stack
 from tests import upload_files
-from tests.harness import Stack, running_stack
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts"))
-LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.db.models import UpstreamCapacity
 from app.main import create_app
 from simulator import SimulatorConfig, create_simulator
-from tests.harness import (
+from testkit.harness import (
+    LIVE,
     MEDIA_ROOT,
     SEEDANCE_TEST_KEY,
     bearer,
@@ -33,7 +34,6 @@ from tests.harness import (
     wait_until,
 )
 
-LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
 # a 429 counted as an attempt would fail the job at once
 NO_SECOND_CHANCE = {"dispatcher_max_submit_attempts": 1}
 

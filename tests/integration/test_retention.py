@@ -11,7 +11,7 @@ from app.db.models import JobEvent, OutboundAttempt, OutboundEndpoint, OutboundM
 from app.jobs import retention
 from app.jobs.retention import RetentionSweeper
 from app.outbound.retention import prune_finished_messages
-from tests.harness import Stack
+from testkit.harness import Stack
 
 OLD = datetime.now(UTC) - timedelta(days=40)
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.harness import SEEDANCE_TEST_KEY, running_stack, wait_until
-from tests.webhook_receiver import Receiver, receiving
+from testkit.harness import SEEDANCE_TEST_KEY, running_stack, wait_until
+from testkit.webhook_receiver import Receiver, receiving
 
 ADMIN_TOKEN = "admin-token-for-the-secrets-test-0123456789"
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.db.models import Job, JobStatsHour
 from app.jobs.stats import HOUR, Stats, StatsRollup, compute, job_counts
-from tests.harness import make_settings
+from testkit.harness import make_settings
 
 NOW = datetime.now(UTC)
 

@@ -15,9 +15,9 @@ from playwright.async_api import Browser, BrowserContext, Page
 from sqlalchemy import select
 
 from app.db.models import JobEvent
+from testkit.harness import Stack, run_command, running_stack, wait_until
+from testkit.tcp_proxy import TcpProxy
 from tests import upload_files
-from tests.harness import Stack, run_command, running_stack, wait_until
-from tests.tcp_proxy import TcpProxy
 
 CLIENT = Path(__file__).parents[2] / "clients" / "typescript"
 BUNDLE = CLIENT / "dist" / "seedance-bff.browser.js"

@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import JobUpload, Upload
 from app.jobs.dispatcher import Dispatcher
-from app.media.storage import STAGING
+from app.storage.objects import STAGING
+from testkit.harness import Stack, bearer, running_stack, wait_until
+from testkit.s3_server import S3Bucket
 from tests import upload_files
-from tests.harness import Stack, bearer, running_stack, wait_until
-from tests.s3_server import S3Bucket
 
 
 @pytest.fixture  # one per test: a stack's media worker would copy another's videos
@@ -425,7 +425,7 @@ async def test_a_job_whose_upload_is_gone_fails_unsent(
             state.seedance,
             state.rate_limits,
             paused.settings,
-            state.upload_links,
+            state.inputs,
         )
         await dispatcher.run_once()
         await dispatcher.drain()
@@ -444,7 +444,7 @@ async def test_a_file_that_takes_too_long_to_read_is_refused_and_its_child_kille
         assert "took longer than 0.001 s" in body["detail"]
         async with hurried.app.state.services.sessionmaker() as session:
             assert await session.scalar(select(Upload.id)) is None
-        staged = list(hurried.app.state.services.media_storage.staging_root.glob("upload-*"))
+        staged = list(hurried.app.state.services.storage.staging_root.glob("upload-*"))
         assert staged == []  # neither the original nor a half-written copy is left
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Job
-from tests.harness import Stack
+from testkit.harness import Stack
 
 PROMPT = "a paper boat drifting down a rainy street"
 IMAGE = "https://cdn.images.net/cat.png"

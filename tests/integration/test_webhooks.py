@@ -12,9 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Job, JobEvent
 from app.jobs.callbacks import callback_signature
-from tests.harness import Stack, running_stack, wait_until
-
-LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
+from testkit.harness import LIVE, Stack, running_stack, wait_until
 
 
 async def finished(stack: Stack, count: int) -> bool:

@@ -7,10 +7,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from app.api.routes.media import servable
 from app.config import Settings
 from app.media.download import MediaCopyError, check_source, sniff
 from app.media.probe import VideoFacts, mismatches
-from app.media.signed_urls import KEY_PATTERN, check_signature, local_media_url
+from app.storage.signed_urls import check_signature, local_media_url
 
 SETTINGS = Settings(_env_file=None, public_base_url="https://bff.example.com")  # type: ignore[call-arg]
 KEY = "videos/0b6f1c1e-7a8d-4a43-9c5e-2f1f3f8e9a10.mp4"
@@ -83,7 +84,7 @@ def test_local_media_urls_are_signed_and_expire() -> None:
     ["../etc/passwd", "videos/../../x.mp4", ".staging/abc", "videos/x.mp4", "posters/a.png", ""],
 )
 def test_only_keys_of_media_objects_are_served(key: str) -> None:
-    assert not KEY_PATTERN.match(key)
+    assert not servable(key)
 
 
 @pytest.mark.parametrize(

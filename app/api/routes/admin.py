@@ -12,15 +12,11 @@ from app.api.deps import Cursor, Session
 from app.api.errors import problem_responses
 from app.api.state import services
 from app.config import QueuePolicy
-from app.db.models import Job, UpstreamCapacity
-from app.identity.api_keys import forget_subject
 from app.identity.plans import Plans
 from app.jobs import scheduler, service, stats
 from app.jobs.schemas import JobOut
 from app.jobs.states import JobStatus
 from app.kit.fields import SINGLE_LINE, Rfc3339
-from app.outbound.erasure import forget_messages
-from app.uploads.removal import forget_uploads, uploads_left
 
 router = APIRouter(
     prefix="/admin",
@@ -154,8 +150,8 @@ async def get_queue(
     settings = services(request).settings
     # each owner's first `limit` waiting jobs place the first `limit` of the order exactly
     view = await scheduler.queue_order(session, settings, Plans(settings), limit)
-    waiting, _ = await scheduler.waiting_by(session, Job.owner)
-    learned = await session.get(UpstreamCapacity, 1)
+    waiting, _ = await scheduler.waiting_by(session, "owner")
+    learned = await scheduler.learned_capacity(session)
     owners = sorted(set(waiting) | set(view.held))
     return QueueOut(
         policy=settings.queue_policy,
@@ -197,19 +193,15 @@ async def erase_user_data(
     (files and records) are removed, and what is kept
     names a pseudonym instead of the subject. A subject may hold `/` (`tenant/alice`), as
     is or percent-encoded. Repeating it is harmless."""
-    forgetters = [forget_messages, forget_subject, forget_uploads]
-    erasure = await service.erase_user(session, subject, forgetters)
-    state = services(request)
-    removed = await state.purger.purge(erasure.job_ids)
-    pending = await stats.media_pending_purge(session, erasure.pseudonym)
-    uploads_removed = await state.upload_remover.remove(owner=erasure.pseudonym)
-    uploads_pending = await uploads_left(session, erasure.pseudonym)
+    report = await services(request).erasure.erase(session, subject)
+    media_removed, media_pending = report.files["media"]
+    uploads_removed, uploads_pending = report.files["uploads"]
     return ErasureOut(
         subject=subject,
-        jobs_deleted=erasure.jobs,
-        prompts_removed=erasure.prompts,
-        media_objects_removed=removed,
-        media_pending_removal=pending,
+        jobs_deleted=report.erasure.jobs,
+        prompts_removed=report.erasure.prompts,
+        media_objects_removed=media_removed,
+        media_pending_removal=media_pending,
         uploads_removed=uploads_removed,
         uploads_pending_removal=uploads_pending,
     )

@@ -9,7 +9,6 @@ from app.api.auth import require_admin
 from app.api.deps import Session
 from app.api.errors import problem_responses
 from app.api.state import services
-from app.db.models import ApiKey
 from app.identity import api_keys
 from app.identity.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 from app.kit.errors import invalid_field
@@ -48,10 +47,10 @@ async def create_api_key(body: ApiKeyCreate, session: Session, request: Request)
     return ApiKeyCreated(**_shown(request, row).model_dump(), key=key)
 
 
-def _shown(request: Request, row: ApiKey) -> ApiKeyOut:
-    """A key as admins see it, with the plan its requests get."""
+def _shown(request: Request, row: object) -> ApiKeyOut:
+    """A key (its row) as admins see it, with the plan its requests get."""
     out = ApiKeyOut.model_validate(row)
-    out.plan_in_force = services(request).verifier.plans.in_force(row.plan).name
+    out.plan_in_force = services(request).verifier.plans.in_force(out.plan).name
     return out
 
 

@@ -10,7 +10,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.api.auth import admin_principal
 from app.api.errors import problem_responses
 from app.api.state import services
-from app.db.models import Job
 from app.jobs import scheduler, stats
 from app.jobs.states import JobStatus
 from app.kit.errors import ProblemError
@@ -69,7 +68,7 @@ async def metrics(request: Request) -> Response:
     async with services(request).sessionmaker() as session:
         counts = await stats.job_counts(session)
         pending = await deliveries.oldest_pending_ages(session)
-        waiting, oldest = await scheduler.waiting_by(session, Job.plan)
+        waiting, oldest = await scheduler.waiting_by(session, "plan")
     QUEUED_BY_PLAN.clear()  # plans with nothing waiting drop out
     for plan, count in waiting.items():
         QUEUED_BY_PLAN.labels(plan).set(count)

@@ -39,9 +39,15 @@ async def create_job(
 
     Refused before anything is recorded: invalid bodies (422), blocked prompts (422
     `prompt_blocked`), too many jobs in flight (429), the daily credit budget (402)."""
-    settings = services(request).settings
+    built = services(request)
     job, created = await service.create_job(
-        session, settings, principal.subject, principal.plan, body, idempotency_key
+        session,
+        built.settings,
+        built.inputs,
+        principal.subject,
+        principal.plan,
+        body,
+        idempotency_key,
     )
     _accepted(request, response, created, location=f"/jobs/{job.id}")
     return (await services(request).present([job]))[0]
@@ -79,6 +85,7 @@ async def create_batch(
     batch, jobs, created = await service.create_batch(
         session,
         services(request).settings,
+        services(request).inputs,
         principal.subject,
         principal.plan,
         body,
@@ -139,6 +146,7 @@ async def promote_job(
     job, created = await service.promote_job(
         session,
         services(request).settings,
+        services(request).inputs,
         principal.subject,
         principal.plan,
         job_id,

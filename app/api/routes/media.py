@@ -24,8 +24,10 @@ from app.api.errors import problem_responses
 from app.api.state import services
 from app.jobs import service
 from app.kit.errors import ProblemError
-from app.media.signed_urls import KEY_PATTERN, MEDIA_PATH, check_signature
-from app.media.storage import CONTENT_TYPES, content_type_of
+from app.media import keys as media_keys
+from app.storage.objects import CONTENT_TYPES, content_type_of
+from app.storage.signed_urls import MEDIA_PATH, check_signature
+from app.uploads import keys as upload_keys
 
 router = APIRouter(tags=["media"])
 files_router = APIRouter(tags=["media"])
@@ -72,6 +74,12 @@ def _forbidden(code: str) -> ProblemError:
     return ProblemError(403, code, detail)
 
 
+def servable(key: str) -> bool:
+    """Whether `key` is one the media or uploads domain makes (and nothing else, such as
+    the staging folder)."""
+    return bool(media_keys.KEY_PATTERN.match(key) or upload_keys.KEY_PATTERN.match(key))
+
+
 @files_router.get(
     MEDIA_PATH + "{key:path}",
     response_class=FileResponse,
@@ -89,12 +97,12 @@ async def get_media_file(
     expires: Annotated[int, Query(ge=0, le=2**40)],
     signature: Annotated[str, Query(max_length=128)],
 ) -> Response:
-    if not KEY_PATTERN.match(key):
+    if not servable(key):
         raise ProblemError(404, "not_found", "No such media object.")
     settings = services(request).settings
     if (problem := check_signature(settings, key, expires, signature)) is not None:
         raise _forbidden(problem)
-    path = services(request).media_storage.local_path(key)
+    path = services(request).storage.local_path(key)
     try:
         stat = await anyio.Path(path).stat()
     except FileNotFoundError:  # deleted with its job, or expired by retention

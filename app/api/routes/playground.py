@@ -1,6 +1,8 @@
 """The prompt playground: a static page over the public /jobs API, served at /playground
 (PLAYGROUND_ENABLED), and, outside production, the dev token endpoint it signs in with."""
 
+import os
+from os import PathLike
 from pathlib import Path
 from typing import Annotated
 
@@ -8,6 +10,7 @@ from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from app.api.rate_limiting import per_client_ip
 from app.api.state import services
@@ -32,8 +35,14 @@ SECURITY_HEADERS = {
 class PlaygroundFiles(StaticFiles):
     """The page's files, each with the security headers above."""
 
-    def file_response(self, *args: object, **kwargs: object) -> Response:
-        response = super().file_response(*args, **kwargs)  # type: ignore[arg-type]
+    def file_response(
+        self,
+        full_path: PathLike[str] | str,
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers.update(SECURITY_HEADERS)
         return response
 

@@ -3,7 +3,6 @@
 import uuid
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
@@ -17,7 +16,6 @@ from app.kit.errors import ProblemError
 from app.kit.loops import wake_if_running
 from app.ops.metrics import WEBHOOK_DELIVERIES
 from app.ratelimits.windows import RouteClass
-from app.seedance.client import UpstreamProtocolError, parse_task_report
 
 router = APIRouter(tags=["webhooks"])
 
@@ -49,8 +47,8 @@ async def seedance_callback(
         raise _rejected(401, "invalid_signature", "The callback signature is not valid.", "forged")
     body = await request.body()  # capped by RequestLimitsMiddleware
     try:
-        report = parse_task_report(orjson.loads(body))
-    except (orjson.JSONDecodeError, UpstreamProtocolError) as exc:
+        report = reports.parse_callback(body)
+    except reports.UnreadableCallback as exc:
         raise _rejected(
             400, "invalid_callback", f"Unreadable callback: {exc}", "malformed"
         ) from exc

@@ -221,7 +221,7 @@ def publish_after_commit(
     def collect(session: Session, _context: object) -> None:
         for obj in session.new:
             if isinstance(obj, JobEvent):
-                job = session.identity_map.get(session.identity_key(Job, obj.job_id))  # type: ignore[arg-type]
+                job = session.identity_map.get(session.identity_key(Job, obj.job_id))
                 if job is not None:
                     session.info.setdefault(pending_key, []).append(
                         Notice(obj.job_id, obj.id, job.owner)

@@ -54,7 +54,7 @@ class Catchup:
             self.read.add(item.event.id)
 
 
-Query = Callable[[int], Select[tuple[JobEvent, Job]]]
+Query = Callable[[int], Select[JobEvent, Job]]
 
 
 def _moves_after(which: ColumnElement[bool]) -> Query:

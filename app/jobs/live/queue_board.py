@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -54,7 +54,11 @@ async def mean_render_seconds(session: AsyncSession) -> float | None:
             .limit(RENDERS_MEASURED)
         )
     ).all()
-    spans = [(finished - submitted).total_seconds() for submitted, finished in rows]
+    spans = [
+        (finished - submitted).total_seconds()
+        for submitted, finished in rows
+        if submitted and finished
+    ]
     return sum(spans) / len(spans) if spans else None
 
 
@@ -115,7 +119,7 @@ class QueueBoard(Loop):
             self._reading = asyncio.create_task(self._read(), name="queue-board-read")
         await asyncio.shield(self._reading)
 
-    async def place(self, outs: list[Out], jobs: Sequence[Any]) -> list[Out]:
+    async def place(self, outs: list[Out], jobs: Sequence[Job]) -> list[Out]:
         """Jobs to show (`outs`, of the `jobs` rows), with their places: read fresh enough
         if any of them waits. A place is extra: a database that fails the reading (a create
         already committed, say) leaves the jobs without it, never the answer failing."""
@@ -128,7 +132,7 @@ class QueueBoard(Loop):
                 logger.warning("queue places not read (%s); shown without", type(exc).__name__)
         return [self.annotate(out, job) for out, job in zip(outs, jobs, strict=True)]
 
-    def annotate(self, out: Out, job: Any) -> Out:
+    def annotate(self, out: Out, job: Job) -> Out:
         """Its place as last read, or, for a job created since, where it stands in that
         reading (`job`: the row, for its owner and plan)."""
         if out.status is not JobStatus.QUEUED:
@@ -139,7 +143,7 @@ class QueueBoard(Loop):
             out.estimated_start_at = spot.estimated_start_at
         return out
 
-    def _newcomer(self, job: Any) -> QueueSpot | None:
+    def _newcomer(self, job: Job) -> QueueSpot | None:
         """Placed once, then shown as placed until the next reading; None for a job the
         reading saw and left out (deeper than DEPTH, or being sent)."""
         if self._view is None or job.created_at <= self._read_started:

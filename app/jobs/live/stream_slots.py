@@ -9,7 +9,7 @@ never started, when its generator is collected.
 
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypeVar
 
 from app.kit.errors import ProblemError
@@ -28,7 +28,7 @@ class StreamSlots:
     def open(self) -> int:
         return self._open.total()
 
-    def hold(self, subject: str, stream: AsyncIterator[Item]) -> AsyncIterator[Item]:
+    def hold(self, subject: str, stream: AsyncIterator[Item]) -> AsyncGenerator[Item, None]:
         """`stream`, holding one of `subject`'s slots until it ends; a ProblemError now if
         none is free (429 for the user's cap, 503 for the replica's: another replica may
         have room)."""
@@ -63,7 +63,7 @@ class StreamSlots:
                 if self._open[subject] <= 0:
                     del self._open[subject]
 
-        async def held() -> AsyncIterator[Item]:
+        async def held() -> AsyncGenerator[Item, None]:
             try:
                 async for item in stream:
                     yield item

@@ -31,6 +31,13 @@ SEEDANCE_TEST_KEY = "sim-test-key-4f9a1c"
 MEDIA_ROOT = tempfile.mkdtemp(prefix="seedance-bff-test-media-")
 # a Postgres URL nothing listens on: connecting is refused at once
 CLOSED_PORT_DB = "postgresql+asyncpg://postgres@127.0.0.1:1/nothing"
+# the loops that move a job: to the simulator and back (tests' stacks run none by default)
+LIVE = {"dispatcher_enabled": True, "reconciler_enabled": True}
+
+
+def plain_settings(**values: Any) -> Settings:
+    """Settings from `values`, the environment and the defaults: no `.env` file is read."""
+    return Settings(_env_file=None, **values)
 
 
 def bound_socket() -> socket.socket:
@@ -119,7 +126,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     # the media worker runs where the dispatcher does: a stack that makes videos copies them
     # (several stacks share the test database, and a worker would claim others' copies)
     values.setdefault("media_worker_enabled", values["dispatcher_enabled"])
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return plain_settings(**values)
 
 
 def bearer(settings: Settings, subject: str, **kwargs: Any) -> dict[str, str]:

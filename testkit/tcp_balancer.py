@@ -6,7 +6,7 @@ until either side closes them."""
 import asyncio
 import contextlib
 
-from tests.harness import free_port
+from testkit.harness import free_port
 
 
 class TcpBalancer:

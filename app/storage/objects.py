@@ -1,89 +1,61 @@
-"""Where videos, posters and uploads live: one small interface over obstore, which speaks to a local
-folder and to any S3-compatible bucket with one async API (multipart uploads, presigned
-URLs), so no S3 signing or upload logic is ours.
-
-Object keys are derived from the job id, so a repeated copy overwrites the same object
-(at most one stored object per job, whatever crashes or races happened on the way); an
-upload's from its id and what it really is.
+"""Where videos, posters and uploads live: one small interface over obstore, which speaks
+to a local folder and to any S3-compatible bucket with one async API (multipart uploads,
+presigned URLs), so no S3 signing or upload logic is ours. The key shapes belong to the
+domains (`app/media/keys.py`, `app/uploads/keys.py`).
 """
 
 import shutil
 import tempfile
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import obstore
 from obstore.store import LocalStore, S3Store
 
 from app.config import MediaBackend, Settings
-from app.media.signed_urls import local_media_url
+from app.storage.signed_urls import local_media_url
 
-VIDEO_EXTENSIONS = {"video/mp4": "mp4", "video/webm": "webm"}
-POSTER_CONTENT_TYPE = "image/jpeg"
-# what a sanitized upload can be (app/uploads/sanitize.py writes nothing else)
-UPLOAD_EXTENSIONS = {
-    "image/jpeg": "jpg",
-    "image/png": "png",
-    "video/mp4": "mp4",
-    "audio/mpeg": "mp3",
-    "audio/wav": "wav",
-    "audio/mp4": "m4a",
+if TYPE_CHECKING:  # a TypedDict of obstore's stubs, not importable at run time
+    from obstore.store import S3Config
+
+# the Content-Type each stored object is served with, by its key's extension
+CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "jpg": "image/jpeg",
+    "png": "image/png",
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "m4a": "audio/mp4",
 }
-# the Content-Type each stored object is served with, by its extension
-CONTENT_TYPES = {ext: kind for kind, ext in (VIDEO_EXTENSIONS | UPLOAD_EXTENSIONS).items()}
 # bounded memory for uploads: parts of 8 MiB, two in flight
 _PART_BYTES = 8 * 1024 * 1024
 _PARTS_IN_FLIGHT = 2
-
-
-def video_key(job_id: uuid.UUID, content_type: str) -> str:
-    return f"videos/{job_id}.{VIDEO_EXTENSIONS[content_type]}"
-
-
-def poster_key(job_id: uuid.UUID) -> str:
-    return f"posters/{job_id}.jpg"
-
-
-def upload_key(upload_id: uuid.UUID, content_type: str) -> str:
-    return f"uploads/{upload_id}.{UPLOAD_EXTENSIONS[content_type]}"
 
 
 def content_type_of(key: str) -> str:
     return CONTENT_TYPES[key.rsplit(".", 1)[-1]]
 
 
-def job_keys(job_id: uuid.UUID) -> list[str]:
-    """Every key a job's media can have (a purge removes all of them)."""
-    return [video_key(job_id, t) for t in VIDEO_EXTENSIONS] + [poster_key(job_id)]
-
-
 def _s3_store(settings: Settings, endpoint: str | None) -> S3Store:
-    credentials = {}
+    config: S3Config = {"region": settings.media_s3_region}
     if settings.media_s3_access_key_id and settings.media_s3_secret_access_key:
-        credentials = {
-            "access_key_id": settings.media_s3_access_key_id.get_secret_value(),
-            "secret_access_key": settings.media_s3_secret_access_key.get_secret_value(),
-        }
-    options = {}
+        config["access_key_id"] = settings.media_s3_access_key_id.get_secret_value()
+        config["secret_access_key"] = settings.media_s3_secret_access_key.get_secret_value()
     if endpoint is not None:
-        options = {"endpoint": endpoint, "virtual_hosted_style_request": False}
+        config["endpoint"] = endpoint
+        config["virtual_hosted_style_request"] = False
     assert settings.media_s3_bucket is not None  # enforced by Settings
-    return S3Store(
-        settings.media_s3_bucket,
-        region=settings.media_s3_region,
-        client_options={"allow_http": True},
-        **credentials,
-        **options,
-    )
+    return S3Store(settings.media_s3_bucket, config=config, client_options={"allow_http": True})
 
 
 STAGING = ".staging"  # beside the stored objects, never served (not a key `/media` accepts)
 
 
-class MediaStorage:
-    """Put, delete and hand out short-lived GET URLs for media objects.
+class ObjectStore:
+    """Put, delete and hand out short-lived GET URLs for stored objects.
 
     Downloads are staged as files in `staging_root`: on the local backend a folder inside
     MEDIA_ROOT, on the same filesystem, so storing a staged video is a rename, not a copy;
@@ -136,14 +108,14 @@ class MediaStorage:
             self._store,
             key,
             path,
-            attributes=self._attributes(content_type),  # type: ignore[arg-type]
+            attributes=self._attributes(content_type),
             chunk_size=_PART_BYTES,
             max_concurrency=_PARTS_IN_FLIGHT,
         )
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         attributes = self._attributes(content_type)
-        await obstore.put_async(self._store, key, data, attributes=attributes)  # type: ignore[arg-type]
+        await obstore.put_async(self._store, key, data, attributes=attributes)
 
     async def delete(self, key: str) -> bool:
         """Remove an object; False when there was none (deleting is idempotent)."""

@@ -7,19 +7,12 @@ holding the URL can play the object until it expires, as with S3's presigned URL
 
 import hashlib
 import hmac
-import re
 import time
 from urllib.parse import urlencode
 
 from app.config import Settings
 
 MEDIA_PATH = "/media/"
-# the keys `storage.video_key`, `storage.poster_key` and `storage.upload_key` make, and
-# nothing else
-KEY_PATTERN = re.compile(
-    r"^(videos/[0-9a-f-]{36}\.(mp4|webm)|posters/[0-9a-f-]{36}\.jpg"
-    r"|uploads/[0-9a-f-]{36}\.(jpg|png|mp4|mp3|wav|m4a))$"
-)
 
 
 def _signature(settings: Settings, key: str, expires: int) -> str:

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request, Response
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.harness import serve
+from testkit.harness import serve
 
 ERROR_BODY = "receiver broke: " + "x" * 5000  # longer than the 1 KB the service keeps
 

@@ -6,7 +6,7 @@ It can also hang: accept connections and never answer (a brownout)."""
 import asyncio
 import contextlib
 
-from tests.harness import free_port
+from testkit.harness import free_port
 
 
 class TcpProxy:

@@ -1,0 +1,1 @@
+"""seedance-bff: the backend-for-frontend of the Seedance v2 video API."""

@@ -1,0 +1,60 @@
+"""Fresh Postgres databases for a test run or a benchmark, and rows as the service writes
+them."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+# The server's maintenance database; each run creates (and drops) databases of its own.
+POSTGRES_ADMIN_URL = os.environ.get(
+    # the password is that of the compose file's Postgres; trust auth (CI) ignores it
+    "TEST_POSTGRES_ADMIN_URL",
+    "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/postgres",
+)
+
+
+@asynccontextmanager
+async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
+    """Create an empty database and yield its URL; drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    # no pool: a connection kept from CREATE would be dead at DROP if the server restarted
+    admin = create_async_engine(
+        POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+def job_row(
+    index: int, owner: str, status: str, created_at: datetime, task_id: str | None = None
+) -> dict[str, Any]:
+    """A `jobs` row as the service would have written it (an 8 s Mini job at 720p)."""
+    return {
+        "id": uuid.uuid4(),
+        "owner": owner,
+        "model": "seedance-2-mini",
+        "prompt": f"seeded variant {index}",
+        "duration": 8,
+        "resolution": "720p",
+        "aspect_ratio": "16:9",
+        "estimated_cost": 16,
+        "status": status,
+        "upstream_task_id": task_id,
+        "created_at": created_at,
+        "updated_at": created_at,
+        "submitted_at": created_at if task_id else None,
+    }
