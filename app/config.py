@@ -11,6 +11,7 @@ from typing import Annotated, Self
 
 from limits import parse_many
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,7 +24,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789"  # noqa: S105 - refused in production
-DEV_WEBHOOK_SECRET = "dev-only-webhook-secret-change-me-012345"  # noqa: S105 - refused in production
+DEV_CALLBACK_SECRET = "dev-only-webhook-secret-change-me-012345"  # noqa: S105 - refused in production
 DEV_SEEDANCE_KEY = "sim-dev-key"  # the simulator's default key
 DEV_MEDIA_URL_SECRET = "dev-only-media-url-secret-change-me-0123"  # noqa: S105 - refused in production
 DEV_OUTBOUND_SECRETS_KEY = "dev-only-outbound-secrets-key-change-me-0"  # refused in production
@@ -67,7 +68,7 @@ class UploadKind(StrEnum):
 
 
 MIB = 1024 * 1024
-# Seedance's input limits (../shared/UPSTREAM.md, assumed from providers serving it)
+# Seedance's input limits (docs/upstream.md, assumed from providers serving it)
 DEFAULT_UPLOAD_MAX_BYTES = {
     UploadKind.IMAGE: 30 * MIB,
     UploadKind.VIDEO: 50 * MIB,
@@ -147,7 +148,7 @@ class TokenIssuer(BaseModel):
         return self
 
 
-# Credits per second of video, by model and resolution (UPSTREAM.md: billed per task by model
+# Credits per second of video, by model and resolution (docs/upstream.md: billed per task by model
 # and duration; no public table, so operators set their own). Estimated cost = rate * duration.
 DEFAULT_COST_PER_SECOND: dict[str, dict[str, int]] = {
     "seedance-2-mini": {"480p": 1, "720p": 2},
@@ -155,8 +156,17 @@ DEFAULT_COST_PER_SECOND: dict[str, dict[str, int]] = {
 }
 
 
+def renamed(name: str, old: str) -> AliasChoices:
+    """A setting's name and the name it had before, still read (deprecated): operators'
+    environments keep working while they move to the new one."""
+    return AliasChoices(name, old)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # populate_by_name: a renamed setting is given by its field name in code and tests
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     environment: Environment = Field(Environment.DEV, description="`dev` or `production`")
     role: Role = Field(
@@ -218,13 +228,15 @@ class Settings(BaseSettings):
         20.0, ge=0, description="seconds, longest backoff (and longest honoured `Retry-After`)"
     )
 
-    # Webhooks: where Seedance reaches us, and the key that signs each job's callback URL
+    # Callbacks: where Seedance reaches us, and the key that signs each job's callback URL
     public_base_url: str = Field(
         "http://127.0.0.1:8000",
-        description="where Seedance reaches our webhooks (public https in production)",
+        description="where Seedance reaches our callbacks (public https in production)",
     )
-    webhook_secret: SecretStr = Field(
-        SecretStr(DEV_WEBHOOK_SECRET), description="signs each job's callback URL"
+    callback_secret: SecretStr = Field(
+        SecretStr(DEV_CALLBACK_SECRET),
+        validation_alias=renamed("callback_secret", "webhook_secret"),
+        description="signs each job's callback URL",
     )
     confirm_success_with_status: bool = Field(
         True, description="confirm a SUCCESS callback with one status call"
@@ -287,10 +299,14 @@ class Settings(BaseSettings):
     )
 
     # Request rate limits (`limits` syntax: "30/minute", "5/second"): per user for the /jobs
-    # API, per source IP for webhooks. Shared through Redis when REDIS_URL is set.
+    # API, per source IP for Seedance's callbacks. Shared through Redis when REDIS_URL is set.
     rate_limit_create: str = Field("30/minute", description="per user, `POST /jobs`")
     rate_limit_read: str = Field("300/minute", description="per user, `GET /jobs…`, `/me/usage`")
-    rate_limit_webhook: str = Field("6000/minute", description="per source IP, callbacks")
+    rate_limit_callback: str = Field(
+        "6000/minute",
+        validation_alias=renamed("rate_limit_callback", "rate_limit_webhook"),
+        description="per source IP, Seedance's callbacks",
+    )
     rate_limit_failed_auth: str = Field(
         "30/minute",
         description="refused API keys per source IP; past it the IP's keys get a 429 "
@@ -694,8 +710,8 @@ class Settings(BaseSettings):
                 self.jwt_secret.get_secret_value() == DEV_JWT_SECRET
             ):
                 raise ValueError("JWT_SECRET must be set in production")
-            if self.webhook_secret.get_secret_value() == DEV_WEBHOOK_SECRET:
-                raise ValueError("WEBHOOK_SECRET must be set in production")
+            if self.callback_secret.get_secret_value() == DEV_CALLBACK_SECRET:
+                raise ValueError("CALLBACK_SECRET must be set in production")
             if self.seedance_api_key.get_secret_value() == DEV_SEEDANCE_KEY:
                 raise ValueError("SEEDANCE_API_KEY must be set in production")
             if (
@@ -709,7 +725,7 @@ class Settings(BaseSettings):
             raise ValueError("MEDIA_S3_BUCKET is required with MEDIA_BACKEND=s3")
         if self.jwt_algorithm is JwtAlgorithm.RS256 and not self.jwt_public_key:
             raise ValueError("JWT_PUBLIC_KEY is required with JWT_ALGORITHM=RS256")
-        limits = (self.rate_limit_create, self.rate_limit_read, self.rate_limit_webhook)
+        limits = (self.rate_limit_create, self.rate_limit_read, self.rate_limit_callback)
         for limit in (*limits, self.rate_limit_failed_auth, self.rate_limit_upload):
             parse_many(limit)  # raises ValueError on a malformed limit
         self._check_plans()
@@ -794,7 +810,7 @@ SETTINGS_DOC_HEAD = """# Settings
 
 Every knob is an environment variable (or a line in `.env`), read once into
 `app.config.Settings`. In `ENVIRONMENT=production` the service refuses to start with
-the dev `JWT_SECRET`, `WEBHOOK_SECRET`, `SEEDANCE_API_KEY`, `OUTBOUND_SECRETS_KEY` or (local
+the dev `JWT_SECRET`, `CALLBACK_SECRET`, `SEEDANCE_API_KEY`, `OUTBOUND_SECRETS_KEY` or (local
 media) `MEDIA_URL_SECRET`.
 
 This page is generated from `Settings` (`python -m app.config > docs/settings.md`; a test
@@ -805,11 +821,20 @@ checks that it is current), so each line says what the code does.
 """
 
 
+def _old_name(field: FieldInfo) -> str:
+    alias = field.validation_alias
+    if not isinstance(alias, AliasChoices):
+        return ""
+    old = ", ".join(f"`{str(choice).upper()}`" for choice in alias.choices[1:])
+    return f" (its old name {old} is still read; deprecated)"
+
+
 def settings_doc() -> str:
     """docs/settings.md: every setting, its default and its description, in `Settings`'s
     order."""
     rows = [
-        f"| `{name.upper()}` | {_documented_default(name, field)} | {field.description} |"
+        f"| `{name.upper()}` | {_documented_default(name, field)} | {field.description}"
+        f"{_old_name(field)} |"
         for name, field in Settings.model_fields.items()
     ]
     return SETTINGS_DOC_HEAD + "\n".join(rows) + "\n"

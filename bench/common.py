@@ -25,7 +25,7 @@ from testkit.databases import fresh_postgres_database
 RESULTS = Path(__file__).parent / "results"
 SECRETS = {
     "jwt_secret": "bench-jwt-secret-" + "x" * 24,
-    "webhook_secret": "bench-hook-" + "y" * 30,
+    "callback_secret": "bench-hook-" + "y" * 30,
     "media_url_secret": "bench-media-" + "z" * 30,
     "outbound_secrets_key": "bench-outbound-" + "w" * 30,
 }
@@ -59,7 +59,7 @@ def service_env(database_url: str, port: int, **overrides: str) -> dict[str, str
         "confirm_success_with_status": "false",
         "rate_limit_create": "10000000/minute",
         "rate_limit_read": "10000000/minute",
-        "rate_limit_webhook": "10000000/minute",
+        "rate_limit_callback": "10000000/minute",
         "user_max_jobs_in_flight": "100000000",
         "user_daily_credit_budget": str(10**12),
         **SECRETS,

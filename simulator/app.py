@@ -1,4 +1,4 @@
-"""A Seedance v2 simulator that speaks the contract of shared/UPSTREAM.md.
+"""A Seedance v2 simulator that speaks the contract of docs/upstream.md.
 
 It checks the bearer key, validates like the real API (400 with a message), fetches every
 input URL when a task starts and fails the task when one cannot be fetched or is not the
@@ -236,7 +236,7 @@ def _is_local_host(url: str) -> bool:
 
 
 def validate_generate(body: Any, config: SimulatorConfig) -> str | None:
-    """The real API's checks, as UPSTREAM.md describes them; returns the error message."""
+    """The real API's checks, as docs/upstream.md describes them; returns the error message."""
     if not isinstance(body, dict):
         return "body must be a JSON object"
     model = body.get("model")

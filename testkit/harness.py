@@ -108,7 +108,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "user_daily_credit_budget": 10**9,
         "rate_limit_create": "100000/minute",
         "rate_limit_read": "100000/minute",
-        "rate_limit_webhook": "100000/minute",
+        "rate_limit_callback": "100000/minute",
         "rate_limit_upload": "100000/minute",
         "uploads_per_day": 100_000,
         "dispatcher_submits_per_second": 1000,

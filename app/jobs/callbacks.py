@@ -1,7 +1,8 @@
 """Per-job callback URLs that carry their own proof.
 
 Seedance documents no signature scheme, so the URL we give it embeds an HMAC of the job
-id under WEBHOOK_SECRET. Only we can mint it; the webhook checks it in constant time.
+id under CALLBACK_SECRET. Only we can mint it; the callback route checks it in constant
+time.
 """
 
 import hashlib
@@ -14,7 +15,7 @@ CALLBACK_PATH = "/webhooks/seedance/{job_id}"
 
 
 def callback_signature(settings: Settings, job_id: uuid.UUID) -> str:
-    key = settings.webhook_secret.get_secret_value().encode()
+    key = settings.callback_secret.get_secret_value().encode()
     return hmac.new(key, f"seedance-callback:{job_id}".encode(), hashlib.sha256).hexdigest()
 
 

@@ -32,6 +32,7 @@ from app.identity.plans import Plans
 from app.jobs import inputs, scheduler
 from app.jobs.callbacks import callback_url
 from app.jobs.reports import mark_submitted
+from app.jobs.schemas import URL_LISTS, job_parameters
 from app.jobs.states import EventSource, JobStatus, move
 from app.kit.backoff import backoff
 from app.kit.loops import PooledLoop
@@ -175,14 +176,7 @@ class Dispatcher(PooledLoop):
             ]
 
         return GenerateRequest(
-            model=job.model,
-            prompt=job.prompt,
-            duration=job.duration,
-            resolution=job.resolution,
-            aspect_ratio=job.aspect_ratio,
-            images=urls(job.images),
-            reference_video_urls=urls(job.reference_video_urls),
-            reference_audio_urls=urls(job.reference_audio_urls),
+            **job_parameters(job) | {name: urls(getattr(job, name)) for name in URL_LISTS},
             callback_url=callback_url(self._settings, job.id),
         )
 

@@ -168,7 +168,7 @@ async def _apply_callback(
     session: AsyncSession, settings: Settings, job_id: uuid.UUID, report: TaskReport
 ) -> ApplyResult:
     try:
-        return await apply_report(session, settings, job_id, report, EventSource.WEBHOOK)
+        return await apply_report(session, settings, job_id, report, EventSource.CALLBACK)
     except LookupError as exc:
         raise job_not_found() from exc
 

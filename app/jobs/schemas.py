@@ -1,4 +1,4 @@
-"""Request and response models of the /jobs API, with every validation rule of UPSTREAM.md.
+"""Request and response models of the /jobs API, with every validation rule of docs/upstream.md.
 
 Each rule raises a `PydanticCustomError` whose type is our stable error code, so the
 problem+json body names the field and the code (see app/api/errors.py). Field order matters:
@@ -55,7 +55,7 @@ class AspectRatio(StrEnum):
     ADAPTIVE = "adaptive"
 
 
-# Upstream limits, in one place so a correction of UPSTREAM.md touches one table.
+# Upstream limits, in one place so a correction of docs/upstream.md touches one table.
 ALLOWED_DURATIONS: dict[SeedanceModel, tuple[int, ...]] = {
     SeedanceModel.MINI: tuple(range(4, 16)),
     SeedanceModel.STANDARD: (5, 10, 15),
@@ -221,6 +221,18 @@ def _split_by_model(schema: dict[str, Any]) -> None:
             }
         )
     schema["oneOf"] = variants
+
+
+# What a job renders: the same eight names on the request body (`JobCreate`), the row
+# (`Job`) and Seedance's request (`GenerateRequest`), mapped from one to another only here.
+URL_LISTS = ("images", "reference_video_urls", "reference_audio_urls")
+JOB_PARAMETERS = ("model", "prompt", "duration", "resolution", "aspect_ratio", *URL_LISTS)
+
+
+def job_parameters(source: object) -> dict[str, Any]:
+    """The parameters of a body or a row; URL lists as lists (a body's absent one is [])."""
+    values = {name: getattr(source, name) for name in JOB_PARAMETERS}
+    return values | {name: values[name] or [] for name in URL_LISTS}
 
 
 class JobParams(BaseModel):

@@ -23,11 +23,12 @@ from app.jobs import budget, policy
 from app.jobs.inputs import Inputs, named_inputs
 from app.jobs.reports import job_not_found
 from app.jobs.schemas import (
-    AspectRatio,
+    URL_LISTS,
     BatchCreate,
     JobCreate,
     PromoteRequest,
     SeedanceModel,
+    job_parameters,
 )
 from app.jobs.states import (
     EventSource,
@@ -63,14 +64,7 @@ def _new_job(
         id=uuid.uuid4(),
         owner=owner,
         plan=plan.name,
-        model=body.model,
-        prompt=body.prompt,
-        duration=body.duration,
-        resolution=body.resolution,
-        aspect_ratio=body.aspect_ratio,
-        images=body.images or [],
-        reference_video_urls=body.reference_video_urls or [],
-        reference_audio_urls=body.reference_audio_urls or [],
+        **job_parameters(body),
         estimated_cost=estimate_cost(settings, body),
         idempotency_key=idempotency_key,
         request_fingerprint=body.fingerprint() if idempotency_key else None,
@@ -215,15 +209,15 @@ async def promote_job(
             f"Only succeeded {SeedanceModel.MINI.value} jobs can be promoted; "
             f"this one is a {source.model} job that is {source.status}.",
         )
-    render = JobCreate(
-        model=SeedanceModel.STANDARD,
-        prompt=source.prompt,
-        images=source.images or None,
-        reference_video_urls=source.reference_video_urls or None,
-        reference_audio_urls=source.reference_audio_urls or None,
-        aspect_ratio=AspectRatio(source.aspect_ratio),
-        duration=body.duration,
-        resolution=body.resolution,
+    same = job_parameters(source)
+    render = JobCreate.model_validate(
+        same
+        | {name: same[name] or None for name in URL_LISTS}  # [] is refused as input
+        | {
+            "model": SeedanceModel.STANDARD,
+            "duration": body.duration,
+            "resolution": body.resolution,
+        }
     )
     return await create_job(
         session, settings, inputs, owner, plan, render, idempotency_key, source_job_id=source.id

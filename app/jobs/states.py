@@ -39,7 +39,7 @@ class MediaStatus(StrEnum):
 class EventSource(StrEnum):
     API = "api"
     DISPATCHER = "dispatcher"
-    WEBHOOK = "webhook"
+    CALLBACK = "webhook"  # Seedance's callback (stored and shown as "webhook", as always)
     RECONCILER = "reconciler"
     MEDIA = "media"  # the media worker: the copy is stored (or cannot be made)
 

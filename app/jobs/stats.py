@@ -184,7 +184,7 @@ async def compute(session: AsyncSession, since: datetime) -> Stats:
     sums = await window(session, since)
     counts = dict(sums.jobs_by_status)
     finished = counts.get(JobStatus.SUCCEEDED, 0) + counts.get(JobStatus.FAILED, 0)
-    by_callback = sums.resolved_by.get(EventSource.WEBHOOK, 0)
+    by_callback = sums.resolved_by.get(EventSource.CALLBACK, 0)
     by_polling = sums.resolved_by.get(EventSource.RECONCILER, 0)
     return Stats(
         since=since,

@@ -23,8 +23,8 @@ JOB_SUBMISSIONS = Counter(
     "Dispatcher submission attempts, by result",
     ["result"],
 )
-WEBHOOK_DELIVERIES = Counter(
-    "seedance_webhook_deliveries_total",
+CALLBACKS_RECEIVED = Counter(
+    "seedance_webhook_deliveries_total",  # its name since the first dashboards
     "Callbacks received from Seedance, by result",
     ["result"],
 )

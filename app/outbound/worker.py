@@ -6,7 +6,8 @@ SIGKILL is claimed again when the lease runs out, and a worker whose claim was s
 records nothing. Each replica keeps at most OUTBOUND_ENDPOINT_CONCURRENCY sends in flight
 per endpoint, so a slow receiver holds its own slots, not the others'. A failed attempt
 is retried on OUTBOUND_RETRY_SCHEDULE (jittered); an endpoint failing for
-OUTBOUND_DISABLE_AFTER_SECONDS without a success is disabled, loudly.
+OUTBOUND_DISABLE_AFTER_SECONDS without a success is disabled, loudly (`endpoint_health.py`);
+the statements live in `claims.py`.
 """
 
 import logging
@@ -14,21 +15,22 @@ import random
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Insert, Update, bindparam, insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.availability import is_database_unavailable, write_through_outage
-from app.db.models import OutboundAttempt, OutboundEndpoint, OutboundMessage, UTCDateTime
-from app.db.one_row import OneRowStatement
+from app.db.models import OutboundAttempt, OutboundEndpoint
 from app.kit.loops import PooledLoop
 from app.media.links import MediaLinks
-from app.ops.metrics import OUTBOUND_ATTEMPTS, OUTBOUND_ENDPOINTS_DISABLED
+from app.ops.metrics import OUTBOUND_ATTEMPTS
+from app.outbound.claims import CLAIM, RECORD, SendOrder, claimed
+from app.outbound.endpoint_health import note_endpoint_outcome
 from app.outbound.endpoints import signing_secrets
 from app.outbound.fanout import BATCH, Fanout
 from app.outbound.sender import Outcome, create_http_client, send
@@ -36,6 +38,7 @@ from app.outbound.signing import SecretBox
 from app.outbound.states import AttemptResult, MessageStatus, webhook_id
 
 logger = logging.getLogger(__name__)
+_ENDPOINTS = OutboundEndpoint.__table__
 JITTER = 0.2
 
 
@@ -45,108 +48,6 @@ def retry_delay(schedule: list[float], attempts: int) -> timedelta | None:
         return None
     spread = random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311 - jitter, not a secret
     return timedelta(seconds=schedule[attempts - 1] * spread)
-
-
-@dataclass(frozen=True, slots=True)
-class SendOrder:
-    """A claimed message and what sending it needs, read in the claim's transaction."""
-
-    message_id: uuid.UUID
-    attempt: int
-    endpoint_id: uuid.UUID
-    url: str
-    payload: str
-    secrets: list[str]
-    failing_since: datetime | None  # the endpoint's, at the claim
-
-
-_MESSAGES = OutboundMessage.__table__
-_ENDPOINTS = OutboundEndpoint.__table__
-
-
-def _claim_statement() -> Update:
-    """Up to `:claim_room` due messages of endpoint `:claim_endpoint`, claimed in one
-    statement: the rows are picked with SKIP LOCKED (another replica's claim passes them
-    by) and leased until `:claim_lease`. Built once: a round per freed slot makes it hot."""
-    now = bindparam("claim_now", type_=UTCDateTime())
-    due = (
-        select(_MESSAGES.c.id)
-        .where(
-            _MESSAGES.c.endpoint_id == bindparam("claim_endpoint"),
-            _MESSAGES.c.status == MessageStatus.PENDING,
-            _MESSAGES.c.next_attempt_at <= now,
-        )
-        .order_by(_MESSAGES.c.next_attempt_at, _MESSAGES.c.id)
-        .limit(bindparam("claim_room"))
-        .with_for_update(skip_locked=True)
-    )
-    return (
-        update(_MESSAGES)
-        .where(_MESSAGES.c.id.in_(due))
-        .values(
-            attempts=_MESSAGES.c.attempts + 1,
-            next_attempt_at=bindparam("claim_lease", type_=UTCDateTime()),
-        )
-        .returning(_MESSAGES.c.id, _MESSAGES.c.attempts, _MESSAGES.c.payload)
-    )
-
-
-_CLAIM = _claim_statement()
-
-
-def _claimed(order: SendOrder) -> Update:
-    """The UPDATE of a message whose claim by `order` still holds (re-checked under the
-    row lock), returning its id: nothing when a later claim superseded it."""
-    return (
-        update(_MESSAGES)
-        .where(
-            _MESSAGES.c.id == order.message_id,
-            _MESSAGES.c.status == MessageStatus.PENDING,
-            _MESSAGES.c.attempts == order.attempt,
-        )
-        .returning(_MESSAGES.c.id)
-    )
-
-
-def _record_statement() -> Insert:
-    """An attempt's outcome as one statement (Postgres): the message's UPDATE, under its
-    claim (see `_claimed`), feeds the attempt's INSERT; nothing is written when the claim
-    was superseded."""
-    messages, attempts = _MESSAGES.c, OutboundAttempt.__table__
-    at = bindparam("at", type_=UTCDateTime())
-    status_code = bindparam("status_code", type_=attempts.c.status_code.type)
-    error = bindparam("error", type_=attempts.c.error.type)
-    updated = (
-        update(_MESSAGES)
-        .where(
-            messages.id == bindparam("message_id"),
-            messages.status == MessageStatus.PENDING,
-            messages.attempts == bindparam("attempt"),
-        )
-        .values(
-            status=bindparam("status", type_=messages.status.type),
-            delivered_at=bindparam("delivered_at", type_=UTCDateTime()),
-            next_attempt_at=bindparam("next_attempt_at", type_=UTCDateTime()),
-            last_status_code=status_code,
-            last_error=error,
-        )
-        .returning(messages.id)
-        .cte("updated")
-    )
-    row = select(
-        updated.c.id,
-        at,
-        bindparam("result", type_=attempts.c.result.type),
-        status_code,
-        bindparam("latency_ms", type_=attempts.c.latency_ms.type),
-        error,
-        bindparam("response_body", type_=attempts.c.response_body.type),
-    )
-    columns = ["message_id", "at", "result", "status_code", "latency_ms", "error", "response_body"]
-    return insert(attempts).from_select(columns, row).returning(attempts.c.id)
-
-
-_RECORD = OneRowStatement(_record_statement())
 
 
 class OutboundWorker(PooledLoop):
@@ -217,7 +118,7 @@ class OutboundWorker(PooledLoop):
                 lease = now + self.lease()
                 params = {"endpoint": endpoint.id, "room": room, "now": now, "lease": lease}
                 claim = {f"claim_{name}": value for name, value in params.items()}
-                claimed = (await conn.execute(_CLAIM, claim)).all()
+                claimed = (await conn.execute(CLAIM, claim)).all()
                 if not claimed:
                     continue
                 secrets = signing_secrets(endpoint, self._box, now)
@@ -305,10 +206,10 @@ class OutboundWorker(PooledLoop):
         message = self._message_outcome(order, outcome, now)
         if self._engine.dialect.name == "postgresql":
             values = {**message, **attempt, "attempt": order.attempt}
-            recorded = await _RECORD.first(self._engine, **values) is not None
+            recorded = await RECORD.first(self._engine, **values) is not None
         else:  # SQLite has no UPDATE inside WITH
             async with self._sessionmaker() as session, session.begin():
-                recorded = await session.scalar(_claimed(order).values(message)) is not None
+                recorded = await session.scalar(claimed(order).values(message)) is not None
                 if recorded:
                     await session.execute(insert(OutboundAttempt.__table__).values(attempt))
         if not recorded:
@@ -321,51 +222,4 @@ class OutboundWorker(PooledLoop):
                 order.attempt,
                 outcome.error,
             )
-        endpoint = update(_ENDPOINTS).where(_ENDPOINTS.c.id == order.endpoint_id)
-        if outcome.result is AttemptResult.DELIVERED:
-            if order.failing_since is not None:
-                await self._execute(endpoint.values(failing_since=None))
-        elif order.failing_since is None:
-            first_failure = _ENDPOINTS.c.failing_since.is_(None)
-            await self._execute(endpoint.where(first_failure).values(failing_since=now))
-        elif now - order.failing_since >= self._disable_after():
-            await self._disable_if_failing_too_long(order.endpoint_id, outcome, now)
-
-    async def _execute(self, statement: Update) -> Any:
-        """Run an endpoint update; its RETURNING value, if it has one."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(statement)
-            return result.scalar() if result.returns_rows else None
-
-    def _disable_after(self) -> timedelta:
-        return timedelta(seconds=self._settings.outbound_disable_after_seconds)
-
-    async def _disable_if_failing_too_long(
-        self, endpoint_id: uuid.UUID, outcome: Outcome, now: datetime
-    ) -> None:
-        limit = self._disable_after()
-        disabled = await self._execute(
-            update(OutboundEndpoint)
-            .where(
-                OutboundEndpoint.id == endpoint_id,
-                OutboundEndpoint.enabled,
-                OutboundEndpoint.failing_since <= now - limit,
-            )
-            .values(
-                enabled=False,
-                disabled_at=now,
-                disabled_reason=f"every attempt failed for {limit}; the last: {outcome.error}",
-                updated_at=now,
-            )
-            .returning(OutboundEndpoint.url)
-        )
-        if disabled is not None:
-            OUTBOUND_ENDPOINTS_DISABLED.inc()
-            logger.error(
-                "webhook endpoint %s (%s) disabled: failing for %s; re-enable it with PATCH "
-                "/admin/webhook-endpoints/%s once it answers",
-                endpoint_id,
-                disabled,
-                limit,
-                endpoint_id,
-            )
+        await note_endpoint_outcome(self._engine, self._settings, order, outcome, now)

@@ -36,7 +36,7 @@ MAX_FAILING = 10_000  # source IPs remembered as failing, per process
 class RouteClass(StrEnum):
     CREATE = "create"
     READ = "read"
-    WEBHOOK = "webhook"
+    CALLBACK = "callback"  # Seedance's callbacks, per source IP
     FAILED_AUTH = "failed_auth"
     UPLOAD = "upload"
     UPLOAD_DAY = "upload_day"  # a plan's uploads per day (its limit is always the plan's)
@@ -163,7 +163,7 @@ class RateLimits:
         self._items = {
             RouteClass.CREATE: parse(settings.rate_limit_create),
             RouteClass.READ: parse(settings.rate_limit_read),
-            RouteClass.WEBHOOK: parse(settings.rate_limit_webhook),
+            RouteClass.CALLBACK: parse(settings.rate_limit_callback),
             RouteClass.FAILED_AUTH: parse(settings.rate_limit_failed_auth),
             RouteClass.UPLOAD: parse(settings.rate_limit_upload),
             RouteClass.UPLOAD_DAY: parse(f"{settings.uploads_per_day}/day"),

@@ -1,4 +1,4 @@
-"""Async adapter for the Seedance v2 API (see shared/UPSTREAM.md).
+"""Async adapter for the Seedance v2 API (see docs/upstream.md).
 
 Everything upstream-shaped lives here: request bodies, the tolerated response variants,
 and the mapping of upstream failures to typed errors. Retries (tenacity, exponential

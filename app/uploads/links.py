@@ -1,6 +1,6 @@
 """Signed URLs of stored uploads: for their owner (MEDIA_URL_TTL_SECONDS, as videos), and
-for Seedance (the `InputLinks` the dispatcher uses: valid as long as a task can run,
-JOB_HARD_DEADLINE_SECONDS, and no longer). On the local backend they are built on
+for Seedance (through `UploadInputs`, the jobs domain's `Inputs` port: valid as long as a
+task can run, JOB_HARD_DEADLINE_SECONDS, and no longer). On the local backend they are built on
 PUBLIC_BASE_URL and served by `/media/...`; on S3 they are presigned (for
 MEDIA_S3_INPUT_ENDPOINT when Seedance reaches the bucket by another name)."""
 

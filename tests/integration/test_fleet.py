@@ -97,7 +97,7 @@ def fleet_settings(database_url: str, sim_url: str, public_url: str) -> dict[str
         "user_max_jobs_in_flight": 1000,
         "rate_limit_create": "100000/minute",
         "rate_limit_read": "100000/minute",
-        "rate_limit_webhook": "100000/minute",
+        "rate_limit_callback": "100000/minute",
         "seedance_max_concurrent_tasks": 8,
     }
 

@@ -94,7 +94,7 @@ async def test_rate_limit_headers_are_on_error_responses_too(database_url: str) 
 
 async def test_webhooks_are_limited_per_source_ip(database_url: str) -> None:
     async with running_stack(
-        database_url, **redis_settings(rate_limit_webhook="3/minute")
+        database_url, **redis_settings(rate_limit_callback="3/minute")
     ) as stack:
         job_id = uuid.uuid4()
         url = f"/webhooks/seedance/{job_id}"

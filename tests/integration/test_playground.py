@@ -240,7 +240,7 @@ async def test_production_has_no_dev_tokens_and_no_playground_by_default(
     production = {
         "environment": "production",
         "jwt_secret": "p" * 40,
-        "webhook_secret": "w" * 40,
+        "callback_secret": "w" * 40,
         "media_url_secret": "m" * 40,
         "outbound_secrets_key": "o" * 40,
     }

@@ -70,7 +70,7 @@ async def test_no_secret_reaches_logs_responses_or_the_database(
             "seedance key": SEEDANCE_TEST_KEY,
             "bearer token": token,
             "jwt secret": stack.settings.jwt_secret.get_secret_value(),
-            "webhook secret": stack.settings.webhook_secret.get_secret_value(),
+            "webhook secret": stack.settings.callback_secret.get_secret_value(),
             "media URL secret": stack.settings.media_url_secret.get_secret_value(),
             "outbound secrets key": stack.settings.outbound_secrets_key.get_secret_value(),
             "admin token": ADMIN_TOKEN,

@@ -1,4 +1,4 @@
-"""Every rule of UPSTREAM.md, both sides of every boundary, over HTTP: a bad body is a 422
+"""Every rule of docs/upstream.md, both sides of every boundary, over HTTP: a bad body is a 422
 problem naming the field and a stable code, and nothing is recorded or sent upstream."""
 
 from typing import Any

@@ -115,7 +115,7 @@ async def test_trusted_origins_are_exact() -> None:
 
 
 def test_production_needs_its_own_media_secret_with_the_local_backend() -> None:
-    production = {"environment": "production", "jwt_secret": "j" * 40, "webhook_secret": "w" * 40}
+    production = {"environment": "production", "jwt_secret": "j" * 40, "callback_secret": "w" * 40}
     production["seedance_api_key"] = "live-key"
     production["outbound_secrets_key"] = "o" * 40
     with pytest.raises(ValueError, match="MEDIA_URL_SECRET"):

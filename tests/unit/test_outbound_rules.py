@@ -21,7 +21,7 @@ DEV = Settings(_env_file=None)  # type: ignore[call-arg]
 PRODUCTION: dict[str, Any] = {
     "environment": "production",
     "jwt_secret": "j" * 40,
-    "webhook_secret": "w" * 40,
+    "callback_secret": "w" * 40,
     "seedance_api_key": "live-key",
     "media_url_secret": "m" * 40,
 }

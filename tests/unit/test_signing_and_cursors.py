@@ -11,7 +11,7 @@ from app.kit.cursor import decode_cursor, encode_cursor
 from app.kit.errors import ProblemError
 
 SETTINGS = Settings(_env_file=None, public_base_url="https://bff.example.com/")  # type: ignore[call-arg]
-OTHER_SECRET = Settings(_env_file=None, webhook_secret="another-secret-entirely-000000000")  # type: ignore[call-arg]
+OTHER_SECRET = Settings(_env_file=None, callback_secret="another-secret-entirely-000000000")  # type: ignore[call-arg]
 
 
 def test_callback_url_names_the_job_and_carries_its_signature() -> None:

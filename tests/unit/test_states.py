@@ -47,7 +47,7 @@ def test_only_documented_moves_are_allowed(current: JobStatus, target: JobStatus
         assert (job.finished_at is not None) == (target in TERMINAL)
     else:
         with pytest.raises(IllegalMove):
-            move(session, job, target, EventSource.WEBHOOK)  # type: ignore[arg-type]
+            move(session, job, target, EventSource.CALLBACK)  # type: ignore[arg-type]
         assert job.status == current
         assert session.added == []
 

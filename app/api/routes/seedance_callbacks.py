@@ -14,10 +14,10 @@ from app.jobs import reports
 from app.jobs.callbacks import signature_is_valid
 from app.kit.errors import ProblemError
 from app.kit.loops import wake_if_running
-from app.ops.metrics import WEBHOOK_DELIVERIES
+from app.ops.metrics import CALLBACKS_RECEIVED
 from app.ratelimits.windows import RouteClass
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"])  # the tag clients were generated with
 
 
 class CallbackAck(BaseModel):
@@ -25,7 +25,7 @@ class CallbackAck(BaseModel):
 
 
 def _rejected(status: int, code: str, detail: str, result: str) -> ProblemError:
-    WEBHOOK_DELIVERIES.labels(result).inc()
+    CALLBACKS_RECEIVED.labels(result).inc()
     return ProblemError(status, code, detail)
 
 
@@ -34,7 +34,7 @@ def _rejected(status: int, code: str, detail: str, result: str) -> ProblemError:
     response_model=CallbackAck,
     summary="Seedance task callback (called by Seedance, not by clients)",
     responses=problem_responses(400, 401, 404, 409, 413, 422, 429),
-    dependencies=[per_client_ip(RouteClass.WEBHOOK)],
+    dependencies=[per_client_ip(RouteClass.CALLBACK)],
 )
 async def seedance_callback(
     job_id: uuid.UUID,
@@ -60,7 +60,7 @@ async def seedance_callback(
         raise _rejected(
             409, "task_mismatch", "The callback names a task that is not this job's.", "mismatch"
         ) from exc
-    WEBHOOK_DELIVERIES.labels(result).inc()
+    CALLBACKS_RECEIVED.labels(result).inc()
     if result is reports.ApplyResult.APPLIED:  # the task ended: its slot is free, and a
         wake_if_running(services(request).dispatcher)  # success goes to the media worker
         wake_if_running(services(request).media_worker)  # to copy it now
