@@ -106,8 +106,8 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
     stack.push_async_callback(rate_limits.windows.aclose)
     storage = ObjectStore(settings)
     stack.callback(storage.close)
-    upload_links = UploadLinks(storage, settings)
-    upload_inputs = UploadInputs(upload_links)
+    upload_links = UploadLinks(storage)
+    upload_inputs = UploadInputs(storage, settings)
     upload_remover = UploadRemover(sessionmaker, storage)
     media_worker = MediaWorker(sessionmaker, storage, settings)
     stack.push_async_callback(media_worker.close)
@@ -193,8 +193,9 @@ def _loops(settings: Settings, built: Services) -> list[Loop]:
         loops.append(UploadSweeper(built.upload_remover, settings))
     if work and settings.stats_rollup_enabled:
         loops.append(StatsRollup(sessionmaker, settings))
-    if settings.serves_api:  # places in line for the live streams served here
+    if settings.serves_api:  # places in line for the answers and live streams served here
         loops.append(built.queue_board)
+        hub.on_notice(built.queue_board.note)
     built.dispatcher = built.dispatcher if built.dispatcher in loops else None
     built.media_worker = built.media_worker if built.media_worker in loops else None
     built.outbound_worker = built.outbound_worker if built.outbound_worker in loops else None

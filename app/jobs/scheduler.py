@@ -287,14 +287,11 @@ class QueueView:
     fair: bool = True
 
 
-def admit_newcomer(view: QueueView, plans: Plans, job: Waiting, per_owner: int) -> int | None:
+def admit_newcomer(view: QueueView, plans: Plans, job: Waiting) -> int:
     """Where a job created after `view` was read stands in it, as its owner's newest
     waiting job by the key fair share would give it (FIFO: last); the job is then in the
-    view, so the next newcomer is placed behind it. None when the view holds `per_owner`
-    of the owner's jobs already (it is deeper than they are)."""
+    view, so the next newcomer is placed behind it."""
     mine = [index for index, waiting in enumerate(view.order) if waiting.owner == job.owner]
-    if len(mine) >= per_owner:
-        return None
     if not view.fair:
         view.order.append(job)
         return len(view.order) - 1
@@ -310,6 +307,19 @@ def admit_newcomer(view: QueueView, plans: Plans, job: Waiting, per_owner: int) 
     view.keys.insert(position, key)
     view.order.insert(position, job)
     return position
+
+
+def leave(view: QueueView, index: int) -> None:
+    """Take the job at `index` out of `view` (it was sent, canceled or failed); the turns
+    that count jobs before them are counted again, as `admit_newcomer` does."""
+    del view.order[index]
+    if not view.fair:
+        return
+    del view.keys[index]
+    for at in range(index, len(view.keys)):
+        share, (sent_before, after), *rest = view.keys[at]
+        if sent_before == 1 and after > index:
+            view.keys[at] = (share, (1, after - 1), *rest)
 
 
 async def queue_order(

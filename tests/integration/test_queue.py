@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -244,9 +244,13 @@ async def test_a_job_that_waits_too_long_fails_queue_timeout_and_costs_nothing(
 
 
 async def queue_events(
-    http: httpx.AsyncClient, headers: dict[str, str], until: Callable[[dict[str, Any]], bool]
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    until: Callable[[dict[str, Any]], bool],
+    on_each: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The `queue` events of the caller's stream, until one satisfies `until`."""
+    """The `queue` events of the caller's stream, until one satisfies `until`; `on_each`
+    is given the events so far after each one (to act when the stream was told enough)."""
     seen: list[dict[str, Any]] = []
     async with http.stream("GET", "/events", headers=headers, timeout=30) as response:
         assert response.status_code == 200
@@ -258,6 +262,8 @@ async def queue_events(
                 seen.append(json.loads(line[5:]))
                 if until(seen[-1]):
                     return seen
+                if on_each is not None:
+                    await on_each(seen)
     raise AssertionError(f"the stream ended first: {seen}")
 
 
@@ -300,20 +306,23 @@ async def test_places_in_line_on_reads_streams_and_the_admin_view(
             "bob": (1, 0),
         }
 
-        async def cancel_bobs_when_told_places() -> None:
-            await asyncio.sleep(0.5)  # the stream has opened and been told the places
-            canceled = await stack.http.post(
-                f"/jobs/{bobs['id']}/cancel", headers=stack.headers("bob")
-            )
-            assert canceled.status_code == 200
+        canceled: list[int] = []
 
-        canceling = asyncio.create_task(cancel_bobs_when_told_places())
+        async def cancel_bobs_when_told_places(seen: list[dict[str, Any]]) -> None:
+            told = {(e["job_id"], e["queue_position"]) for e in seen}
+            if not canceled and {(second["id"], 1), (third["id"], 2)} <= told:
+                answer = await stack.http.post(
+                    f"/jobs/{bobs['id']}/cancel", headers=stack.headers("bob")
+                )
+                canceled.append(answer.status_code)
+
         events = await queue_events(
             stack.http,
             stack.headers("alice"),
             lambda e: e["job_id"] == second["id"] and e["queue_position"] == 0,
+            cancel_bobs_when_told_places,
         )
-        await canceling
+        assert canceled == [200]
         metrics = (await stack.http.get("/metrics", headers=admin)).text
     assert {e["job_id"] for e in events} <= {second["id"], third["id"]}  # hers only
     told = [(e["job_id"], e["queue_position"]) for e in events]

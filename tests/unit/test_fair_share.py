@@ -17,6 +17,7 @@ from app.jobs.scheduler import (
     fair_order,
     fair_schedule,
     fifo_order,
+    leave,
 )
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -136,9 +137,40 @@ def test_jobs_created_after_a_reading_are_placed_where_a_new_reading_would_put_t
         )
         newcomers.append(job)
         again = fair_order([*waiting, *newcomers], held, PLANS, None, sent)
-        assert admit_newcomer(view, PLANS, job, per_owner=500) == again.index(job)
+        assert admit_newcomer(view, PLANS, job) == again.index(job)
         assert view.order == again
-        assert admit_newcomer(fifo, PLANS, job, per_owner=500) == len(waiting) + second
-    deep = Waiting(uuid.uuid4(), owners[0], "free", T0 + timedelta(seconds=300))
-    mine = sum(j.owner == owners[0] for j in view.order)
-    assert admit_newcomer(view, PLANS, deep, per_owner=max(mine, 1)) is None or mine == 0
+        assert admit_newcomer(fifo, PLANS, job) == len(waiting) + second
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_job_that_leaves_the_line_leaves_the_order_a_new_reading_would_give(
+    seed: int,
+) -> None:
+    """`leave` (a canceled job, between readings) keeps the view the order read again:
+    an owner's only waiting job taken out, and newcomers admitted after it still placed
+    where a new reading puts them."""
+    rng = random.Random(seed)
+    owners = [f"u{i}" for i in range(rng.randint(2, 6))]
+    plan_of = {owner: rng.choice(["free", "pro"]) for owner in owners}
+    waiting = [
+        Waiting(uuid.uuid4(), owner, plan_of[owner], T0 + timedelta(seconds=rng.random() * 100))
+        for owner in owners
+        for _ in range(rng.randint(0, 4) if owner != owners[0] else 1)
+    ]
+    held = {owner: rng.randint(0, 3) for owner in owners if rng.random() < 0.6}
+    sent = {o: T0 - timedelta(seconds=rng.randint(1, 50)) for o in owners if rng.random() < 0.5}
+    schedule = fair_schedule(waiting, held, PLANS, None, sent)
+    view = QueueView(
+        [j for _, j in schedule], Capacity(None, 0, False), held, [k for k, _ in schedule], sent
+    )
+    alone = next(job for job in waiting if job.owner == owners[0])  # its owner's only one
+    leave(view, view.order.index(alone))
+    remaining = [job for job in waiting if job is not alone]
+    assert view.order == fair_order(remaining, held, PLANS, None, sent)
+    newcomers: list[Waiting] = []
+    for second in range(3):
+        owner = rng.choice(owners[1:])
+        job = Waiting(uuid.uuid4(), owner, plan_of[owner], T0 + timedelta(seconds=200 + second))
+        newcomers.append(job)
+        again = fair_order([*remaining, *newcomers], held, PLANS, None, sent)
+        assert admit_newcomer(view, PLANS, job) == again.index(job)

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.db.models import Job, JobEvent
 from app.jobs.live.inbox import FeedItem, Inbox, QueueSpot
+from app.jobs.states import JobStatus
 
 logger = logging.getLogger(__name__)
 CHANNEL = "job_events"
@@ -43,6 +44,12 @@ class Notice:
     job_id: uuid.UUID
     event_id: int
     owner: str
+    from_status: str | None = None  # None for a creation
+
+    @property
+    def leaves_the_line(self) -> bool:
+        """The move takes a waiting job out of the queue (sent, canceled, failed)."""
+        return self.from_status == JobStatus.QUEUED
 
 
 class EventHub:
@@ -54,6 +61,7 @@ class EventHub:
         self._by_owner: defaultdict[str, set[Inbox]] = defaultdict(set)
         self._on_any: list[Callable[[], None]] = []
         self._on_slot: list[Callable[[], None]] = []
+        self._on_notice: list[Callable[[Notice], None]] = []
         self._pending: list[Notice] = []
         self._reader: asyncio.Task[None] | None = None
 
@@ -82,6 +90,10 @@ class EventHub:
     def _inboxes(self, job_id: uuid.UUID, owner: str) -> Iterator[Inbox]:
         yield from self._by_job.get(job_id, ())
         yield from self._by_owner.get(owner, ())
+
+    def on_notice(self, note: Callable[[Notice], None]) -> None:
+        """Call `note` with every notice (the queue board keeps places in line with them)."""
+        self._on_notice.append(note)
 
     def on_slot_freed(self, wake: Callable[[], None]) -> None:
         """Call `wake` when a job leaves a slot of the Seedance account (its task ended,
@@ -115,6 +127,8 @@ class EventHub:
 
     def publish(self, notice: Notice) -> None:
         self.wake_workers()
+        for note in self._on_notice:
+            note(notice)
         if next(self._inboxes(notice.job_id, notice.owner), None) is None:
             return  # nobody here follows it: nothing to read
         self._pending.append(notice)
@@ -156,7 +170,9 @@ class EventHub:
 
 def _parse(payload: str) -> Notice:
     data = orjson.loads(payload)
-    return Notice(uuid.UUID(data["job_id"]), int(data["event_id"]), data["owner"])
+    return Notice(
+        uuid.UUID(data["job_id"]), int(data["event_id"]), data["owner"], data.get("from_status")
+    )
 
 
 class PostgresListener:
@@ -224,7 +240,7 @@ def publish_after_commit(
                 job = session.identity_map.get(session.identity_key(Job, obj.job_id))
                 if job is not None:
                     session.info.setdefault(pending_key, []).append(
-                        Notice(obj.job_id, obj.id, job.owner)
+                        Notice(obj.job_id, obj.id, job.owner, obj.from_status)
                     )
 
     def publish(session: Session) -> None:

@@ -1,15 +1,16 @@
-"""Where each waiting job stands in the queue, as one replica last read it.
+"""Where each waiting job stands in the queue, as one replica sees it.
 
 Reads of a job (`queue_position`, `estimated_start_at`) and the `queue` events of live
-streams share one reading of the scheduler's order per replica: read at most once per
-QUEUE_BOARD_SECONDS while someone asks, never once per reader or stream. A job created
-after the reading (the answer to its create, above all) is placed in it as its owner's
-newest waiting job, by the key fair share would give it (`scheduler.admit_newcomer`):
-a create used to wait for a reading of its own, which with thousands of jobs waiting
-halved the creates a replica could take (bench.api_throughput). While streams are open, a
-round every QUEUE_BOARD_SECONDS pushes each job's new place to the streams that follow it
-or its owner; a job whose place did not change gets nothing, so a stream sees at most one
-`queue` event per job a round.
+streams share one reading of the scheduler's order per replica, of every waiting job:
+read at most once per QUEUE_BOARD_SECONDS while someone asks, never once per reader or
+stream. A job's place is its index in that order, so the places shown at any moment are
+0..n-1, each once. Between readings the order is kept: a job created since (the answer to
+its create, above all) is admitted as its owner's newest waiting job, by the key fair share
+would give it (`scheduler.admit_newcomer`), which is the place the next reading gives it;
+a job that leaves the line (its move out of `queued`, from any replica's notice, or a row
+read while it is being sent) is taken out. While streams are open, a round every
+QUEUE_BOARD_SECONDS pushes each job's new place to the streams that follow it or its
+owner; a job whose place did not change gets nothing.
 """
 
 import asyncio
@@ -19,15 +20,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.availability import is_database_unavailable
-from app.db.models import Job
+from app.db.models import Job, JobEvent
 from app.identity.plans import Plans
 from app.jobs import scheduler
-from app.jobs.live.events import EventHub
+from app.jobs.live.events import EventHub, Notice
 from app.jobs.live.inbox import QueueSpot
 from app.jobs.schemas import JobOut
 from app.jobs.states import JobStatus
@@ -35,7 +36,6 @@ from app.kit.loops import Loop
 
 logger = logging.getLogger(__name__)
 RENDERS_MEASURED = 50  # the recent finished renders whose mean times the queue
-DEPTH = 500  # each owner's waiting jobs placed (the order's cost stays bounded)
 NEVER = datetime.min.replace(tzinfo=UTC)
 Out = TypeVar("Out", bound=JobOut)
 
@@ -87,27 +87,29 @@ class QueueBoard(Loop):
         self._settings = settings
         self._plans = Plans(settings)
         self._hub = hub
-        self._spots: dict[uuid.UUID, QueueSpot] = {}
-        self._pushed: dict[uuid.UUID, int] = {}  # the place each stream was last told
         self._view: scheduler.QueueView | None = None
+        self._places: dict[uuid.UUID, int] | None = None  # of the view's order; None: stale
+        self._pushed: dict[uuid.UUID, int] = {}  # the place each stream was last told
         self._render_seconds: float | None = None
         self._read_started = NEVER
+        self._seen_moves = 0  # the newest move a reading's snapshot may include
+        self._left: dict[uuid.UUID, int] = {}  # moves out of the line while a reading runs
         self._reading: asyncio.Task[None] | None = None
 
     async def _read(self) -> None:
         started = datetime.now(UTC)
+        self._left.clear()
         async with self._sessionmaker() as session:
-            view = await scheduler.queue_order(session, self._settings, self._plans, DEPTH)
+            # read first: a move the reading may already show has an id at most this one
+            seen = await session.scalar(select(func.max(JobEvent.id))) or 0
+            view = await scheduler.queue_order(session, self._settings, self._plans)
             render_seconds = await mean_render_seconds(session)
-        account = view.account
-        self._spots = {
-            job.id: QueueSpot(
-                job.id, job.owner, position, estimate(position, account, render_seconds, started)
-            )
-            for position, job in enumerate(view.order)
-        }
-        self._view, self._render_seconds = view, render_seconds
-        self._read_started = started
+        self._view, self._places = view, None
+        self._render_seconds, self._read_started, self._seen_moves = render_seconds, started, seen
+        for job_id, event_id in self._left.items():  # moved while the queue was read
+            if event_id > seen:
+                self._take_out(job_id)
+        self._left.clear()
 
     async def read(self) -> None:
         """Read the queue unless a reading started within the board's period; readers
@@ -118,6 +120,28 @@ class QueueBoard(Loop):
         if self._reading is None or self._reading.done():
             self._reading = asyncio.create_task(self._read(), name="queue-board-read")
         await asyncio.shield(self._reading)
+
+    def note(self, notice: Notice) -> None:
+        """A move out of the line (sent, canceled, failed) takes its job out of the order
+        at once, so the places shown stay 0..n-1 over the jobs still waiting."""
+        if not notice.leaves_the_line or notice.event_id <= self._seen_moves:
+            return
+        if self._reading is not None and not self._reading.done():
+            self._left[notice.job_id] = notice.event_id  # the new order may still show it
+        self._take_out(notice.job_id)
+
+    def _take_out(self, job_id: uuid.UUID) -> None:
+        if self._view is None or (place := self._place_of(job_id)) is None:
+            return
+        scheduler.leave(self._view, place)
+        self._places = None
+
+    def _place_of(self, job_id: uuid.UUID) -> int | None:
+        if self._view is None:
+            return None
+        if self._places is None:
+            self._places = {job.id: place for place, job in enumerate(self._view.order)}
+        return self._places.get(job_id)
 
     async def place(self, outs: list[Out], jobs: Sequence[Job]) -> list[Out]:
         """Jobs to show (`outs`, of the `jobs` rows), with their places: read fresh enough
@@ -133,28 +157,42 @@ class QueueBoard(Loop):
         return [self.annotate(out, job) for out, job in zip(outs, jobs, strict=True)]
 
     def annotate(self, out: Out, job: Job) -> Out:
-        """Its place as last read, or, for a job created since, where it stands in that
-        reading (`job`: the row, for its owner and plan)."""
-        if out.status is not JobStatus.QUEUED:
+        """Its place in the order (`job`: the row, for its owner and plan): a job created
+        since the reading is admitted where the next reading will put it; a job being sent
+        has left the line."""
+        if out.status is not JobStatus.QUEUED or self._view is None:
             return out
-        spot = self._spots.get(out.id) or self._newcomer(job)
-        if spot is not None:
-            out.queue_position = spot.position
-            out.estimated_start_at = spot.estimated_start_at
+        if job.submit_started_at is not None:
+            self._take_out(job.id)
+            return out
+        place = self._place_of(job.id)
+        if place is None:
+            place = self._admit(job)
+        out.queue_position = place
+        out.estimated_start_at = self._estimate(place)
         return out
 
-    def _newcomer(self, job: Job) -> QueueSpot | None:
-        """Placed once, then shown as placed until the next reading; None for a job the
-        reading saw and left out (deeper than DEPTH, or being sent)."""
-        if self._view is None or job.created_at <= self._read_started:
-            return None
+    def _admit(self, job: Job) -> int:
+        """A job the reading did not see (created since): placed as its owner's newest
+        waiting job."""
+        assert self._view is not None
         waiting = scheduler.Waiting(job.id, job.owner, job.plan, job.created_at)
-        position = scheduler.admit_newcomer(self._view, self._plans, waiting, DEPTH)
-        if position is None:
-            return None
-        started = estimate(position, self._view.account, self._render_seconds, self._read_started)
-        self._spots[job.id] = spot = QueueSpot(job.id, job.owner, position, started)
-        return spot
+        place = scheduler.admit_newcomer(self._view, self._plans, waiting)
+        self._places = None
+        return place
+
+    def _estimate(self, place: int) -> datetime | None:
+        assert self._view is not None
+        return estimate(place, self._view.account, self._render_seconds, self._read_started)
+
+    def spots(self) -> list[QueueSpot]:
+        """Every waiting job's place, as the order stands."""
+        if self._view is None:
+            return []
+        return [
+            QueueSpot(job.id, job.owner, place, self._estimate(place))
+            for place, job in enumerate(self._view.order)
+        ]
 
     async def run_once(self) -> int:
         """While streams are open: read the queue and push each job's new place."""
@@ -162,12 +200,9 @@ class QueueBoard(Loop):
             self._pushed.clear()
             return 0
         await self.read()
-        changed = [
-            spot
-            for job_id, spot in self._spots.items()
-            if self._pushed.get(job_id) != spot.position
-        ]
-        self._pushed = {job_id: spot.position for job_id, spot in self._spots.items()}
+        spots = self.spots()
+        changed = [spot for spot in spots if self._pushed.get(spot.job_id) != spot.position]
+        self._pushed = {spot.job_id: spot.position for spot in spots}
         for spot in changed:
             self._hub.push_queue_spot(spot)
         return len(changed)
