@@ -42,7 +42,8 @@ async def write_through_outage(write: Callable[[], Awaitable[None]], give_up_aft
     process until it is written. Any other error, or the outage outlasting that, raises."""
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(is_database_unavailable),
-        wait=wait_exponential_jitter(multiplier=0.1, max=5),
+        # at most a second between tries: the write lands soon after the database is back
+        wait=wait_exponential_jitter(multiplier=0.1, max=1),
         stop=stop_after_delay(give_up_after),
         reraise=True,
     ):

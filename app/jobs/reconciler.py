@@ -3,8 +3,11 @@
 A running job becomes due `callback_overdue_seconds(duration)` after submission; each
 poll pushes its next one back exponentially, and all polls share a global rate cap.
 Jobs still unknown past their deadline fail with `upstream_timeout`: running jobs after
-JOB_HARD_DEADLINE_SECONDS, jobs whose submit outcome is unknown (no task id to ask about)
-after SUBMIT_UNKNOWN_GRACE_SECONDS without a callback. Claims use SKIP LOCKED, so
+JOB_HARD_DEADLINE_SECONDS (once a last status call says they are still not done), jobs
+whose submit outcome is unknown (no task id to ask about) after
+SUBMIT_UNKNOWN_GRACE_SECONDS without a callback. Time our own database was away does not
+count against a job: callbacks, polls and the dispatcher's writes could not land then, so
+the deadlines move back by the last outage this loop saw. Claims use SKIP LOCKED, so
 replicas share the work.
 """
 
@@ -19,6 +22,7 @@ from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.db.availability import is_database_unavailable
 from app.db.models import Job
 from app.jobs.reports import ApplyResult, apply_report
 from app.jobs.states import EventSource, JobStatus, move
@@ -51,12 +55,40 @@ class Reconciler(Loop):
         self._batch = max(
             1, int(settings.reconciler_status_rate_per_second * settings.reconciler_poll_seconds)
         )
+        self._down_since: datetime | None = None  # the database, as this loop found it
+        self._last_outage: tuple[datetime, datetime] | None = None
 
     async def run_once(self) -> int:
-        expired = await self._expire_overdue()
-        due = await self._claim_due()
+        try:
+            expired = await self._expire_overdue()
+            due = await self._claim_due()
+        except Exception as exc:
+            if is_database_unavailable(exc) and self._down_since is None:
+                self._down_since = datetime.now(UTC)
+            raise
+        if self._down_since is not None:
+            self._last_outage, self._down_since = (self._down_since, datetime.now(UTC)), None
         await asyncio.gather(*(self._poll(job_id, task_id) for job_id, task_id in due))
         return expired + len(due)
+
+    def _time_lost(self, now: datetime) -> timedelta:
+        """How long the database was away (still away: so far), plus one round (the outage
+        may have begun that long before this loop saw it); nothing once every deadline the
+        outage touched has passed again."""
+        if self._down_since is not None:
+            began, ended = self._down_since, now
+        elif self._last_outage is not None:
+            began, ended = self._last_outage
+        else:
+            return timedelta(0)
+        lost = ended - began + timedelta(seconds=self._settings.reconciler_poll_seconds)
+        longest = max(
+            self._settings.job_hard_deadline_seconds, self._settings.submit_unknown_grace_seconds
+        )
+        if now - ended > timedelta(seconds=longest) + lost:
+            self._last_outage = None
+            return timedelta(0)
+        return lost
 
     def _backoff(self, polls: int) -> timedelta:
         settings = self._settings
@@ -84,14 +116,16 @@ class Reconciler(Loop):
                 claimed.append((job.id, job.upstream_task_id))
         return claimed
 
-    async def _poll(self, job_id: uuid.UUID, task_id: str) -> None:
+    async def _poll(self, job_id: uuid.UUID, task_id: str) -> ApplyResult | None:
+        """Ask Seedance about the job's task and apply the answer; None when it could not
+        be asked."""
         async with self._limiter:
             try:
                 report = await self._client.status(task_id)
             except SeedanceError as exc:
                 RECONCILER_POLLS.labels("error").inc()
                 logger.warning("job %s: status of task %s failed: %s", job_id, task_id, exc.code)
-                return
+                return None
         async with self._sessionmaker() as session:
             result = await apply_report(
                 session, self._settings, job_id, report, EventSource.RECONCILER
@@ -99,20 +133,30 @@ class Reconciler(Loop):
         RECONCILER_POLLS.labels(result).inc()
         if result is ApplyResult.APPLIED:
             self._on_applied()
+        return result
 
     async def _expire_overdue(self) -> int:
         now = datetime.now(UTC)
-        hard = now - timedelta(seconds=self._settings.job_hard_deadline_seconds)
-        grace = now - timedelta(seconds=self._settings.submit_unknown_grace_seconds)
-        expired = await self._fail_where(
-            # a job whose video Seedance delivered is the media worker's now
-            and_(
-                Job.status == JobStatus.RUNNING,
-                Job.submitted_at < hard,
-                Job.media_status.is_(None),
-            ),
-            "Seedance did not report an outcome before the deadline",
+        lost = self._time_lost(now)
+        hard = now - timedelta(seconds=self._settings.job_hard_deadline_seconds) - lost
+        grace = now - timedelta(seconds=self._settings.submit_unknown_grace_seconds) - lost
+        # a job whose video Seedance delivered is the media worker's now
+        overdue = and_(
+            Job.status == JobStatus.RUNNING, Job.submitted_at < hard, Job.media_status.is_(None)
         )
+        late = await self._overdue(overdue)
+        looked = await asyncio.gather(*(self._poll(job_id, task_id) for job_id, task_id in late))
+        still_unknown = [
+            job_id
+            for (job_id, _), result in zip(late, looked, strict=True)
+            if result is not ApplyResult.APPLIED  # else its outcome came with the last look
+        ]
+        expired = 0
+        if still_unknown:
+            expired = await self._fail_where(
+                and_(overdue, Job.id.in_(still_unknown)),
+                "Seedance did not report an outcome before the deadline",
+            )
         expired += await self._fail_where(
             and_(
                 Job.status == JobStatus.QUEUED,
@@ -122,6 +166,14 @@ class Reconciler(Loop):
             "the submission's outcome is unknown and no callback came",
         )
         return expired
+
+    async def _overdue(self, condition: ColumnElement[bool]) -> list[tuple[uuid.UUID, str]]:
+        """Running jobs past their deadline, with their task ids, for a last look."""
+        async with self._sessionmaker() as session:
+            rows = await session.execute(
+                select(Job.id, Job.upstream_task_id).where(condition).limit(EXPIRY_BATCH)
+            )
+            return [(job_id, task_id) for job_id, task_id in rows if task_id is not None]
 
     async def _fail_where(self, condition: ColumnElement[bool], detail: str) -> int:
         async with self._sessionmaker() as session, session.begin():

@@ -9,6 +9,7 @@ import os
 import signal
 import uuid
 from collections import Counter, defaultdict
+from datetime import UTC, datetime
 from hashlib import sha256 as _sha256
 from typing import Any
 
@@ -205,6 +206,49 @@ async def test_a_database_outage_is_503_and_the_service_recovers_alone(
         assert ids == {job["id"] for job in [*before, after]}  # nothing lost, nothing extra
         assert {j.status for j in await stack.jobs()} == {"succeeded"}
     await proxy.cut()
+
+
+async def test_a_job_whose_deadline_passed_while_the_database_was_away_is_not_failed(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    """The task finishes upstream while our database is away and its callback is lost; the
+    outage lasts past the job's hard deadline. When the database is back the reconciler
+    does not fail the job: the outage does not count against it, and a last look at the
+    deadline finds the video (before: `upstream_timeout` at the first round back)."""
+    proxy = TcpProxy("127.0.0.1", make_url(database_url).port or 5432)
+    await proxy.start()
+    proxied = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
+    async with running_stack(
+        proxied.render_as_string(hide_password=False),
+        sim_config={"callback_loss_rate": 1.0, "task_seconds": 0.5},
+        callback_overdue_base_seconds=3600.0,  # no poll but the last look at the deadline
+        job_hard_deadline_seconds=3.0,
+        **LIVE,
+    ) as stack:
+        created = await stack.create_job()
+
+        async def running() -> bool:
+            return any(j.status == "running" for j in await stack.jobs())
+
+        await wait_until(running)
+        (job,) = await stack.jobs()
+        assert job.submitted_at is not None
+        await proxy.cut()
+        deadline = job.submitted_at.timestamp() + stack.settings.job_hard_deadline_seconds
+
+        async def past_the_deadline_and_done_upstream() -> bool:
+            task = stack.sim.tasks[job.upstream_task_id or ""]
+            done = task.status(stack.sim.config.task_seconds) == "SUCCESS"
+            return done and datetime.now(UTC).timestamp() > deadline + 1
+
+        await wait_until(past_the_deadline_and_done_upstream)
+        await proxy.start()
+        await wait_until(lambda: all_terminal(db_engine, 1), within=60)
+        (ended,) = await stack.jobs()
+    await proxy.cut()
+    assert str(ended.id) == created["id"]
+    assert (ended.status, ended.error_code) == ("succeeded", None)
+    assert ended.resolved_by == "reconciler"
 
 
 async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(

@@ -114,7 +114,8 @@ async def test_tasks_that_never_finish_time_out(database_url: str) -> None:
         body = (await stack.http.get(f"/jobs/{job['id']}", headers=stack.headers())).json()
         assert (body["status"], body["error_code"]) == ("failed", "upstream_timeout")
         polls = stack.sim.calls["status"]
-        assert 2 <= polls <= 5  # backed off: 0.3s, 0.6s, 1.2s... within a 2s deadline
+        # backed off: 0.3s, 0.6s, 1.2s... within a 2s deadline, and one last look at it
+        assert 2 <= polls <= 6
 
 
 async def test_unknown_submissions_without_a_callback_fail_after_the_grace(
