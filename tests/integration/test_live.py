@@ -20,7 +20,7 @@ from sse_starlette import ServerSentEvent
 from app.api.sse import LiveStreamResponse, LiveStreams
 from app.db.migrate import upgrade
 from app.db.models import Batch, Job, JobEvent
-from app.jobs.live.feed import latest_event_id, owner_feed
+from app.jobs.live.feed import job_feed, latest_event_id, owner_feed
 from app.jobs.live.inbox import CAPACITY, FeedItem, Inbox, QueueSpot
 from app.main import create_app
 from testkit.harness import CLOSED_PORT_DB, LIVE, Stack, running_stack, serve, wait_until
@@ -96,6 +96,31 @@ async def test_a_stream_opened_early_follows_the_job_live(database_url: str) -> 
         statuses = [e["to_status"] for _, e in events]
         assert statuses[-1] == "succeeded"
         assert statuses == ["queued", "running", "succeeded"][-len(statuses) :]
+
+
+async def test_a_stream_closed_as_it_opens_still_gets_the_moves_before_it(
+    database_url: str,
+) -> None:
+    """A server stopping closes every open stream's inbox, possibly before the stream has
+    read anything: the moves recorded before it began still come first (a client that
+    opened it gets the job's state, then resumes elsewhere)."""
+    async with running_stack(database_url) as stack:
+        job = await stack.create_job()
+        state = stack.app.state.services
+        inbox = Inbox()
+        inbox.close()  # the server began stopping as the stream opened
+        feed = job_feed(
+            state.sessionmaker,
+            state.event_hub,
+            uuid.UUID(job["id"]),
+            inbox,
+            after_event_id=None,
+            heartbeat_seconds=30,
+        )
+        items = [item async for item in feed]
+    assert [(i.event.to_status, str(i.job.id)) for i in items if isinstance(i, FeedItem)] == [
+        ("queued", job["id"])
+    ]
 
 
 async def test_streams_are_owner_only(database_url: str) -> None:

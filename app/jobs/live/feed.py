@@ -93,13 +93,15 @@ async def _follow(
     job_ended: Callable[[], Awaitable[bool]] | None,
 ) -> AsyncIterator[FeedItem | QueueSpot | None]:
     """A re-read first and whenever the inbox turned stale, the pushed moves otherwise,
-    None for a heartbeat; until the inbox is closed. A feed of one job (`job_ended`
-    given) also re-reads when a pushed move does not follow the last one (a gap), and
-    ends when the job has ended before where the client resumed (a Last-Event-ID past
-    its last move: no move of it is new, so none would end the stream)."""
+    None for a heartbeat; until the inbox is closed, after what it already held (a stream
+    closed as it opens, by a server stopping, still gets the moves recorded before it
+    began). A feed of one job (`job_ended` given) also re-reads when a pushed move does
+    not follow the last one (a gap), and ends when the job has ended before where the
+    client resumed (a Last-Event-ID past its last move: no move of it is new, so none
+    would end the stream)."""
     one_job = job_ended is not None
     inbox.stale = True  # the moves recorded before the stream began
-    while not inbox.closed:
+    while True:
         if inbox.take_stale():
             read = 0
             async for item in _reread(sessionmaker, at, query):
@@ -119,6 +121,8 @@ async def _follow(
             yield item
         for spot in inbox.take_spots():
             yield spot
+        if inbox.closed:
+            return
         # jittered: streams opened together would otherwise beat together, a burst of
         # thousands of writes that holds the loop (and the moves behind it) every period
         if not await inbox.wait(heartbeat_seconds * random.uniform(0.5, 1.0)):  # noqa: S311
