@@ -15,6 +15,7 @@ job; one owner's jobs go in their order. `fifo` sends the oldest job first. The 
 order, computed over every waiting job, is what `queue_order` reports.
 """
 
+import asyncio
 import bisect
 import heapq
 import uuid
@@ -245,15 +246,15 @@ async def last_sent(session: AsyncSession, owners: set[str]) -> dict[str, dateti
 
 async def candidates(session: AsyncSession, now: datetime, per_owner: int | None) -> list[Waiting]:
     """Waiting jobs, at most `per_owner` of each owner's oldest (all, for None)."""
-    rank = func.row_number().over(partition_by=Job.owner, order_by=(Job.created_at, Job.id))
-    ranked = (
-        select(Job.id, Job.owner, Job.plan, Job.created_at, rank.label("rank"))
-        .where(*waiting(now))
-        .subquery()
-    )
-    query = select(ranked.c.id, ranked.c.owner, ranked.c.plan, ranked.c.created_at)
-    if per_owner is not None:
-        query = query.where(ranked.c.rank <= per_owner)
+    columns = (Job.id, Job.owner, Job.plan, Job.created_at)
+    if per_owner is None:
+        query = select(*columns).where(*waiting(now))
+    else:
+        rank = func.row_number().over(partition_by=Job.owner, order_by=(Job.created_at, Job.id))
+        ranked = select(*columns, rank.label("rank")).where(*waiting(now)).subquery()
+        query = select(ranked.c.id, ranked.c.owner, ranked.c.plan, ranked.c.created_at).where(
+            ranked.c.rank <= per_owner
+        )
     return [Waiting(*row) for row in (await session.execute(query)).all()]
 
 
@@ -335,7 +336,9 @@ async def queue_order(
     if settings.queue_policy is QueuePolicy.FIFO:
         return QueueView(fifo_order(waiting, None), account, held, [], {}, fair=False)
     sent = await last_sent(session, {job.owner for job in waiting})
-    schedule = fair_schedule(waiting, held, plans, None, sent)
+    # in a thread: at thousands of waiting jobs the ordering is tens of milliseconds of
+    # CPU, which would hold every request of the event loop at once
+    schedule = await asyncio.to_thread(fair_schedule, waiting, held, plans, None, sent)
     return QueueView([job for _, job in schedule], account, held, [k for k, _ in schedule], sent)
 
 

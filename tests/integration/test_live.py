@@ -30,13 +30,20 @@ SLOW = {"generate_latency_seconds": 0.3, "task_seconds": 0.6}
 
 
 async def read_events(
-    http: httpx.AsyncClient, url: str, headers: dict[str, str], limit: int = 20
+    http: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    limit: int = 20,
+    opened: asyncio.Event | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """(id, data) of each `job` event until the server closes the stream."""
+    """(id, data) of each `job` event until the server closes the stream; `opened` is set
+    when the stream has begun (where it starts is fixed by then)."""
     events: list[tuple[str, dict[str, Any]]] = []
     async with http.stream("GET", url, headers=headers, timeout=30) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
+        if opened is not None:
+            opened.set()
         event_id, data, kind = "", "", ""
         async for line in response.aiter_lines():
             if line.startswith("id:"):
@@ -133,8 +140,9 @@ async def test_streams_are_owner_only(database_url: str) -> None:
 
 async def test_my_events_streams_all_my_jobs_and_only_mine(database_url: str) -> None:
     async with running_stack(database_url, sim_config=SLOW, **LIVE) as a, replica(a) as b:
-        reader = asyncio.create_task(read_events(b, "/events", a.headers(), limit=6))
-        await asyncio.sleep(0.2)  # let the stream subscribe before the jobs exist
+        opened = asyncio.Event()
+        reader = asyncio.create_task(read_events(b, "/events", a.headers(), 6, opened))
+        await asyncio.wait_for(opened.wait(), 30)  # it starts after the moves so far
         mine = [(await a.create_job())["id"] for _ in range(2)]
         await a.create_job("bob")
         events = await asyncio.wait_for(reader, 30)
