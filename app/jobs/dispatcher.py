@@ -22,11 +22,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db.availability import write_through_outage
+from app.db.availability import is_database_unavailable, write_through_outage
 from app.db.models import Job
 from app.identity.plans import Plans
 from app.jobs import inputs, scheduler
@@ -105,8 +105,40 @@ class Dispatcher(PooledLoop):
     async def _claim(self, limit: int) -> list[tuple[uuid.UUID, GenerateRequest]]:
         """Mark the scheduler's picks as being submitted and build their upstream requests
         in the same transaction: between the claim and the call, nothing can fail on the
-        database."""
+        database. A claim whose commit was cut by a database outage may have landed, and
+        nothing was sent for it: it is undone once the database answers (else its jobs
+        would wait as unknown outcomes, and fail, for a blink of our own database)."""
         now = datetime.now(UTC)
+        claimed: list[tuple[uuid.UUID, GenerateRequest]] = []
+        try:
+            await self._claim_in_one_transaction(limit, now, claimed)
+        except Exception as exc:
+            if claimed and is_database_unavailable(exc):
+                await self._release_unsent([job_id for job_id, _ in claimed], now)
+            raise
+        return claimed
+
+    async def _release_unsent(self, job_ids: list[uuid.UUID], claimed_at: datetime) -> None:
+        async def release() -> None:
+            async with self._sessionmaker() as session, session.begin():
+                await session.execute(
+                    update(Job)
+                    .where(
+                        Job.id.in_(job_ids),
+                        Job.submit_started_at == claimed_at,
+                        Job.upstream_task_id.is_(None),
+                    )
+                    .values(submit_started_at=None, submit_attempts=Job.submit_attempts - 1)
+                )
+
+        try:
+            await write_through_outage(release, self._settings.submit_unknown_grace_seconds)
+        except Exception:
+            logger.exception("jobs %s: a claim cut by the database could not be undone", job_ids)
+
+    async def _claim_in_one_transaction(
+        self, limit: int, now: datetime, claimed: list[tuple[uuid.UUID, GenerateRequest]]
+    ) -> None:
         async with self._sessionmaker() as session, session.begin():
             await scheduler.serialize_claims(session)
             ids, account = await scheduler.pick(session, self._settings, self._plans, limit)
@@ -114,7 +146,7 @@ class Dispatcher(PooledLoop):
                 UPSTREAM_SLOTS_IN_USE.set(account.in_use)
                 UPSTREAM_CAP.set(account.cap or 0)
             if not ids:
-                return []
+                return
             jobs = {
                 job.id: job
                 for job in await session.scalars(
@@ -125,7 +157,6 @@ class Dispatcher(PooledLoop):
             }
             named = {upload_id for job in jobs.values() for upload_id in inputs.references(job)}
             urls = await self._inputs.fetch_urls(session, named)
-            claimed = []
             for job in (jobs[job_id] for job_id in ids if job_id in jobs):
                 if missing := [i for i in inputs.references(job) if i not in urls]:
                     self._fail_unsent(session, job, f"upload {missing[0]} was removed")
@@ -133,7 +164,6 @@ class Dispatcher(PooledLoop):
                 job.submit_started_at = now
                 job.submit_attempts += 1
                 claimed.append((job.id, self._request_for(job, urls)))
-        return claimed
 
     @staticmethod
     def _fail_unsent(session: AsyncSession, job: Job, detail: str) -> None:

@@ -8,8 +8,9 @@ import asyncio
 from collections import Counter
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
 
 from app.db.models import Job, JobEvent
 from app.jobs.dispatcher import Dispatcher
@@ -227,3 +228,43 @@ async def test_unknown_outcome_waits_for_the_callback_instead_of_resending(
         ]
         assert stored is not None and stored.resolved_by == "webhook"
         assert stored is not None and stored.upstream_task_id in stack.sim.tasks
+
+
+async def test_a_claim_whose_commit_answer_was_lost_is_undone_and_sent_once(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    """The claim's COMMIT lands, then the connection dies before its answer (our database
+    blinked): nothing was sent, so the claim is undone once the database answers, and the
+    job is sent by the next round (it waited as an unknown outcome and failed
+    `upstream_timeout` before)."""
+    async with running_stack(database_url) as stack:  # its dispatcher is the test's
+        created = await stack.create_job()
+        dispatcher = fresh_dispatcher(stack)
+        session_class = stack.app.state.services.sessionmaker.kw["sync_session_class"]
+        lost = [ConnectionResetError("the answer to COMMIT never came")]
+
+        def claims_a_job(session: Session) -> None:
+            jobs = [o for o in session.identity_map.values() if isinstance(o, Job)]
+            session.info["claim"] = any(j.submit_started_at is not None for j in jobs)
+
+        def lose_the_answer(session: Session) -> None:
+            if lost and session.info.pop("claim", False):
+                raise lost.pop()
+
+        hooks = (("before_commit", claims_a_job), ("after_commit", lose_the_answer))
+        for name, hook in hooks:
+            event.listen(session_class, name, hook)
+        try:
+            with pytest.raises(ConnectionResetError):
+                await dispatcher.run_once()
+        finally:
+            for name, hook in hooks:
+                event.remove(session_class, name, hook)
+        (job,) = await stack.jobs()
+        assert (job.submit_started_at, job.submit_attempts) == (None, 0)
+        assert stack.sim.calls["generate"] == 0
+        await dispatcher.run_once()
+        await dispatcher.drain()
+        (job,) = await stack.jobs()
+        assert (str(job.id), job.status, job.submit_attempts) == (created["id"], "running", 1)
+        assert stack.sim.calls["generate"] == 1
