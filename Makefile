@@ -39,5 +39,6 @@ lint: install ## ruff, the types (mypy) and the import contracts
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
-test: install services browser client-deps lint ## lint, the import contracts, then the whole suite against real Postgres and Redis
-	$(PY) -m pytest
+test: install services browser client-deps lint ## lint, types, the import contracts, then the whole suite against real Postgres and Redis
+	$(PY) -m pytest -n 2 --dist loadscope -m "not serial"  # two workers, each with its own database
+	$(PY) -m pytest -m serial  # what stops the server every worker uses, alone

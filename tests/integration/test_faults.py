@@ -14,6 +14,7 @@ from hashlib import sha256 as _sha256
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -351,6 +352,7 @@ async def run(command: list[str]) -> None:
     assert await process.wait() == 0, command
 
 
+@pytest.mark.serial
 async def test_a_real_postgres_restart_under_load_is_503_then_recovers(
     database_url: str, db_engine: AsyncEngine
 ) -> None:

@@ -3,6 +3,7 @@ for comparison; and how much of the account's cap is free, probe included."""
 
 import random
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -107,6 +108,26 @@ def test_free_slots(capacity: Capacity, free: int | None) -> None:
     assert capacity.free == free
 
 
+def random_queue(
+    rng: random.Random, owners: list[str], jobs_of: Callable[[str], int]
+) -> tuple[dict[str, str], list[Waiting], dict[str, int], dict[str, datetime], QueueView]:
+    """A queue as a reading finds it: random plans, `jobs_of(owner)` waiting jobs each,
+    slots held and last turns; with its fair-share view."""
+    plan_of = {owner: rng.choice(["free", "pro"]) for owner in owners}
+    waiting = [
+        Waiting(uuid.uuid4(), owner, plan_of[owner], T0 + timedelta(seconds=rng.random() * 100))
+        for owner in owners
+        for _ in range(jobs_of(owner))
+    ]
+    held = {owner: rng.randint(0, 3) for owner in owners if rng.random() < 0.6}
+    sent = {o: T0 - timedelta(seconds=rng.randint(1, 50)) for o in owners if rng.random() < 0.5}
+    schedule = fair_schedule(waiting, held, PLANS, None, sent)
+    view = QueueView(
+        [j for _, j in schedule], Capacity(None, 0, False), held, [k for k, _ in schedule], sent
+    )
+    return plan_of, waiting, held, sent, view
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_jobs_created_after_a_reading_are_placed_where_a_new_reading_would_put_them(
     seed: int,
@@ -116,18 +137,7 @@ def test_jobs_created_after_a_reading_are_placed_where_a_new_reading_would_put_t
     turns; newcomers of owners with and without jobs waiting, one after another."""
     rng = random.Random(seed)
     owners = [f"u{i}" for i in range(rng.randint(1, 6))]
-    plan_of = {owner: rng.choice(["free", "pro"]) for owner in owners}
-    waiting = [
-        Waiting(uuid.uuid4(), owner, plan_of[owner], T0 + timedelta(seconds=rng.random() * 100))
-        for owner in owners
-        for _ in range(rng.randint(0, 5))
-    ]
-    held = {owner: rng.randint(0, 3) for owner in owners if rng.random() < 0.6}
-    sent = {o: T0 - timedelta(seconds=rng.randint(1, 50)) for o in owners if rng.random() < 0.5}
-    schedule = fair_schedule(waiting, held, PLANS, None, sent)
-    view = QueueView(
-        [j for _, j in schedule], Capacity(None, 0, False), held, [k for k, _ in schedule], sent
-    )
+    plan_of, waiting, held, sent, view = random_queue(rng, owners, lambda _: rng.randint(0, 5))
     fifo = QueueView(fifo_order(waiting, None), Capacity(None, 0, False), held, [], {}, fair=False)
     newcomers: list[Waiting] = []
     for second in range(3):
@@ -151,17 +161,8 @@ def test_a_job_that_leaves_the_line_leaves_the_order_a_new_reading_would_give(
     where a new reading puts them."""
     rng = random.Random(seed)
     owners = [f"u{i}" for i in range(rng.randint(2, 6))]
-    plan_of = {owner: rng.choice(["free", "pro"]) for owner in owners}
-    waiting = [
-        Waiting(uuid.uuid4(), owner, plan_of[owner], T0 + timedelta(seconds=rng.random() * 100))
-        for owner in owners
-        for _ in range(rng.randint(0, 4) if owner != owners[0] else 1)
-    ]
-    held = {owner: rng.randint(0, 3) for owner in owners if rng.random() < 0.6}
-    sent = {o: T0 - timedelta(seconds=rng.randint(1, 50)) for o in owners if rng.random() < 0.5}
-    schedule = fair_schedule(waiting, held, PLANS, None, sent)
-    view = QueueView(
-        [j for _, j in schedule], Capacity(None, 0, False), held, [k for k, _ in schedule], sent
+    plan_of, waiting, held, sent, view = random_queue(
+        rng, owners, lambda owner: 1 if owner == owners[0] else rng.randint(0, 4)
     )
     alone = next(job for job in waiting if job.owner == owners[0])  # its owner's only one
     leave(view, view.order.index(alone))
