@@ -1,10 +1,14 @@
 """What the database's failures mean: "unavailable, retry soon" (a 503 for clients, a
 retry for background work) as opposed to a bug."""
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from sqlalchemy import exc as sa_exc
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+logger = logging.getLogger(__name__)
 
 # What a database that is down, restarting or unreachable raises (asyncpg's refused
 # connects surface as ConnectionError, unwrapped).
@@ -49,3 +53,22 @@ async def write_through_outage(write: Callable[[], Awaitable[None]], give_up_aft
     ):
         with attempt:
             await write()
+
+
+@asynccontextmanager
+async def undone_if_cut(
+    undo: Callable[[], Awaitable[None]], give_up_after: float
+) -> AsyncIterator[None]:
+    """Around a claim's transaction: when a database outage cuts it, its COMMIT may have
+    landed while the work it claimed will never start here. `undo` (which must be a no-op
+    for a claim that did not land) then runs once the database answers, so the work is
+    not held for the claim's lease by a blink of our own database."""
+    try:
+        yield
+    except Exception as exc:
+        if is_database_unavailable(exc):
+            try:
+                await write_through_outage(undo, give_up_after)
+            except Exception:
+                logger.exception("a claim cut by the database could not be undone")
+        raise

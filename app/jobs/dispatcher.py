@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db.availability import is_database_unavailable, write_through_outage
+from app.db.availability import undone_if_cut, write_through_outage
 from app.db.models import Job
 from app.identity.plans import Plans
 from app.jobs import inputs, scheduler
@@ -110,31 +110,22 @@ class Dispatcher(PooledLoop):
         would wait as unknown outcomes, and fail, for a blink of our own database)."""
         now = datetime.now(UTC)
         claimed: list[tuple[uuid.UUID, GenerateRequest]] = []
-        try:
-            await self._claim_in_one_transaction(limit, now, claimed)
-        except Exception as exc:
-            if claimed and is_database_unavailable(exc):
-                await self._release_unsent([job_id for job_id, _ in claimed], now)
-            raise
-        return claimed
 
-    async def _release_unsent(self, job_ids: list[uuid.UUID], claimed_at: datetime) -> None:
-        async def release() -> None:
+        async def release_unsent() -> None:
             async with self._sessionmaker() as session, session.begin():
                 await session.execute(
                     update(Job)
                     .where(
-                        Job.id.in_(job_ids),
-                        Job.submit_started_at == claimed_at,
+                        Job.id.in_([job_id for job_id, _ in claimed]),
+                        Job.submit_started_at == now,
                         Job.upstream_task_id.is_(None),
                     )
                     .values(submit_started_at=None, submit_attempts=Job.submit_attempts - 1)
                 )
 
-        try:
-            await write_through_outage(release, self._settings.submit_unknown_grace_seconds)
-        except Exception:
-            logger.exception("jobs %s: a claim cut by the database could not be undone", job_ids)
+        async with undone_if_cut(release_unsent, self._settings.submit_unknown_grace_seconds):
+            await self._claim_in_one_transaction(limit, now, claimed)
+        return claimed
 
     async def _claim_in_one_transaction(
         self, limit: int, now: datetime, claimed: list[tuple[uuid.UUID, GenerateRequest]]

@@ -20,11 +20,11 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import httpx
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.db.availability import write_through_outage
+from app.db.availability import undone_if_cut, write_through_outage
 from app.db.models import Job
 from app.jobs.reports import end_deleted
 from app.jobs.states import EventSource, JobStatus, MediaStatus, move
@@ -111,7 +111,30 @@ class MediaWorker(PooledLoop):
         )
 
     async def _claim(self, limit: int) -> list[CopyOrder]:
+        """Lease due copies; a claim cut by a database outage is undone once it answers
+        (its copies are due again at once, not after the lease)."""
         now = datetime.now(UTC)
+        orders: list[CopyOrder] = []
+
+        async def release_unstarted() -> None:
+            async with self._sessionmaker() as session, session.begin():
+                await session.execute(
+                    update(Job)
+                    .where(
+                        Job.id.in_([order.job_id for order in orders]),
+                        Job.media_status == MediaStatus.PENDING,
+                        Job.media_next_attempt_at == now + self._lease(),
+                    )
+                    .values(media_next_attempt_at=now, media_attempts=Job.media_attempts - 1)
+                )
+
+        async with undone_if_cut(release_unstarted, self._settings.media_copy_lease_seconds):
+            await self._claim_in_one_transaction(now, limit, orders)
+        return orders
+
+    async def _claim_in_one_transaction(
+        self, now: datetime, limit: int, orders: list[CopyOrder]
+    ) -> None:
         async with self._sessionmaker() as session, session.begin():
             jobs = await session.scalars(
                 select(Job)
@@ -123,7 +146,6 @@ class MediaWorker(PooledLoop):
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
-            orders = []
             for job in jobs:
                 if job.deleted_at is not None or job.upstream_video_url is None:
                     end_deleted(session, job, EventSource.MEDIA)  # (deleting forgets the URL)
@@ -140,7 +162,6 @@ class MediaWorker(PooledLoop):
                         job.duration,
                     )
                 )
-        return orders
 
     async def _copy(self, order: CopyOrder) -> None:
         deadline = self._settings.media_copy_lease_seconds * 0.9  # finish inside the lease

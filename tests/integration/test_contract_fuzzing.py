@@ -64,6 +64,9 @@ async def test_schemathesis_finds_no_failure_with_all_checks(working: Stack, adm
         "/events",
         "--include-path-regex" if admin else "--exclude-path-regex",
         "^/admin/",
+        # a revoked API key's record stays readable (revoked_at set) for audit, so reading
+        # it after its DELETE is no use after free (a job's DELETE is, in the user run)
+        *(["--exclude-checks", "use_after_free"] if admin else []),
         "--header",
         f"Authorization: {token}",
         "--no-color",

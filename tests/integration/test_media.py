@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db.models import Job
@@ -352,6 +353,52 @@ async def test_two_replicas_racing_copy_each_video_once(database_url: str, tmp_p
                 await worker.close()
         assert sorted(stack.sim.downloads_by_task.values()) == [1] * 12
         assert len(local_files(root)) == 24
+
+
+async def test_a_copy_claim_whose_commit_answer_was_lost_is_copied_at_once(
+    database_url: str,
+) -> None:
+    """The media worker's claim commits, then the connection dies before its answer (our
+    database blinked): the copy is due again once the database answers, not after its
+    lease (MEDIA_COPY_LEASE_SECONDS: 15 minutes by default, a user waiting for nothing)."""
+    async with running_stack(database_url, media_worker_enabled=False, **LIVE) as stack:
+        created = await stack.create_job()
+
+        async def pending() -> bool:
+            return [j.media_status for j in await stack.jobs()] == ["pending"]
+
+        await wait_until(pending)
+        state = stack.app.state.services
+        worker = MediaWorker(state.sessionmaker, state.storage, stack.settings)
+        session_class = state.sessionmaker.kw["sync_session_class"]
+        lost = [ConnectionResetError("the answer to COMMIT never came")]
+
+        def claims_a_copy(session: Session) -> None:
+            jobs = [o for o in session.identity_map.values() if isinstance(o, Job)]
+            session.info["claim"] = any(j.media_attempts for j in jobs)
+
+        def lose_the_answer(session: Session) -> None:
+            if lost and session.info.pop("claim", False):
+                raise lost.pop()
+
+        hooks = (("before_commit", claims_a_copy), ("after_commit", lose_the_answer))
+        for name, hook in hooks:
+            event.listen(session_class, name, hook)
+        try:
+            with pytest.raises(ConnectionResetError):
+                await worker.run_once()
+        finally:
+            for name, hook in hooks:
+                event.remove(session_class, name, hook)
+        (job,) = await stack.jobs()
+        assert (job.media_status, job.media_attempts) == ("pending", 0)
+        worker.start()
+        try:
+            assert (await finished(stack, created["id"]))["status"] == "succeeded"
+        finally:
+            await worker.stop()
+            await worker.close()
+        assert list(stack.sim.downloads_by_task.values()) == [1]
 
 
 # --- signed URLs, access, deletion, erasure, retention -----------------------------------
