@@ -1,6 +1,7 @@
 """Hostile result files: judged by their headers before anything is decoded, and checked in
 a child process that is bounded and killed for real (issue 27, item 1)."""
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,14 +24,19 @@ async def failed_job(stack: Stack, **body: object) -> dict[str, object]:
 
 
 def probes_running() -> list[str]:
-    """Command lines of probe processes still alive on this machine."""
+    """Command lines of this process's probe children still alive (another test process,
+    a parallel worker, may be probing files of its own)."""
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            argv = cmdline.read_bytes().split(b"\0")
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            status = (proc / "status").read_text()
         except OSError:
             continue
-        if b"app.media.probe" in argv:
+        parent = next(
+            (line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), ""
+        )
+        if b"app.media.probe" in argv and parent == str(os.getpid()):
             found.append(b" ".join(argv).decode(errors="replace"))
     return found
 
