@@ -7,8 +7,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db.models import Job
@@ -252,3 +253,29 @@ async def run_command(
     text = output.decode(errors="replace")
     assert process.returncode == 0, f"{' '.join(command)} failed:\n{text}"
     return text
+
+
+@contextmanager
+def commit_answer_lost(stack: Stack, claims: Callable[[Job], bool]) -> Iterator[None]:
+    """The first COMMIT of a transaction holding a job that `claims` picks out lands, and
+    then its answer is lost (the connection dies under it: our database blinked); the
+    commit raises ConnectionResetError as asyncpg's caller would see it."""
+    session_class = stack.app.state.services.sessionmaker.kw["sync_session_class"]
+    lost = [ConnectionResetError("the answer to COMMIT never came")]
+
+    def note_claim(session: Session) -> None:
+        jobs = [o for o in session.identity_map.values() if isinstance(o, Job)]
+        session.info["claim"] = any(claims(job) for job in jobs)
+
+    def lose_the_answer(session: Session) -> None:
+        if lost and session.info.pop("claim", False):
+            raise lost.pop()
+
+    hooks = (("before_commit", note_claim), ("after_commit", lose_the_answer))
+    for name, hook in hooks:
+        event.listen(session_class, name, hook)
+    try:
+        yield
+    finally:
+        for name, hook in hooks:
+            event.remove(session_class, name, hook)

@@ -8,13 +8,12 @@ import asyncio
 from collections import Counter
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import Session
 
 from app.db.models import Job, JobEvent
 from app.jobs.dispatcher import Dispatcher
-from testkit.harness import Stack, running_stack, wait_until
+from testkit.harness import Stack, commit_answer_lost, running_stack, wait_until
 
 DISPATCH = {"dispatcher_enabled": True}
 
@@ -240,26 +239,11 @@ async def test_a_claim_whose_commit_answer_was_lost_is_undone_and_sent_once(
     async with running_stack(database_url) as stack:  # its dispatcher is the test's
         created = await stack.create_job()
         dispatcher = fresh_dispatcher(stack)
-        session_class = stack.app.state.services.sessionmaker.kw["sync_session_class"]
-        lost = [ConnectionResetError("the answer to COMMIT never came")]
-
-        def claims_a_job(session: Session) -> None:
-            jobs = [o for o in session.identity_map.values() if isinstance(o, Job)]
-            session.info["claim"] = any(j.submit_started_at is not None for j in jobs)
-
-        def lose_the_answer(session: Session) -> None:
-            if lost and session.info.pop("claim", False):
-                raise lost.pop()
-
-        hooks = (("before_commit", claims_a_job), ("after_commit", lose_the_answer))
-        for name, hook in hooks:
-            event.listen(session_class, name, hook)
-        try:
-            with pytest.raises(ConnectionResetError):
-                await dispatcher.run_once()
-        finally:
-            for name, hook in hooks:
-                event.remove(session_class, name, hook)
+        with (
+            commit_answer_lost(stack, lambda job: job.submit_started_at is not None),
+            pytest.raises(ConnectionResetError),
+        ):
+            await dispatcher.run_once()
         (job,) = await stack.jobs()
         assert (job.submit_started_at, job.submit_attempts) == (None, 0)
         assert stack.sim.calls["generate"] == 0

@@ -11,9 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db.models import Job
@@ -26,6 +25,7 @@ from testkit.harness import (
     SEEDANCE_TEST_KEY,
     Stack,
     bearer,
+    commit_answer_lost,
     free_port,
     make_settings,
     running_stack,
@@ -370,26 +370,11 @@ async def test_a_copy_claim_whose_commit_answer_was_lost_is_copied_at_once(
         await wait_until(pending)
         state = stack.app.state.services
         worker = MediaWorker(state.sessionmaker, state.storage, stack.settings)
-        session_class = state.sessionmaker.kw["sync_session_class"]
-        lost = [ConnectionResetError("the answer to COMMIT never came")]
-
-        def claims_a_copy(session: Session) -> None:
-            jobs = [o for o in session.identity_map.values() if isinstance(o, Job)]
-            session.info["claim"] = any(j.media_attempts for j in jobs)
-
-        def lose_the_answer(session: Session) -> None:
-            if lost and session.info.pop("claim", False):
-                raise lost.pop()
-
-        hooks = (("before_commit", claims_a_copy), ("after_commit", lose_the_answer))
-        for name, hook in hooks:
-            event.listen(session_class, name, hook)
-        try:
-            with pytest.raises(ConnectionResetError):
-                await worker.run_once()
-        finally:
-            for name, hook in hooks:
-                event.remove(session_class, name, hook)
+        with (
+            commit_answer_lost(stack, lambda job: job.media_attempts > 0),
+            pytest.raises(ConnectionResetError),
+        ):
+            await worker.run_once()
         (job,) = await stack.jobs()
         assert (job.media_status, job.media_attempts) == ("pending", 0)
         worker.start()
