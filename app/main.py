@@ -48,6 +48,7 @@ from app.jobs.reconciler import Reconciler
 from app.jobs.retention import RetentionSweeper
 from app.jobs.service import UserErasure
 from app.jobs.stats import StatsRollup
+from app.kit.bounded_child import BoundedChildren
 from app.kit.loops import Loop
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
@@ -109,7 +110,9 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
     upload_links = UploadLinks(storage)
     upload_inputs = UploadInputs(storage, settings)
     upload_remover = UploadRemover(sessionmaker, storage)
-    media_worker = MediaWorker(sessionmaker, storage, settings)
+    children = BoundedChildren()  # decoding untrusted files: uploads, results
+    stack.push_async_callback(children.close)
+    media_worker = MediaWorker(sessionmaker, storage, settings, children)
     stack.push_async_callback(media_worker.close)
     links = MediaLinks(storage)
     outbound_secrets = SecretBox(settings.outbound_secrets_key)
@@ -133,9 +136,10 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
         seedance=seedance,
         rate_limits=rate_limits,
         storage=storage,
+        children=children,
         media_links=links,
         purger=media_worker.purger,
-        uploads=Uploads(storage, upload_remover, settings),
+        uploads=Uploads(storage, upload_remover, settings, children),
         upload_links=upload_links,
         inputs=upload_inputs,
         upload_remover=upload_remover,

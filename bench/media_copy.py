@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from app.kit.bounded_child import BoundedChildren
 from app.media.copier import CopyOrder, MediaWorker
 from app.media.keys import job_keys
 from app.storage.objects import ObjectStore
@@ -125,7 +126,8 @@ async def run(args: argparse.Namespace, base: str, folder: Path) -> dict[str, An
         **SECRETS,
     )
     storage = ObjectStore(settings)
-    worker = MediaWorker(None, storage, settings)  # type: ignore[arg-type]  # copies touch no rows
+    children = BoundedChildren()
+    worker = MediaWorker(None, storage, settings, children)  # type: ignore[arg-type]  # copies touch no rows
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30) as sim:
             for _ in range(100):
@@ -175,6 +177,7 @@ async def run(args: argparse.Namespace, base: str, folder: Path) -> dict[str, An
                     rounds[name].append(await measure(work))
     finally:
         await worker.close()
+        await children.close()
         storage.close()
     medians = {
         name: {key: statistics.median(r[key] for r in results) for key in results[0]}

@@ -21,6 +21,7 @@ from app.jobs.live.queue_board import QueueBoard
 from app.jobs.live.stream_slots import StreamSlots
 from app.jobs.schemas import JobOut
 from app.jobs.service import UserErasure
+from app.kit.bounded_child import BoundedChildren
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
 from app.media.purge import Purger
@@ -48,6 +49,7 @@ class Services:
     seedance: SeedanceClient
     rate_limits: RateLimits
     storage: ObjectStore
+    children: BoundedChildren  # decoding untrusted files
     media_links: MediaLinks
     purger: Purger
     uploads: Uploads

@@ -29,6 +29,7 @@ from app.db.models import Job
 from app.jobs.reports import end_deleted
 from app.jobs.states import EventSource, JobStatus, MediaStatus, move
 from app.kit.backoff import backoff
+from app.kit.bounded_child import BoundedChildren
 from app.kit.loops import PooledLoop
 from app.media.download import MediaCopyError, download, refused, unavailable
 from app.media.isolated_probe import probe_isolated
@@ -70,8 +71,10 @@ class MediaWorker(PooledLoop):
         sessionmaker: async_sessionmaker[AsyncSession],
         storage: ObjectStore,
         settings: Settings,
+        children: BoundedChildren,
     ) -> None:
         super().__init__(settings.media_poll_seconds, settings.media_copy_concurrency)
+        self._children = children
         self._sessionmaker = sessionmaker
         self._storage = storage
         self._settings = settings
@@ -198,7 +201,7 @@ class MediaWorker(PooledLoop):
             assert got.content_type is not None  # download refuses files it cannot type
             limits = Limits.for_job(order.resolution, order.duration)
             try:
-                facts = await probe_isolated(staged, limits, self._settings)
+                facts = await probe_isolated(self._children, staged, limits, self._settings)
             except NotAVideo as exc:
                 raise refused("media_invalid", str(exc)) from exc
             key = video_key(order.job_id, got.content_type)

@@ -1,11 +1,11 @@
 """The probe (`app/media/probe.py`) in a child process of its own, bounded for real.
 
 A thread cannot be stopped: a copy's deadline used to cancel the wait while FFmpeg went on
-decoding, and the thread outlived its slot in MEDIA_COPY_CONCURRENCY. A child process
-(`app/kit/bounded_child.py`) has its address space and CPU time capped by the kernel
-(MEDIA_PROBE_MEMORY_BYTES, and a CPU limit a second past MEDIA_PROBE_SECONDS), is killed at
-MEDIA_PROBE_SECONDS or when its copy is cancelled, and is waited for before the copy ends,
-so it holds its slot until it is gone.
+decoding, and the thread outlived its slot in MEDIA_COPY_CONCURRENCY. A child process forked
+from a warm zygote (`app/kit/bounded_child.py`) has its address space and CPU time capped by
+the kernel (MEDIA_PROBE_MEMORY_BYTES, and a CPU limit a second past MEDIA_PROBE_SECONDS),
+is killed at MEDIA_PROBE_SECONDS or when its copy is cancelled, and is waited for before the
+copy ends, so it holds its slot until it is gone.
 """
 
 import base64
@@ -14,15 +14,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 from app.config import Settings
-from app.kit.bounded_child import Bounds, ChildRefused, run_bounded
+from app.kit.bounded_child import BoundedChildren, Bounds, ChildRefused
 from app.media.probe import Limits, NotAVideo, VideoFacts
 
 
-async def probe_isolated(path: Path, limits: Limits, settings: Settings) -> VideoFacts:
+async def probe_isolated(
+    children: BoundedChildren, path: Path, limits: Limits, settings: Settings
+) -> VideoFacts:
     bounds = Bounds(settings.media_probe_memory_bytes, settings.media_probe_seconds)
     args = [str(path), json.dumps(asdict(limits))]
     try:
-        fields = await run_bounded("app.media.probe", args, bounds, "checking the video")
+        fields = await children.run("app.media.probe", args, bounds, "checking the video")
     except ChildRefused as exc:
         raise NotAVideo(str(exc)) from None
     fields["poster_jpeg"] = base64.b64decode(fields["poster_jpeg"])

@@ -11,14 +11,13 @@ process (`app/media/isolated_probe.py`) with its memory and CPU bounded by the k
 
 import base64
 import json
-import sys
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 
-from app.kit.bounded_child import limit_self, refuse
+from app.kit.bounded_child import ChildRefused
 
 POSTER_AT_SECONDS = 1.0  # the first frame is often black or a fade-in
 RESOLUTION_SHORT_SIDE = {"480p": 480, "720p": 720}
@@ -146,20 +145,14 @@ def mismatches(
     return "; ".join(found) or None
 
 
-def _main() -> None:
-    """`python -m app.media.probe PATH LIMITS MEMORY_BYTES CPU_SECONDS`, as
-    `isolated_probe` runs it: the facts as one JSON line (the poster in base64), or the
-    refusal (`app/kit/bounded_child.py`) for a file that is not a video we play."""
-    path, limits, memory, cpu = sys.argv[1:5]
-    limit_self(memory, cpu)
+def in_child(args: list[str]) -> dict[str, object]:
+    """In the bounded child (`isolated_probe`): the facts of the file at `args[0]` within
+    the `Limits` in `args[1]` (JSON), the poster in base64."""
+    path, limits = args
     try:
         facts = probe(Path(path), Limits(**json.loads(limits)))
     except NotAVideo as exc:
-        refuse(str(exc))
+        raise ChildRefused(str(exc)) from None
     fields = asdict(facts)
     fields["poster_jpeg"] = base64.b64encode(facts.poster_jpeg).decode()
-    print(json.dumps(fields))
-
-
-if __name__ == "__main__":
-    _main()
+    return fields

@@ -13,26 +13,22 @@ or ZIP) survive. A video or audio file is remuxed, packets copied without decodi
 new container that carries none of the original's metadata (a phone video's location) and
 only the streams Seedance uses.
 
-This runs in a child process bounded by the kernel (`app/kit/bounded_child.py`):
-`python -m app.uploads.sanitize SRC DST RULES MEMORY_BYTES CPU_SECONDS`.
+This runs in a child process bounded by the kernel, forked from a warm zygote that imported
+this module once (`app/kit/bounded_child.py`): `in_child`.
 """
 
 import hashlib
 import json
-import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import av
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.kit.bounded_child import limit_self, refuse
-
-if TYPE_CHECKING:  # PyAV is imported for video and audio only: 40 ms of a photo's child
-    import av
+from app.kit.bounded_child import ChildRefused
 
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF")
 MP4 = "mov,mp4,m4a,3gp,3g2,mj2"  # FFmpeg's MP4/MOV demuxer
@@ -132,7 +128,6 @@ def _check_image_size(width: int, height: int, rules: Rules) -> None:
 
 
 def _media(src: Path, dst: Path, rules: Rules) -> Facts:
-    import av
 
     try:
         container = av.open(str(src))
@@ -205,7 +200,6 @@ def _remux(
     muxer: str,
 ) -> None:
     """Copy the streams' packets into a new container: no decoding, no metadata."""
-    import av
 
     with av.open(str(dst), "w", format=muxer) as out:
         mapping = {}
@@ -228,21 +222,18 @@ def _digest(path: Path) -> tuple[int, str]:
     return path.stat().st_size, digest.hexdigest()
 
 
-def _main() -> None:
-    src, dst, rules, memory, cpu = sys.argv[1:6]
-    limit_self(memory, cpu)
+def in_child(args: list[str]) -> dict[str, object]:
+    """In the bounded child (`Uploads`): the facts of the file at `args[0]`, its clean
+    copy written to `args[1]`, by the `Rules` in `args[2]` (JSON)."""
+    src, dst, rules = args
     warnings.simplefilter("error", Image.DecompressionBombWarning)
     pillow_heif.register_heif_opener()
     try:
         facts = sanitize(Path(src), Path(dst), Rules(**json.loads(rules)))
     except Refused as exc:
         Path(dst).unlink(missing_ok=True)
-        refuse(str(exc))
+        raise ChildRefused(str(exc)) from None
     except MemoryError:  # the kernel's limit of this process
         Path(dst).unlink(missing_ok=True)
-        refuse("the file needs more memory to read than an upload may")
-    print(json.dumps(asdict(facts)))
-
-
-if __name__ == "__main__":
-    _main()
+        raise ChildRefused("the file needs more memory to read than an upload may") from None
+    return asdict(facts)

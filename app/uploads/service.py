@@ -23,7 +23,7 @@ from app.config import Settings, UploadKind
 from app.db.models import Job, JobUpload, Upload
 from app.identity.plans import PlanLimits
 from app.jobs.states import JobStatus
-from app.kit.bounded_child import Bounds, ChildRefused, run_bounded
+from app.kit.bounded_child import BoundedChildren, Bounds, ChildRefused
 from app.kit.cursor import newest_first_page
 from app.kit.errors import FieldError, ProblemError
 from app.ops.metrics import UPLOADS
@@ -53,8 +53,15 @@ def _rules(settings: Settings, plan: PlanLimits) -> Rules:
 class Uploads:
     """One per process: the storage, and the cap on sanitizing children at once."""
 
-    def __init__(self, storage: ObjectStore, remover: UploadRemover, settings: Settings) -> None:
+    def __init__(
+        self,
+        storage: ObjectStore,
+        remover: UploadRemover,
+        settings: Settings,
+        children: BoundedChildren,
+    ) -> None:
         self._storage = storage
+        self._children = children
         self._remover = remover
         self._settings = settings
         self._sanitizing = asyncio.Semaphore(settings.upload_sanitize_concurrency)
@@ -102,7 +109,7 @@ class Uploads:
         rules = json.dumps(asdict(_rules(self._settings, plan)))
         async with self._sanitizing:
             try:
-                fields = await run_bounded(
+                fields = await self._children.run(
                     "app.uploads.sanitize",
                     [str(original), str(clean), rules],
                     self._bounds,

@@ -1,13 +1,13 @@
 """Hostile result files: judged by their headers before anything is decoded, and checked in
 a child process that is bounded and killed for real (issue 27, item 1)."""
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from testkit.harness import LIVE, Stack, running_stack, wait_until
+from testkit.processes import children_of
 from tests.hostile_media import oversized_h264, png_in_mov
 
 
@@ -21,24 +21,6 @@ async def failed_job(stack: Stack, **body: object) -> dict[str, object]:
     response = await stack.http.get(f"/jobs/{created['id']}", headers=stack.headers())
     job: dict[str, object] = response.json()
     return job
-
-
-def probes_running() -> list[str]:
-    """Command lines of this process's probe children still alive (another test process,
-    a parallel worker, may be probing files of its own)."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            status = (proc / "status").read_text()
-        except OSError:
-            continue
-        parent = next(
-            (line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), ""
-        )
-        if b"app.media.probe" in argv and parent == str(os.getpid()):
-            found.append(b" ".join(argv).decode(errors="replace"))
-    return found
 
 
 @pytest.mark.parametrize(
@@ -73,6 +55,7 @@ async def test_a_probe_past_its_deadline_is_killed_and_the_result_refused(
     goes on decoding after the job failed."""
     async with running_stack(database_url, media_probe_seconds=0.001, **LIVE) as stack:
         job = await failed_job(stack)
-        assert probes_running() == []
+        zygote = stack.app.state.services.children.zygote_pid
+        assert zygote is not None and children_of(zygote) == []
     assert job["error_code"] == "media_invalid"
     assert "took longer than" in str(job["error_detail"])

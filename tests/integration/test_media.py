@@ -194,6 +194,7 @@ async def test_a_job_is_running_until_its_video_is_stored(database_url: str) -> 
             stack.app.state.services.sessionmaker,
             stack.app.state.services.storage,
             stack.settings,
+            stack.app.state.services.children,
         )
         try:
             await worker.run_once()
@@ -340,7 +341,8 @@ async def test_two_replicas_racing_copy_each_video_once(database_url: str, tmp_p
         await wait_until(all_pending)
         state = stack.app.state.services
         replicas = [
-            MediaWorker(state.sessionmaker, state.storage, stack.settings) for _ in range(2)
+            MediaWorker(state.sessionmaker, state.storage, stack.settings, state.children)
+            for _ in range(2)
         ]
         for worker in replicas:
             worker.start()
@@ -369,7 +371,7 @@ async def test_a_copy_claim_whose_commit_answer_was_lost_is_copied_at_once(
 
         await wait_until(pending)
         state = stack.app.state.services
-        worker = MediaWorker(state.sessionmaker, state.storage, stack.settings)
+        worker = MediaWorker(state.sessionmaker, state.storage, stack.settings, state.children)
         with (
             commit_answer_lost(stack, lambda job: job.media_attempts > 0),
             pytest.raises(ConnectionResetError),
