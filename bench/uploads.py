@@ -57,13 +57,23 @@ def noise_png(mb: int) -> bytes:
 
 
 def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()] if path.exists() else []
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except OSError:  # it ended
+        return []
+
+
+def _descendants(pid: int) -> list[int]:
+    """Its children and theirs: the sanitizing children are the decoding zygote's."""
+    found = _children(pid)
+    return found + [grandchild for child in found for grandchild in _descendants(child)]
 
 
 async def sample_children(pid: int, peak: list[int], stop: asyncio.Event) -> None:
     while not stop.is_set():
-        for child in _children(pid):
+        for child in _descendants(pid):
             try:
                 peak[0] = max(peak[0], status_kib("VmRSS", child))
             except (FileNotFoundError, KeyError):  # ended between the listing and the read

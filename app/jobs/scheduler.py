@@ -15,12 +15,9 @@ job; one owner's jobs go in their order. `fifo` sends the oldest job first. The 
 order, computed over every waiting job, is what `queue_order` reports.
 """
 
-import asyncio
-import bisect
 import heapq
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -31,11 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import QueuePolicy, Settings
 from app.db.models import HOLDS_SLOT_SQL, Job, UpstreamCapacity
 from app.identity.plans import Plans
+from app.jobs.queue_view import NEVER, Capacity, QueueView, Waiting
 from app.jobs.states import JobStatus
 
 HOLDS_SLOT = text(HOLDS_SLOT_SQL)
 CLAIM_LOCK = 0x5EEDA7CE  # the advisory lock that serializes claims across replicas
-NEVER = datetime.min.replace(tzinfo=UTC)
 RECENT_TURNS = timedelta(hours=1)  # how far back "sent to least recently" looks
 _CAPACITY_ROW = 1
 
@@ -47,34 +44,6 @@ def waiting(now: datetime) -> list[ColumnElement[bool]]:
         Job.submit_started_at.is_(None),
         or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now),
     ]
-
-
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    id: uuid.UUID
-    owner: str
-    plan: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Capacity:
-    """What the account takes now: `cap` slots (None: nothing known, no limit), of which
-    `in_use` are held; `probing`: one submission may go above the cap."""
-
-    cap: int | None
-    in_use: int
-    probing: bool
-
-    @property
-    def free(self) -> int | None:
-        """Slots to fill now (None: no limit known): the cap's room, else one probe while
-        no other is out (at most one job above the cap)."""
-        if self.cap is None:
-            return None
-        if self.in_use < self.cap:
-            return self.cap - self.in_use
-        return 1 if self.probing and self.in_use == self.cap else 0
 
 
 async def serialize_claims(session: AsyncSession) -> None:
@@ -184,7 +153,7 @@ def fair_schedule(
     (bench.saturation: light users' jobs waited as long as FIFO's).
 
     With each job, its key: the order is the keys' ascending order (an owner's next job
-    always has a larger share than the one just sent), which `place_of_newcomer` uses."""
+    always has a larger share than the one just sent), which `QueueView.admit` uses."""
     last_sent = last_sent or {}
     by_owner: dict[str, list[Waiting]] = {}
     for job in candidates:
@@ -278,51 +247,6 @@ async def pick(
     return [job.id for job in chosen], account
 
 
-@dataclass(frozen=True, slots=True)
-class QueueView:
-    order: list[Waiting]  # every waiting job, in the order they would be sent
-    account: Capacity
-    held: dict[str, int]  # slots each owner holds
-    keys: list[Any]  # fair share: each job's place in the order as a key, ascending
-    last_sent: dict[str, datetime]
-    fair: bool = True
-
-
-def admit_newcomer(view: QueueView, plans: Plans, job: Waiting) -> int:
-    """Where a job created after `view` was read stands in it, as its owner's newest
-    waiting job by the key fair share would give it (FIFO: last); the job is then in the
-    view, so the next newcomer is placed behind it."""
-    mine = [index for index, waiting in enumerate(view.order) if waiting.owner == job.owner]
-    if not view.fair:
-        view.order.append(job)
-        return len(view.order) - 1
-    weight = plans.named(job.plan).queue_weight
-    share = (view.held.get(job.owner, 0) + len(mine) + 0.5) / weight
-    turn = (1, mine[-1] + 1) if mine else (0, view.last_sent.get(job.owner, NEVER))
-    key = (share, turn, job.created_at, job.id)
-    position = bisect.bisect_right(view.keys, key)
-    for index in range(position, len(view.keys)):  # a turn counts the jobs sent before
-        share_after, (sent_before, after), *rest = view.keys[index]
-        if sent_before == 1 and after > position:
-            view.keys[index] = (share_after, (1, after + 1), *rest)
-    view.keys.insert(position, key)
-    view.order.insert(position, job)
-    return position
-
-
-def leave(view: QueueView, index: int) -> None:
-    """Take the job at `index` out of `view` (it was sent, canceled or failed); the turns
-    that count jobs before them are counted again, as `admit_newcomer` does."""
-    del view.order[index]
-    if not view.fair:
-        return
-    del view.keys[index]
-    for at in range(index, len(view.keys)):
-        share, (sent_before, after), *rest = view.keys[at]
-        if sent_before == 1 and after > index:
-            view.keys[at] = (share, (1, after - 1), *rest)
-
-
 async def queue_order(
     session: AsyncSession, settings: Settings, plans: Plans, per_owner: int | None = None
 ) -> QueueView:
@@ -334,12 +258,10 @@ async def queue_order(
     account = await capacity(session, settings, sum(held.values()), now)
     waiting = await candidates(session, now, per_owner)
     if settings.queue_policy is QueuePolicy.FIFO:
-        return QueueView(fifo_order(waiting, None), account, held, [], {}, fair=False)
+        by_creation = [((job.created_at, job.id), job) for job in fifo_order(waiting, None)]
+        return QueueView(by_creation, account, held, {}, fair=False)
     sent = await last_sent(session, {job.owner for job in waiting})
-    # in a thread: at thousands of waiting jobs the ordering is tens of milliseconds of
-    # CPU, which would hold every request of the event loop at once
-    schedule = await asyncio.to_thread(fair_schedule, waiting, held, plans, None, sent)
-    return QueueView([job for _, job in schedule], account, held, [k for k, _ in schedule], sent)
+    return QueueView(fair_schedule(waiting, held, plans, None, sent), account, held, sent)
 
 
 async def learned_capacity(session: AsyncSession) -> UpstreamCapacity | None:

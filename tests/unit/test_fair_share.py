@@ -10,16 +10,8 @@ import pytest
 
 from app.config import Plan, Settings
 from app.identity.plans import Plans
-from app.jobs.scheduler import (
-    Capacity,
-    QueueView,
-    Waiting,
-    admit_newcomer,
-    fair_order,
-    fair_schedule,
-    fifo_order,
-    leave,
-)
+from app.jobs.queue_view import Capacity, QueueView, Waiting
+from app.jobs.scheduler import fair_order, fair_schedule, fifo_order
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 SETTINGS = Settings(  # type: ignore[call-arg]
@@ -122,23 +114,31 @@ def random_queue(
     held = {owner: rng.randint(0, 3) for owner in owners if rng.random() < 0.6}
     sent = {o: T0 - timedelta(seconds=rng.randint(1, 50)) for o in owners if rng.random() < 0.5}
     schedule = fair_schedule(waiting, held, PLANS, None, sent)
-    view = QueueView(
-        [j for _, j in schedule], Capacity(None, 0, False), held, [k for k, _ in schedule], sent
-    )
+    view = QueueView(schedule, Capacity(None, 0, False), held, sent)
     return plan_of, waiting, held, sent, view
+
+
+def admit(view: QueueView, job: Waiting) -> int:
+    return view.admit(job, PLANS.named(job.plan).queue_weight)
+
+
+def places_are_the_order(view: QueueView) -> bool:
+    """Each job's place is its index in the order: 0..n-1, each once."""
+    return [view.place_of(job.id) for job in view.order()] == list(range(len(view)))
 
 
 @pytest.mark.parametrize("seed", range(40))
 def test_jobs_created_after_a_reading_are_placed_where_a_new_reading_would_put_them(
     seed: int,
 ) -> None:
-    """`admit_newcomer` (the answer to a create, without a reading of its own) agrees with
+    """`QueueView.admit` (the answer to a create, without a reading of its own) agrees with
     the order read again with the new jobs in it: random owners, plans, slots held and
     turns; newcomers of owners with and without jobs waiting, one after another."""
     rng = random.Random(seed)
     owners = [f"u{i}" for i in range(rng.randint(1, 6))]
     plan_of, waiting, held, sent, view = random_queue(rng, owners, lambda _: rng.randint(0, 5))
-    fifo = QueueView(fifo_order(waiting, None), Capacity(None, 0, False), held, [], {}, fair=False)
+    by_creation = [((job.created_at, job.id), job) for job in fifo_order(waiting, None)]
+    fifo = QueueView(by_creation, Capacity(None, 0, False), held, {}, fair=False)
     newcomers: list[Waiting] = []
     for second in range(3):
         owner = rng.choice([*owners, "newcomer"])
@@ -147,16 +147,17 @@ def test_jobs_created_after_a_reading_are_placed_where_a_new_reading_would_put_t
         )
         newcomers.append(job)
         again = fair_order([*waiting, *newcomers], held, PLANS, None, sent)
-        assert admit_newcomer(view, PLANS, job) == again.index(job)
-        assert view.order == again
-        assert admit_newcomer(fifo, PLANS, job) == len(waiting) + second
+        assert admit(view, job) == again.index(job)
+        assert list(view.order()) == again and places_are_the_order(view)
+        assert admit(fifo, job) == len(waiting) + second
+        assert admit(view, job) == again.index(job)  # admitted twice: placed once
 
 
 @pytest.mark.parametrize("seed", range(40))
 def test_a_job_that_leaves_the_line_leaves_the_order_a_new_reading_would_give(
     seed: int,
 ) -> None:
-    """`leave` (a canceled job, between readings) keeps the view the order read again:
+    """`QueueView.leave` (a canceled job, between readings) keeps the view the order read again:
     an owner's only waiting job taken out, and newcomers admitted after it still placed
     where a new reading puts them."""
     rng = random.Random(seed)
@@ -165,13 +166,43 @@ def test_a_job_that_leaves_the_line_leaves_the_order_a_new_reading_would_give(
         rng, owners, lambda owner: 1 if owner == owners[0] else rng.randint(0, 4)
     )
     alone = next(job for job in waiting if job.owner == owners[0])  # its owner's only one
-    leave(view, view.order.index(alone))
+    view.leave(alone.id)
     remaining = [job for job in waiting if job is not alone]
-    assert view.order == fair_order(remaining, held, PLANS, None, sent)
+    assert list(view.order()) == fair_order(remaining, held, PLANS, None, sent)
+    assert view.place_of(alone.id) is None and places_are_the_order(view)
     newcomers: list[Waiting] = []
     for second in range(3):
         owner = rng.choice(owners[1:])
         job = Waiting(uuid.uuid4(), owner, plan_of[owner], T0 + timedelta(seconds=200 + second))
         newcomers.append(job)
         again = fair_order([*remaining, *newcomers], held, PLANS, None, sent)
-        assert admit_newcomer(view, PLANS, job) == again.index(job)
+        assert admit(view, job) == again.index(job)
+        assert places_are_the_order(view)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_places_stay_the_order_through_many_comings_and_goings(seed: int) -> None:
+    """Hundreds of newcomers and leavers between two readings, many newcomers landing at
+    the same spot (each a new owner, one after another): every place is still its index,
+    0..n-1 each once, and each owner's jobs keep their order."""
+    rng = random.Random(seed)
+    owners = [f"u{i}" for i in range(5)]
+    plan_of, waiting, _, _, view = random_queue(rng, owners, lambda _: rng.randint(1, 20))
+    jobs = {job.id: job for job in waiting}
+    for step in range(400):
+        if jobs and rng.random() < 0.4:
+            gone = rng.choice(list(jobs))
+            view.leave(gone)
+            del jobs[gone]
+        else:
+            owner = rng.choice([*owners, f"new-{step}"])
+            job = Waiting(
+                uuid.uuid4(), owner, plan_of.get(owner, "free"), T0 + timedelta(seconds=200 + step)
+            )
+            jobs[job.id] = job
+            admit(view, job)
+        assert places_are_the_order(view) and len(view) == len(jobs)
+    order = list(view.order())
+    for owner in {job.owner for job in order}:
+        mine = [job for job in order if job.owner == owner]
+        assert mine == sorted(mine, key=lambda job: (job.created_at, job.id))

@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -168,7 +169,7 @@ async def get_queue(
                 plan=job.plan,
                 created_at=job.created_at,
             )
-            for position, job in enumerate(view.order[:limit])
+            for position, job in enumerate(islice(view.order(), limit))
         ],
         owners=[
             QueueOwnerOut(owner=o, waiting=waiting.get(o, 0), upstream=view.held.get(o, 0))

@@ -6,11 +6,14 @@ read at most once per QUEUE_BOARD_SECONDS while someone asks, never once per rea
 stream. A job's place is its index in that order, so the places shown at any moment are
 0..n-1, each once. Between readings the order is kept: a job created since (the answer to
 its create, above all) is admitted as its owner's newest waiting job, by the key fair share
-would give it (`scheduler.admit_newcomer`), which is the place the next reading gives it;
+would give it (`QueueView.admit`), which is the place the next reading gives it;
 a job that leaves the line (its move out of `queued`, from any replica's notice, or a row
 read while it is being sent) is taken out. While streams are open, a round every
 QUEUE_BOARD_SECONDS pushes each job's new place to the streams that follow it or its
-owner; a job whose place did not change gets nothing.
+owner; a job whose place did not change gets nothing. The reading runs on a loop of its
+own (`SideLoop`): at 10,000 waiting jobs it is over 100 ms of Python, which on the serving
+loop every request in flight would wait for; a place, a newcomer or a leaver between
+readings is O(log n) (`app/jobs/queue_view.py`).
 """
 
 import asyncio
@@ -21,15 +24,17 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.availability import is_database_unavailable
 from app.db.models import Job, JobEvent
+from app.db.side_loop import SideLoop
 from app.identity.plans import Plans
 from app.jobs import scheduler
 from app.jobs.live.events import EventHub, Notice
 from app.jobs.live.inbox import QueueSpot
+from app.jobs.queue_view import Capacity, QueueView, Waiting
 from app.jobs.schemas import JobOut
 from app.jobs.states import JobStatus
 from app.kit.loops import Loop
@@ -63,7 +68,7 @@ async def mean_render_seconds(session: AsyncSession) -> float | None:
 
 
 def estimate(
-    position: int, account: scheduler.Capacity, render_seconds: float | None, now: datetime
+    position: int, account: Capacity, render_seconds: float | None, now: datetime
 ) -> datetime | None:
     """When the job at `position` should start: at once while the account has room for
     everything before it, else when enough slots have freed (cap slots a render)."""
@@ -79,16 +84,13 @@ def estimate(
 class QueueBoard(Loop):
     name = "queue-board"
 
-    def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, hub: EventHub
-    ) -> None:
+    def __init__(self, reader: SideLoop, settings: Settings, hub: EventHub) -> None:
         super().__init__(settings.queue_board_seconds)
-        self._sessionmaker = sessionmaker
+        self._reader = reader
         self._settings = settings
         self._plans = Plans(settings)
         self._hub = hub
-        self._view: scheduler.QueueView | None = None
-        self._places: dict[uuid.UUID, int] | None = None  # of the view's order; None: stale
+        self._view: QueueView | None = None
         self._pushed: dict[uuid.UUID, int] = {}  # the place each stream was last told
         self._render_seconds: float | None = None
         self._read_started = NEVER
@@ -99,17 +101,20 @@ class QueueBoard(Loop):
     async def _read(self) -> None:
         started = datetime.now(UTC)
         self._left.clear()
-        async with self._sessionmaker() as session:
-            # read first: a move the reading may already show has an id at most this one
-            seen = await session.scalar(select(func.max(JobEvent.id))) or 0
-            view = await scheduler.queue_order(session, self._settings, self._plans)
-            render_seconds = await mean_render_seconds(session)
-        self._view, self._places = view, None
+        seen, view, render_seconds = await self._reader.run(self._read_queue)
+        self._view = view
         self._render_seconds, self._read_started, self._seen_moves = render_seconds, started, seen
         for job_id, event_id in self._left.items():  # moved while the queue was read
             if event_id > seen:
                 self._take_out(job_id)
         self._left.clear()
+
+    async def _read_queue(self, session: AsyncSession) -> tuple[int, QueueView, float | None]:
+        """On the reader's own loop (`SideLoop`): every waiting job, ordered."""
+        # read first: a move the reading may already show has an id at most this one
+        seen = await session.scalar(select(func.max(JobEvent.id))) or 0
+        view = await scheduler.queue_order(session, self._settings, self._plans)
+        return seen, view, await mean_render_seconds(session)
 
     async def read(self) -> None:
         """Read the queue unless a reading started within the board's period; readers
@@ -131,17 +136,8 @@ class QueueBoard(Loop):
         self._take_out(notice.job_id)
 
     def _take_out(self, job_id: uuid.UUID) -> None:
-        if self._view is None or (place := self._place_of(job_id)) is None:
-            return
-        scheduler.leave(self._view, place)
-        self._places = None
-
-    def _place_of(self, job_id: uuid.UUID) -> int | None:
-        if self._view is None:
-            return None
-        if self._places is None:
-            self._places = {job.id: place for place, job in enumerate(self._view.order)}
-        return self._places.get(job_id)
+        if self._view is not None:
+            self._view.leave(job_id)
 
     async def place(self, outs: list[Out], jobs: Sequence[Job]) -> list[Out]:
         """Jobs to show (`outs`, of the `jobs` rows), with their places: read fresh enough
@@ -165,21 +161,11 @@ class QueueBoard(Loop):
         if job.submit_started_at is not None:
             self._take_out(job.id)
             return out
-        place = self._place_of(job.id)
-        if place is None:
-            place = self._admit(job)
+        waiting = Waiting(job.id, job.owner, job.plan, job.created_at)
+        place = self._view.admit(waiting, self._plans.named(job.plan).queue_weight)
         out.queue_position = place
         out.estimated_start_at = self._estimate(place)
         return out
-
-    def _admit(self, job: Job) -> int:
-        """A job the reading did not see (created since): placed as its owner's newest
-        waiting job."""
-        assert self._view is not None
-        waiting = scheduler.Waiting(job.id, job.owner, job.plan, job.created_at)
-        place = scheduler.admit_newcomer(self._view, self._plans, waiting)
-        self._places = None
-        return place
 
     def _estimate(self, place: int) -> datetime | None:
         assert self._view is not None
@@ -191,7 +177,7 @@ class QueueBoard(Loop):
             return []
         return [
             QueueSpot(job.id, job.owner, place, self._estimate(place))
-            for place, job in enumerate(self._view.order)
+            for place, job in enumerate(self._view.order())
         ]
 
     async def run_once(self) -> int:
