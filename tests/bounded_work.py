@@ -20,6 +20,8 @@ def in_child(args: list[str]) -> Any:
             return REMEMBERED
         case ["sleep"]:
             time.sleep(3600)
+        case ["large", size]:
+            return "x" * int(size)
         case ["allocate", size]:
             return len(bytearray(int(size)))
         case ["refuse", reason]:

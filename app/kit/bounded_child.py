@@ -31,6 +31,7 @@ CHILD_ENVIRONMENT = {"PATH": os.defpath, "LC_ALL": "C.UTF-8"}
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where `python -m app.kit.zygote` resolves
 ZYGOTE_START_SECONDS = 60.0  # its imports, on a loaded machine
 GONE_SECONDS = 5.0  # a killed child's exit, at most
+ANSWER_BYTES = 32 * 1024 * 1024  # a line's cap: the probe's answer carries a poster JPEG
 logger = logging.getLogger(__name__)
 
 
@@ -91,21 +92,18 @@ class BoundedChildren:
 
     async def _run(self, request: Request, seconds: float, what: str) -> Any:
         reader, writer = await self._connect()
+        forking = asyncio.ensure_future(_fork(reader, writer, request))
         child: int | None = None  # its pidfd: a pid the kernel cannot hand to another
         try:
-            writer.write(json.dumps(asdict(request)).encode() + b"\n")
-            await writer.drain()
-            first = await reader.readline()
-            if not first:
-                raise ZygoteGone
-            with suppress(ProcessLookupError):  # gone already: it answered at once
-                child = os.pidfd_open(int(first))
+            child = await asyncio.shield(forking)
             try:
                 async with asyncio.timeout(seconds):
                     answer = await reader.readline()
             except TimeoutError:
                 raise ChildRefused(f"{what} took longer than {seconds:g} s") from None
         finally:
+            if child is None:  # cancelled while the zygote forked: its pid comes at once
+                child = await _forked(forking)
             if child is not None:  # killed if it is still at work, and always waited for
                 with suppress(ProcessLookupError):
                     signal.pidfd_send_signal(child, signal.SIGKILL)
@@ -122,7 +120,7 @@ class BoundedChildren:
         if self._zygote is None or self._zygote.returncode is not None:
             await self._restart()
         try:
-            return await asyncio.open_unix_connection(self._socket_path)
+            return await asyncio.open_unix_connection(self._socket_path, limit=ANSWER_BYTES)
         except OSError:
             raise ZygoteGone from None
 
@@ -172,6 +170,30 @@ async def _end(zygote: asyncio.subprocess.Process) -> None:
     except TimeoutError:
         zygote.kill()
         await zygote.wait()
+
+
+async def _fork(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: Request
+) -> int | None:
+    """Send the request; the child's pidfd once it sent its pid (None: it ended already)."""
+    writer.write(json.dumps(asdict(request)).encode() + b"\n")
+    await writer.drain()
+    first = await reader.readline()
+    if not first:
+        raise ZygoteGone
+    try:
+        return os.pidfd_open(int(first))
+    except ProcessLookupError:  # it answered at once
+        return None
+
+
+async def _forked(forking: "asyncio.Future[int | None]") -> int | None:
+    """The child's pidfd, if the zygote forked one (after a cancel: it will not be used)."""
+    try:
+        async with asyncio.timeout(GONE_SECONDS):
+            return await asyncio.shield(forking)
+    except Exception:  # the zygote is gone or hung: there is no child to wait for
+        return None
 
 
 async def _exited(pidfd: int) -> None:

@@ -51,6 +51,13 @@ async def test_each_file_gets_a_fresh_child(children: BoundedChildren) -> None:
     assert len(first) == len(second) == 1 and first != second
 
 
+async def test_a_large_answer_arrives_whole(children: BoundedChildren) -> None:
+    """The probe's answer carries a poster JPEG in base64: far more than a stream
+    reader's 64 KiB line."""
+    answer = await children.run(WORK, ["large", str(3 * 1024 * 1024)], ROOMY, "testing")
+    assert len(answer) == 3 * 1024 * 1024
+
+
 async def test_refusals_limits_and_crashes_are_refusals(children: BoundedChildren) -> None:
     with pytest.raises(ChildRefused, match=r"^not a cat$"):
         await children.run(WORK, ["refuse", "not a cat"], ROOMY, "testing")
