@@ -20,6 +20,7 @@ from app.kit.errors import ProblemError, invalid_field
 
 FILE_FIELD = "file"
 FLUSH_BYTES = 256 * 1024
+MAX_BOUNDARY = 70  # RFC 2046, section 5.1.1
 
 
 @dataclass(slots=True)
@@ -64,6 +65,13 @@ async def receive_file(
     if kind != b"multipart/form-data" or not boundary:
         raise ProblemError(
             415, "unsupported_media_type", "Send the file as multipart/form-data, field `file`."
+        )
+    if len(boundary) > MAX_BOUNDARY:
+        raise invalid_field(
+            FILE_FIELD,
+            "invalid_multipart",
+            f"the multipart boundary is longer than {MAX_BOUNDARY} characters (RFC 2046)",
+            "The multipart body is malformed.",
         )
     parts: list[_Part] = []
 

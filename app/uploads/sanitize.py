@@ -26,6 +26,7 @@ from pathlib import Path
 
 import av
 import pillow_heif
+from av.bitstream import BitStreamFilterContext
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.kit.bounded_child import ChildRefused
@@ -40,6 +41,7 @@ AUDIO_FORMATS = {
     MP4: (frozenset({"aac"}), "ipod", "audio/mp4"),
 }
 JPEG_QUALITY = 90
+SEI_UNITS = {"h264": "6", "hevc": "39|40"}  # the NAL unit types of SEI messages
 
 
 class Refused(Exception):
@@ -150,10 +152,15 @@ def _media(src: Path, dst: Path, rules: Rules) -> Facts:
                 f"to {rules.media_max_seconds:g} s"
             )
         try:
-            _remux(container, streams, dst, muxer)
+            spanned = _remux(container, streams, dst, muxer, rules.media_max_seconds)
         except av.FFmpegError as exc:
             raise Refused(f"the {facts.kind} cannot be read: {exc}") from exc
-    return Facts(**{**asdict(facts), "duration_seconds": round(seconds, 3)})
+        if spanned < rules.media_min_seconds:
+            raise Refused(
+                f"the {facts.kind}'s frames last {spanned:.1f} s; it must last "
+                f"{rules.media_min_seconds:g} to {rules.media_max_seconds:g} s"
+            )
+    return Facts(**{**asdict(facts), "duration_seconds": round(spanned, 3)})
 
 
 def _is_cover_art(stream: "av.stream.Stream") -> bool:
@@ -198,20 +205,60 @@ def _remux(
     streams: "Sequence[av.stream.Stream]",
     dst: Path,
     muxer: str,
-) -> None:
-    """Copy the streams' packets into a new container: no decoding, no metadata."""
-
+    max_seconds: float,
+) -> float:
+    """Copy the streams' packets into a new container: no decoding, no metadata, no SEI
+    messages in the video's bitstream (encoders' settings; cameras' serials or places).
+    Returns the time the packets span: a header may say 9 s over 14 minutes of frames,
+    so the packets are measured and reading stops once they pass `max_seconds`."""
     with av.open(str(dst), "w", format=muxer) as out:
-        mapping = {}
+        copies, filters = {}, {}
         for stream in streams:
             copy = out.add_stream_from_template(stream)
             copy.metadata.clear()
-            mapping[stream.index] = copy
+            copies[stream.index] = copy
+            if (sei := SEI_UNITS.get(stream.codec_context.name)) is not None:
+                filters[stream.index] = BitStreamFilterContext(
+                    f"filter_units=remove_types={sei}", stream, copy
+                )
+        spans = _Spans()
         for packet in container.demux(streams):
             if packet.dts is None:  # the demuxer's flush packets
                 continue
-            packet.stream = mapping[packet.stream.index]
-            out.mux(packet)
+            if spans.add(packet) > max_seconds:
+                raise Refused(f"the file lasts longer than {max_seconds:g} s")
+            index = packet.stream.index
+            for kept in filters[index].filter(packet) if index in filters else [packet]:
+                kept.stream = copies[index]
+                out.mux(kept)
+        for index, bitstream in filters.items():
+            for kept in bitstream.filter(None):
+                kept.stream = copies[index]
+                out.mux(kept)
+    return spans.longest
+
+
+class _Spans:
+    """Each stream's first timestamp and the latest end of its packets, in seconds."""
+
+    def __init__(self) -> None:
+        self._first: dict[int, float] = {}
+        self._end: dict[int, float] = {}
+        self.longest = 0.0
+
+    def add(self, packet: "av.Packet") -> float:
+        """The longest span so far, this packet counted."""
+        base = packet.time_base
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        if base is None or stamp is None:
+            return self.longest
+        start = float(stamp * base)
+        end = start + float((packet.duration or 0) * base)
+        index = packet.stream.index
+        first = self._first.setdefault(index, start)
+        self._end[index] = max(self._end.get(index, first), end)
+        self.longest = max(self.longest, self._end[index] - first)
+        return self.longest
 
 
 def _digest(path: Path) -> tuple[int, str]:

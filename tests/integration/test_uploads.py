@@ -4,7 +4,7 @@ stored clean, used by jobs, fetched by Seedance (the simulator), and removed on 
 import hashlib
 import io
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -167,6 +167,40 @@ async def test_reference_video_and_audio_are_remuxed_without_their_metadata(
         assert (body["kind"], body["content_type"]) == ("audio", content_type)
         with av.open(io.BytesIO(await stored_bytes(stack, body))) as container:
             assert "title" not in container.metadata
+
+
+async def test_the_encoders_sei_text_does_not_survive_the_remux(stack: Stack) -> None:
+    """x264 writes its version and settings into the bitstream as an SEI message; cameras
+    put serial numbers or places there (issue 37)."""
+    original = upload_files.mp4_with_location(3)
+    assert b"x264 - core" in original
+    video = await upload(stack, original, "clip.mp4", "video/mp4")
+    stored = await stored_bytes(stack, video)
+    assert b"x264" not in stored
+    with av.open(io.BytesIO(stored)) as container:  # still a video that plays
+        assert len(list(container.decode(video=0))) == 6
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "content_type"),
+    [
+        (upload_files.mp3_with_short_header, "memo.mp3", "audio/mpeg"),
+        (upload_files.mp4_with_short_header, "clip.mp4", "video/mp4"),
+    ],
+)
+async def test_a_reference_is_as_long_as_its_packets_whatever_its_header_says(
+    stack: Stack, make: Callable[[], bytes], name: str, content_type: str
+) -> None:
+    """An MP3 whose Xing header says 9.8 s over a minute of frames, an MP4 whose headers
+    say 10 s over a minute: judged by the time their packets span, and refused."""
+    data = make()
+    with av.open(io.BytesIO(data)) as container:
+        assert container.duration / av.time_base < 11  # what the header says
+    body = await upload(stack, data, name, content_type, expect=422)
+    assert body["code"] == "upload_invalid"
+    assert "lasts longer than 15 s" in body["detail"]
+    listed = await stack.http.get("/uploads", headers=stack.headers())
+    assert listed.json()["items"] == []
 
 
 async def test_three_uploaded_images_reach_seedance_as_stored(stack: Stack) -> None:
@@ -365,6 +399,20 @@ async def test_malformed_forms_are_refused_precisely(stack: Stack) -> None:
     assert (response.status_code, response.json()["errors"][0]["code"]) == (422, "missing")
     response = await stack.http.post("/uploads", files={"file": (None, "text")}, headers=headers)
     assert (response.status_code, response.json()["errors"][0]["code"]) == (422, "not_a_file")
+    for length in (71, 300):  # RFC 2046 allows 70; python-multipart raised past 256 (a 500)
+        boundary = "b" * length
+        part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"\r\n\r\nx'
+        response = await stack.http.post(
+            "/uploads",
+            content=part.encode(),
+            headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        error = response.json()["errors"][0]
+        assert (response.status_code, error["code"], error["field"]) == (
+            422,
+            "invalid_multipart",
+            "file",
+        )
 
 
 async def test_simulator_fails_a_task_whose_input_is_unreachable_or_the_wrong_kind(

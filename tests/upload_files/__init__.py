@@ -141,3 +141,35 @@ def audio(container_format: str = "mp3", seconds: float = 3) -> bytes:
                 container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return buffer.getvalue()
+
+
+def _patch_durations(data: bytearray, box: bytes, offset: int, divisor: int) -> None:
+    """Divide the 32-bit duration `offset` bytes after each `box` name by `divisor`."""
+    start = 0
+    while (at := data.find(box, start)) >= 0:
+        where = at + 4 + offset
+        (duration,) = struct.unpack(">I", data[where : where + 4])
+        data[where : where + 4] = struct.pack(">I", duration // divisor)
+        start = at + 4
+
+
+def mp4_with_short_header(seconds: int = 60, claimed: int = 10) -> bytes:
+    """An MP4 whose headers (movie, tracks, media, edit lists) say `claimed` seconds over
+    `seconds` of frames."""
+    data = bytearray(mp4_with_location(seconds))
+    divisor = seconds // claimed
+    _patch_durations(data, b"mvhd", 16, divisor)  # version, flags, created, modified, scale
+    _patch_durations(data, b"mdhd", 16, divisor)
+    _patch_durations(data, b"tkhd", 20, divisor)  # ... modified, track id, reserved
+    _patch_durations(data, b"elst", 8, divisor)  # version, flags, entry count
+    return bytes(data)
+
+
+def mp3_with_short_header(seconds: int = 60, claimed: float = 9.8) -> bytes:
+    """An MP3 whose Xing/Info header counts the frames of `claimed` seconds over
+    `seconds` of frames (FFmpeg takes the header's count for the length)."""
+    data = bytearray(audio("mp3", seconds))
+    at = max(data.find(b"Xing"), data.find(b"Info"))
+    frames = round(claimed * 44100 / 1152)  # MPEG-1 layer III: 1152 samples a frame
+    data[at + 8 : at + 12] = struct.pack(">I", frames)  # after the tag and its flags
+    return bytes(data)
