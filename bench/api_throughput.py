@@ -11,6 +11,10 @@ the same database, with one and two uvicorn workers:
   event row) vs the same bare insert; every delivery is a different running job, and
   the run checks that each acknowledged callback was applied (no lost update).
 
+Every seeded job waits in the queue (`--waiting`, 10,000 by default; no dispatcher runs),
+and the creates add thousands more: each read and create pays whatever a long line costs
+(its place in it is part of every answer).
+
 The service runs as deployed: production settings, JSON logs, rate limits in Redis.
 Load comes from wrk on loopback, bounded by `--seconds`. At saturation the baselines and
 ours alternate for `--rounds` rounds and each reports its median round: on a shared
@@ -117,7 +121,8 @@ async def measure(workers: int, args: Any, log: Path) -> list[dict[str, Any]]:
         engine = create_async_engine(url)
         async with engine.begin() as conn:
             await conn.execute(text(BARE_TABLE))
-        readable = await seed_jobs(engine, 2000, "queued")
+        # every job waits (no dispatcher): each read and create pays for a queue this long
+        readable = (await seed_jobs(engine, args.waiting, "queued"))[:2000]
         gets = [
             line("GET", f"/jobs/{job['id']}", tokens[int(job["owner"].split("-")[1])])
             for job in readable
@@ -282,5 +287,6 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=3, help="alternate runs per comparison")
     parser.add_argument("--callbacks", type=int, default=90_000, help="running jobs to call back")
+    parser.add_argument("--waiting", type=int, default=10_000, help="queued jobs at the start")
     parser.add_argument("--port", type=int, default=8700)
     asyncio.run(main(parser.parse_args()))

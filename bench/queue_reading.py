@@ -4,7 +4,10 @@ for places in line), at N waiting jobs, on a fresh Postgres database.
 
 For each N: the median and worst of repeated claims and readings, a reading split into its
 database part and its ordering, and the longest the event loop went without running while
-a reading ran (a 1 ms ticker beside it): what a request served by the same loop waits.
+a reading ran (a 1 ms ticker beside it): what a request served by the same loop waits,
+with the reading on that loop and with it on a loop of its own (`SideLoop`, as the queue
+board reads). Then what a request pays between readings, in microseconds: a job's place
+(a read), a newcomer's (a create's answer) and a job leaving (sent or canceled).
 
     .venv/bin/python -m bench.queue_reading --waiting 2000 10000 100000
 """
@@ -14,14 +17,17 @@ import asyncio
 import random
 import statistics
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from app.db.models import Job
+from app.db.side_loop import SideLoop
 from app.identity.plans import Plans
 from app.jobs import scheduler
+from app.jobs.queue_view import QueueView, Waiting
 from bench.common import insert_rows, migrated_database, print_table, write_results
 from testkit.databases import job_row
 from testkit.harness import plain_settings
@@ -76,6 +82,29 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
+def per_operation(view: QueueView, plans: Plans, count: int) -> dict[str, float]:
+    """Microseconds per place, per newcomer and per leaver, over `count` of each."""
+    rng = random.Random(count)
+    present = [job.id for job in view.order()]
+    now = datetime.now(UTC)
+    newcomers = [Waiting(uuid.uuid4(), owner_of(rng), None, now) for _ in range(count)]
+    weight = plans.named(None).queue_weight
+    timings = {}
+    began = time.perf_counter()
+    for job_id in rng.sample(present, count):
+        view.place_of(job_id)
+    timings["place_us"] = time.perf_counter() - began
+    began = time.perf_counter()
+    for job in newcomers:
+        view.admit(job, weight)
+    timings["newcomer_us"] = time.perf_counter() - began
+    began = time.perf_counter()
+    for job_id in rng.sample(present, count):
+        view.leave(job_id)
+    timings["leaver_us"] = time.perf_counter() - began
+    return {name: round(seconds * 1e6 / count, 1) for name, seconds in timings.items()}
+
+
 async def measure(waiting: int, rounds: int) -> dict[str, Any]:
     async with migrated_database("bench_queue") as url:
         await seed(url, waiting)
@@ -83,7 +112,8 @@ async def measure(waiting: int, rounds: int) -> dict[str, Any]:
         plans = Plans(settings)
         engine = create_async_engine(url)
         sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-        claims, readings, database, stalls = [], [], [], []
+        claims, readings, database, stalls, side_stalls = [], [], [], [], []
+        side = SideLoop(settings, "bench-queue-reader")
         try:
             for _ in range(rounds):
                 async with sessionmaker() as session, session.begin():
@@ -102,8 +132,16 @@ async def measure(waiting: int, rounds: int) -> dict[str, Any]:
                     )
                     readings.append(time.perf_counter() - began)
                     stalls.append(stall)
-                    assert len(view.order) == waiting
+                    assert len(view) == waiting
+
+                async def read(session: Any) -> QueueView:
+                    return await scheduler.queue_order(session, settings, plans)
+
+                view, stall = await longest_stall(side.run(read))
+                side_stalls.append(stall)
+            operations = per_operation(view, plans, min(1000, waiting // 2))
         finally:
+            await side.close()
             await engine.dispose()
     return {
         "waiting": waiting,
@@ -114,6 +152,9 @@ async def measure(waiting: int, rounds: int) -> dict[str, Any]:
         "reading_rows_read_p50_ms": ms(statistics.median(database)),
         "loop_stall_p50_ms": round(statistics.median(stalls), 1),
         "loop_stall_max_ms": round(max(stalls), 1),
+        "side_loop_stall_p50_ms": round(statistics.median(side_stalls), 1),
+        "side_loop_stall_max_ms": round(max(side_stalls), 1),
+        **operations,
     }
 
 

@@ -9,6 +9,7 @@ an API replica with no worker running keeps what it accepts queued until one sta
 import asyncio
 import contextlib
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -247,7 +248,14 @@ async def test_a_rolling_restart_and_a_killed_worker_lose_nothing(
                     jobs = await jobs_in(db_engine)
                     return len(jobs) == JOBS and all(j.status == "succeeded" for j in jobs)
 
-                await wait_until(all_succeeded, within=120)
+                try:
+                    await wait_until(all_succeeded, within=120)
+                except AssertionError:  # say where the others stand
+                    ends = Counter(
+                        (j.status, j.media_status, j.error_code, j.error_detail)
+                        for j in await jobs_in(db_engine)
+                    )
+                    raise AssertionError(f"not all succeeded: {ends}") from None
                 await wait_until(
                     lambda: asyncio.sleep(0, len(delivered_jobs(receiver)) == JOBS), within=60
                 )
