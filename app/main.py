@@ -38,7 +38,6 @@ from app.api.state import Services
 from app.config import JwtAlgorithm, MediaBackend, Settings
 from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
-from app.db.side_loop import SideLoop
 from app.identity.api_keys import forget_subject
 from app.identity.verifier import TokenVerifier
 from app.jobs.dispatcher import Dispatcher
@@ -128,8 +127,6 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
     stack.push_async_callback(live_streams.stop)
     hub = EventHub(sessionmaker)
     stack.push_async_callback(hub.close)
-    queue_reader = SideLoop(settings, "queue-reader")  # the whole queue, off the serving loop
-    stack.push_async_callback(queue_reader.close)
     return Services(
         settings=settings,
         engine=engine,
@@ -153,7 +150,7 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
         outbound_secrets=outbound_secrets,
         event_hub=hub,
         event_listener=None if settings.is_sqlite else PostgresListener(settings, hub),
-        queue_board=QueueBoard(queue_reader, settings, hub),
+        queue_board=QueueBoard(sessionmaker, settings, hub),
         live_streams=live_streams,
         stream_slots=StreamSlots(
             settings.sse_max_streams_per_user, settings.sse_max_streams_per_replica

@@ -4,10 +4,11 @@ for places in line), at N waiting jobs, on a fresh Postgres database.
 
 For each N: the median and worst of repeated claims and readings, a reading split into its
 database part and its ordering, and the longest the event loop went without running while
-a reading ran (a 1 ms ticker beside it): what a request served by the same loop waits,
-with the reading on that loop and with it on a loop of its own (`SideLoop`, as the queue
-board reads). Then what a request pays between readings, in microseconds: a job's place
-(a read), a newcomer's (a create's answer) and a job leaving (sent or canceled).
+a reading ran (a 1 ms ticker beside it): what a request served by the same loop waits
+(the reading hands the loop back every `READ_IN_STEPS` jobs). Then what a request pays
+between readings, in microseconds: a job's place (a read), a newcomer's (a create's
+answer) and a job leaving (sent or canceled). The start-up objects are frozen out of the
+garbage collector first, as the service does once it is ready.
 
     .venv/bin/python -m bench.queue_reading --waiting 2000 10000 100000
 """
@@ -24,10 +25,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from app.db.models import Job
-from app.db.side_loop import SideLoop
 from app.identity.plans import Plans
 from app.jobs import scheduler
 from app.jobs.queue_view import QueueView, Waiting
+from app.ops.garbage_collection import freeze_startup_objects
 from bench.common import insert_rows, migrated_database, print_table, write_results
 from testkit.databases import job_row
 from testkit.harness import plain_settings
@@ -112,8 +113,7 @@ async def measure(waiting: int, rounds: int) -> dict[str, Any]:
         plans = Plans(settings)
         engine = create_async_engine(url)
         sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-        claims, readings, database, stalls, side_stalls = [], [], [], [], []
-        side = SideLoop(settings, "bench-queue-reader")
+        claims, readings, database, stalls = [], [], [], []
         try:
             for _ in range(rounds):
                 async with sessionmaker() as session, session.begin():
@@ -133,15 +133,8 @@ async def measure(waiting: int, rounds: int) -> dict[str, Any]:
                     readings.append(time.perf_counter() - began)
                     stalls.append(stall)
                     assert len(view) == waiting
-
-                async def read(session: Any) -> QueueView:
-                    return await scheduler.queue_order(session, settings, plans)
-
-                view, stall = await longest_stall(side.run(read))
-                side_stalls.append(stall)
             operations = per_operation(view, plans, min(1000, waiting // 2))
         finally:
-            await side.close()
             await engine.dispose()
     return {
         "waiting": waiting,
@@ -152,8 +145,6 @@ async def measure(waiting: int, rounds: int) -> dict[str, Any]:
         "reading_rows_read_p50_ms": ms(statistics.median(database)),
         "loop_stall_p50_ms": round(statistics.median(stalls), 1),
         "loop_stall_max_ms": round(max(stalls), 1),
-        "side_loop_stall_p50_ms": round(statistics.median(side_stalls), 1),
-        "side_loop_stall_max_ms": round(max(side_stalls), 1),
         **operations,
     }
 
@@ -163,6 +154,7 @@ async def main() -> None:
     parser.add_argument("--waiting", type=int, nargs="+", default=[2000, 10000, 100000])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    freeze_startup_objects()
     results = [await measure(n, args.rounds) for n in args.waiting]
     headers = list(results[0])
     print_table("the queue's cost by waiting jobs", headers, [list(r.values()) for r in results])

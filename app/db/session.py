@@ -14,9 +14,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 
 
-def create_engine(settings: Settings, pool_size: int | None = None) -> AsyncEngine:
-    """`pool_size`: the connections kept, DATABASE_POOL_SIZE by default (with no overflow
-    when given: an engine of one reader, say)."""
+def create_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
         engine = create_async_engine(settings.database_url, connect_args={"timeout": 30})
         _use_wal(engine)
@@ -26,8 +24,8 @@ def create_engine(settings: Settings, pool_size: int | None = None) -> AsyncEngi
     # request is a 503 (app/kit/errors.py) and the next ones get fresh connections.
     return create_async_engine(
         settings.database_url,
-        pool_size=pool_size or settings.database_pool_size,
-        max_overflow=0 if pool_size else settings.database_max_overflow,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
         pool_recycle=1800,
     )
 

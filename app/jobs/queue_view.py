@@ -13,7 +13,7 @@ rewritten: a job that leaves takes out its own key and nothing else.
 
 import bisect
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -63,23 +63,28 @@ class QueueView:
 
     def __init__(
         self,
-        schedule: list[tuple[Any, Waiting]],
+        schedule: Iterable[tuple[Any, Waiting]],
         account: Capacity,
         held: dict[str, int],
         last_sent: dict[str, datetime],
         fair: bool = True,
     ) -> None:
         self.account, self.held, self.last_sent, self.fair = account, held, last_sent, fair
-        self._keys = [key for key, _ in schedule]
+        self._keys: list[Any] = []
         self._entries: dict[uuid.UUID, _Entry] = {}
         self._owners: dict[str, dict[uuid.UUID, None]] = {}  # each owner's jobs, in order
         # each owner's jobs given a key, those that left since included: a newcomer's share
         # stays above its owner's other jobs' (its owner's order kept)
         self._taken: dict[str, int] = {}
-        for label, (key, job) in enumerate(schedule):
-            self._entries[job.id] = _Entry(key, job, label)
-            self._owners.setdefault(job.owner, {})[job.id] = None
-            self._taken[job.owner] = self._taken.get(job.owner, 0) + 1
+        for key, job in schedule:
+            self.append(key, job)
+
+    def append(self, key: Any, job: Waiting) -> None:
+        """As the reading orders them: `key` is above every key so far."""
+        self._entries[job.id] = _Entry(key, job, len(self._keys))
+        self._keys.append(key)
+        self._owners.setdefault(job.owner, {})[job.id] = None
+        self._taken[job.owner] = self._taken.get(job.owner, 0) + 1
 
     def __len__(self) -> int:
         return len(self._keys)

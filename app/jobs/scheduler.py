@@ -15,10 +15,12 @@ job; one owner's jobs go in their order. `fifo` sends the oldest job first. The 
 order, computed over every waiting job, is what `queue_order` reports.
 """
 
+import asyncio
 import heapq
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, func, or_, select, text, update
@@ -34,6 +36,9 @@ from app.jobs.states import JobStatus
 HOLDS_SLOT = text(HOLDS_SLOT_SQL)
 CLAIM_LOCK = 0x5EEDA7CE  # the advisory lock that serializes claims across replicas
 RECENT_TURNS = timedelta(hours=1)  # how far back "sent to least recently" looks
+# a whole reading of the queue (10,000 jobs: tens of ms of Python) goes this many jobs at
+# a time, each step a few milliseconds, the loop's other work between them
+READ_IN_STEPS = 500
 _CAPACITY_ROW = 1
 
 
@@ -154,6 +159,16 @@ def fair_schedule(
 
     With each job, its key: the order is the keys' ascending order (an owner's next job
     always has a larger share than the one just sent), which `QueueView.admit` uses."""
+    return list(islice(fair_keys(candidates, held, weights, last_sent), limit))
+
+
+def fair_keys(
+    candidates: Iterable[Waiting],
+    held: dict[str, int],
+    weights: Plans,
+    last_sent: dict[str, datetime] | None = None,
+) -> Iterator[tuple[FairKey, Waiting]]:
+    """`fair_schedule`'s order, one job at a time (a caller may stop, or pause, at any)."""
     last_sent = last_sent or {}
     by_owner: dict[str, list[Waiting]] = {}
     for job in candidates:
@@ -166,19 +181,19 @@ def fair_schedule(
         turn: tuple[int, Any] = (0, last_sent.get(owner, NEVER))  # before anyone sent to
         heap.append((share, turn, jobs[0].created_at, jobs[0].id, owner, weight))
     heapq.heapify(heap)
-    order: list[tuple[FairKey, Waiting]] = []
+    placed = 0
     taken = {owner: 0 for owner in by_owner}
-    while heap and (limit is None or len(order) < limit):
+    while heap:
         share, turn, created_at, job_id, owner, weight = heapq.heappop(heap)
         jobs = by_owner[owner]
-        order.append(((share, turn, created_at, job_id), jobs[taken[owner]]))
+        yield (share, turn, created_at, job_id), jobs[taken[owner]]
+        placed += 1
         taken[owner] += 1
         if taken[owner] < len(jobs):
             following = jobs[taken[owner]]
             share = (held.get(owner, 0) + taken[owner] + 0.5) / weight
-            turn = (1, len(order))  # sent to just now: after every owner not sent to yet
+            turn = (1, placed)  # sent to just now: after every owner not sent to yet
             heapq.heappush(heap, (share, turn, following.created_at, following.id, owner, weight))
-    return order
 
 
 def fifo_order(candidates: Iterable[Waiting], limit: int | None) -> list[Waiting]:
@@ -214,16 +229,20 @@ async def last_sent(session: AsyncSession, owners: set[str]) -> dict[str, dateti
 
 
 async def candidates(session: AsyncSession, now: datetime, per_owner: int | None) -> list[Waiting]:
-    """Waiting jobs, at most `per_owner` of each owner's oldest (all, for None)."""
+    """Waiting jobs, at most `per_owner` of each owner's oldest (all, for None: read
+    `READ_IN_STEPS` rows a round trip, so the loop serves requests between them)."""
     columns = (Job.id, Job.owner, Job.plan, Job.created_at)
     if per_owner is None:
-        query = select(*columns).where(*waiting(now))
-    else:
-        rank = func.row_number().over(partition_by=Job.owner, order_by=(Job.created_at, Job.id))
-        ranked = select(*columns, rank.label("rank")).where(*waiting(now)).subquery()
-        query = select(ranked.c.id, ranked.c.owner, ranked.c.plan, ranked.c.created_at).where(
-            ranked.c.rank <= per_owner
-        )
+        query = select(*columns).where(*waiting(now)).execution_options(yield_per=READ_IN_STEPS)
+        found: list[Waiting] = []
+        async for rows in (await session.stream(query)).partitions():
+            found.extend(Waiting(*row) for row in rows)
+        return found
+    rank = func.row_number().over(partition_by=Job.owner, order_by=(Job.created_at, Job.id))
+    ranked = select(*columns, rank.label("rank")).where(*waiting(now)).subquery()
+    query = select(ranked.c.id, ranked.c.owner, ranked.c.plan, ranked.c.created_at).where(
+        ranked.c.rank <= per_owner
+    )
     return [Waiting(*row) for row in (await session.execute(query)).all()]
 
 
@@ -261,7 +280,12 @@ async def queue_order(
         by_creation = [((job.created_at, job.id), job) for job in fifo_order(waiting, None)]
         return QueueView(by_creation, account, held, {}, fair=False)
     sent = await last_sent(session, {job.owner for job in waiting})
-    return QueueView(fair_schedule(waiting, held, plans, None, sent), account, held, sent)
+    view = QueueView([], account, held, sent)
+    for count, (key, job) in enumerate(fair_keys(waiting, held, plans, sent), 1):
+        view.append(key, job)
+        if count % READ_IN_STEPS == 0:
+            await asyncio.sleep(0)  # the requests waiting on this loop go first
+    return view
 
 
 async def learned_capacity(session: AsyncSession) -> UpstreamCapacity | None:

@@ -10,10 +10,10 @@ would give it (`QueueView.admit`), which is the place the next reading gives it;
 a job that leaves the line (its move out of `queued`, from any replica's notice, or a row
 read while it is being sent) is taken out. While streams are open, a round every
 QUEUE_BOARD_SECONDS pushes each job's new place to the streams that follow it or its
-owner; a job whose place did not change gets nothing. The reading runs on a loop of its
-own (`SideLoop`): at 10,000 waiting jobs it is over 100 ms of Python, which on the serving
-loop every request in flight would wait for; a place, a newcomer or a leaver between
-readings is O(log n) (`app/jobs/queue_view.py`).
+owner; a job whose place did not change gets nothing. A reading of 10,000 waiting jobs is
+tens of milliseconds of Python: it reads and orders them a few hundred at a time, handing
+the loop to the requests between (`scheduler.queue_order`); a place, a newcomer or a
+leaver between readings is O(log n) (`app/jobs/queue_view.py`).
 """
 
 import asyncio
@@ -24,12 +24,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.availability import is_database_unavailable
 from app.db.models import Job, JobEvent
-from app.db.side_loop import SideLoop
 from app.identity.plans import Plans
 from app.jobs import scheduler
 from app.jobs.live.events import EventHub, Notice
@@ -84,9 +83,11 @@ def estimate(
 class QueueBoard(Loop):
     name = "queue-board"
 
-    def __init__(self, reader: SideLoop, settings: Settings, hub: EventHub) -> None:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, hub: EventHub
+    ) -> None:
         super().__init__(settings.queue_board_seconds)
-        self._reader = reader
+        self._sessionmaker = sessionmaker
         self._settings = settings
         self._plans = Plans(settings)
         self._hub = hub
@@ -101,20 +102,17 @@ class QueueBoard(Loop):
     async def _read(self) -> None:
         started = datetime.now(UTC)
         self._left.clear()
-        seen, view, render_seconds = await self._reader.run(self._read_queue)
+        async with self._sessionmaker() as session:
+            # read first: a move the reading may already show has an id at most this one
+            seen = await session.scalar(select(func.max(JobEvent.id))) or 0
+            view = await scheduler.queue_order(session, self._settings, self._plans)
+            render_seconds = await mean_render_seconds(session)
         self._view = view
         self._render_seconds, self._read_started, self._seen_moves = render_seconds, started, seen
         for job_id, event_id in self._left.items():  # moved while the queue was read
             if event_id > seen:
                 self._take_out(job_id)
         self._left.clear()
-
-    async def _read_queue(self, session: AsyncSession) -> tuple[int, QueueView, float | None]:
-        """On the reader's own loop (`SideLoop`): every waiting job, ordered."""
-        # read first: a move the reading may already show has an id at most this one
-        seen = await session.scalar(select(func.max(JobEvent.id))) or 0
-        view = await scheduler.queue_order(session, self._settings, self._plans)
-        return seen, view, await mean_render_seconds(session)
 
     async def read(self) -> None:
         """Read the queue unless a reading started within the board's period; readers
