@@ -5,10 +5,15 @@ A reading (`scheduler.queue_order`) gives every waiting job its fair-share key; 
 is the keys' ascending order, and a job's place is the number of keys below its own (a
 bisection of one sorted list: moving its tail is a memmove, not Python). A key's turn
 names the place of its owner's previous job, the order's tie-break (`fair_schedule`); a
-reading gives each job a label, its index, and a turn is the previous job's label plus
-one. A newcomer gets a label between its neighbours' (a fraction: exact however many
-come), so labels stay in the order's order while jobs come and go, and no key is ever
-rewritten: a job that leaves takes out its own key and nothing else.
+reading gives each job a label, its index times `LABEL_STEP`, and a turn is the previous
+job's label plus one step. A newcomer gets a label between its neighbours' (a fraction
+once a gap has been halved 20 times: exact however many come), so labels stay in the
+order's order while jobs come and go, and no key is ever rewritten: a job that leaves
+takes out its own key and nothing else.
+
+Each job is kept as tuples of numbers, strings and datetimes (its id as an int), which
+the garbage collector stops tracking: at 10,000 waiting jobs, objects it would walk in
+every full collection, and full collections came with nearly every reading.
 """
 
 import bisect
@@ -50,16 +55,12 @@ class Capacity:
         return 1 if self.probing and self.in_use == self.cap else 0
 
 
-@dataclass(slots=True)
-class _Entry:
-    key: Any
-    job: Waiting
-    label: int | Fraction
+LABEL_STEP = 1 << 20  # room for 20 halvings between two jobs of a reading
 
 
 class QueueView:
-    """Every waiting job in the order it would be sent (FIFO: by creation, the key being
-    (created_at, id)), with the account's capacity and the slots each owner holds."""
+    """Every waiting job in the order it would be sent (FIFO: by creation), with the
+    account's capacity and the slots each owner holds."""
 
     def __init__(
         self,
@@ -70,9 +71,10 @@ class QueueView:
         fair: bool = True,
     ) -> None:
         self.account, self.held, self.last_sent, self.fair = account, held, last_sent, fair
-        self._keys: list[Any] = []
-        self._entries: dict[uuid.UUID, _Entry] = {}
-        self._owners: dict[str, dict[uuid.UUID, None]] = {}  # each owner's jobs, in order
+        self._keys: list[tuple[Any, ...]] = []  # ascending; each ends with its job's id
+        # by id: (key, owner, plan, created_at, label)
+        self._jobs: dict[int, tuple[tuple[Any, ...], str, str | None, datetime, Any]] = {}
+        self._owners: dict[str, dict[int, None]] = {}  # each owner's jobs, in order
         # each owner's jobs given a key, those that left since included: a newcomer's share
         # stays above its owner's other jobs' (its owner's order kept)
         self._taken: dict[str, int] = {}
@@ -80,21 +82,26 @@ class QueueView:
             self.append(key, job)
 
     def append(self, key: Any, job: Waiting) -> None:
-        """As the reading orders them: `key` is above every key so far."""
-        self._entries[job.id] = _Entry(key, job, len(self._keys))
-        self._keys.append(key)
-        self._owners.setdefault(job.owner, {})[job.id] = None
-        self._taken[job.owner] = self._taken.get(job.owner, 0) + 1
+        """As the reading orders them: `key` (`fair_keys`' or FIFO's (created_at, id)) is
+        above every key so far."""
+        if self.fair:
+            share, (sent_before, turn), created_at, job_id = key
+            step = turn * LABEL_STEP if sent_before else turn
+            self._add((share, sent_before, step, created_at, job_id.int), job, self._next_label())
+        else:
+            self._add((job.created_at, job.id.int), job, self._next_label())
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def order(self) -> Iterator[Waiting]:
-        return (self._entries[key[-1]].job for key in self._keys)
+        for key in self._keys:
+            _, owner, plan, created_at, _ = self._jobs[key[-1]]
+            yield Waiting(uuid.UUID(int=key[-1]), owner, plan, created_at)
 
     def place_of(self, job_id: uuid.UUID) -> int | None:
-        entry = self._entries.get(job_id)
-        return None if entry is None else bisect.bisect_left(self._keys, entry.key)
+        found = self._jobs.get(job_id.int)
+        return None if found is None else bisect.bisect_left(self._keys, found[0])
 
     def admit(self, job: Waiting, weight: int) -> int:
         """Its place: a job created after the reading stands as its owner's newest waiting
@@ -102,40 +109,54 @@ class QueueView:
         the next reading puts it."""
         if (place := self.place_of(job.id)) is not None:
             return place
-        mine = self._owners.setdefault(job.owner, {})
+        key: tuple[Any, ...]
         if not self.fair:
-            key: Any = (job.created_at, job.id)
+            key = (job.created_at, job.id.int)
         else:
-            taken = self._taken.get(job.owner, 0)
-            share = (self.held.get(job.owner, 0) + taken + 0.5) / weight
-            turn = (
-                (1, self._entries[next(reversed(mine))].label + 1)
-                if mine
-                else (0, self.last_sent.get(job.owner, NEVER))
-            )
-            key = (share, turn, job.created_at, job.id)
+            share = (self.held.get(job.owner, 0) + self._taken.get(job.owner, 0) + 0.5) / weight
+            mine = self._owners.get(job.owner)
+            if mine:  # after its owner's newest: that one's label, one step on
+                turn = (1, self._jobs[next(reversed(mine))][4] + LABEL_STEP)
+            else:
+                turn = (0, self.last_sent.get(job.owner, NEVER))
+            key = (share, *turn, job.created_at, job.id.int)
         place = bisect.bisect_right(self._keys, key)
-        self._keys.insert(place, key)
-        self._entries[job.id] = _Entry(key, job, self._label_between(place))
-        mine[job.id] = None
-        self._taken[job.owner] = self._taken.get(job.owner, 0) + 1
+        self._add(key, job, self._label_between(place), place)
         return place
 
     def leave(self, job_id: uuid.UUID) -> None:
         """It was sent, canceled or failed: out of the order."""
-        entry = self._entries.pop(job_id, None)
-        if entry is None:
+        found = self._jobs.pop(job_id.int, None)
+        if found is None:
             return
-        del self._keys[bisect.bisect_left(self._keys, entry.key)]
-        mine = self._owners[entry.job.owner]
-        del mine[job_id]
+        key, owner = found[0], found[1]
+        del self._keys[bisect.bisect_left(self._keys, key)]
+        mine = self._owners[owner]
+        del mine[job_id.int]
         if not mine:  # its next job is its first again
-            del self._owners[entry.job.owner], self._taken[entry.job.owner]
+            del self._owners[owner], self._taken[owner]
 
-    def _label_between(self, place: int) -> Fraction:
-        before = self._label_at(place - 1) if place > 0 else -1
-        after = self._label_at(place + 1) if place + 1 < len(self._keys) else before + 2
+    def _add(
+        self, key: tuple[Any, ...], job: Waiting, label: Any, place: int | None = None
+    ) -> None:
+        if place is None:
+            self._keys.append(key)
+        else:
+            self._keys.insert(place, key)
+        self._jobs[job.id.int] = (key, job.owner, job.plan, job.created_at, label)
+        self._owners.setdefault(job.owner, {})[job.id.int] = None
+        self._taken[job.owner] = self._taken.get(job.owner, 0) + 1
+
+    def _next_label(self) -> int:
+        return len(self._keys) * LABEL_STEP
+
+    def _label_between(self, place: int) -> Any:
+        """A label between the jobs at `place - 1` and `place` (where a newcomer goes)."""
+        before = self._label_at(place - 1) if place > 0 else -LABEL_STEP
+        after = self._label_at(place) if place < len(self._keys) else before + 2 * LABEL_STEP
+        if isinstance(before, int) and isinstance(after, int) and after - before >= 2:
+            return (before + after) // 2
         return Fraction(before + after, 2)
 
-    def _label_at(self, place: int) -> int | Fraction:
-        return self._entries[self._keys[place][-1]].label
+    def _label_at(self, place: int) -> Any:
+        return self._jobs[self._keys[place][-1]][4]
