@@ -78,6 +78,7 @@ class QueueView:
         # each owner's jobs given a key, those that left since included: a newcomer's share
         # stays above its owner's other jobs' (its owner's order kept)
         self._taken: dict[str, int] = {}
+        self._newcomers: dict[int, None] = {}  # admitted since the reading, still waiting
         for key, job in schedule:
             self.append(key, job)
 
@@ -98,6 +99,15 @@ class QueueView:
         for key in self._keys:
             _, owner, plan, created_at, _ = self._jobs[key[-1]]
             yield Waiting(uuid.UUID(int=key[-1]), owner, plan, created_at)
+
+    def newcomers(self) -> list[Waiting]:
+        """The jobs admitted since the reading and still waiting, oldest first: a newer
+        reading may not have seen them yet."""
+        found = []
+        for job_id in self._newcomers:
+            _, owner, plan, created_at, _ = self._jobs[job_id]
+            found.append(Waiting(uuid.UUID(int=job_id), owner, plan, created_at))
+        return found
 
     def place_of(self, job_id: uuid.UUID) -> int | None:
         found = self._jobs.get(job_id.int)
@@ -122,6 +132,7 @@ class QueueView:
             key = (share, *turn, job.created_at, job.id.int)
         place = bisect.bisect_right(self._keys, key)
         self._add(key, job, self._label_between(place), place)
+        self._newcomers[job.id.int] = None
         return place
 
     def leave(self, job_id: uuid.UUID) -> None:
@@ -131,6 +142,7 @@ class QueueView:
             return
         key, owner = found[0], found[1]
         del self._keys[bisect.bisect_left(self._keys, key)]
+        self._newcomers.pop(job_id.int, None)
         mine = self._owners[owner]
         del mine[job_id.int]
         if not mine:  # its next job is its first again

@@ -15,7 +15,6 @@ job; one owner's jobs go in their order. `fifo` sends the oldest job first. The 
 order, computed over every waiting job, is what `queue_order` reports.
 """
 
-import asyncio
 import heapq
 import uuid
 from collections.abc import Iterable, Iterator
@@ -32,12 +31,13 @@ from app.db.models import HOLDS_SLOT_SQL, Job, UpstreamCapacity
 from app.identity.plans import Plans
 from app.jobs.queue_view import NEVER, Capacity, QueueView, Waiting
 from app.jobs.states import JobStatus
+from app.kit.pacing import Pacer
 
 HOLDS_SLOT = text(HOLDS_SLOT_SQL)
 CLAIM_LOCK = 0x5EEDA7CE  # the advisory lock that serializes claims across replicas
 RECENT_TURNS = timedelta(hours=1)  # how far back "sent to least recently" looks
 # a whole reading of the queue (10,000 jobs: tens of ms of Python) goes this many jobs at
-# a time, each step a few milliseconds, the loop's other work between them
+# a time, each step a few milliseconds, the loop's other work between them (`Pacer`)
 READ_IN_STEPS = 500
 _CAPACITY_ROW = 1
 
@@ -235,8 +235,10 @@ async def candidates(session: AsyncSession, now: datetime, per_owner: int | None
     if per_owner is None:
         query = select(*columns).where(*waiting(now)).execution_options(yield_per=READ_IN_STEPS)
         found: list[Waiting] = []
+        pacer = Pacer()
         async for rows in (await session.stream(query)).partitions():
             found.extend(Waiting(*row) for row in rows)
+            await pacer.pause()
         return found
     rank = func.row_number().over(partition_by=Job.owner, order_by=(Job.created_at, Job.id))
     ranked = select(*columns, rank.label("rank")).where(*waiting(now)).subquery()
@@ -280,11 +282,11 @@ async def queue_order(
         by_creation = [((job.created_at, job.id), job) for job in fifo_order(waiting, None)]
         return QueueView(by_creation, account, held, {}, fair=False)
     sent = await last_sent(session, {job.owner for job in waiting})
-    view = QueueView([], account, held, sent)
+    view, pacer = QueueView([], account, held, sent), Pacer()
     for count, (key, job) in enumerate(fair_keys(waiting, held, plans, sent), 1):
         view.append(key, job)
         if count % READ_IN_STEPS == 0:
-            await asyncio.sleep(0)  # the requests waiting on this loop go first
+            await pacer.pause()  # the requests waiting on this loop go first
     return view
 
 

@@ -206,3 +206,17 @@ def test_places_stay_the_order_through_many_comings_and_goings(seed: int) -> Non
     for owner in {job.owner for job in order}:
         mine = [job for job in order if job.owner == owner]
         assert mine == sorted(mine, key=lambda job: (job.created_at, job.id))
+
+
+def test_newcomers_are_those_admitted_and_still_waiting() -> None:
+    """What a newer reading may not have seen yet, for the board to carry over."""
+    rng = random.Random(7)
+    _, waiting, _, _, view = random_queue(rng, ["u0", "u1"], lambda _: 3)
+    first, second = (
+        Waiting(uuid.uuid4(), "u2", "free", T0 + timedelta(seconds=300 + i)) for i in range(2)
+    )
+    admit(view, first)
+    admit(view, second)
+    admit(view, waiting[0])  # read, not new: placed where it was
+    view.leave(first.id)
+    assert view.newcomers() == [second]
