@@ -38,7 +38,7 @@ from app.api.state import Services
 from app.config import JwtAlgorithm, MediaBackend, Settings
 from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
-from app.identity.api_keys import forget_subject
+from app.identity.api_keys import KnownKeys, forget_subject
 from app.identity.verifier import TokenVerifier
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.live.events import EventHub, PostgresListener, publish_after_commit
@@ -52,7 +52,7 @@ from app.kit.bounded_child import BoundedChildren
 from app.kit.loops import Loop
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
-from app.ops.garbage_collection import freeze_startup_objects, recording_pauses
+from app.ops.garbage_collection import freeze_startup_objects, managed_collections
 from app.ops.logs import configure_logging
 from app.ops.loop_lag import LoopLag
 from app.ops.request_telemetry import RequestTelemetryMiddleware
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.services = built = await _build_services(settings, stack)
             _start(built, _loops(settings, built), stack)
             freeze_startup_objects()
-            with recording_pauses():
+            with managed_collections():
                 yield
 
     app = _new_app(settings, lifespan)
@@ -133,6 +133,7 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
         sessionmaker=sessionmaker,
         migration_head=head_revision(),
         verifier=verifier,
+        known_keys=KnownKeys(sessionmaker),
         seedance=seedance,
         rate_limits=rate_limits,
         storage=storage,

@@ -32,23 +32,26 @@ async def authenticate(request: Request, credential: str) -> Principal:
 
 
 async def _authenticate_key(request: Request, key: str) -> Principal:
-    """A malformed key is refused before the database; an address whose keys were refused
-    RATE_LIMIT_FAILED_AUTH times gets a 429 before any lookup until its window reopens,
-    so guessing keys costs the database a bounded number of lookups."""
+    """A malformed key, or one that cannot exist (`KnownKeys`), is refused before the
+    database. An address whose keys were refused RATE_LIMIT_FAILED_AUTH times gets 429s
+    for its refused keys until its window reopens; a valid key passes from it all the same
+    (the address may be a proxy, or shared: its other clients are not locked out)."""
     if not api_keys.is_well_formed(key):
         raise unauthorized("The API key is malformed.")
     state = services(request)
     source = f"ip:{request.client.host if request.client else 'unknown'}"
-    if (wait := state.rate_limits.failing_for(source)) is not None:
-        raise ProblemError(
-            429,
-            "too_many_failed_authentications",
-            "Too many refused API keys from this address; retry later.",
-            headers={"Retry-After": str(max(1, round(wait)))},
-        )
     try:
+        if not await state.known_keys.may_exist(key):
+            raise unauthorized("The API key is invalid or revoked.")
         return await api_keys.authenticate(state.sessionmaker, state.verifier.plans, key)
     except ProblemError:
+        if (wait := state.rate_limits.failing_for(source)) is not None:
+            raise ProblemError(
+                429,
+                "too_many_failed_authentications",
+                "Too many refused API keys from this address; retry later.",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            ) from None
         await state.rate_limits.note_failure(source)
         raise
 

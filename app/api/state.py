@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.api.sse import LiveStreams
 from app.config import Settings
 from app.db.models import Job
+from app.identity.api_keys import KnownKeys
 from app.identity.verifier import TokenVerifier
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.live.events import EventHub, PostgresListener
@@ -46,6 +47,7 @@ class Services:
     sessionmaker: async_sessionmaker[AsyncSession]
     migration_head: str | None
     verifier: TokenVerifier
+    known_keys: KnownKeys
     seedance: SeedanceClient
     rate_limits: RateLimits
     storage: ObjectStore

@@ -4,14 +4,17 @@ a subject of their own, with a plan, without borrowing a user's token.
 A key is `sbff_live_` and 40 random letters and digits: the prefix lets secret scanners
 find leaked ones. It is shown once, at creation; the database keeps its SHA-256 (a long
 random secret needs no slow hash) and its first characters, to recognise it in a list.
-Revoked or expired keys are refused on the next request: keys are looked up every time,
-not cached. The last use is recorded at most once a minute per key.
+Revoked or expired keys are refused on the next request: a key that may exist is looked
+up every time. One that cannot is refused without the database (`KnownKeys`), so guessing
+costs none. The last use is recorded at most once a minute per key.
 """
 
+import asyncio
 import hashlib
 import re
 import secrets
 import string
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +31,7 @@ _ALPHABET = string.ascii_letters + string.digits
 _RANDOM_CHARS = 40
 _SHOWN_CHARS = len(PREFIX) + 4
 LAST_USE_RESOLUTION = timedelta(minutes=1)
+KNOWN_KEYS_SECONDS = 1.0  # how stale the known keys may be when a key is not among them
 
 
 def _digest(key: str) -> str:
@@ -104,6 +108,40 @@ async def forget_subject(session: AsyncSession, subject: str, pseudonym: str) ->
             revoked_at=func.coalesce(ApiKey.revoked_at, datetime.now(UTC)),
         )
     )
+
+
+class KnownKeys:
+    """The digests of every key not revoked, in this process: a key not among them is
+    refused without the database. Read on the first question, then again on a miss once
+    they are KNOWN_KEYS_SECONDS old, so a flood of guesses costs one query a second and a
+    key made on another replica is known here within a second."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._digests: frozenset[str] = frozenset()
+        self._read_at = float("-inf")
+        self._reading = asyncio.Lock()
+
+    async def may_exist(self, key: str) -> bool:
+        digest = _digest(key)
+        if digest in self._digests:
+            return True
+        async with self._reading:
+            if time.monotonic() - self._read_at >= KNOWN_KEYS_SECONDS:
+                await self._read()
+        return digest in self._digests
+
+    def learn(self, key: str) -> None:
+        """A key made here: known at once (other replicas know it within a second)."""
+        self._digests |= {_digest(key)}
+
+    async def _read(self) -> None:
+        async with self._sessionmaker() as session:
+            found = await session.scalars(
+                select(ApiKey.key_hash).where(ApiKey.revoked_at.is_(None))
+            )
+            self._digests = frozenset(found)
+        self._read_at = time.monotonic()
 
 
 async def authenticate(

@@ -2,14 +2,15 @@
 budget), a plan change takes effect on the next request, `/me/usage` shows it. Service API
 keys act as their subject with their plan, until revoked or expired."""
 
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import ApiKey
@@ -217,3 +218,48 @@ async def test_a_plan_no_longer_in_plans_is_said_aloud(
     assert [(k["plan"], k["plan_in_force"]) for k in listed] == [("pro", "free")]
     assert 'seedance_unknown_plans_total{plan="pro"}' in metrics
     assert "plan 'pro' is not in PLANS: free applies instead" in caplog.text
+
+
+async def test_a_valid_key_passes_from_an_address_past_its_cap(database_url: str) -> None:
+    """Behind a proxy every client may share one address: 30 guesses from it must not
+    lock out a valid key (it was a 429 for as long as the guessing went on), and the
+    guesses cost no database statement (unknown keys are refused from `KnownKeys`)."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with running_stack(
+        database_url, rate_limit_failed_auth="3/minute", admin_token=ADMIN_TOKEN
+    ) as stack:
+        created = await stack.http.post(
+            "/admin/api-keys", json={"subject": "svc:cms"}, headers=admin
+        )
+        valid = {"Authorization": f"Bearer {created.json()['key']}"}
+        assert (await stack.http.get("/jobs", headers=valid)).status_code == 200
+        statuses, statements = [], []
+        engine = stack.app.state.services.engine.sync_engine
+        with counted(engine, statements):
+            for n in range(30):
+                guess = {"Authorization": f"Bearer sbff_live_{n:040d}"}
+                statuses.append((await stack.http.get("/jobs", headers=guess)).status_code)
+        assert statuses == [401] * 3 + [429] * 27
+        assert len(statements) <= 1  # the known keys read again, at most once
+        assert (await stack.http.get("/jobs", headers=valid)).status_code == 200
+        key_id = (await stack.http.get("/admin/api-keys", headers=admin)).json()[0]["id"]
+        await stack.http.delete(f"/admin/api-keys/{key_id}", headers=admin)
+        refused = await stack.http.get("/jobs", headers=valid)  # revoked: refused at once
+        assert (refused.status_code, refused.json()["code"]) == (
+            429,
+            "too_many_failed_authentications",
+        )
+
+
+@contextlib.contextmanager
+def counted(engine: Engine, statements: list[str]) -> Iterator[None]:
+    """Every statement `engine` runs meanwhile, appended to `statements`."""
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

@@ -44,6 +44,7 @@ async def create_api_key(body: ApiKeyCreate, session: Session, request: Request)
         description=body.description,
         expires_at=body.expires_at,
     )
+    services(request).known_keys.learn(key)
     return ApiKeyCreated(**_shown(request, row).model_dump(), key=key)
 
 
