@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.services = built = await _build_services(settings, stack)
             _start(built, _loops(settings, built), stack)
             freeze_startup_objects()
-            with managed_collections():
+            with managed_collections(settings.gc_thaw_seconds):
                 yield
 
     app = _new_app(settings, lifespan)

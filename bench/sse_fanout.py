@@ -247,8 +247,8 @@ async def full_collections(url: str, token: str) -> tuple[float, float]:
     """How many full garbage collections the service has run, and their summed pause (s)."""
     async with httpx.AsyncClient(base_url=url) as http:
         text = (await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text
-    found = dict(FULL_COLLECTIONS.findall(text))
-    return float(found["count"]), float(found["sum"])
+    found = dict(FULL_COLLECTIONS.findall(text))  # none yet: no series
+    return float(found.get("count", 0)), float(found.get("sum", 0))
 
 
 async def measure(url: str, streams: int, args: argparse.Namespace) -> dict[str, Any]:

@@ -8,16 +8,18 @@ length follows the objects alive, its frequency the objects that outlive young
 collections (CPython 3.11 runs one when those reach a quarter of the old ones).
 
 Three measures. The objects of start-up (modules, classes, routes, models: about 220,000)
-are frozen out of every later collection once the process is ready. What survives a full
-collection is frozen too, so the next one walks only what came since (bench.sse_fanout at
-10,000 streams: callback -> event p99 1,342 -> 125 ms; the two full collections of its
-window 2.54 -> 0.34 s). Frozen objects are never collected, and a closed stream leaves
-some cyclic garbage (about 60 objects, measured by thawing after 900 streams had opened
-and closed): once the frozen objects grow by half (THAW_GROWTH) they are thawed, and the
-next full collection walks them all and frees that garbage, one long pause where CPython
-alone would take one at every quarter of growth. And every pause is recorded
-(`seedance_gc_pause_seconds{generation}`), so an operator sees this cost rather than
-guessing at it behind a p99.
+are frozen out of every later collection once the process is ready. So is, after each
+collection of the middle or old generation, whatever survived it: full collections then
+walk almost nothing (bench.sse_fanout at 10,000 streams: callback -> event p99 1,342 ->
+30 ms, no full collection in its window; freezing only after full collections gave
+571-765 ms, as each still walked the quarter of the heap that came since). Frozen objects
+are never collected, and some die in cycles (a closed stream, a finished request: about 5
+objects a request, measured by thawing after a minute of requests), so every
+GC_THAW_SECONDS (300) all are thawed and the next full collection walks them and frees
+that garbage: one long pause in five minutes, where CPython alone takes one at every
+quarter of growth, for garbage held up to five minutes (28 MB a minute at 300 requests a
+second). And every pause is recorded (`seedance_gc_pause_seconds{generation}`), so an
+operator sees this cost rather than guessing at it behind a p99.
 """
 
 import gc
@@ -36,23 +38,23 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-THAW_GROWTH = 1.5  # frozen objects, against the count frozen after the last thaw
-
-
 class _Collections:
     """One per process, however many apps it serves (the tests run several): through
     `gc.callbacks` (start and stop come in pairs, on the thread that triggered the
-    collection), each collection timed for the metric, and after each full collection
-    its survivors frozen, or thawed once they have grown by THAW_GROWTH."""
+    collection), each collection timed for the metric; after each collection of the
+    middle or old generation its survivors frozen (`gc.freeze` is O(1): two lists
+    merged), and every GC_THAW_SECONDS all thawed for the next full collection to walk
+    (0: nothing frozen)."""
 
     def __init__(self) -> None:
         self._started = 0.0
         self._users = 0
-        self._thaw_at: int | None = None
-        self._frozen = 0  # after our last freeze
+        self._thawed = time.monotonic()
+        self._thaw_seconds = 0.0
 
     @contextmanager
-    def managed(self) -> Iterator[None]:
+    def managed(self, thaw_seconds: float) -> Iterator[None]:
+        self._thaw_seconds = thaw_seconds  # one policy per process: the latest app's
         if not self._users:
             gc.callbacks.append(self._observe)
         self._users += 1
@@ -68,21 +70,13 @@ class _Collections:
             self._started = time.perf_counter()
             return
         GC_PAUSE.labels(str(info["generation"])).observe(time.perf_counter() - self._started)
-        if info["generation"] == 2:
-            self._after_full_collection()
-
-    def _after_full_collection(self) -> None:
-        frozen = gc.get_freeze_count()
-        if frozen < self._frozen:  # thawed by someone else: counted from here
-            self._thaw_at = None
-        if self._thaw_at is not None and frozen >= self._thaw_at:
-            gc.unfreeze()  # the next full collection walks everything, garbage included
-            self._thaw_at, self._frozen = None, 0
+        if info["generation"] == 0:
             return
-        gc.freeze()
-        self._frozen = gc.get_freeze_count()
-        if self._thaw_at is None:
-            self._thaw_at = round(self._frozen * THAW_GROWTH)
+        if time.monotonic() - self._thawed >= self._thaw_seconds:
+            gc.unfreeze()  # the next full collection walks everything, garbage included
+            self._thawed = time.monotonic()
+        else:
+            gc.freeze()
 
 
 managed_collections = _Collections().managed

@@ -1,10 +1,10 @@
 """The garbage collector's pauses are recorded once per collection however many apps a
-process serves; start-up objects, and the survivors of full collections, leave the
-collected generations until they have grown by half."""
+process serves; start-up objects, and the survivors of collections of the middle or old
+generation, leave the collected generations until the thaw."""
 
 import gc
 
-from app.ops.garbage_collection import THAW_GROWTH, freeze_startup_objects, managed_collections
+from app.ops.garbage_collection import freeze_startup_objects, managed_collections
 from app.ops.metrics import GC_PAUSE
 
 
@@ -15,7 +15,7 @@ def _full_collections() -> float:
 
 def test_each_collection_is_recorded_once_while_any_app_records() -> None:
     before = _full_collections()
-    with managed_collections(), managed_collections():  # two apps in one process
+    with managed_collections(0), managed_collections(0):  # two apps in one process
         gc.collect()
         assert _full_collections() == before + 1
     gc.collect()  # no app records any more: the callback is gone
@@ -34,21 +34,20 @@ def test_start_up_objects_are_frozen_out_of_collections() -> None:
         gc.unfreeze()
 
 
-def test_survivors_of_full_collections_are_frozen_then_thawed_once_grown_by_half() -> None:
-    gc.disable()  # only the collections below: an automatic one would thaw in between
+def test_survivors_are_frozen_out_of_collections_until_the_thaw() -> None:
+    gc.disable()  # only the collections below: an automatic one would freeze in between
     try:
-        with managed_collections():
-            gc.collect()
+        with managed_collections(thaw_seconds=3600):
+            kept: list[object] = []  # outlives a collection of the middle generation
+            gc.collect(1)
+            assert not any(obj is kept for obj in gc.get_objects())  # frozen: walked by none
             frozen = gc.get_freeze_count()
-            assert frozen > 0  # what survived: no later collection walks it
-            kept = [[] for _ in range(round(frozen * THAW_GROWTH))]  # the heap grows
-            gc.collect()
-            assert gc.get_freeze_count() >= frozen * THAW_GROWTH
-            gc.collect()  # grown by half: thawed, for the next full collection to walk
-            assert gc.get_freeze_count() == 0
+            gc.collect(0)  # a young collection freezes nothing
+            assert gc.get_freeze_count() == frozen
+        with managed_collections(thaw_seconds=0):  # the thaw is due at every collection
+            gc.collect(1)
+            assert gc.get_freeze_count() == 0  # thawed: the next full collection walks all
             assert any(obj is kept for obj in gc.get_objects())
-            gc.collect()
-            assert gc.get_freeze_count() > len(kept)  # frozen again, from a new count
     finally:
         gc.unfreeze()
         gc.enable()
