@@ -546,6 +546,18 @@ class Settings(BaseSettings):
     upload_sanitize_concurrency: int = Field(
         4, ge=1, description="uploads read and re-encoded at once per process (others wait)"
     )
+    upload_idle_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="an upload whose body sends nothing for this long is cut: 408 "
+        "`body_timeout`, its staged bytes removed at once",
+    )
+    upload_max_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="an upload whose body is still arriving after this long (a slow phone's "
+        "50 MB takes about 10 minutes) is cut: 408 `body_timeout`",
+    )
     upload_sweep_seconds: float = Field(
         300.0, gt=0, description="how often a worker removes expired and deleted uploads"
     )

@@ -25,6 +25,7 @@ from app.identity.plans import PlanLimits
 from app.jobs.states import JobStatus
 from app.kit.bounded_child import BoundedChildren, Bounds, ChildRefused
 from app.kit.cursor import newest_first_page
+from app.kit.deadlines import within_deadlines
 from app.kit.errors import FieldError, ProblemError
 from app.ops.metrics import UPLOADS
 from app.storage.objects import ObjectStore
@@ -82,7 +83,10 @@ class Uploads:
         clean = self._storage.staging_root / f"upload-{upload_id}.clean"
         kind: UploadKind | None = None
         try:
-            received = await receive_file(chunks, content_type, original, plan.upload_cap)
+            body = within_deadlines(
+                chunks, self._settings.upload_idle_seconds, self._settings.upload_max_seconds
+            )
+            received = await receive_file(body, content_type, original, plan.upload_cap)
             facts = await self._sanitize(original, clean, plan)
             kind = UploadKind(facts.kind)
             if received.claimed is not None and kind is not received.claimed:

@@ -1,6 +1,7 @@
 """Uploads: the user's own images, reference video and audio, judged by their bytes,
 stored clean, used by jobs, fetched by Seedance (the simulator), and removed on time."""
 
+import asyncio
 import hashlib
 import io
 import uuid
@@ -513,3 +514,55 @@ async def test_storage_down_answers_503_and_leaves_nothing_behind(
         body = await upload(stack, upload_files.phone_jpeg(), "a.jpg", "image/jpeg")
         assert (await stack.http.get(body["url"])).status_code == 200
         assert list((root / STAGING).iterdir()) == []  # nothing staged is left
+
+
+async def stalled_upload(stack: Stack, trickle: bool) -> bytes:
+    """An upload from a raw socket: its headers and the start of its body, then nothing
+    (or one byte at a time, `trickle`) until the service answers; what it answered."""
+    url = httpx.URL(stack.url)
+    assert url.port is not None
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    start = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + upload_files.phone_jpeg()[:1000]
+    )
+    headers = "".join(f"{name}: {value}\r\n" for name, value in stack.headers().items())
+    writer.write(
+        f"POST /uploads HTTP/1.1\r\nHost: {url.host}\r\n{headers}"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000\r\n\r\n".encode()
+        + start
+    )
+    await writer.drain()
+    answer = asyncio.ensure_future(reader.read(65536))
+    try:
+        async with asyncio.timeout(30):  # a bound on the wait: the service never answered
+            while trickle and not answer.done():
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.wait([answer], timeout=0.05)
+            return await answer
+    finally:
+        answer.cancel()
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "trickle", "said"),
+    [
+        ({"upload_idle_seconds": 0.3}, False, "sent nothing for 0.3 s"),
+        ({"upload_max_seconds": 0.5}, True, "was still arriving after 0.5 s"),
+    ],
+)
+async def test_a_stalled_or_endless_upload_is_cut_and_nothing_staged_is_left(
+    database_url: str, settings: dict[str, float], trickle: bool, said: str
+) -> None:
+    """Issue 37: 40 uploads that stalled after 29 MB held 1,160 MB of staging for minutes,
+    and one at 1 byte/s was never closed by the server."""
+    async with running_stack(database_url, **settings) as stack:
+        answer = await stalled_upload(stack, trickle)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b'"code":"body_timeout"' in answer and said.encode() in answer
+        staging = stack.app.state.services.storage.staging_root
+        assert list(staging.glob("upload-*")) == []
+        listed = await stack.http.get("/uploads", headers=stack.headers())
+        assert listed.json()["items"] == []

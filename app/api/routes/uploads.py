@@ -41,7 +41,7 @@ _FORM = {
     response_model=UploadOut,
     summary="Upload an image, a reference video or a reference audio file",
     openapi_extra={"requestBody": _FORM},
-    responses=problem_responses(413, 415, 503),
+    responses=problem_responses(408, 413, 415, 503),
 )
 async def create_upload(
     principal: Uploader, session: Session, request: Request, response: Response
@@ -52,7 +52,9 @@ async def create_upload(
     (EXIF, GPS, XMP, ICC); a video or audio file remuxed without its metadata. Refused:
     files outside Seedance's limits (422 `upload_invalid`, with the reason), larger than
     your plan's cap for their kind (413 `upload_too_large`), past your plan's uploads per
-    day (429); 503 `storage_unavailable` when the storage fails (send it again). Use it in
+    day (429); 408 `body_timeout` for a body that sends nothing for UPLOAD_IDLE_SECONDS or
+    is still arriving after UPLOAD_MAX_SECONDS; 503 `storage_unavailable` when the storage
+    fails (send it again). Use it in
     a job as its `reference` (`upload:<id>`)."""
     state = services(request)
     upload = await state.uploads.create(

@@ -134,7 +134,9 @@ export interface paths {
          *     (EXIF, GPS, XMP, ICC); a video or audio file remuxed without its metadata. Refused:
          *     files outside Seedance's limits (422 `upload_invalid`, with the reason), larger than
          *     your plan's cap for their kind (413 `upload_too_large`), past your plan's uploads per
-         *     day (429); 503 `storage_unavailable` when the storage fails (send it again). Use it in
+         *     day (429); 408 `body_timeout` for a body that sends nothing for UPLOAD_IDLE_SECONDS or
+         *     is still arriving after UPLOAD_MAX_SECONDS; 503 `storage_unavailable` when the storage
+         *     fails (send it again). Use it in
          *     a job as its `reference` (`upload:<id>`).
          */
         post: operations["createUpload"];
@@ -3077,6 +3079,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Timeout */
+            408: {
                 headers: {
                     [name: string]: unknown;
                 };
