@@ -546,6 +546,17 @@ class Settings(BaseSettings):
     upload_sanitize_concurrency: int = Field(
         4, ge=1, description="uploads read and re-encoded at once per process (others wait)"
     )
+    uploads_in_progress_per_user: int = Field(
+        8,
+        ge=1,
+        description="uploads of one user being received or read at once per process; the "
+        "next is a 429 `too_many_uploads_in_progress` before its body is read",
+    )
+    uploads_in_progress_per_address: int = Field(
+        32,
+        ge=1,
+        description="the same, from one client address (behind a proxy: FORWARDED_ALLOW_IPS)",
+    )
     upload_idle_seconds: float = Field(
         30.0,
         gt=0,

@@ -29,6 +29,7 @@ from app.kit.deadlines import within_deadlines
 from app.kit.errors import FieldError, ProblemError
 from app.ops.metrics import UPLOADS
 from app.storage.objects import ObjectStore
+from app.uploads.in_progress import UploadsInProgress
 from app.uploads.keys import upload_key
 from app.uploads.receive import FILE_FIELD, receive_file
 from app.uploads.removal import UploadRemover
@@ -69,8 +70,24 @@ class Uploads:
         self._bounds = Bounds(
             settings.upload_sanitize_memory_bytes, settings.upload_sanitize_seconds
         )
+        self.in_progress = UploadsInProgress(
+            settings.uploads_in_progress_per_user, settings.uploads_in_progress_per_address
+        )
 
     async def create(
+        self,
+        session: AsyncSession,
+        owner: str,
+        address: str,
+        plan: PlanLimits,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+    ) -> Upload:
+        """`address`: the client's, for the cap on uploads in progress from one address."""
+        with self.in_progress.hold(owner, address):
+            return await self._create(session, owner, plan, chunks, content_type)
+
+    async def _create(
         self,
         session: AsyncSession,
         owner: str,

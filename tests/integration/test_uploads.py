@@ -519,6 +519,22 @@ async def test_storage_down_answers_503_and_leaves_nothing_behind(
 async def stalled_upload(stack: Stack, trickle: bool) -> bytes:
     """An upload from a raw socket: its headers and the start of its body, then nothing
     (or one byte at a time, `trickle`) until the service answers; what it answered."""
+    reader, writer = await start_upload(stack)
+    answer = asyncio.ensure_future(reader.read(65536))
+    try:
+        async with asyncio.timeout(30):  # a bound on the wait: the service never answered
+            while trickle and not answer.done():
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.wait([answer], timeout=0.05)
+            return await answer
+    finally:
+        answer.cancel()
+        writer.close()
+
+
+async def start_upload(stack: Stack) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Alice's upload from a raw socket: its headers and the start of its body, no more."""
     url = httpx.URL(stack.url)
     assert url.port is not None
     reader, writer = await asyncio.open_connection(url.host, url.port)
@@ -533,17 +549,7 @@ async def stalled_upload(stack: Stack, trickle: bool) -> bytes:
         + start
     )
     await writer.drain()
-    answer = asyncio.ensure_future(reader.read(65536))
-    try:
-        async with asyncio.timeout(30):  # a bound on the wait: the service never answered
-            while trickle and not answer.done():
-                writer.write(b"x")
-                await writer.drain()
-                await asyncio.wait([answer], timeout=0.05)
-            return await answer
-    finally:
-        answer.cancel()
-        writer.close()
+    return reader, writer
 
 
 @pytest.mark.parametrize(
@@ -566,3 +572,29 @@ async def test_a_stalled_or_endless_upload_is_cut_and_nothing_staged_is_left(
         assert list(staging.glob("upload-*")) == []
         listed = await stack.http.get("/uploads", headers=stack.headers())
         assert listed.json()["items"] == []
+
+
+async def test_uploads_in_progress_are_capped_per_user(database_url: str) -> None:
+    """Two of alice's uploads held open: her third is a 429 before its body is read, bob's
+    goes through, and hers does once one of the two has gone."""
+    async with running_stack(database_url, uploads_in_progress_per_user=2) as stack:
+        held = [await start_upload(stack) for _ in range(2)]
+        uploads = stack.app.state.services.uploads
+
+        async def both_in_progress() -> bool:
+            return uploads.in_progress.of("alice") == 2
+
+        await wait_until(both_in_progress)
+        body = await upload(stack, upload_files.phone_jpeg(), "c.jpg", "image/jpeg", expect=429)
+        assert body["code"] == "too_many_uploads_in_progress"
+        await upload(stack, upload_files.phone_jpeg(), "b.jpg", "image/jpeg", subject="bob")
+        _, writer = held.pop()
+        writer.close()  # the client hangs up: its upload is no longer in progress
+
+        async def one_in_progress() -> bool:
+            return uploads.in_progress.of("alice") == 1
+
+        await wait_until(one_in_progress)
+        await upload(stack, upload_files.phone_jpeg(), "c.jpg", "image/jpeg")
+        for _, writer in held:
+            writer.close()

@@ -53,13 +53,15 @@ async def create_upload(
     files outside Seedance's limits (422 `upload_invalid`, with the reason), larger than
     your plan's cap for their kind (413 `upload_too_large`), past your plan's uploads per
     day (429); 408 `body_timeout` for a body that sends nothing for UPLOAD_IDLE_SECONDS or
-    is still arriving after UPLOAD_MAX_SECONDS; 503 `storage_unavailable` when the storage
+    is still arriving after UPLOAD_MAX_SECONDS; 429 `too_many_uploads_in_progress` past
+    UPLOADS_IN_PROGRESS_PER_USER (or _PER_ADDRESS); 503 `storage_unavailable` when the storage
     fails (send it again). Use it in
     a job as its `reference` (`upload:<id>`)."""
     state = services(request)
     upload = await state.uploads.create(
         session,
         principal.subject,
+        request.client.host if request.client else "unknown",
         principal.plan,
         request.stream(),
         request.headers.get("content-type", ""),
