@@ -225,16 +225,21 @@ async def start_service(port: int, env: dict[str, str]) -> asyncio.subprocess.Pr
         *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
         env=env,
     )
+    await wait_until_healthy(f"http://127.0.0.1:{port}", within=30)
+    return process
+
+
+async def wait_until_healthy(url: str, within: float) -> None:
+    """Until the service at `url` answers /healthz with a 200."""
     async with httpx.AsyncClient() as http:
 
         async def up() -> bool:
             try:
-                return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+                return (await http.get(f"{url}/healthz")).status_code == 200
             except httpx.TransportError:
                 return False
 
-        await wait_until(up, within=30)
-    return process
+        await wait_until(up, within=within)
 
 
 async def run_command(

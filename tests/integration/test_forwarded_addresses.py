@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from testkit.harness import SEEDANCE_TEST_KEY, free_port, service_env, wait_until
+from testkit.harness import SEEDANCE_TEST_KEY, free_port, service_env, wait_until_healthy
 
 ENTRYPOINT = Path(__file__).parents[2] / "docker" / "entrypoint.sh"
 STRANGER, PROXY = "127.0.0.2", "127.0.0.3"
@@ -44,15 +44,7 @@ async def image_service(database_url: str) -> AsyncIterator[str]:
     process = await asyncio.create_subprocess_exec("sh", str(ENTRYPOINT), "serve", env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient() as http:
-
-            async def up() -> bool:
-                try:
-                    return (await http.get(f"{url}/healthz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(up, within=60)
+        await wait_until_healthy(url, within=60)
         yield url
     finally:
         process.send_signal(signal.SIGTERM)
