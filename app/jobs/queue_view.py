@@ -85,29 +85,26 @@ class QueueView:
     def append(self, key: Any, job: Waiting) -> None:
         """As the reading orders them: `key` (`fair_keys`' or FIFO's (created_at, id)) is
         above every key so far."""
+        compact: tuple[Any, ...]
         if self.fair:
             share, (sent_before, turn), created_at, job_id = key
             step = turn * LABEL_STEP if sent_before else turn
-            self._add((share, sent_before, step, created_at, job_id.int), job, self._next_label())
+            compact = (share, sent_before, step, created_at, job_id.int)
         else:
-            self._add((job.created_at, job.id.int), job, self._next_label())
+            created_at, job_id = key
+            compact = (created_at, job_id.int)
+        self._add(compact, job, len(self._keys) * LABEL_STEP)
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def order(self) -> Iterator[Waiting]:
-        for key in self._keys:
-            _, owner, plan, created_at, _ = self._jobs[key[-1]]
-            yield Waiting(uuid.UUID(int=key[-1]), owner, plan, created_at)
+        return (self._waiting(key[-1]) for key in self._keys)
 
     def newcomers(self) -> list[Waiting]:
         """The jobs admitted since the reading and still waiting, oldest first: a newer
         reading may not have seen them yet."""
-        found = []
-        for job_id in self._newcomers:
-            _, owner, plan, created_at, _ = self._jobs[job_id]
-            found.append(Waiting(uuid.UUID(int=job_id), owner, plan, created_at))
-        return found
+        return [self._waiting(job_id) for job_id in self._newcomers]
 
     def place_of(self, job_id: uuid.UUID) -> int | None:
         found = self._jobs.get(job_id.int)
@@ -159,8 +156,9 @@ class QueueView:
         self._owners.setdefault(job.owner, {})[job.id.int] = None
         self._taken[job.owner] = self._taken.get(job.owner, 0) + 1
 
-    def _next_label(self) -> int:
-        return len(self._keys) * LABEL_STEP
+    def _waiting(self, job_id: int) -> Waiting:
+        _, owner, plan, created_at, _ = self._jobs[job_id]
+        return Waiting(uuid.UUID(int=job_id), owner, plan, created_at)
 
     def _label_between(self, place: int) -> Any:
         """A label between the jobs at `place - 1` and `place` (where a newcomer goes)."""

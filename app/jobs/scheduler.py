@@ -278,12 +278,16 @@ async def queue_order(
     held = await upstream_by_owner(session)
     account = await capacity(session, settings, sum(held.values()), now)
     waiting = await candidates(session, now, per_owner)
+    schedule: Iterable[tuple[Any, Waiting]]
     if settings.queue_policy is QueuePolicy.FIFO:
-        by_creation = [((job.created_at, job.id), job) for job in fifo_order(waiting, None)]
-        return QueueView(by_creation, account, held, {}, fair=False)
-    sent = await last_sent(session, {job.owner for job in waiting})
-    view, pacer = QueueView([], account, held, sent), Pacer()
-    for count, (key, job) in enumerate(fair_keys(waiting, held, plans, sent), 1):
+        view = QueueView([], account, held, {}, fair=False)
+        schedule = (((job.created_at, job.id), job) for job in fifo_order(waiting, None))
+    else:
+        sent = await last_sent(session, {job.owner for job in waiting})
+        view = QueueView([], account, held, sent)
+        schedule = fair_keys(waiting, held, plans, sent)
+    pacer = Pacer()
+    for count, (key, job) in enumerate(schedule, 1):
         view.append(key, job)
         if count % READ_IN_STEPS == 0:
             await pacer.pause()  # the requests waiting on this loop go first

@@ -330,6 +330,16 @@ async def test_places_in_line_on_reads_streams_and_the_admin_view(
     assert 'seedance_queued_jobs{plan="default"} 2.0' in metrics
 
 
+async def test_fifo_places_are_the_order_of_creation(database_url: str) -> None:
+    """QUEUE_POLICY=fifo: a reading and newcomers place jobs by age, owners aside."""
+    async with running_stack(database_url, queue_policy="fifo", queue_board_seconds=3600) as stack:
+        jobs = [await stack.create_job(subject) for subject in ("alice", "alice", "bob")]
+        assert [job["queue_position"] for job in jobs] == [0, 1, 2]
+        admin = bearer(stack.settings, "ops", admin=True)
+        view = (await stack.http.get("/admin/queue", headers=admin)).json()  # read afresh
+        assert [item["job_id"] for item in view["order"]] == [job["id"] for job in jobs]
+
+
 async def test_a_create_is_answered_with_its_place_without_a_reading_of_its_own(
     database_url: str,
 ) -> None:
