@@ -45,6 +45,7 @@ from bench.common import (
     write_results,
 )
 from testkit.harness import free_port, plain_settings
+from testkit.processes import descendants_of
 
 MIB = 1024 * 1024
 
@@ -56,24 +57,9 @@ def noise_png(mb: int) -> bytes:
     return buffer.getvalue()
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [
-            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        ]
-    except OSError:  # it ended
-        return []
-
-
-def _descendants(pid: int) -> list[int]:
-    """Its children and theirs: the sanitizing children are the decoding zygote's."""
-    found = _children(pid)
-    return found + [grandchild for child in found for grandchild in _descendants(child)]
-
-
 async def sample_children(pid: int, peak: list[int], stop: asyncio.Event) -> None:
     while not stop.is_set():
-        for child in _descendants(pid):
+        for child in descendants_of(pid):
             try:
                 peak[0] = max(peak[0], status_kib("VmRSS", child))
             except (FileNotFoundError, KeyError):  # ended between the listing and the read

@@ -1,4 +1,4 @@
-"""Processes as /proc shows them: what the tests of bounded children look at."""
+"""Processes as /proc shows them: what the tests and benchmarks of bounded children look at."""
 
 from pathlib import Path
 
@@ -13,12 +13,16 @@ def alive(pid: int) -> bool:
 
 
 def children_of(parent: int) -> list[int]:
-    """The live processes `parent` forked."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            if f"PPid:\t{parent}\n" in status.read_text():
-                found.append(int(status.parent.name))
-        except OSError:
-            continue
-    return [pid for pid in found if alive(pid)]
+    """The live processes `parent`'s main thread forked (as the event loop's subprocesses
+    and the zygote's children are)."""
+    try:
+        listed = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    except OSError:  # it ended
+        return []
+    return [pid for pid in map(int, listed) if alive(pid)]
+
+
+def descendants_of(parent: int) -> list[int]:
+    """Its children and theirs: a server's decoding children are its zygote's."""
+    found = children_of(parent)
+    return found + [grandchild for child in found for grandchild in descendants_of(child)]
