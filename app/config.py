@@ -634,7 +634,7 @@ class Settings(BaseSettings):
         description=(
             "objects that outlive young garbage collections are frozen out of later ones and "
             "thawed this often, when one full collection walks them all and frees the cyclic "
-            "garbage held meanwhile (about 5 objects a request); 0: CPython's own collections "
+            "garbage held meanwhile (about 4 objects a request); 0: CPython's own collections "
             "(at 10,000 live streams, a 1.3 s pause at every quarter of growth)"
         ),
     )

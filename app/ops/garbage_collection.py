@@ -13,7 +13,7 @@ collection of the middle or old generation, whatever survived it: full collectio
 walk almost nothing (bench.sse_fanout at 10,000 streams: callback -> event p99 1,342 ->
 30 ms, no full collection in its window; freezing only after full collections gave
 571-765 ms, as each still walked the quarter of the heap that came since). Frozen objects
-are never collected, and some die in cycles (a closed stream, a finished request: about 5
+are never collected, and some die in cycles (a closed stream, a finished request: about 4
 objects a request, measured by thawing after a minute of requests), so every
 GC_THAW_SECONDS (300) all are thawed and the next full collection walks them and frees
 that garbage: one long pause in five minutes, where CPython alone takes one at every
