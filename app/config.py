@@ -81,6 +81,31 @@ class QueuePolicy(StrEnum):
     FIFO = "fifo"  # the oldest job first (kept for comparison)
 
 
+class ModerationProvider(StrEnum):
+    RULES = "rules"
+    OPENAI = "openai"
+    HTTP = "http"
+    NONE = "none"
+
+
+class ModerationMode(StrEnum):
+    ENFORCE = "enforce"
+    OBSERVE = "observe"
+
+
+class ModerationFailMode(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+
+
+class Threshold(BaseModel):
+    """Scores (0..1) from which a category is sent to review or blocked."""
+
+    model_config = ConfigDict(extra="forbid")
+    review: float | None = Field(None, ge=0, le=1)
+    block: float | None = Field(None, ge=0, le=1)
+
+
 class JwtAlgorithm(StrEnum):
     HS256 = "HS256"
     RS256 = "RS256"
@@ -335,9 +360,68 @@ class Settings(BaseSettings):
         ),
     )
 
-    # Content policy: prompts matching any of these regexes (case-insensitive) are refused
+    # Moderation (app/moderation, docs/moderation.md): who judges prompts, inputs and results
+    moderation_provider: ModerationProvider = Field(
+        ModerationProvider.RULES,
+        description="`rules` (the patterns below, offline), `openai`, `http` (the product's own "
+        "service) or `none`",
+    )
     blocked_prompt_patterns: list[str] = Field(
-        default_factory=list, description="JSON list of regexes refused in prompts"
+        default_factory=list,
+        description="JSON list of regexes refused in prompts (the `rules` provider)",
+    )
+    moderation_mode: ModerationMode = Field(
+        ModerationMode.ENFORCE,
+        description="`enforce`, or `observe`: every decision recorded and counted, none applied "
+        "(to tune thresholds before enforcing)",
+    )
+    moderation_fail_mode: ModerationFailMode = Field(
+        ModerationFailMode.CLOSED,
+        description="with the provider down: `closed` (503 `moderation_unavailable`, nothing "
+        "created) or `open` (accepted as `unchecked`, judged before it is sent)",
+    )
+    moderation_thresholds: dict[str, Threshold] = Field(
+        default_factory=dict,
+        description='JSON: category -> `{"review": score, "block": score}`; without it, '
+        "what the provider flags is refused",
+    )
+    moderation_timeout_seconds: float = Field(
+        5.0, gt=0, description="one call to the moderation provider, connecting included"
+    )
+    moderation_breaker_failures: int = Field(
+        3, ge=1, description="failures in a row that open the breaker around the provider"
+    )
+    moderation_breaker_reset_seconds: float = Field(
+        10.0, gt=0, description="how long that breaker stays open before one probe"
+    )
+    moderation_openai_base_url: str = Field(
+        "https://api.openai.com/v1", description="the `openai` provider's API base"
+    )
+    moderation_openai_model: str = Field(
+        "omni-moderation-latest", description="the `openai` provider's model"
+    )
+    moderation_openai_api_key: SecretStr | None = Field(
+        None, description="the `openai` provider's key (server-side, never logged)"
+    )
+    moderation_http_url: str | None = Field(
+        None, description="the `http` provider: the product's moderation endpoint"
+    )
+    moderation_http_secret: SecretStr | None = Field(
+        None,
+        description="the `http` provider: the `whsec_` secret its requests are signed with "
+        "(Standard Webhooks, as our outbound webhooks)",
+    )
+    moderation_recheck_seconds: float = Field(
+        15.0, gt=0, description="how often jobs accepted `unchecked` are judged again"
+    )
+    moderation_strikes_to_suspend: int = Field(
+        3, ge=1, description="blocks within the window that suspend a user"
+    )
+    moderation_strike_window_hours: float = Field(
+        24 * 7, gt=0, description="how far back strikes count"
+    )
+    moderation_upstream_strikes: bool = Field(
+        True, description="a refusal by Seedance itself is a strike, as ours are"
     )
 
     # Cost table: credits per second of video, by model and resolution
@@ -769,6 +853,19 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"BLOCKED_PROMPT_PATTERNS: {pattern!r} is not a regex: {exc}"
                 ) from exc
+        if self.moderation_provider is ModerationProvider.OPENAI and not (
+            self.moderation_openai_api_key
+        ):
+            raise ValueError(
+                "MODERATION_OPENAI_API_KEY is required with MODERATION_PROVIDER=openai"
+            )
+        if self.moderation_provider is ModerationProvider.HTTP and not (
+            self.moderation_http_url and self.moderation_http_secret
+        ):
+            raise ValueError(
+                "MODERATION_HTTP_URL and MODERATION_HTTP_SECRET are required with "
+                "MODERATION_PROVIDER=http"
+            )
         if any(delay < 0 for delay in self.outbound_retry_schedule):
             raise ValueError("OUTBOUND_RETRY_SCHEDULE: delays must not be negative")
         for model, rates in self.cost_per_second.items():

@@ -46,12 +46,15 @@ from app.jobs.live.queue_board import QueueBoard
 from app.jobs.live.stream_slots import StreamSlots
 from app.jobs.reconciler import Reconciler
 from app.jobs.retention import RetentionSweeper
-from app.jobs.service import UserErasure
+from app.jobs.service import Checks, UserErasure
 from app.jobs.stats import StatsRollup
 from app.kit.bounded_child import BoundedChildren
 from app.kit.loops import Loop
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
+from app.moderation.input_stage import InputModeration
+from app.moderation.moderator import Moderator, build_provider
+from app.moderation.unchecked import UncheckedJobs
 from app.ops.garbage_collection import freeze_startup_objects, managed_collections
 from app.ops.logs import configure_logging
 from app.ops.loop_lag import LoopLag
@@ -121,6 +124,7 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
     http = await stack.enter_async_context(SeedanceClient.create_http_client(settings))
     seedance = SeedanceClient(http, settings)
     verifier = await _verifier(settings, stack)
+    moderator = await _moderator(settings, stack)
     loop_lag = LoopLag()
     stack.push_async_callback(loop_lag.stop)
     live_streams = LiveStreams()
@@ -142,7 +146,10 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
         purger=media_worker.purger,
         uploads=Uploads(storage, upload_remover, settings, children),
         upload_links=upload_links,
-        inputs=upload_inputs,
+        checks=Checks(
+            inputs=upload_inputs, screen=InputModeration(moderator, sessionmaker, settings)
+        ),
+        moderator=moderator,
         upload_remover=upload_remover,
         erasure=UserErasure(
             forgetters=[forget_messages, forget_subject, forget_uploads],
@@ -161,6 +168,14 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
         media_worker=media_worker,
         outbound_worker=outbound_worker,
     )
+
+
+async def _moderator(settings: Settings, stack: AsyncExitStack) -> Moderator:
+    """The moderation provider, with its own client (its deadline is the Moderator's)."""
+    http = await stack.enter_async_context(
+        httpx.AsyncClient(timeout=settings.moderation_timeout_seconds, trust_env=False)
+    )
+    return Moderator(build_provider(settings, http), settings)
 
 
 async def _verifier(settings: Settings, stack: AsyncExitStack) -> TokenVerifier:
@@ -196,6 +211,8 @@ def _loops(settings: Settings, built: Services) -> list[Loop]:
         loops.append(RetentionSweeper(sessionmaker, settings, [prune_finished_messages]))
     if work:
         loops.append(UploadSweeper(built.upload_remover, settings))
+        fetch_urls = built.checks.inputs.fetch_urls
+        loops.append(UncheckedJobs(sessionmaker, built.moderator, settings, fetch_urls))
     if work and settings.stats_rollup_enabled:
         loops.append(StatsRollup(sessionmaker, settings))
     if settings.serves_api:  # places in line for the answers and live streams served here

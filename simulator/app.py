@@ -61,6 +61,16 @@ class SimulatorConfig(BaseModel):
     failure_quotes_prompt: bool = Field(
         False, description="a failure's message quotes the prompt, as a moderation refusal does"
     )
+    input_refusal_words: list[str] = Field(
+        default_factory=list,
+        description="a prompt holding one of these is refused at input (400, "
+        "InputTextSensitiveContentDetected), as the real API refuses sensitive content",
+    )
+    output_refusal_words: list[str] = Field(
+        default_factory=list,
+        description="a task whose prompt holds one of these fails at output "
+        "(OutputVideoSensitiveContentDetected)",
+    )
     never_finish_rate: float = Field(0.0, ge=0, le=1)
     callback_loss_rate: float = Field(0.0, ge=0, le=1)
     callback_duplicate_rate: float = Field(0.0, ge=0, le=1)
@@ -225,6 +235,11 @@ def _envelope(code: int, message: str, data: dict[str, Any] | None = None) -> JS
     return JSONResponse(body, status_code=code)
 
 
+def _holds_word(body: Any, words: list[str]) -> bool:
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    return isinstance(prompt, str) and any(w.lower() in prompt.lower() for w in words)
+
+
 def _is_local_host(url: str) -> bool:
     host = (urlsplit(url).hostname or "").lower()
     if host == "localhost" or host.endswith(".localhost"):
@@ -309,6 +324,11 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
         data: dict[str, Any] = {"task_id": task.task_id, "status": status}
         if status == "SUCCESS":
             data["response"] = [task.video_url]
+        elif status == "FAILED" and _holds_word(task.request, state.config.output_refusal_words):
+            data["error_message"] = (
+                "OutputVideoSensitiveContentDetected: the generated video may contain "
+                "sensitive content"
+            )
         elif status == "FAILED" and task.failure is not None:
             data["error_message"] = task.failure
         elif status == "FAILED" and state.config.failure_quotes_prompt:
@@ -409,6 +429,12 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
             return _envelope(400, "body is not valid JSON")
         if (error := validate_generate(body, config)) is not None:
             return _envelope(400, error)
+        if _holds_word(body, config.input_refusal_words):
+            return _envelope(
+                400,
+                "InputTextSensitiveContentDetected: The request failed because the input text "
+                "may contain sensitive information.",
+            )
         if config.credits_exhausted:
             return _envelope(402, "insufficient credits")
         task_id = f"sim-{uuid.uuid4().hex}"
@@ -416,7 +442,8 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
             task_id=task_id,
             request=body,
             created=time.monotonic(),
-            will_fail=state.chance(config.task_failure_rate),
+            will_fail=state.chance(config.task_failure_rate)
+            or _holds_word(body, config.output_refusal_words),
             never_finish=state.chance(config.never_finish_rate),
             video_url=str(request.url_for("video", task_id=task_id)),
             wrong_resolution=state.chance(config.result_wrong_resolution_rate),

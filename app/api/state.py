@@ -21,18 +21,18 @@ from app.jobs.live.events import EventHub, PostgresListener
 from app.jobs.live.queue_board import QueueBoard
 from app.jobs.live.stream_slots import StreamSlots
 from app.jobs.schemas import JobOut
-from app.jobs.service import UserErasure
+from app.jobs.service import Checks, UserErasure
 from app.kit.bounded_child import BoundedChildren
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
 from app.media.purge import Purger
+from app.moderation.moderator import Moderator
 from app.ops.loop_lag import LoopLag
 from app.outbound.signing import SecretBox
 from app.outbound.worker import OutboundWorker
 from app.ratelimits.windows import RateLimits
 from app.seedance.client import SeedanceClient
 from app.storage.objects import ObjectStore
-from app.uploads.inputs import UploadInputs
 from app.uploads.links import UploadLinks
 from app.uploads.removal import UploadRemover
 from app.uploads.service import Uploads
@@ -56,7 +56,8 @@ class Services:
     purger: Purger
     uploads: Uploads
     upload_links: UploadLinks
-    inputs: UploadInputs
+    checks: Checks  # what a create passes: its uploads, moderation's input stage
+    moderator: Moderator
     upload_remover: UploadRemover
     erasure: UserErasure
     outbound_secrets: SecretBox

@@ -175,6 +175,11 @@ class Job(Base):
     media_stored_at: Mapped[datetime | None]
     # DELETE /jobs/{id}: prompt, inputs and media are gone; the row stays for accounting
     deleted_at: Mapped[datetime | None]
+    # moderation (app/moderation), beside the status: None is clear; see ModerationState
+    moderation_state: Mapped[str | None] = mapped_column(String(16))
+    moderation_stage: Mapped[str | None] = mapped_column(String(8))  # input | output
+    moderation_source: Mapped[str | None] = mapped_column(String(16))  # provider | upstream | admin
+    moderation_categories: Mapped[list[str]] = mapped_column(default=list)
 
 
 class UpstreamCapacity(Base):
@@ -372,3 +377,100 @@ class JobUpload(Base):
     upload_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class ModerationEvent(Base):
+    """The append-only history of moderation: decisions (by a provider, by Seedance, by an
+    admin), reports, appeals, strikes and suspensions; who, when, why. Never holds a
+    prompt; an erased user's rows stay under their pseudonym (evidence) with their own
+    words (an appeal's statement) cleared."""
+
+    __tablename__ = "moderation_events"
+    __table_args__ = (
+        Index("ix_moderation_events_job_id_id", "job_id", "id"),
+        # strikes within the window, by subject
+        Index("ix_moderation_events_subject_strike", "subject", "strike", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # none: a create refused whole
+    subject: Mapped[str] = mapped_column(String(255))  # whose content (the job's owner)
+    kind: Mapped[str] = mapped_column(String(16))  # ModerationEventKind
+    stage: Mapped[str | None] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(16))  # provider name, upstream, admin, user
+    verdict: Mapped[str | None] = mapped_column(String(8))  # allow | review | block
+    categories: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(255))  # the admin, reporter or owner
+    note: Mapped[str | None] = mapped_column(Text)  # an admin's note, a report's comment
+    strike: Mapped[bool] = mapped_column(Boolean, default=False)
+    forgiven_at: Mapped[datetime | None]  # a strike forgiven when its suspension was lifted
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModerationCase(Base):
+    """A job waiting for a human (held, reported or appealed): one row per job, the review
+    queue's entry; `closed_at` set once an admin decided."""
+
+    __tablename__ = "moderation_cases"
+    __table_args__ = (Index("ix_moderation_cases_open", "closed_at", "priority", "opened_at"),)
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    subject: Mapped[str] = mapped_column(String(255))
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    held: Mapped[bool] = mapped_column(Boolean, default=False)
+    reports: Mapped[int] = mapped_column(Integer, default=0)
+    appealed: Mapped[bool] = mapped_column(Boolean, default=False)
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)
+    closed_at: Mapped[datetime | None]
+
+
+class ModerationReport(Base):
+    """One report of a job by one reporter; one open report per reporter and job."""
+
+    __tablename__ = "moderation_reports"
+    __table_args__ = (
+        Index(
+            "ix_moderation_reports_open",
+            "job_id",
+            "reporter",
+            unique=True,
+            postgresql_where=text("closed_at IS NULL"),
+            sqlite_where=text("closed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    reporter: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None]
+
+
+class Suspension(Base):
+    """A suspended user: no creates, batches, promotes or uploads until lifted or `until`."""
+
+    __tablename__ = "suspensions"
+
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(255))
+    since: Mapped[datetime] = mapped_column(default=utcnow)
+    until: Mapped[datetime | None]
+    by: Mapped[str] = mapped_column(String(64))  # strikes | admin
+
+
+class TakenDownFile(Base):
+    """The sha256 of a taken-down video: the same file cannot come back as an upload."""
+
+    __tablename__ = "taken_down_files"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -31,6 +31,7 @@ from app.db.models import Job
 from app.identity.plans import Plans
 from app.jobs import inputs, scheduler
 from app.jobs.callbacks import callback_url
+from app.jobs.refusals import fail_refused
 from app.jobs.reports import mark_submitted
 from app.jobs.schemas import URL_LISTS, job_parameters
 from app.jobs.states import EventSource, JobStatus, move
@@ -45,6 +46,7 @@ from app.ops.metrics import (
 )
 from app.ratelimits.windows import RateLimits
 from app.seedance.client import (
+    ContentRefused,
     GenerateRequest,
     InsufficientCredits,
     OutcomeUnknown,
@@ -266,6 +268,11 @@ class Dispatcher(PooledLoop):
             job = await session.get(Job, job_id, with_for_update=True)
             assert job is not None
             if job.status != JobStatus.QUEUED:
+                return
+            if isinstance(error, ContentRefused):
+                fail_refused(
+                    session, self._settings, job, error.stage, error.detail, EventSource.DISPATCHER
+                )
                 return
             job.error_code = error.code
             job.error_detail = error.detail

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.config import Settings
 from app.db.models import Job, JobEvent, UTCDateTime
 from app.db.one_row import OneRowStatement
+from app.jobs.refusals import fail_refused
 from app.jobs.states import (
     TASK_FAILED,
     EventSource,
@@ -262,7 +263,7 @@ async def _apply_in_one_statement(
         return False
     engine = session.bind
     assert isinstance(engine, AsyncEngine)  # sessions here are bound to the engine
-    if report.state is TaskState.FAILED:
+    if report.state is TaskState.FAILED and report.refusal is None:
         return await fail_running(engine, job_id, report.task_id, source, report.error)
     if report.state is TaskState.SUCCEEDED:
         row = await _UPSTREAM_SUCCESS.first(
@@ -309,6 +310,10 @@ async def apply_report(
         result = ApplyResult.APPLIED
     elif report.state is TaskState.SUCCEEDED:
         record_upstream_success(job, report.video_url, source)
+        result = ApplyResult.APPLIED
+    elif report.state is TaskState.FAILED and report.refusal is not None:
+        job.resolved_by = source
+        fail_refused(session, settings, job, report.refusal, report.error, source)
         result = ApplyResult.APPLIED
     elif report.state is TaskState.FAILED:
         _assign(job, upstream_failure_columns(report.error, source))

@@ -30,7 +30,7 @@ from app.config import QueuePolicy, Settings
 from app.db.models import HOLDS_SLOT_SQL, Job, UpstreamCapacity
 from app.identity.plans import Plans
 from app.jobs.queue_view import NEVER, Capacity, QueueView, Waiting
-from app.jobs.states import JobStatus
+from app.jobs.states import JobStatus, ModerationState
 from app.kit.pacing import Pacer
 
 HOLDS_SLOT = text(HOLDS_SLOT_SQL)
@@ -43,11 +43,13 @@ _CAPACITY_ROW = 1
 
 
 def waiting(now: datetime) -> list[ColumnElement[bool]]:
-    """Queued jobs that may be sent: not claimed, and not held back by a retry's delay."""
+    """Queued jobs that may be sent: not claimed, not held back by a retry's delay, and
+    not waiting for moderation (accepted `unchecked`)."""
     return [
         Job.status == JobStatus.QUEUED,
         Job.submit_started_at.is_(None),
         or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now),
+        Job.moderation_state.is_distinct_from(ModerationState.UNCHECKED),
     ]
 
 

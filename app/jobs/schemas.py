@@ -28,9 +28,9 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
-from app.db.models import Batch
+from app.db.models import Batch, Job
 from app.jobs.inputs import UPLOAD_REFERENCE_PATTERN, is_reference, is_valid_reference
-from app.jobs.states import JobStatus
+from app.jobs.states import CONTENT_POLICY, WITHHELD, JobStatus, ModerationState
 from app.kit.fields import WholeNumber
 from app.kit.public_urls import MAX_URL_LENGTH, PUBLIC_HTTPS_URL_PATTERN, check_public_https_url
 
@@ -504,6 +504,43 @@ class MediaOut(BaseModel):
     )
 
 
+class ModerationStage(StrEnum):
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+class ModerationOut(BaseModel):
+    """Where the job stands with moderation, beside its status."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    state: ModerationState = Field(
+        ModerationState.CLEAR,
+        description="`clear`; `unchecked` (accepted while moderation was unavailable: judged "
+        "before it is sent); `held` (the result waits for review: no `video_url` until "
+        "released); `blocked` (refused by the content policy); `taken_down` (removed after "
+        "review)",
+    )
+    stage: ModerationStage | None = Field(None, description="where it was judged")
+    source: str | None = Field(
+        None, description="who decided: the moderation provider, `upstream` (Seedance) or `admin`"
+    )
+    categories: list[str] = Field(default_factory=list, examples=[["violence"]])
+    appealable: bool = Field(False, description="its owner may appeal (`POST /jobs/{id}/appeal`)")
+
+    @classmethod
+    def of(cls, job: Job) -> "ModerationOut":
+        state = ModerationState(job.moderation_state or ModerationState.CLEAR)
+        refused = job.error_code == CONTENT_POLICY
+        return cls(
+            state=state,
+            stage=ModerationStage(job.moderation_stage) if job.moderation_stage else None,
+            source=job.moderation_source,
+            categories=job.moderation_categories,
+            appealable=(state in WITHHELD or refused) and job.deleted_at is None,
+        )
+
+
 class JobOut(BaseModel):
     """A job as its owner sees it."""
 
@@ -536,7 +573,7 @@ class JobOut(BaseModel):
         description="stable code when failed: upstream_rejected, upstream_failed, "
         "insufficient_credits, upstream_unavailable, upstream_timeout, queue_timeout, "
         "input_unavailable, media_unavailable, media_too_large, media_invalid, "
-        "media_unsafe_url"
+        "media_unsafe_url, content_policy (refused for its content: see `moderation`)"
     )
     error_detail: str | None
     batch_id: uuid.UUID | None = Field(description="the batch this job was created in")
@@ -558,6 +595,7 @@ class JobOut(BaseModel):
         description="while queued: when it should be sent, from the recent render times and "
         "the account's cap; null once submitted, or before any render was measured",
     )
+    moderation: ModerationOut = Field(default_factory=ModerationOut)
 
 
 class QueueSpotOut(BaseModel):

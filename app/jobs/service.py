@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Protocol
 
 from sqlalchemy import ColumnElement, Select, bindparam, select, update
@@ -19,8 +20,8 @@ from app.config import Settings
 from app.db.models import Batch, Job, JobEvent
 from app.db.one_row import OneRowStatement
 from app.identity.plans import PlanLimits
-from app.jobs import budget, policy
-from app.jobs.inputs import Inputs, named_inputs
+from app.jobs import budget
+from app.jobs.inputs import Inputs, is_reference, named_inputs, upload_id_of
 from app.jobs.reports import job_not_found
 from app.jobs.schemas import (
     URL_LISTS,
@@ -30,6 +31,7 @@ from app.jobs.schemas import (
     SeedanceModel,
     job_parameters,
 )
+from app.jobs.screening import InputScreen, Screening, job_pieces
 from app.jobs.states import (
     EventSource,
     JobStatus,
@@ -76,23 +78,55 @@ def _new_job(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Checks:
+    """What a create passes through besides its own rules: the uploads it names and the
+    input stage of moderation (ports the uploads and moderation domains implement)."""
+
+    inputs: Inputs
+    screen: InputScreen
+
+
+async def _screen(
+    session: AsyncSession,
+    checks: Checks,
+    owner: str,
+    jobs: list[tuple[JobCreate, Callable[[str], str]]],
+) -> Screening:
+    """Moderation's input stage for each job of a create (`jobs` pairs each body with how
+    the request names its fields), with no transaction open while the provider answers."""
+    named = {upload_id_of(i) for body, _ in jobs for i in body.images or () if is_reference(i)}
+    urls = await checks.inputs.fetch_urls(session, named) if named else {}
+    await session.rollback()
+    return await checks.screen.screen(
+        owner,
+        [job_pieces(body.prompt, body.images or (), field_of, urls) for body, field_of in jobs],
+    )
+
+
 async def _record(
-    session: AsyncSession, inputs: Inputs, owner: str, jobs: list[tuple[Job, str]]
+    session: AsyncSession,
+    checks: Checks,
+    screening: Screening,
+    owner: str,
+    jobs: list[tuple[Job, str]],
 ) -> None:
     """Write the jobs and their creation moves, link the uploads they name (`jobs` pairs
-    each with its fields' prefix in the request), and commit."""
+    each with its fields' prefix in the request), record what moderation said, and
+    commit."""
     for job, _ in jobs:
         session.add(job)
         record_creation(session, job)
     await session.flush()  # the jobs before the rows that link uploads to them
-    await inputs.link(session, owner, named_inputs(jobs))
+    await checks.inputs.link(session, owner, named_inputs(jobs))
+    await checks.screen.record(session, screening, jobs)
     await session.commit()
 
 
 async def create_job(
     session: AsyncSession,
     settings: Settings,
-    inputs: Inputs,
+    checks: Checks,
     owner: str,
     plan: PlanLimits,
     body: JobCreate,
@@ -101,11 +135,11 @@ async def create_job(
     source_job_id: uuid.UUID | None = None,
 ) -> tuple[Job, bool]:
     """Record a queued job; returns (job, created). A repeated Idempotency-Key returns the
-    original job when the body matches and raises 409 when it does not. Content policy,
-    the user's plan, budgets and the uploads it names are checked before anything is
+    original job when the body matches and raises 409 when it does not. The user's plan,
+    moderation, budgets and the uploads it names are checked before anything is
     recorded."""
-    policy.check_prompt(settings, body.prompt)
     plan.check(body.model, body.resolution, model_field="model", resolution_field="resolution")
+    screening = await _screen(session, checks, owner, [(body, str)])
     await budget.lock_owner(session, owner)  # one create at a time per user, until commit
     if idempotency_key is not None:
         existing = await session.scalar(
@@ -119,30 +153,31 @@ async def create_job(
         settings, owner, plan, body, idempotency_key=idempotency_key, source_job_id=source_job_id
     )
     await budget.enforce(session, plan, owner, cost=job.estimated_cost)
-    await _record(session, inputs, owner, [(job, "")])
+    await _record(session, checks, screening, owner, [(job, "")])
     return job, True
 
 
 async def create_batch(
     session: AsyncSession,
     settings: Settings,
-    inputs: Inputs,
+    checks: Checks,
     owner: str,
     plan: PlanLimits,
     body: BatchCreate,
     idempotency_key: str | None,
 ) -> tuple[Batch, list[Job], bool]:
-    """Record all variants under one batch, or none of them (policy, plan and budgets are
-    checked for the whole batch first)."""
+    """Record all variants under one batch, or none of them (plan, moderation and budgets
+    are checked for the whole batch first)."""
     variants = body.variants()
     for index, variant in enumerate(variants):
-        policy.check_prompt(settings, variant.prompt, field=body.prompt_field(index))
         plan.check(
             variant.model,
             variant.resolution,
             model_field=body.field(index, "model"),
             resolution_field=body.field(index, "resolution"),
         )
+    fields = [partial(body.field, index) for index in range(len(variants))]
+    screening = await _screen(session, checks, owner, list(zip(variants, fields, strict=True)))
     fingerprint = body.fingerprint()
     await budget.lock_owner(session, owner)
     if idempotency_key is not None:
@@ -167,7 +202,9 @@ async def create_batch(
     )
     session.add(batch)
     await session.flush()  # the batch row before the jobs that point at it
-    await _record(session, inputs, owner, [(job, body.field(i, "")) for i, job in enumerate(jobs)])
+    await _record(
+        session, checks, screening, owner, [(job, body.field(i, "")) for i, job in enumerate(jobs)]
+    )
     return batch, jobs, True
 
 
@@ -192,7 +229,7 @@ async def get_batch(
 async def promote_job(
     session: AsyncSession,
     settings: Settings,
-    inputs: Inputs,
+    checks: Checks,
     owner: str,
     plan: PlanLimits,
     job_id: uuid.UUID,
@@ -220,7 +257,7 @@ async def promote_job(
         }
     )
     return await create_job(
-        session, settings, inputs, owner, plan, render, idempotency_key, source_job_id=source.id
+        session, settings, checks, owner, plan, render, idempotency_key, source_job_id=source.id
     )
 
 

@@ -36,12 +36,33 @@ class MediaStatus(StrEnum):
     PURGED = "purged"
 
 
+class ModerationState(StrEnum):
+    """A job's standing with moderation, beside its status (the row's NULL is `clear`):
+    `unchecked` (accepted while the provider was down; never sent until judged),
+    `held` (a result waiting for a human; not shown to users), `blocked` (refused, by a
+    provider or by Seedance), `taken_down` (removed by an admin). The jobs domain owns the
+    columns; the moderation domain (`app/moderation/`) drives them."""
+
+    CLEAR = "clear"
+    UNCHECKED = "unchecked"
+    HELD = "held"
+    BLOCKED = "blocked"
+    TAKEN_DOWN = "taken_down"
+
+
+# what users may not see: the result of a job in one of these states is never served
+WITHHELD = frozenset({ModerationState.HELD, ModerationState.BLOCKED, ModerationState.TAKEN_DOWN})
+# the error code of a job refused for its content (by us or by Seedance)
+CONTENT_POLICY = "content_policy"
+
+
 class EventSource(StrEnum):
     API = "api"
     DISPATCHER = "dispatcher"
     CALLBACK = "webhook"  # Seedance's callback (stored and shown as "webhook", as always)
     RECONCILER = "reconciler"
     MEDIA = "media"  # the media worker: the copy is stored (or cannot be made)
+    MODERATION = "moderation"  # a judgment made after the create (app/moderation)
 
 
 ALLOWED_MOVES: dict[JobStatus, frozenset[JobStatus]] = {

@@ -14,6 +14,11 @@ class FieldError(BaseModel):
     field: str = Field(examples=["duration"])
     code: str = Field(examples=["invalid_duration"])
     message: str = Field(examples=["seedance-2.0 accepts a duration of 5, 10 or 15 seconds"])
+    categories: list[str] | None = Field(
+        None,
+        description="with `content_policy`: the moderation categories the field was refused for",
+        examples=[["violence"]],
+    )
 
 
 class Problem(BaseModel):

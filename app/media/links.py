@@ -8,8 +8,8 @@ of a job hands out URLs valid for MEDIA_URL_TTL_SECONDS from that read.
 from typing import TypeVar, overload
 
 from app.db.models import Job
-from app.jobs.schemas import JobOut, MediaOut
-from app.jobs.states import MediaStatus
+from app.jobs.schemas import JobOut, MediaOut, ModerationOut
+from app.jobs.states import WITHHELD, MediaStatus
 from app.media.keys import poster_key, video_key
 from app.storage.objects import ObjectStore
 
@@ -26,7 +26,12 @@ class MediaLinks:
     def job_out(self, job: Job, model: type[Out]) -> Out: ...
     def job_out(self, job: Job, model: type[JobOut] = JobOut) -> JobOut:
         out = model.model_validate(job)
-        if job.media_status == MediaStatus.STORED and job.deleted_at is None:
+        out.moderation = ModerationOut.of(job)
+        if (
+            job.media_status == MediaStatus.STORED
+            and job.deleted_at is None
+            and job.moderation_state not in WITHHELD
+        ):
             assert job.media_content_type is not None  # set with media_status STORED
             out.video_url = self._storage.signed_url(video_key(job.id, job.media_content_type))
             out.poster_url = self._storage.signed_url(poster_key(job.id))

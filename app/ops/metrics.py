@@ -132,3 +132,35 @@ QUEUE_OLDEST_AGE = Gauge(
     "seedance_queue_oldest_seconds",
     "Age of the oldest job waiting for a slot (read at scrape time)",
 )
+MODERATION_DECISIONS = Counter(
+    "seedance_moderation_decisions_total",
+    "Moderation decisions by stage, provider, category (`none` when clear) and outcome",
+    ["stage", "provider", "category", "outcome"],
+)
+MODERATION_UNAVAILABLE = Counter(
+    "seedance_moderation_unavailable_total",
+    "Moderation calls that got no usable answer (down, slow, unreadable, or breaker open)",
+    ["provider"],
+)
+MODERATION_BREAKER_OPEN = Gauge(
+    "seedance_moderation_breaker_open",
+    "1 while the circuit breaker around the moderation provider is open or probing",
+)
+UPSTREAM_REFUSALS = Counter(
+    "seedance_upstream_content_refusals_total",
+    "Jobs Seedance refused for their content, by stage (the shared account's health)",
+    ["stage"],
+)
+MODERATION_QUEUE_OPEN = Gauge(
+    "seedance_moderation_queue_open",
+    "Cases waiting for a human in the review queue (read at scrape time)",
+)
+MODERATION_QUEUE_OLDEST = Gauge(
+    "seedance_moderation_queue_oldest_seconds",
+    "Age of the oldest open case in the review queue (read at scrape time)",
+)
+MODERATION_TIME_TO_DECISION = Histogram(
+    "seedance_moderation_time_to_decision_seconds",
+    "From a case opening to an admin's decision",
+    buckets=(60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400),
+)

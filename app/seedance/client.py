@@ -10,6 +10,7 @@ never repeated, because repeating it could pay for the same video twice.
 """
 
 import logging
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -45,6 +46,17 @@ class UpstreamRejected(SeedanceError):
     """400: Seedance refused the parameters (our validation should have caught it)."""
 
     code = "upstream_rejected"
+
+
+class ContentRefused(UpstreamRejected):
+    """Seedance refused the content itself (a sensitive-content family): never retried,
+    the user's doing, not a fault."""
+
+    code = "content_policy"
+
+    def __init__(self, detail: str, status: int | None, stage: "RefusalStage") -> None:
+        super().__init__(detail, status)
+        self.stage = stage
 
 
 class InsufficientCredits(SeedanceError):
@@ -96,6 +108,24 @@ class UpstreamProtocolError(SeedanceError):
 _RETRYABLE = (UpstreamRateLimited, UpstreamTransient)
 
 
+class RefusalStage(StrEnum):
+    INPUT = "input"  # the prompt or an input file
+    OUTPUT = "output"  # the rendered video or audio
+
+
+# the sensitive-content families (docs/upstream.md): their names are not published in one
+# place, so any code or message holding a family's stem counts; Output* names the output
+_REFUSAL = re.compile(r"(\w*?)(SensitiveContentDetected|RiskDetection)", re.IGNORECASE)
+
+
+def refusal_stage(text: str | None) -> RefusalStage | None:
+    """The stage a sensitive-content refusal names, or None when `text` is none."""
+    match = _REFUSAL.search(text or "")
+    if match is None:
+        return None
+    return RefusalStage.OUTPUT if match[1].lower().startswith("output") else RefusalStage.INPUT
+
+
 class TaskState(StrEnum):
     IN_PROGRESS = "in_progress"
     SUCCEEDED = "succeeded"
@@ -115,6 +145,11 @@ class TaskReport:
     video_url: str | None = None
     error: str | None = None
     raw_status: str = ""
+
+    @property
+    def refusal(self) -> RefusalStage | None:
+        """A failure that is Seedance refusing the content, at input or output."""
+        return refusal_stage(self.error) if self.state is TaskState.FAILED else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +230,8 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def _error_for_status(status: int, detail: str, retry_after: float | None) -> SeedanceError:
     if status == 400 or status == 422:
+        if (stage := refusal_stage(detail)) is not None:  # before the generic 400 row
+            return ContentRefused(detail, status, stage)
         return UpstreamRejected(detail, status)
     if status == 402:
         return InsufficientCredits(detail, status)

@@ -54,7 +54,8 @@ async def clean_tables(db_engine: AsyncEngine) -> None:
             text(
                 "TRUNCATE jobs, job_events, batches, outbound_endpoints, outbound_events, "
                 "outbound_messages, outbound_attempts, api_keys, job_stats_hours, "
-                "upstream_capacity, uploads, job_uploads RESTART IDENTITY CASCADE"
+                "upstream_capacity, uploads, job_uploads, moderation_events, moderation_cases, "
+                "moderation_reports, suspensions, taken_down_files RESTART IDENTITY CASCADE"
             )
         )
 

@@ -25,7 +25,7 @@ RULES_NO_SCHEMA_CAN_STATE = frozenset(
         "invalid_cursor",  # base64url that this service did not issue
         "in_the_past",  # an API key's expiry, against the clock
         "unknown_plan",  # PLANS is configuration
-        "prompt_blocked",  # BLOCKED_PROMPT_PATTERNS is configuration
+        "content_policy",  # what the moderation provider says of a prompt or an image
         "prompt_invalid_unicode",  # JSON strings may carry lone surrogates
         "upload_not_found",  # which uploads exist, and whose
         "upload_wrong_kind",  # what an upload is

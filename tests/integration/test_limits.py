@@ -170,7 +170,10 @@ async def test_blocked_prompts_are_refused_before_anything_is_recorded(
 ) -> None:
     patterns = [r"\bforbidden\s+thing\b", "celebrity-[0-9]+"]
     async with running_stack(
-        database_url, blocked_prompt_patterns=patterns, dispatcher_enabled=True
+        database_url,
+        blocked_prompt_patterns=patterns,
+        dispatcher_enabled=True,
+        moderation_strikes_to_suspend=10,  # six refusals here; suspension is tested apart
     ) as stack:
         disguised = [
             "a forbid\u200bden thing",  # a zero-width space inside the word
@@ -182,12 +185,13 @@ async def test_blocked_prompts_are_refused_before_anything_is_recorded(
             response = await stack.http.post(
                 "/jobs", json={"prompt": prompt}, headers=stack.headers()
             )
-            assert response.status_code == 422
+            assert (response.status_code, response.json()["code"]) == (422, "content_policy")
             assert response.json()["errors"] == [
                 {
                     "field": "prompt",
-                    "code": "prompt_blocked",
-                    "message": "blocked by content policy",
+                    "code": "content_policy",
+                    "message": "not allowed by the content policy (blocked_pattern)",
+                    "categories": ["blocked_pattern"],
                 }
             ]
         assert (

@@ -240,11 +240,14 @@ async def test_batch_budget_counts_the_whole_batch(
         blocked = await stack.http.post(
             "/jobs/batch", json={"prompts": ["a", "nope"]}, headers=stack.headers()
         )
-        assert blocked.json()["errors"][0] == {
-            "field": "prompts[1]",
-            "code": "prompt_blocked",
-            "message": "blocked by content policy",
-        }
+        assert blocked.json()["errors"] == [
+            {
+                "field": "prompts[1]",
+                "code": "content_policy",
+                "message": "not allowed by the content policy (blocked_pattern)",
+                "categories": ["blocked_pattern"],
+            }
+        ]
         assert await count(db_engine, Job) == 0
         headers = {**stack.headers(), "Idempotency-Key": "batch-1"}
         first = await stack.http.post("/jobs/batch", json={"prompts": ["a", "b"]}, headers=headers)

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(40
     summary="Create a video job",
     responses={
         200: {"model": JobOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(400, 402, 403, 409),
+        **problem_responses(400, 402, 403, 409, 503),
     },
 )
 async def create_job(
@@ -37,13 +37,15 @@ async def create_job(
 ) -> JobOut:
     """Record the job as `queued` and return at once; the dispatcher hands it to Seedance.
 
-    Refused before anything is recorded: invalid bodies (422), blocked prompts (422
-    `prompt_blocked`), too many jobs in flight (429), the daily credit budget (402)."""
+    Refused before anything is recorded: invalid bodies (422), content the policy does not
+    allow (422 `content_policy`, naming each field), a suspended account (403
+    `account_suspended`), moderation unavailable (503 `moderation_unavailable`), too many
+    jobs in flight (429), the daily credit budget (402)."""
     built = services(request)
     job, created = await service.create_job(
         session,
         built.settings,
-        built.inputs,
+        built.checks,
         principal.subject,
         principal.plan,
         body,
@@ -69,7 +71,7 @@ def _accepted(request: Request, response: Response, created: bool, *, location: 
     summary="Create 2 to 8 prompt variants at once",
     responses={
         200: {"model": BatchOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(400, 402, 403, 409),
+        **problem_responses(400, 402, 403, 409, 503),
     },
 )
 async def create_batch(
@@ -80,12 +82,13 @@ async def create_batch(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> BatchOut:
-    """All variants are recorded under one batch, or none is: one invalid variant, a
-    blocked prompt or a budget the whole batch would pass refuses the request."""
+    """All variants are recorded under one batch, or none is: one invalid variant, one
+    the content policy does not allow (422 `content_policy` naming `jobs[i].prompt`) or a
+    budget the whole batch would pass refuses the request."""
     batch, jobs, created = await service.create_batch(
         session,
         services(request).settings,
-        services(request).inputs,
+        services(request).checks,
         principal.subject,
         principal.plan,
         body,
@@ -129,7 +132,7 @@ async def get_job(job_id: uuid.UUID, principal: Reader, request: Request) -> Job
     summary="Render a succeeded Mini job again on seedance-2.0",
     responses={
         200: {"model": JobOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(400, 402, 403, 404, 409),
+        **problem_responses(400, 402, 403, 404, 409, 503),
     },
 )
 async def promote_job(
@@ -146,7 +149,7 @@ async def promote_job(
     job, created = await service.promote_job(
         session,
         services(request).settings,
-        services(request).inputs,
+        services(request).checks,
         principal.subject,
         principal.plan,
         job_id,

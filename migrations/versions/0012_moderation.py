@@ -1,0 +1,154 @@
+"""moderation: decisions, reports, the review queue, strikes and suspensions
+
+Revision ID: 0012
+Revises: 0011
+Create Date: 2026-12-06
+
+- `jobs.moderation_*`: a job's standing beside its status (clear when unset; unchecked,
+  held, blocked, taken down), the stage and source of the decision and its categories.
+- `moderation_events`: the append-only history (decisions, reports, appeals, strikes).
+- `moderation_cases`: the review queue, one row per job waiting for a human.
+- `moderation_reports`: one open report per reporter and job.
+- `suspensions`: users who may not create; `taken_down_files`: sha256 of removed videos.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0012"
+down_revision: str | None = "0011"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "moderation_events",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("job_id", sa.Uuid(), nullable=True),
+        sa.Column("subject", sa.String(length=255), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("stage", sa.String(length=8), nullable=True),
+        sa.Column("source", sa.String(length=16), nullable=False),
+        sa.Column("verdict", sa.String(length=8), nullable=True),
+        sa.Column("categories", sa.JSON(), nullable=False),
+        sa.Column("reason", sa.String(length=64), nullable=True),
+        sa.Column("actor", sa.String(length=255), nullable=True),
+        sa.Column("note", sa.Text(), nullable=True),
+        sa.Column("strike", sa.Boolean(), nullable=False),
+        sa.Column("forgiven_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_moderation_events")),
+    )
+    op.create_index(
+        "ix_moderation_events_job_id_id", "moderation_events", ["job_id", "id"], unique=False
+    )
+    op.create_index(
+        "ix_moderation_events_subject_strike",
+        "moderation_events",
+        ["subject", "strike", "at"],
+        unique=False,
+    )
+    op.create_table(
+        "suspensions",
+        sa.Column("subject", sa.String(length=255), nullable=False),
+        sa.Column("reason", sa.String(length=255), nullable=False),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("by", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("subject", name=op.f("pk_suspensions")),
+    )
+    op.create_table(
+        "taken_down_files",
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("job_id", sa.Uuid(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("sha256", name=op.f("pk_taken_down_files")),
+    )
+    op.create_table(
+        "moderation_cases",
+        sa.Column("job_id", sa.Uuid(), nullable=False),
+        sa.Column("subject", sa.String(length=255), nullable=False),
+        sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column("held", sa.Boolean(), nullable=False),
+        sa.Column("reports", sa.Integer(), nullable=False),
+        sa.Column("appealed", sa.Boolean(), nullable=False),
+        sa.Column("escalated", sa.Boolean(), nullable=False),
+        sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["job_id"],
+            ["jobs.id"],
+            name=op.f("fk_moderation_cases_job_id_jobs"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("job_id", name=op.f("pk_moderation_cases")),
+    )
+    op.create_index(
+        "ix_moderation_cases_open",
+        "moderation_cases",
+        ["closed_at", "priority", "opened_at"],
+        unique=False,
+    )
+    op.create_table(
+        "moderation_reports",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("job_id", sa.Uuid(), nullable=False),
+        sa.Column("reporter", sa.String(length=255), nullable=False),
+        sa.Column("reason", sa.String(length=16), nullable=False),
+        sa.Column("comment", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["job_id"],
+            ["jobs.id"],
+            name=op.f("fk_moderation_reports_job_id_jobs"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_moderation_reports")),
+    )
+    op.create_index(
+        "ix_moderation_reports_open",
+        "moderation_reports",
+        ["job_id", "reporter"],
+        unique=True,
+        postgresql_where=sa.text("closed_at IS NULL"),
+        sqlite_where=sa.text("closed_at IS NULL"),
+    )
+    op.add_column("jobs", sa.Column("moderation_state", sa.String(length=16), nullable=True))
+    op.add_column("jobs", sa.Column("moderation_stage", sa.String(length=8), nullable=True))
+    op.add_column("jobs", sa.Column("moderation_source", sa.String(length=16), nullable=True))
+    op.add_column(
+        "jobs",
+        sa.Column(
+            "moderation_categories", sa.JSON(), nullable=False, server_default=sa.text("'[]'")
+        ),
+    )
+
+
+def downgrade() -> None:
+    op.drop_column("jobs", "moderation_categories")
+    op.drop_column("jobs", "moderation_source")
+    op.drop_column("jobs", "moderation_stage")
+    op.drop_column("jobs", "moderation_state")
+    op.drop_index(
+        "ix_moderation_reports_open",
+        table_name="moderation_reports",
+        postgresql_where=sa.text("closed_at IS NULL"),
+        sqlite_where=sa.text("closed_at IS NULL"),
+    )
+    op.drop_table("moderation_reports")
+    op.drop_index("ix_moderation_cases_open", table_name="moderation_cases")
+    op.drop_table("moderation_cases")
+    op.drop_table("taken_down_files")
+    op.drop_table("suspensions")
+    op.drop_index("ix_moderation_events_subject_strike", table_name="moderation_events")
+    op.drop_index("ix_moderation_events_job_id_id", table_name="moderation_events")
+    op.drop_table("moderation_events")

@@ -1,0 +1,236 @@
+"""Moderation's input stage and Seedance's refusals (issue 34): a provider in OpenAI's
+shape over real HTTP (`testkit.moderation_fake`), the simulator refusing by trigger words."""
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.models import Job, ModerationEvent
+from testkit.harness import Stack, running_stack, wait_until
+from testkit.moderation_fake import FakeModeration, fake_moderation
+from tests.upload_files import phone_jpeg
+
+VIOLENT = {"violence": 0.97}
+
+
+@asynccontextmanager
+async def moderated_stack(
+    database_url: str, fake: FakeModeration, **overrides: Any
+) -> AsyncIterator[Stack]:
+    async with (
+        fake_moderation(fake) as url,
+        running_stack(
+            database_url,
+            moderation_provider="openai",
+            moderation_openai_base_url=f"{url}/v1",
+            moderation_openai_api_key="sk-test-moderation-key",
+            dispatcher_enabled=True,
+            **overrides,
+        ) as stack,
+    ):
+        yield stack
+
+
+async def count(db_engine: AsyncEngine, model: Any) -> int:
+    async with db_engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(model))).scalar_one()
+
+
+async def events(db_engine: AsyncEngine) -> list[ModerationEvent]:
+    async with db_engine.connect() as conn:
+        rows = await conn.execute(select(ModerationEvent).order_by(ModerationEvent.id))
+        return [ModerationEvent(**row._mapping) for row in rows]
+
+
+async def test_a_flagged_prompt_is_refused_naming_its_field_and_nothing_is_recorded_or_sent(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    fake = FakeModeration(text_scores={"gore": VIOLENT})
+    async with moderated_stack(database_url, fake) as stack:
+        response = await stack.http.post(
+            "/jobs", json={"prompt": "a scene full of gore"}, headers=stack.headers()
+        )
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert body["code"] == "content_policy"
+        assert body["errors"] == [
+            {
+                "field": "prompt",
+                "code": "content_policy",
+                "message": "not allowed by the content policy (violence)",
+                "categories": ["violence"],
+            }
+        ]
+        assert await count(db_engine, Job) == 0
+        (event,) = await events(db_engine)
+        assert (event.subject, event.verdict, event.source, event.job_id) == (
+            "alice",
+            "review",
+            "openai",
+            None,
+        )
+        assert "gore" not in str(event.note)  # the history never holds the prompt
+        ok = await stack.create_job(prompt="a quiet harbour at dawn")
+        await wait_until(lambda: _status(stack, ok["id"], "succeeded"))
+        assert stack.sim.calls["generate"] == 1
+        assert fake.requests[-1]["model"] == "omni-moderation-latest"
+
+
+async def _status(stack: Stack, job_id: str, wanted: str) -> bool:
+    response = await stack.http.get(f"/jobs/{job_id}", headers=stack.headers())
+    return bool(response.json()["status"] == wanted)
+
+
+async def test_thresholds_per_category_decide_review_and_block(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    fake = FakeModeration(
+        text_scores={
+            "brawl": {"violence": 0.7},
+            "massacre": {"violence": 0.99},
+            "kiss": {"sexual": 0.8},
+        }
+    )
+    thresholds = {"violence": {"review": 0.9, "block": 0.95}}
+    async with moderated_stack(database_url, fake, moderation_thresholds=thresholds) as stack:
+        # 0.7 is under this operator's review score; `sexual` has no threshold set: not judged
+        await stack.create_job(prompt="a brawl in a saloon")
+        await stack.create_job(prompt="a kiss at the station")
+        refused = await stack.http.post(
+            "/jobs", json={"prompt": "a massacre"}, headers=stack.headers()
+        )
+        assert refused.json()["errors"][0]["categories"] == ["violence"]
+        blocks = [e for e in await events(db_engine) if e.verdict == "block"]
+        assert [(e.strike, e.categories) for e in blocks] == [(True, {"violence": 0.99})]
+
+
+async def test_a_batch_with_one_flagged_variant_is_refused_whole_naming_it(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    fake = FakeModeration(text_scores={"gore": VIOLENT})
+    async with moderated_stack(database_url, fake) as stack:
+        body = {
+            "jobs": [{"prompt": "a calm sea"}, {"prompt": "gore everywhere"}, {"prompt": "a cat"}]
+        }
+        response = await stack.http.post("/jobs/batch", json=body, headers=stack.headers())
+        assert response.status_code == 422
+        assert [e["field"] for e in response.json()["errors"]] == ["jobs[1].prompt"]
+        assert await count(db_engine, Job) == 0
+        assert stack.sim.calls["generate"] == 0
+
+
+async def test_a_flagged_uploaded_image_is_judged_by_its_bytes_and_refused(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    photo, other = phone_jpeg(), phone_jpeg(width=700)
+    fake = FakeModeration()
+    async with moderated_stack(database_url, fake) as stack:
+        ids = []
+        for data in (photo, other):
+            files = {"file": ("p.jpg", data, "image/jpeg")}
+            uploaded = await stack.http.post("/uploads", files=files, headers=stack.headers())
+            assert uploaded.status_code == 201, uploaded.text
+            stored = await stack.http.get(uploaded.json()["url"])
+            ids.append((uploaded.json()["id"], hashlib.sha256(stored.content).hexdigest()))
+        fake.image_scores[ids[1][1]] = {"sexual": 0.93}
+        images = [f"upload:{ids[0][0]}", f"upload:{ids[1][0]}"]
+        response = await stack.http.post(
+            "/jobs", json={"prompt": "make them dance", "images": images}, headers=stack.headers()
+        )
+        assert response.status_code == 422, response.text
+        assert [(e["field"], e["categories"]) for e in response.json()["errors"]] == [
+            ("images[1]", ["sexual"])
+        ]
+        # one image a request, as the real endpoint takes (it answers 400 to two)
+        image_requests = [r for r in fake.requests if not isinstance(r["input"][0], str)]
+        assert len(image_requests) == 2
+        assert await count(db_engine, Job) == 0
+
+
+async def test_fail_closed_refuses_with_503_and_retry_after_when_the_provider_is_down(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    fake = FakeModeration(down=True)
+    async with moderated_stack(database_url, fake) as stack:
+        response = await stack.http.post(
+            "/jobs", json={"prompt": "a boat"}, headers=stack.headers()
+        )
+        assert response.status_code == 503
+        assert response.json()["code"] == "moderation_unavailable"
+        assert int(response.headers["Retry-After"]) >= 1
+        assert await count(db_engine, Job) == 0
+        fake.down = False
+        await wait_until(lambda: _accepted(stack))
+
+
+async def _accepted(stack: Stack) -> bool:
+    """A create goes through once the breaker lets a probe by."""
+    response = await stack.http.post("/jobs", json={"prompt": "a boat"}, headers=stack.headers())
+    return response.status_code == 202
+
+
+async def test_fail_open_accepts_unchecked_and_judges_before_sending(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    fake = FakeModeration(down=True, text_scores={"gore": VIOLENT})
+    async with moderated_stack(
+        database_url, fake, moderation_fail_mode="open", moderation_recheck_seconds=0.05
+    ) as stack:
+        fine = await stack.create_job(prompt="a lighthouse")
+        bad = await stack.create_job(prompt="gore on the rocks")
+        assert fine["moderation"]["state"] == bad["moderation"]["state"] == "unchecked"
+        assert stack.sim.calls["generate"] == 0
+        fake.down = False
+        await wait_until(lambda: _status(stack, fine["id"], "succeeded"))
+        await wait_until(lambda: _status(stack, bad["id"], "failed"))
+        failed = (await stack.http.get(f"/jobs/{bad['id']}", headers=stack.headers())).json()
+        assert failed["error_code"] == "content_policy"
+        assert failed["moderation"] == {
+            "state": "blocked",
+            "stage": "input",
+            "source": "openai",
+            "categories": ["violence"],
+            "appealable": True,
+        }
+        assert stack.sim.calls["generate"] == 1  # the refused one was never sent
+
+
+async def test_observe_mode_records_what_it_would_refuse_and_blocks_nothing(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    fake = FakeModeration(text_scores={"gore": VIOLENT})
+    async with moderated_stack(database_url, fake, moderation_mode="observe") as stack:
+        job = await stack.create_job(prompt="gore, observed")
+        await wait_until(lambda: _status(stack, job["id"], "succeeded"))
+        (event,) = await events(db_engine)
+        assert (str(event.job_id), event.verdict, event.strike) == (job["id"], "review", False)
+        assert event.categories == {"violence": 0.97}
+
+
+async def test_seedance_refusals_fail_content_policy_at_their_stage_and_strike(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    sim = {"input_refusal_words": ["taboo"], "output_refusal_words": ["forbidden-render"]}
+    async with running_stack(database_url, sim, dispatcher_enabled=True) as stack:
+        at_input = await stack.create_job(prompt="a taboo scene")
+        at_output = await stack.create_job(prompt="a forbidden-render of a city")
+        for job, stage in ((at_input, "input"), (at_output, "output")):
+            await wait_until(lambda j=job: _status(stack, j["id"], "failed"))
+            out = (await stack.http.get(f"/jobs/{job['id']}", headers=stack.headers())).json()
+            assert out["error_code"] == "content_policy"
+            assert "Sensitive" not in out["error_detail"]  # upstream's words are for admins
+            assert out["moderation"] == {
+                "state": "blocked",
+                "stage": stage,
+                "source": "upstream",
+                "categories": [],
+                "appealable": True,
+            }
+        strikes = [e for e in await events(db_engine) if e.strike]
+        assert sorted(e.stage or "" for e in strikes) == ["input", "output"]
+        assert all("SensitiveContentDetected" in (e.note or "") for e in strikes)
+        assert stack.sim.calls["generate_accepted"] == 1  # the input refusal made no task
