@@ -420,6 +420,12 @@ class Settings(BaseSettings):
     moderation_strike_window_hours: float = Field(
         24 * 7, gt=0, description="how far back strikes count"
     )
+    takedown_retention_hours: float = Field(
+        24 * 30,
+        ge=0,
+        description="a taken-down video's files are kept this long (evidence, admins only), then "
+        "removed",
+    )
     moderation_upstream_strikes: bool = Field(
         True, description="a refusal by Seedance itself is a strike, as ours are"
     )

@@ -20,6 +20,7 @@ from app.api.rate_limiting import RateLimitHeadersMiddleware
 from app.api.request_limits import RequestLimitsMiddleware
 from app.api.routes import (
     admin,
+    admin_moderation,
     api_keys,
     batches,
     events,
@@ -27,6 +28,7 @@ from app.api.routes import (
     jobs,
     me,
     media,
+    moderation,
     playground,
     seedance_callbacks,
     uploads,
@@ -52,6 +54,7 @@ from app.kit.bounded_child import BoundedChildren
 from app.kit.loops import Loop
 from app.media.copier import MediaWorker
 from app.media.links import MediaLinks
+from app.moderation.erasure import forget_moderation
 from app.moderation.input_stage import InputModeration
 from app.moderation.moderator import Moderator, build_provider
 from app.moderation.unchecked import UncheckedJobs
@@ -152,7 +155,7 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
         moderator=moderator,
         upload_remover=upload_remover,
         erasure=UserErasure(
-            forgetters=[forget_messages, forget_subject, forget_uploads],
+            forgetters=[forget_messages, forget_subject, forget_uploads, forget_moderation],
             file_removals={"media": media_worker.purger, "uploads": upload_remover},
         ),
         outbound_secrets=outbound_secrets,
@@ -288,6 +291,7 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     size_errors = problem_responses(413, 431)
     routers: tuple[ModuleType, ...] = (
         jobs,
+        moderation,
         uploads,
         media,
         batches,
@@ -295,6 +299,7 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
         me,
         seedance_callbacks,
         admin,
+        admin_moderation,
         api_keys,
         webhook_endpoints,
     )

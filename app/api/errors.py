@@ -28,6 +28,7 @@ _TITLES = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     409: "Conflict",
+    410: "Gone",
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
     415: "Unsupported Media Type",

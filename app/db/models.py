@@ -415,7 +415,8 @@ class ModerationCase(Base):
     queue's entry; `closed_at` set once an admin decided."""
 
     __tablename__ = "moderation_cases"
-    __table_args__ = (Index("ix_moderation_cases_open", "closed_at", "priority", "opened_at"),)
+    # the queue, open cases first by rank (app/moderation/review.py)
+    __table_args__ = (Index("ix_moderation_cases_queue", "closed_at", "rank_at", "job_id"),)
 
     job_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
@@ -423,6 +424,9 @@ class ModerationCase(Base):
     subject: Mapped[str] = mapped_column(String(255))
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    # opened_at moved earlier by its priority: the queue's one sort key, so a page is a
+    # keyset range
+    rank_at: Mapped[datetime] = mapped_column(default=utcnow)
     held: Mapped[bool] = mapped_column(Boolean, default=False)
     reports: Mapped[int] = mapped_column(Integer, default=0)
     appealed: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,5 +1,5 @@
-"""Opaque keyset cursors for newest-first lists (jobs, webhook deliveries): (created_at, id)
-of the last row seen."""
+"""Opaque keyset cursors for lists in time order (jobs, webhook deliveries newest first;
+the review queue by rank): (time, id) of the last row seen."""
 
 import base64
 import uuid
@@ -42,15 +42,19 @@ async def newest_first_page(
     *,
     limit: int,
     cursor: str | None,
+    oldest_first: bool = False,
 ) -> tuple[list[Row], str | None]:
-    """One page of `query`'s rows, newest first by `keys` (created_at, id), and the cursor
-    of the next page (None at the end)."""
-    created_at, row_id = keys
+    """One page of `query`'s rows, newest first by `keys` (a time, then the id; oldest first
+    if asked), and the cursor of the next page (None at the end)."""
+    at, row_id = keys
     if cursor is not None:
-        query = query.where(tuple_(created_at, row_id) < tuple_(*decode_cursor(cursor)))
-    query = query.order_by(created_at.desc(), row_id.desc()).limit(limit + 1)
-    rows: list[Row] = list(await session.scalars(query))
+        seen = tuple_(*decode_cursor(cursor))
+        query = query.where(
+            tuple_(at, row_id) > seen if oldest_first else tuple_(at, row_id) < seen
+        )
+    order = (at.asc(), row_id.asc()) if oldest_first else (at.desc(), row_id.desc())
+    rows: list[Row] = list(await session.scalars(query.order_by(*order).limit(limit + 1)))
     page, more = rows[:limit], len(rows) > limit
     last: Any = page[-1] if more else None
-    next_cursor = encode_cursor(last.created_at, last.id) if more else None
+    next_cursor = encode_cursor(getattr(last, at.key), getattr(last, row_id.key)) if more else None
     return page, next_cursor

@@ -22,3 +22,8 @@ def poster_key(job_id: uuid.UUID) -> str:
 def job_keys(job_id: uuid.UUID) -> list[str]:
     """Every key a job's media can have (a purge removes all of them)."""
     return [video_key(job_id, t) for t in VIDEO_EXTENSIONS] + [poster_key(job_id)]
+
+
+def job_of(key: str) -> uuid.UUID:
+    """The job whose video or poster `key` is (a key `KEY_PATTERN` matched)."""
+    return uuid.UUID(key.split("/", 1)[1].split(".", 1)[0])

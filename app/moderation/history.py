@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import ModerationEvent
+from app.db.models import ModerationEvent, OutboundEvent
 
 
 class EventKind(StrEnum):
@@ -22,6 +22,19 @@ class EventKind(StrEnum):
     ESCALATED = "escalated"
     SUSPENDED = "suspended"
     LIFTED = "lifted"
+
+
+class ModerationNotice(StrEnum):
+    """The outbound webhook events moderation writes to the outbox (with the job's move)."""
+
+    HELD = "job.moderation_held"
+    RELEASED = "job.moderation_released"
+    TAKEN_DOWN = "job.taken_down"
+
+
+def notify(session: AsyncSession, notice: ModerationNotice, job_id: uuid.UUID) -> None:
+    """Tell the product's servers, in the transaction of the decision (the outbox)."""
+    session.add(OutboundEvent(type=notice.value, job_id=job_id, at=datetime.now(UTC)))
 
 
 class Source(StrEnum):

@@ -44,7 +44,7 @@ async def strikes(
     """Strikes within the window that no suspension has answered yet (a suspension that
     ran out does not come back for the strikes that made it)."""
     since = now - timedelta(hours=settings.moderation_strike_window_hours)
-    if suspension is not None:
+    if suspension is not None and not _in_force(suspension, now):
         since = max(since, suspension.since)
     count = await session.scalar(
         select(func.count()).where(

@@ -3,6 +3,8 @@
 import uuid
 from enum import StrEnum
 
+from app.moderation.history import ModerationNotice
+
 
 class EventType(StrEnum):
     JOB_QUEUED = "job.queued"
@@ -11,6 +13,10 @@ class EventType(StrEnum):
     JOB_FAILED = "job.failed"
     JOB_CANCELED = "job.canceled"
     JOB_DELETED = "job.deleted"
+    # written to the outbox by the moderation domain
+    JOB_MODERATION_HELD = ModerationNotice.HELD.value  # its result waits for review
+    JOB_MODERATION_RELEASED = ModerationNotice.RELEASED.value  # review let it through
+    JOB_TAKEN_DOWN = ModerationNotice.TAKEN_DOWN.value  # review removed it
     BATCH_COMPLETED = "batch.completed"  # every variant of a batch is terminal
 
 

@@ -134,12 +134,12 @@ class ObjectStore:
             return False
         return True
 
-    def signed_url(self, key: str) -> str:
+    def signed_url(self, key: str, scope: str | None = None) -> str:
         """A GET URL valid for MEDIA_URL_TTL_SECONDS: presigned by the bucket's rules on S3,
-        signed by us (and served by `/media/...`) on the local backend."""
+        signed by us (and served by `/media/...`, `scope` included) on the local backend."""
         ttl = self._settings.media_url_ttl_seconds
         if self._signer is None:
-            return local_media_url(self._settings, key, ttl)
+            return local_media_url(self._settings, key, ttl, scope)
         return obstore.sign(self._signer, "GET", key, timedelta(seconds=ttl))
 
     def input_url(self, key: str, ttl_seconds: int) -> str:

@@ -6,6 +6,7 @@ and it is cut off the moment it passes the caller's cap for what it claims to be
 without reading the rest.
 """
 
+import hashlib
 import mimetypes
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ MAX_BOUNDARY = 70  # RFC 2046, section 5.1.1
 class Received:
     size: int
     claimed: UploadKind | None  # what its part's Content-Type, else its file name, says
+    digest: "hashlib._Hash"  # sha256 of the bytes as sent (a taken-down video is refused by it)
 
 
 def claimed_kind(content_type: str | None, filename: str | None) -> UploadKind | None:
@@ -132,6 +134,7 @@ async def receive_file(
                 raise _too_large(cap)
             if len(first.data) >= FLUSH_BYTES or first.ended:
                 received.size += len(first.data)
+                received.digest.update(first.data)
                 await file.write(bytes(first.data))
                 first.data.clear()
     if received is None or not parts[0].ended:
@@ -161,7 +164,7 @@ def _first_part(part: _Part, cap_for: Callable[[UploadKind | None], int]) -> tup
         )
     content_type = part.headers.get(b"content-type", b"").decode("latin-1")
     claimed = claimed_kind(content_type, filename)
-    return Received(size=0, claimed=claimed), cap_for(claimed)
+    return Received(size=0, claimed=claimed, digest=hashlib.sha256()), cap_for(claimed)
 
 
 def _unexpected(part: _Part) -> ProblemError:

@@ -27,6 +27,8 @@ from app.kit.bounded_child import BoundedChildren, Bounds, ChildRefused
 from app.kit.cursor import newest_first_page
 from app.kit.deadlines import within_deadlines
 from app.kit.errors import FieldError, ProblemError
+from app.moderation import standing
+from app.moderation.review import refuse_taken_down
 from app.ops.metrics import UPLOADS
 from app.storage.objects import ObjectStore
 from app.uploads.in_progress import UploadsInProgress
@@ -83,7 +85,9 @@ class Uploads:
         chunks: AsyncIterator[bytes],
         content_type: str,
     ) -> Upload:
-        """`address`: the client's, for the cap on uploads in progress from one address."""
+        """`address`: the client's, for the cap on uploads in progress from one address. A
+        suspended user is refused (403) before a byte is read."""
+        await standing.check_not_suspended(session, self._settings, owner)
         with self.in_progress.hold(owner, address):
             return await self._create(session, owner, plan, chunks, content_type)
 
@@ -104,6 +108,7 @@ class Uploads:
                 chunks, self._settings.upload_idle_seconds, self._settings.upload_max_seconds
             )
             received = await receive_file(body, content_type, original, plan.upload_cap)
+            await refuse_taken_down(session, received.digest.hexdigest())
             facts = await self._sanitize(original, clean, plan)
             kind = UploadKind(facts.kind)
             if received.claimed is not None and kind is not received.claimed:

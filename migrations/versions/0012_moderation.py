@@ -78,6 +78,7 @@ def upgrade() -> None:
         sa.Column("subject", sa.String(length=255), nullable=False),
         sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column("rank_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("held", sa.Boolean(), nullable=False),
         sa.Column("reports", sa.Integer(), nullable=False),
         sa.Column("appealed", sa.Boolean(), nullable=False),
@@ -92,9 +93,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("job_id", name=op.f("pk_moderation_cases")),
     )
     op.create_index(
-        "ix_moderation_cases_open",
+        "ix_moderation_cases_queue",
         "moderation_cases",
-        ["closed_at", "priority", "opened_at"],
+        ["closed_at", "rank_at", "job_id"],
         unique=False,
     )
     op.create_table(
@@ -145,7 +146,7 @@ def downgrade() -> None:
         sqlite_where=sa.text("closed_at IS NULL"),
     )
     op.drop_table("moderation_reports")
-    op.drop_index("ix_moderation_cases_open", table_name="moderation_cases")
+    op.drop_index("ix_moderation_cases_queue", table_name="moderation_cases")
     op.drop_table("moderation_cases")
     op.drop_table("taken_down_files")
     op.drop_table("suspensions")

@@ -36,7 +36,7 @@ def fresh_dispatcher(stack: Stack) -> Dispatcher:
     """A second dispatcher on the same database: what a restarted process runs."""
     state = stack.app.state.services
     return Dispatcher(
-        state.sessionmaker, state.seedance, state.rate_limits, stack.settings, state.inputs
+        state.sessionmaker, state.seedance, state.rate_limits, stack.settings, state.checks.inputs
     )
 
 

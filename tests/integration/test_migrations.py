@@ -28,6 +28,11 @@ TABLES = {
     "upstream_capacity",
     "uploads",
     "job_uploads",
+    "moderation_events",
+    "moderation_cases",
+    "moderation_reports",
+    "suspensions",
+    "taken_down_files",
 }
 
 

@@ -2,6 +2,7 @@
 shape over real HTTP (`testkit.moderation_fake`), the simulator refusing by trigger words."""
 
 import hashlib
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -234,3 +235,148 @@ async def test_seedance_refusals_fail_content_policy_at_their_stage_and_strike(
         assert sorted(e.stage or "" for e in strikes) == ["input", "output"]
         assert all("SensitiveContentDetected" in (e.note or "") for e in strikes)
         assert stack.sim.calls["generate_accepted"] == 1  # the input refusal made no task
+
+
+ADMIN_TOKEN = "moderation-admin-token-" + "m" * 24
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def test_reports_reach_the_queue_and_a_takedown_answers_410_everywhere(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    async with running_stack(
+        database_url, dispatcher_enabled=True, admin_token=ADMIN_TOKEN
+    ) as stack:
+        job = await stack.create_job()
+        await wait_until(lambda: _status(stack, job["id"], "succeeded"))
+        seen = (await stack.http.get(f"/jobs/{job['id']}", headers=stack.headers())).json()
+        video = await stack.http.get(seen["video_url"])
+        assert video.status_code == 200
+        report = {"reason": "violence", "comment": "shown at school"}
+        answers = [
+            await stack.http.post(
+                f"/jobs/{job['id']}/reports", json=report, headers=stack.headers(who)
+            )
+            for who in ("bob", "bob", "carol")
+        ]
+        nowhere = await stack.http.post(
+            f"/jobs/{uuid.uuid4()}/reports", json=report, headers=stack.headers("bob")
+        )
+        # the same answer whether the job exists or not: no oracle of job ids
+        assert {(a.status_code, a.text) for a in [*answers, nowhere]} == {
+            (202, '{"status":"received"}')
+        }
+        (case,) = (await stack.http.get("/admin/moderation/queue", headers=ADMIN)).json()["items"]
+        assert (case["job_id"], case["reports"], case["subject"]) == (job["id"], 2, "alice")
+        file = (await stack.http.get(f"/admin/moderation/jobs/{job['id']}", headers=ADMIN)).json()
+        assert sorted(r["reporter"] for r in file["reports"]) == ["bob", "carol"]
+        assert [e["kind"] for e in file["events"]] == ["reported", "reported"]
+
+        decided = await stack.http.post(
+            f"/admin/moderation/jobs/{job['id']}/decisions",
+            json={"action": "takedown", "note": "graphic violence"},
+            headers=ADMIN,
+        )
+        assert decided.status_code == 200, decided.text
+        assert decided.json()["state"] == "taken_down"
+        after = (await stack.http.get(f"/jobs/{job['id']}", headers=stack.headers())).json()
+        assert (after["video_url"], after["poster_url"]) == (None, None)
+        assert after["moderation"]["state"] == "taken_down" and after["moderation"]["appealable"]
+        content = await stack.http.get(f"/jobs/{job['id']}/content", headers=stack.headers())
+        assert (content.status_code, content.json()["code"]) == (410, "taken_down")
+        for url in (seen["video_url"], seen["poster_url"]):  # signed before the takedown
+            gone = await stack.http.get(url)
+            assert (gone.status_code, gone.json()["code"]) == (410, "taken_down")
+        # admins keep the evidence until TAKEDOWN_RETENTION_HOURS
+        file = (await stack.http.get(f"/admin/moderation/jobs/{job['id']}", headers=ADMIN)).json()
+        assert (await stack.http.get(file["video_url"])).status_code == 200
+        assert (await stack.http.get("/admin/moderation/queue", headers=ADMIN)).json()[
+            "items"
+        ] == []
+        closed = await stack.http.get("/admin/moderation/queue?state=closed", headers=ADMIN)
+        assert [c["job_id"] for c in closed.json()["items"]] == [job["id"]]
+
+        appeal = await stack.http.post(
+            f"/jobs/{job['id']}/appeal",
+            json={"statement": "it is a film scene"},
+            headers=stack.headers(),
+        )
+        assert appeal.status_code == 202
+        (case,) = (await stack.http.get("/admin/moderation/queue", headers=ADMIN)).json()["items"]
+        assert (case["appealed"], case["reports"]) == (True, 0)
+        # the same bytes cannot come back as an upload
+        files = {"file": ("again.mp4", video.content, "video/mp4")}
+        reupload = await stack.http.post("/uploads", files=files, headers=stack.headers())
+        assert (reupload.status_code, reupload.json()["code"]) == (422, "content_policy")
+        # someone else's job cannot be appealed, nor a clear one
+        other = await stack.create_job(subject="bob")
+        for who, job_id, code in (("bob", job["id"], 404), ("bob", other["id"], 409)):
+            refused = await stack.http.post(
+                f"/jobs/{job_id}/appeal", json={"statement": "x"}, headers=stack.headers(who)
+            )
+            assert refused.status_code == code
+
+
+async def test_strikes_suspend_a_user_and_lifting_forgives_them(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    async with running_stack(
+        database_url,
+        blocked_prompt_patterns=["forbidden"],
+        moderation_strikes_to_suspend=2,
+        admin_token=ADMIN_TOKEN,
+    ) as stack:
+        for _ in range(2):
+            refused = await stack.http.post(
+                "/jobs", json={"prompt": "a forbidden thing"}, headers=stack.headers()
+            )
+            assert refused.json()["code"] == "content_policy"
+        for method, path, kwargs in (
+            ("POST", "/jobs", {"json": {"prompt": "a calm lake"}}),
+            ("POST", "/jobs/batch", {"json": {"prompts": ["a", "b"]}}),
+            ("POST", "/uploads", {"files": {"file": ("p.jpg", phone_jpeg(), "image/jpeg")}}),
+        ):
+            suspended = await stack.http.request(method, path, headers=stack.headers(), **kwargs)
+            assert (suspended.status_code, suspended.json()["code"]) == (403, "account_suspended")
+        usage = (await stack.http.get("/me/usage", headers=stack.headers())).json()
+        assert usage["standing"]["suspended"] and usage["standing"]["strikes"] == 2
+        assert (
+            await stack.http.post("/jobs", json={"prompt": "a"}, headers=stack.headers("bob"))
+        ).status_code == 202
+        lifted = await stack.http.delete("/admin/users/alice/suspension", headers=ADMIN)
+        assert lifted.status_code == 204
+        await stack.create_job(prompt="a calm lake")
+        usage = (await stack.http.get("/me/usage", headers=stack.headers())).json()
+        assert (usage["standing"]["suspended"], usage["standing"]["strikes"]) == (False, 0)
+        again = await stack.http.delete("/admin/users/alice/suspension", headers=ADMIN)
+        assert (again.status_code, again.json()["code"]) == (404, "not_suspended")
+        put = await stack.http.put(
+            "/admin/users/alice/suspension", json={"reason": "spam wave"}, headers=ADMIN
+        )
+        assert put.json()["suspended"] and put.json()["reason"] == "spam wave"
+        refused = await stack.http.post("/jobs", json={"prompt": "a lake"}, headers=stack.headers())
+        assert refused.status_code == 403
+
+
+async def test_erasure_keeps_decisions_under_a_pseudonym_and_no_words(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    sim = {"output_refusal_words": ["forbidden-render"]}
+    async with running_stack(
+        database_url, sim, dispatcher_enabled=True, admin_token=ADMIN_TOKEN
+    ) as stack:
+        job = await stack.create_job(prompt="a forbidden-render of a secret garden")
+        await wait_until(lambda: _status(stack, job["id"], "failed"))
+        appeal = await stack.http.post(
+            f"/jobs/{job['id']}/appeal",
+            json={"statement": "my secret garden is fine"},
+            headers=stack.headers(),
+        )
+        assert appeal.status_code == 202
+        erased = await stack.http.delete("/admin/users/alice/data", headers=ADMIN)
+        assert erased.status_code == 200
+        kept = await events(db_engine)
+        assert [e.kind for e in kept] == ["decided", "appealed"]
+        assert {e.subject for e in kept} == {kept[0].subject} != {"alice"}
+        assert all(e.note is None and "alice" != e.actor for e in kept)
+        assert "secret" not in repr([vars(e) for e in kept])

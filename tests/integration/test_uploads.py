@@ -474,7 +474,7 @@ async def test_a_job_whose_upload_is_gone_fails_unsent(
             state.seedance,
             state.rate_limits,
             paused.settings,
-            state.inputs,
+            state.checks.inputs,
         )
         await dispatcher.run_once()
         await dispatcher.drain()

@@ -1,14 +1,17 @@
-"""What the caller can still spend."""
+"""What the caller can still spend, and where they stand with moderation."""
 
 from dataclasses import asdict
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from app.api.deps import Reader, Session
 from app.api.errors import problem_responses
+from app.api.state import services
 from app.jobs import budget
+from app.moderation import standing
+from app.moderation.schemas import StandingOut
 
 router = APIRouter(prefix="/me", tags=["me"], responses=problem_responses(401, 429))
 
@@ -33,15 +36,19 @@ class UsageOut(BaseModel):
     jobs_in_flight: int = Field(description="queued + running")
     max_jobs_in_flight: int
     resets_at: datetime
+    standing: StandingOut = Field(description="moderation: strikes, and any suspension")
 
 
-@router.get("/usage", response_model=UsageOut, summary="Your plan, your spend today, your limits")
-async def get_usage(
-    principal: Reader,
-    session: Session,
-) -> UsageOut:
+@router.get(
+    "/usage",
+    response_model=UsageOut,
+    summary="Your plan, your spend today, your limits, your standing",
+)
+async def get_usage(principal: Reader, session: Session, request: Request) -> UsageOut:
     plan = principal.plan
     usage = await budget.usage(session, principal.subject)
+    settings = services(request).settings
+    standing_now = await standing.standing(session, settings, principal.subject)
     return UsageOut(
         plan=PlanOut.model_validate(asdict(plan)),
         spent_today=usage.spent_today,
@@ -50,4 +57,5 @@ async def get_usage(
         jobs_in_flight=usage.jobs_in_flight,
         max_jobs_in_flight=plan.max_jobs_in_flight,
         resets_at=usage.resets_at,
+        standing=StandingOut.model_validate(standing_now),
     )

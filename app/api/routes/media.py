@@ -25,12 +25,17 @@ from app.api.state import services
 from app.jobs import service
 from app.kit.errors import ProblemError
 from app.media import keys as media_keys
+from app.media.links import check_servable, withheld_problem
 from app.storage.objects import CONTENT_TYPES, content_type_of
-from app.storage.signed_urls import MEDIA_PATH, check_signature
+from app.storage.signed_urls import MEDIA_PATH, REVIEW_SCOPE, check_signature
 from app.uploads import keys as upload_keys
 
 router = APIRouter(tags=["media"])
 files_router = APIRouter(tags=["media"])
+
+
+class Scope(StrEnum):
+    REVIEW = REVIEW_SCOPE
 
 
 class Variant(StrEnum):
@@ -45,7 +50,7 @@ class Variant(StrEnum):
     summary="Redirect to a fresh signed URL of your job's video or poster",
     responses={
         307: {"description": "`Location` is a signed URL valid for MEDIA_URL_TTL_SECONDS"},
-        **problem_responses(401, 404, 409, 422, 429),
+        **problem_responses(401, 403, 404, 409, 410, 422, 429),
     },
 )
 async def get_job_content(
@@ -55,9 +60,13 @@ async def get_job_content(
     variant: Variant = Variant.VIDEO,
 ) -> RedirectResponse:
     """404 `job_not_found` for a job that is not yours (or deleted); 409 `media_not_ready`
-    while the video is not stored (yet, or any more)."""
+    while the video is not stored (yet, or any more); 403 `in_review` while moderation
+    holds it, 410 `taken_down` once it was removed."""
     state = services(request)
-    job = state.media_links.job_out(await service.read_job(state.engine, principal.subject, job_id))
+    row = await service.read_job(state.engine, principal.subject, job_id)
+    if (problem := withheld_problem(row.moderation_state)) is not None:
+        raise problem
+    job = state.media_links.job_out(row)
     url = job.video_url if variant is Variant.VIDEO else job.poster_url
     if url is None:
         raise ProblemError(
@@ -88,7 +97,7 @@ def servable(key: str) -> bool:
         200: {"content": {t: {} for t in sorted(set(CONTENT_TYPES.values()))}},
         206: {"description": "the byte range asked for with `Range`"},
         304: {"description": "`If-None-Match` named the current ETag: the copy held is fresh"},
-        **problem_responses(400, 403, 404, 416, 422),
+        **problem_responses(400, 403, 404, 410, 416, 422),
     },
 )
 async def get_media_file(
@@ -96,12 +105,15 @@ async def get_media_file(
     request: Request,
     expires: Annotated[int, Query(ge=0, le=2**40)],
     signature: Annotated[str, Query(max_length=128)],
+    scope: Annotated[Scope | None, Query(description="`review`: a moderator's URL")] = None,
 ) -> Response:
     if not servable(key):
         raise ProblemError(404, "not_found", "No such media object.")
     settings = services(request).settings
-    if (problem := check_signature(settings, key, expires, signature)) is not None:
+    if (problem := check_signature(settings, key, expires, signature, scope)) is not None:
         raise _forbidden(problem)
+    if scope is None:
+        await check_servable(services(request).engine, key)
     path = services(request).storage.local_path(key)
     try:
         stat = await anyio.Path(path).stat()

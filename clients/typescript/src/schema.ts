@@ -18,8 +18,10 @@ export interface paths {
          * Create a video job
          * @description Record the job as `queued` and return at once; the dispatcher hands it to Seedance.
          *
-         *     Refused before anything is recorded: invalid bodies (422), blocked prompts (422
-         *     `prompt_blocked`), too many jobs in flight (429), the daily credit budget (402).
+         *     Refused before anything is recorded: invalid bodies (422), content the policy does not
+         *     allow (422 `content_policy`, naming each field), a suspended account (403
+         *     `account_suspended`), moderation unavailable (503 `moderation_unavailable`), too many
+         *     jobs in flight (429), the daily credit budget (402).
          */
         post: operations["createJob"];
         delete?: never;
@@ -39,8 +41,9 @@ export interface paths {
         put?: never;
         /**
          * Create 2 to 8 prompt variants at once
-         * @description All variants are recorded under one batch, or none is: one invalid variant, a
-         *     blocked prompt or a budget the whole batch would pass refuses the request.
+         * @description All variants are recorded under one batch, or none is: one invalid variant, one
+         *     the content policy does not allow (422 `content_policy` naming `jobs[i].prompt`) or a
+         *     budget the whole batch would pass refuses the request.
          */
         post: operations["createBatch"];
         delete?: never;
@@ -116,6 +119,49 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/jobs/{job_id}/reports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Report a video that breaks the content policy
+         * @description Any signed-in user or service key may report any job (the people who see a video
+         *     are rarely its owner). The answer is the same whether the job exists or not; a report
+         *     of an existing job goes to the review queue. One open report per reporter and job.
+         */
+        post: operations["reportJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/jobs/{job_id}/appeal": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Ask for a human review of a moderation decision on your job
+         * @description For a job moderation held, blocked or took down, or one that failed
+         *     `content_policy` (`moderation.appealable`); 409 `not_appealable` otherwise.
+         */
+        post: operations["appealJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/uploads": {
         parameters: {
             query?: never;
@@ -179,7 +225,8 @@ export interface paths {
         /**
          * Redirect to a fresh signed URL of your job's video or poster
          * @description 404 `job_not_found` for a job that is not yours (or deleted); 409 `media_not_ready`
-         *     while the video is not stored (yet, or any more).
+         *     while the video is not stored (yet, or any more); 403 `in_review` while moderation
+         *     holds it, 410 `taken_down` once it was removed.
          */
         get: operations["getJobContent"];
         put?: never;
@@ -254,7 +301,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Your plan, your spend today, your limits */
+        /** Your plan, your spend today, your limits, your standing */
         get: operations["getUsage"];
         put?: never;
         post?: never;
@@ -352,6 +399,84 @@ export interface paths {
          *     is or percent-encoded. Repeating it is harmless.
          */
         delete: operations["eraseUserData"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/moderation/queue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The review queue
+         * @description Held results, reported jobs and appeals; open cases the next to review first (by
+         *     priority: holds, reports, appeals, escalations; then age).
+         */
+        get: operations["getModerationQueue"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/moderation/jobs/{job_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A job's case file: its media, history and reports */
+        get: operations["getCaseFile"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/moderation/jobs/{job_id}/decisions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Decide on a job: release, take down, dismiss or escalate
+         * @description A takedown makes the job's content and every URL of its video and poster answer
+         *     410 `taken_down` (URLs signed before included, on the local backend; see
+         *     docs/moderation.md for S3) and removes the files after TAKEDOWN_RETENTION_HOURS.
+         */
+        post: operations["decideOnJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/users/{subject}/suspension": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Suspend a user: no creates, batches, promotes or uploads */
+        put: operations["suspendUser"];
+        post?: never;
+        /** Lift a suspension (the strikes behind it are forgiven) */
+        delete: operations["liftSuspension"];
         options?: never;
         head?: never;
         patch?: never;
@@ -593,6 +718,11 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * Action
+         * @enum {string}
+         */
+        Action: "release" | "takedown" | "dismiss" | "escalate";
         /** AdminJobOut */
         AdminJobOut: {
             /**
@@ -633,7 +763,7 @@ export interface components {
             media: components["schemas"]["MediaOut"] | null;
             /**
              * Error Code
-             * @description stable code when failed: upstream_rejected, upstream_failed, insufficient_credits, upstream_unavailable, upstream_timeout, queue_timeout, input_unavailable, media_unavailable, media_too_large, media_invalid, media_unsafe_url
+             * @description stable code when failed: upstream_rejected, upstream_failed, insufficient_credits, upstream_unavailable, upstream_timeout, queue_timeout, input_unavailable, media_unavailable, media_too_large, media_invalid, media_unsafe_url, content_policy (refused for its content: see `moderation`)
              */
             error_code: string | null;
             /** Error Detail */
@@ -673,6 +803,7 @@ export interface components {
              * @description while queued: when it should be sent, from the recent render times and the account's cap; null once submitted, or before any render was measured
              */
             estimated_start_at: string | null;
+            moderation: components["schemas"]["ModerationOut"];
             /** Owner */
             owner: string;
             /** Upstream Task Id */
@@ -811,6 +942,14 @@ export interface components {
              */
             last_used_at: string | null;
         };
+        /** AppealCreate */
+        AppealCreate: {
+            /**
+             * Statement
+             * @description why the decision is wrong
+             */
+            statement: string;
+        };
         /**
          * ApplyResult
          * @enum {string}
@@ -889,6 +1028,84 @@ export interface components {
         /** CallbackAck */
         CallbackAck: {
             result: components["schemas"]["ApplyResult"];
+        };
+        /** CaseFileOut */
+        CaseFileOut: {
+            /** @description the job as its owner would see it, and more */
+            job: components["schemas"]["AdminJobOut"];
+            /**
+             * Video Url
+             * @description an admin's signed URL of the stored video, withheld or not
+             */
+            video_url: string | null;
+            /** Poster Url */
+            poster_url: string | null;
+            /** @description its entry in the review queue, if ever */
+            case: components["schemas"]["CaseOut"] | null;
+            /**
+             * Events
+             * @description the moderation history, oldest first
+             */
+            events: components["schemas"]["ModerationEventOut"][];
+            /** Reports */
+            reports: components["schemas"]["ReportOut"][];
+        };
+        /**
+         * CaseOut
+         * @description One entry of the review queue.
+         */
+        CaseOut: {
+            /**
+             * Job Id
+             * Format: uuid
+             */
+            job_id: string;
+            /**
+             * Subject
+             * @description the job's owner
+             */
+            subject: string;
+            /**
+             * Opened At
+             * Format: date-time
+             */
+            opened_at: string;
+            /** Priority */
+            priority: number;
+            /**
+             * Held
+             * @description its result waits for review
+             */
+            held: boolean;
+            /** Reports */
+            reports: number;
+            /** Appealed */
+            appealed: boolean;
+            /** Escalated */
+            escalated: boolean;
+            /** Closed At */
+            closed_at: string | null;
+        };
+        /** CasePage */
+        CasePage: {
+            /** Items */
+            items: components["schemas"]["CaseOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /**
+         * CaseState
+         * @enum {string}
+         */
+        CaseState: "open" | "closed";
+        /** DecisionCreate */
+        DecisionCreate: {
+            action: components["schemas"]["Action"];
+            /**
+             * Note
+             * @description why, for the record (admins read it)
+             */
+            note?: string | null;
         };
         /**
          * DeliveryOut
@@ -1112,7 +1329,7 @@ export interface components {
          * EventType
          * @enum {string}
          */
-        EventType: "job.queued" | "job.running" | "job.succeeded" | "job.failed" | "job.canceled" | "job.deleted" | "batch.completed";
+        EventType: "job.queued" | "job.running" | "job.succeeded" | "job.failed" | "job.canceled" | "job.deleted" | "job.moderation_held" | "job.moderation_released" | "job.taken_down" | "batch.completed";
         /** FieldError */
         FieldError: {
             /**
@@ -1130,6 +1347,14 @@ export interface components {
              * @example seedance-2.0 accepts a duration of 5, 10 or 15 seconds
              */
             message: string;
+            /**
+             * Categories
+             * @description with `content_policy`: the moderation categories the field was refused for
+             * @example [
+             *       "violence"
+             *     ]
+             */
+            categories?: string[] | null;
         };
         /**
          * JobCreate
@@ -1262,7 +1487,7 @@ export interface components {
             media: components["schemas"]["MediaOut"] | null;
             /**
              * Error Code
-             * @description stable code when failed: upstream_rejected, upstream_failed, insufficient_credits, upstream_unavailable, upstream_timeout, queue_timeout, input_unavailable, media_unavailable, media_too_large, media_invalid, media_unsafe_url
+             * @description stable code when failed: upstream_rejected, upstream_failed, insufficient_credits, upstream_unavailable, upstream_timeout, queue_timeout, input_unavailable, media_unavailable, media_too_large, media_invalid, media_unsafe_url, content_policy (refused for its content: see `moderation`)
              */
             error_code: string | null;
             /** Error Detail */
@@ -1302,6 +1527,7 @@ export interface components {
              * @description while queued: when it should be sent, from the recent render times and the account's cap; null once submitted, or before any render was measured
              */
             estimated_start_at: string | null;
+            moderation: components["schemas"]["ModerationOut"];
         };
         /** JobPage */
         JobPage: {
@@ -1436,6 +1662,93 @@ export interface components {
          * @enum {string}
          */
         MessageStatus: "pending" | "delivered" | "failed";
+        /**
+         * ModerationEventOut
+         * @description One entry of the append-only moderation history.
+         */
+        ModerationEventOut: {
+            /** Id */
+            id: number;
+            /**
+             * Kind
+             * @description decided, unchecked, reported, appealed, released, taken_down, dismissed, escalated, suspended, lifted
+             */
+            kind: string;
+            /** Stage */
+            stage: string | null;
+            /**
+             * Source
+             * @description the provider, `upstream`, `admin`, `user` or `strikes`
+             */
+            source: string;
+            /** Verdict */
+            verdict: string | null;
+            /** Categories */
+            categories: {
+                [key: string]: number;
+            };
+            /** Reason */
+            reason: string | null;
+            /** Actor */
+            actor: string | null;
+            /** Note */
+            note: string | null;
+            /** Strike */
+            strike: boolean;
+            /** Forgiven At */
+            forgiven_at: string | null;
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
+        };
+        /**
+         * ModerationOut
+         * @description Where the job stands with moderation, beside its status.
+         */
+        ModerationOut: {
+            /**
+             * @description `clear`; `unchecked` (accepted while moderation was unavailable: judged before it is sent); `held` (the result waits for review: no `video_url` until released); `blocked` (refused by the content policy); `taken_down` (removed after review)
+             * @default clear
+             */
+            state: components["schemas"]["ModerationState"];
+            /** @description where it was judged */
+            stage: components["schemas"]["ModerationStage"] | null;
+            /**
+             * Source
+             * @description who decided: the moderation provider, `upstream` (Seedance) or `admin`
+             */
+            source: string | null;
+            /**
+             * Categories
+             * @example [
+             *       "violence"
+             *     ]
+             */
+            categories: string[];
+            /**
+             * Appealable
+             * @description its owner may appeal (`POST /jobs/{id}/appeal`)
+             * @default false
+             */
+            appealable: boolean;
+        };
+        /**
+         * ModerationStage
+         * @enum {string}
+         */
+        ModerationStage: "input" | "output";
+        /**
+         * ModerationState
+         * @description A job's standing with moderation, beside its status (the row's NULL is `clear`):
+         *     `unchecked` (accepted while the provider was down; never sent until judged),
+         *     `held` (a result waiting for a human; not shown to users), `blocked` (refused, by a
+         *     provider or by Seedance), `taken_down` (removed by an admin). The jobs domain owns the
+         *     columns; the moderation domain (`app/moderation/`) drives them.
+         * @enum {string}
+         */
+        ModerationState: "clear" | "unchecked" | "held" | "blocked" | "taken_down";
         /** PlanOut */
         PlanOut: {
             /**
@@ -1589,6 +1902,46 @@ export interface components {
              */
             created_at: string;
         };
+        /** Received */
+        Received: {
+            /**
+             * Status
+             * @default received
+             * @example received
+             */
+            status?: string;
+        };
+        /** ReportCreate */
+        ReportCreate: {
+            reason: components["schemas"]["ReportReason"];
+            /** Comment */
+            comment?: string | null;
+        };
+        /** ReportOut */
+        ReportOut: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Reporter */
+            reporter: string;
+            reason: components["schemas"]["ReportReason"];
+            /** Comment */
+            comment: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Closed At */
+            closed_at: string | null;
+        };
+        /**
+         * ReportReason
+         * @enum {string}
+         */
+        ReportReason: "sexual" | "violence" | "hate" | "harassment" | "self_harm" | "illegal" | "spam" | "other";
         /**
          * Resolution
          * @enum {string}
@@ -1602,6 +1955,11 @@ export interface components {
              */
             grace_seconds?: number | null;
         };
+        /**
+         * Scope
+         * @enum {string}
+         */
+        Scope: "review";
         /** SecretRotated */
         SecretRotated: {
             /**
@@ -1620,6 +1978,27 @@ export interface components {
          * @enum {string}
          */
         SeedanceModel: "seedance-2-mini" | "seedance-2.0";
+        /**
+         * StandingOut
+         * @description Where a user stands with moderation.
+         */
+        StandingOut: {
+            /** Suspended */
+            suspended: boolean;
+            /** Reason */
+            reason: string | null;
+            /** Since */
+            since: string | null;
+            /** Until */
+            until: string | null;
+            /**
+             * Strikes
+             * @description content-policy blocks within the strike window
+             */
+            strikes: number;
+            /** Strikes To Suspend */
+            strikes_to_suspend: number;
+        };
         /** StatsOut */
         StatsOut: {
             /**
@@ -1666,6 +2045,16 @@ export interface components {
             median_seconds_in_queue: number | null;
             /** P95 Seconds In Queue */
             p95_seconds_in_queue: number | null;
+        };
+        /** SuspensionSet */
+        SuspensionSet: {
+            /** Reason */
+            reason: string;
+            /**
+             * Until
+             * @description null: until lifted
+             */
+            until?: string | null;
         };
         /**
          * UploadKind
@@ -1771,6 +2160,8 @@ export interface components {
              * Format: date-time
              */
             resets_at: string;
+            /** @description moderation: strikes, and any suspension */
+            standing: components["schemas"]["StandingOut"];
         };
         /**
          * Variant
@@ -1891,7 +2282,16 @@ export interface operations {
                      *           "submitted_at": "2026-11-26T09:30:00Z",
                      *           "finished_at": "2026-11-26T09:30:00Z",
                      *           "queue_position": 2,
-                     *           "estimated_start_at": "2026-11-26T09:30:00Z"
+                     *           "estimated_start_at": "2026-11-26T09:30:00Z",
+                     *           "moderation": {
+                     *             "state": "clear",
+                     *             "stage": "input",
+                     *             "source": "string",
+                     *             "categories": [
+                     *               "violence"
+                     *             ],
+                     *             "appealable": false
+                     *           }
                      *         }
                      *       ],
                      *       "next_cursor": "string"
@@ -2020,7 +2420,16 @@ export interface operations {
                      *       "submitted_at": "2026-11-26T09:30:00Z",
                      *       "finished_at": "2026-11-26T09:30:00Z",
                      *       "queue_position": 2,
-                     *       "estimated_start_at": "2026-11-26T09:30:00Z"
+                     *       "estimated_start_at": "2026-11-26T09:30:00Z",
+                     *       "moderation": {
+                     *         "state": "clear",
+                     *         "stage": "input",
+                     *         "source": "string",
+                     *         "categories": [
+                     *           "violence"
+                     *         ],
+                     *         "appealable": false
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -2074,7 +2483,16 @@ export interface operations {
                      *       "submitted_at": "2026-11-26T09:30:00Z",
                      *       "finished_at": "2026-11-26T09:30:00Z",
                      *       "queue_position": 2,
-                     *       "estimated_start_at": "2026-11-26T09:30:00Z"
+                     *       "estimated_start_at": "2026-11-26T09:30:00Z",
+                     *       "moderation": {
+                     *         "state": "clear",
+                     *         "stage": "input",
+                     *         "source": "string",
+                     *         "categories": [
+                     *           "violence"
+                     *         ],
+                     *         "appealable": false
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -2154,6 +2572,15 @@ export interface operations {
             };
             /** @description Request Header Fields Too Large */
             431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2244,7 +2671,16 @@ export interface operations {
                      *           "submitted_at": "2026-11-26T09:30:00Z",
                      *           "finished_at": "2026-11-26T09:30:00Z",
                      *           "queue_position": 2,
-                     *           "estimated_start_at": "2026-11-26T09:30:00Z"
+                     *           "estimated_start_at": "2026-11-26T09:30:00Z",
+                     *           "moderation": {
+                     *             "state": "clear",
+                     *             "stage": "input",
+                     *             "source": "string",
+                     *             "categories": [
+                     *               "violence"
+                     *             ],
+                     *             "appealable": false
+                     *           }
                      *         }
                      *       ]
                      *     }
@@ -2304,7 +2740,16 @@ export interface operations {
                      *           "submitted_at": "2026-11-26T09:30:00Z",
                      *           "finished_at": "2026-11-26T09:30:00Z",
                      *           "queue_position": 2,
-                     *           "estimated_start_at": "2026-11-26T09:30:00Z"
+                     *           "estimated_start_at": "2026-11-26T09:30:00Z",
+                     *           "moderation": {
+                     *             "state": "clear",
+                     *             "stage": "input",
+                     *             "source": "string",
+                     *             "categories": [
+                     *               "violence"
+                     *             ],
+                     *             "appealable": false
+                     *           }
                      *         }
                      *       ]
                      *     }
@@ -2393,6 +2838,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     getJob: {
@@ -2454,7 +2908,16 @@ export interface operations {
                      *       "submitted_at": "2026-11-26T09:30:00Z",
                      *       "finished_at": "2026-11-26T09:30:00Z",
                      *       "queue_position": 2,
-                     *       "estimated_start_at": "2026-11-26T09:30:00Z"
+                     *       "estimated_start_at": "2026-11-26T09:30:00Z",
+                     *       "moderation": {
+                     *         "state": "clear",
+                     *         "stage": "input",
+                     *         "source": "string",
+                     *         "categories": [
+                     *           "violence"
+                     *         ],
+                     *         "appealable": false
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -2662,7 +3125,16 @@ export interface operations {
                      *       "submitted_at": "2026-11-26T09:30:00Z",
                      *       "finished_at": "2026-11-26T09:30:00Z",
                      *       "queue_position": 2,
-                     *       "estimated_start_at": "2026-11-26T09:30:00Z"
+                     *       "estimated_start_at": "2026-11-26T09:30:00Z",
+                     *       "moderation": {
+                     *         "state": "clear",
+                     *         "stage": "input",
+                     *         "source": "string",
+                     *         "categories": [
+                     *           "violence"
+                     *         ],
+                     *         "appealable": false
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -2716,7 +3188,16 @@ export interface operations {
                      *       "submitted_at": "2026-11-26T09:30:00Z",
                      *       "finished_at": "2026-11-26T09:30:00Z",
                      *       "queue_position": 2,
-                     *       "estimated_start_at": "2026-11-26T09:30:00Z"
+                     *       "estimated_start_at": "2026-11-26T09:30:00Z",
+                     *       "moderation": {
+                     *         "state": "clear",
+                     *         "stage": "input",
+                     *         "source": "string",
+                     *         "categories": [
+                     *           "violence"
+                     *         ],
+                     *         "appealable": false
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -2812,6 +3293,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     cancelJob: {
@@ -2873,10 +3363,200 @@ export interface operations {
                      *       "submitted_at": "2026-11-26T09:30:00Z",
                      *       "finished_at": "2026-11-26T09:30:00Z",
                      *       "queue_position": 2,
-                     *       "estimated_start_at": "2026-11-26T09:30:00Z"
+                     *       "estimated_start_at": "2026-11-26T09:30:00Z",
+                     *       "moderation": {
+                     *         "state": "clear",
+                     *         "stage": "input",
+                     *         "source": "string",
+                     *         "categories": [
+                     *           "violence"
+                     *         ],
+                     *         "appealable": false
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    reportJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "reason": "sexual",
+                 *       "comment": "string"
+                 *     }
+                 */
+                "application/json": components["schemas"]["ReportCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "status": "received"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Received"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    appealJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "statement": "string"
+                 *     }
+                 */
+                "application/json": components["schemas"]["AppealCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "status": "received"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Received"];
                 };
             };
             /** @description Unauthorized */
@@ -3356,6 +4036,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -3367,6 +4056,15 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3475,7 +4173,16 @@ export interface operations {
                      *           "submitted_at": "2026-11-26T09:30:00Z",
                      *           "finished_at": "2026-11-26T09:30:00Z",
                      *           "queue_position": 2,
-                     *           "estimated_start_at": "2026-11-26T09:30:00Z"
+                     *           "estimated_start_at": "2026-11-26T09:30:00Z",
+                     *           "moderation": {
+                     *             "state": "clear",
+                     *             "stage": "input",
+                     *             "source": "string",
+                     *             "categories": [
+                     *               "violence"
+                     *             ],
+                     *             "appealable": false
+                     *           }
                      *         }
                      *       ]
                      *     }
@@ -3772,7 +4479,15 @@ export interface operations {
                      *       "remaining_today": 1,
                      *       "jobs_in_flight": 1,
                      *       "max_jobs_in_flight": 1,
-                     *       "resets_at": "2026-11-26T09:30:00Z"
+                     *       "resets_at": "2026-11-26T09:30:00Z",
+                     *       "standing": {
+                     *         "suspended": true,
+                     *         "reason": "string",
+                     *         "since": "2026-11-26T09:30:00Z",
+                     *         "until": "2026-11-26T09:30:00Z",
+                     *         "strikes": 1,
+                     *         "strikes_to_suspend": 1
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["UsageOut"];
@@ -3987,6 +4702,15 @@ export interface operations {
                      *           "finished_at": "2026-11-26T09:30:00Z",
                      *           "queue_position": 2,
                      *           "estimated_start_at": "2026-11-26T09:30:00Z",
+                     *           "moderation": {
+                     *             "state": "clear",
+                     *             "stage": "input",
+                     *             "source": "string",
+                     *             "categories": [
+                     *               "violence"
+                     *             ],
+                     *             "appealable": false
+                     *           },
                      *           "owner": "string",
                      *           "upstream_task_id": "string",
                      *           "resolved_by": "string",
@@ -4269,6 +4993,541 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getModerationQueue: {
+        parameters: {
+            query?: {
+                state?: components["schemas"]["CaseState"];
+                limit?: number;
+                /** @description `next_cursor` of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "job_id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *           "subject": "string",
+                     *           "opened_at": "2026-11-26T09:30:00Z",
+                     *           "priority": 1,
+                     *           "held": true,
+                     *           "reports": 1,
+                     *           "appealed": true,
+                     *           "escalated": true,
+                     *           "closed_at": "2026-11-26T09:30:00Z"
+                     *         }
+                     *       ],
+                     *       "next_cursor": "string"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CasePage"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getCaseFile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "job": {
+                     *         "id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *         "status": "queued",
+                     *         "model": "seedance-2-mini",
+                     *         "prompt": "string",
+                     *         "duration": 1,
+                     *         "resolution": "480p",
+                     *         "aspect_ratio": "16:9",
+                     *         "images": [
+                     *           "string"
+                     *         ],
+                     *         "reference_video_urls": [
+                     *           "string"
+                     *         ],
+                     *         "reference_audio_urls": [
+                     *           "string"
+                     *         ],
+                     *         "estimated_cost": 1,
+                     *         "video_url": "string",
+                     *         "poster_url": "string",
+                     *         "media": {
+                     *           "content_type": "video/mp4",
+                     *           "size_bytes": 1,
+                     *           "sha256": "string",
+                     *           "width": 1280,
+                     *           "height": 720,
+                     *           "duration_seconds": 1,
+                     *           "frame_rate": 1,
+                     *           "video_codec": "h264",
+                     *           "has_audio": true,
+                     *           "mismatch": "resolution: asked 720p, got 854x480"
+                     *         },
+                     *         "error_code": "string",
+                     *         "error_detail": "string",
+                     *         "batch_id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *         "source_job_id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *         "created_at": "2026-11-26T09:30:00Z",
+                     *         "updated_at": "2026-11-26T09:30:00Z",
+                     *         "submitted_at": "2026-11-26T09:30:00Z",
+                     *         "finished_at": "2026-11-26T09:30:00Z",
+                     *         "queue_position": 2,
+                     *         "estimated_start_at": "2026-11-26T09:30:00Z",
+                     *         "moderation": {
+                     *           "state": "clear",
+                     *           "stage": "input",
+                     *           "source": "string",
+                     *           "categories": [
+                     *             "violence"
+                     *           ],
+                     *           "appealable": false
+                     *         },
+                     *         "owner": "string",
+                     *         "upstream_task_id": "string",
+                     *         "resolved_by": "string",
+                     *         "submit_attempts": 1,
+                     *         "status_polls": 1,
+                     *         "media_status": "string",
+                     *         "media_attempts": 1,
+                     *         "media_error": "string",
+                     *         "deleted_at": "2026-11-26T09:30:00Z"
+                     *       },
+                     *       "video_url": "string",
+                     *       "poster_url": "string",
+                     *       "case": {
+                     *         "job_id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *         "subject": "string",
+                     *         "opened_at": "2026-11-26T09:30:00Z",
+                     *         "priority": 1,
+                     *         "held": true,
+                     *         "reports": 1,
+                     *         "appealed": true,
+                     *         "escalated": true,
+                     *         "closed_at": "2026-11-26T09:30:00Z"
+                     *       },
+                     *       "events": [
+                     *         {
+                     *           "id": 1,
+                     *           "kind": "string",
+                     *           "stage": "string",
+                     *           "source": "string",
+                     *           "verdict": "string",
+                     *           "categories": {},
+                     *           "reason": "string",
+                     *           "actor": "string",
+                     *           "note": "string",
+                     *           "strike": true,
+                     *           "forgiven_at": "2026-11-26T09:30:00Z",
+                     *           "at": "2026-11-26T09:30:00Z"
+                     *         }
+                     *       ],
+                     *       "reports": [
+                     *         {
+                     *           "id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *           "reporter": "string",
+                     *           "reason": "sexual",
+                     *           "comment": "string",
+                     *           "created_at": "2026-11-26T09:30:00Z",
+                     *           "closed_at": "2026-11-26T09:30:00Z"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CaseFileOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    decideOnJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "action": "release",
+                 *       "note": "string"
+                 *     }
+                 */
+                "application/json": components["schemas"]["DecisionCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "state": "clear",
+                     *       "stage": "input",
+                     *       "source": "string",
+                     *       "categories": [
+                     *         "violence"
+                     *       ],
+                     *       "appealable": false
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ModerationOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    suspendUser: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                subject: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "reason": "string",
+                 *       "until": "2026-11-26T09:30:00Z"
+                 *     }
+                 */
+                "application/json": components["schemas"]["SuspensionSet"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "suspended": true,
+                     *       "reason": "string",
+                     *       "since": "2026-11-26T09:30:00Z",
+                     *       "until": "2026-11-26T09:30:00Z",
+                     *       "strikes": 1,
+                     *       "strikes_to_suspend": 1
+                     *     }
+                     */
+                    "application/json": components["schemas"]["StandingOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    liftSuspension: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                subject: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5849,6 +7108,8 @@ export interface operations {
             query: {
                 expires: number;
                 signature: string;
+                /** @description `review`: a moderator's URL */
+                scope?: components["schemas"]["Scope"];
             };
             header?: never;
             path: {
@@ -5907,6 +7168,15 @@ export interface operations {
             };
             /** @description Not Found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
