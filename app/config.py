@@ -420,6 +420,14 @@ class Settings(BaseSettings):
     moderation_strike_window_hours: float = Field(
         24 * 7, gt=0, description="how far back strikes count"
     )
+    moderation_output: bool = Field(
+        False,
+        description="judge each stored result (sampled frames and the prompt) before its owner "
+        "sees it; what the provider flags is held for review",
+    )
+    moderation_output_frames: int = Field(
+        4, ge=2, le=16, description="frames sampled for that, evenly, first and last included"
+    )
     takedown_retention_hours: float = Field(
         24 * 30,
         ge=0,

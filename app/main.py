@@ -57,6 +57,7 @@ from app.media.links import MediaLinks
 from app.moderation.erasure import forget_moderation
 from app.moderation.input_stage import InputModeration
 from app.moderation.moderator import Moderator, build_provider
+from app.moderation.output_stage import OutputModeration
 from app.moderation.unchecked import UncheckedJobs
 from app.ops.garbage_collection import freeze_startup_objects, managed_collections
 from app.ops.logs import configure_logging
@@ -118,7 +119,10 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
     upload_remover = UploadRemover(sessionmaker, storage)
     children = BoundedChildren()  # decoding untrusted files: uploads, results
     stack.push_async_callback(children.close)
-    media_worker = MediaWorker(sessionmaker, storage, settings, children)
+    moderator = await _moderator(settings, stack)
+    media_worker = MediaWorker(
+        sessionmaker, storage, settings, children, OutputModeration(moderator, settings)
+    )
     stack.push_async_callback(media_worker.close)
     links = MediaLinks(storage)
     outbound_secrets = SecretBox(settings.outbound_secrets_key)
@@ -127,7 +131,6 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
     http = await stack.enter_async_context(SeedanceClient.create_http_client(settings))
     seedance = SeedanceClient(http, settings)
     verifier = await _verifier(settings, stack)
-    moderator = await _moderator(settings, stack)
     loop_lag = LoopLag()
     stack.push_async_callback(loop_lag.stop)
     live_streams = LiveStreams()

@@ -99,7 +99,7 @@ async def new_video(sim: httpx.AsyncClient, pad_bytes: int) -> str:
 
 
 def order(url: str) -> CopyOrder:
-    return CopyOrder(uuid.uuid4(), 1, url, "720p", "16:9", 8)
+    return CopyOrder(uuid.uuid4(), 1, url, "720p", "16:9", 8, "bench", "a benchmark")
 
 
 @contextmanager

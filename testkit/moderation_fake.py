@@ -8,7 +8,9 @@ not work fails the test. Like the real endpoint, more than one image in a reques
 """
 
 import asyncio
+import base64
 import hashlib
+import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from PIL import Image
 from standardwebhooks import Webhook
 
 from testkit.harness import serve
@@ -28,9 +31,11 @@ CATEGORIES = ("sexual", "violence", "self-harm", "hate", "harassment", "illicit"
 class FakeModeration:
     text_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # word -> scores
     image_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # sha256 -> scores
+    every_image: dict[str, float] = field(default_factory=dict)  # scores of any image
     down: bool = False  # answer 503
     latency_seconds: float = 0.0
     requests: list[Any] = field(default_factory=list)
+    images: list[tuple[int, int]] = field(default_factory=list)  # the size of each judged
     http_secret: str | None = None  # the `http` provider's: requests must verify
 
     def _scores(self, text: str) -> dict[str, float]:
@@ -41,10 +46,18 @@ class FakeModeration:
         return scores
 
     async def _image(self, http: httpx.AsyncClient, url: str) -> dict[str, float]:
-        fetched = await http.get(url)
-        fetched.raise_for_status()
-        digest = hashlib.sha256(fetched.content).hexdigest()
-        return dict.fromkeys(CATEGORIES, 0.001) | self.image_scores.get(digest, {})
+        """An image by URL (fetched, as OpenAI would) or as a data URL; it must be a JPEG,
+        PNG or WebP that Pillow opens."""
+        if url.startswith("data:"):
+            content = base64.b64decode(url.split(",", 1)[1])
+        else:
+            fetched = await http.get(url)
+            fetched.raise_for_status()
+            content = fetched.content
+        self.images.append(Image.open(io.BytesIO(content)).size)
+        digest = hashlib.sha256(content).hexdigest()
+        scores = dict.fromkeys(CATEGORIES, 0.001) | self.every_image
+        return scores | self.image_scores.get(digest, {})
 
     def app(self) -> FastAPI:
         app = FastAPI()

@@ -119,6 +119,23 @@ def move(
     return event
 
 
+def note_moderation(session: AsyncSession, job: Job, detail: str) -> JobEvent:
+    """A change of the job's moderation (released, taken down) beside its status: an event
+    that does not move it (from = to), so live streams carry it and resume past it like
+    any other; the outbox trigger skips it (it is no move of the status)."""
+    job.updated_at = datetime.now(UTC)
+    event = JobEvent(
+        job_id=job.id,
+        from_status=job.status,
+        to_status=job.status,
+        source=EventSource.MODERATION,
+        detail=detail,
+        at=job.updated_at,
+    )
+    session.add(event)
+    return event
+
+
 def record_creation(session: AsyncSession, job: Job) -> JobEvent:
     """The first event of every job: it enters the machine as `queued`."""
     event = JobEvent(

@@ -36,6 +36,7 @@ from app.media.isolated_probe import probe_isolated
 from app.media.keys import POSTER_CONTENT_TYPE, poster_key, video_key
 from app.media.probe import Limits, NotAVideo, VideoFacts, mismatches
 from app.media.purge import Purger
+from app.moderation.output_stage import OutputJudgment, OutputModeration
 from app.ops.metrics import MEDIA_COPIES
 from app.storage.objects import ObjectStore
 
@@ -52,6 +53,8 @@ class CopyOrder:
     resolution: str
     aspect_ratio: str
     duration: int
+    owner: str
+    prompt: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +75,11 @@ class MediaWorker(PooledLoop):
         storage: ObjectStore,
         settings: Settings,
         children: BoundedChildren,
+        output: OutputModeration | None = None,  # moderation's output stage; None: off
     ) -> None:
         super().__init__(settings.media_poll_seconds, settings.media_copy_concurrency)
         self._children = children
+        self._output = output
         self._sessionmaker = sessionmaker
         self._storage = storage
         self._settings = settings
@@ -163,6 +168,8 @@ class MediaWorker(PooledLoop):
                         job.resolution,
                         job.aspect_ratio,
                         job.duration,
+                        job.owner,
+                        job.prompt,
                     )
                 )
 
@@ -171,6 +178,7 @@ class MediaWorker(PooledLoop):
         try:
             async with asyncio.timeout(deadline):
                 stored = await self.store_copy(order)
+                judgment = await self._judge(order, stored)
         except MediaCopyError as exc:
             await self._record(partial(self._record_failure, order, exc), order)
         except TimeoutError:
@@ -181,7 +189,7 @@ class MediaWorker(PooledLoop):
             error = unavailable(f"storing the copy failed: {type(exc).__name__}")
             await self._record(partial(self._record_failure, order, error), order)
         else:
-            await self._record(partial(self._record_success, order, stored), order)
+            await self._record(partial(self._record_success, order, stored, judgment), order)
 
     async def _record(self, outcome: Callable[[], Awaitable[None]], order: CopyOrder) -> None:
         """Write a copy's outcome, waiting out a database outage (a stored copy is not
@@ -192,6 +200,13 @@ class MediaWorker(PooledLoop):
         except Exception:
             logger.exception("job %s: could not record copy %d", order.job_id, order.attempt)
 
+    async def _judge(self, order: CopyOrder, stored: StoredCopy) -> OutputJudgment | None:
+        """Moderation's output stage on the stored copy, before its job succeeds."""
+        output, frames = self._output, stored.facts.sample_jpegs
+        if output is None or not frames:
+            return None
+        return await output.judge(order.owner, order.job_id, order.prompt, frames)
+
     async def store_copy(self, order: CopyOrder) -> StoredCopy:
         """Download, check, probe and store one video and its poster (no database)."""
         name = f"{order.job_id}.{order.attempt}.{uuid.uuid4().hex[:8]}"
@@ -201,7 +216,10 @@ class MediaWorker(PooledLoop):
             assert got.content_type is not None  # download refuses files it cannot type
             limits = Limits.for_job(order.resolution, order.duration)
             try:
-                facts = await probe_isolated(self._children, staged, limits, self._settings)
+                samples = self._output.frames if self._output else 0
+                facts = await probe_isolated(
+                    self._children, staged, limits, self._settings, samples
+                )
             except NotAVideo as exc:
                 raise refused("media_invalid", str(exc)) from exc
             key = video_key(order.job_id, got.content_type)
@@ -230,7 +248,9 @@ class MediaWorker(PooledLoop):
             return None
         return job
 
-    async def _record_success(self, order: CopyOrder, stored: StoredCopy) -> None:
+    async def _record_success(
+        self, order: CopyOrder, stored: StoredCopy, judgment: OutputJudgment | None
+    ) -> None:
         async with self._sessionmaker() as session, session.begin():
             job = await self._locked_if_still_ours(session, order)
             if job is None:
@@ -252,6 +272,8 @@ class MediaWorker(PooledLoop):
             job.media_video_codec, job.media_has_audio = facts.video_codec, facts.has_audio
             job.media_mismatch = stored.mismatch
             job.media_stored_at = datetime.now(UTC)
+            if self._output is not None and judgment is not None:
+                await self._output.apply(session, job, judgment)
             if job.status == JobStatus.RUNNING:
                 move(session, job, JobStatus.SUCCEEDED, EventSource.MEDIA)
         MEDIA_COPIES.labels("stored").inc()

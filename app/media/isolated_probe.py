@@ -19,13 +19,15 @@ from app.media.probe import Limits, NotAVideo, VideoFacts
 
 
 async def probe_isolated(
-    children: BoundedChildren, path: Path, limits: Limits, settings: Settings
+    children: BoundedChildren, path: Path, limits: Limits, settings: Settings, samples: int = 0
 ) -> VideoFacts:
+    """The facts of the file at `path`, and `samples` frames for moderation."""
     bounds = Bounds(settings.media_probe_memory_bytes, settings.media_probe_seconds)
-    args = [str(path), json.dumps(asdict(limits))]
+    args = [str(path), json.dumps(asdict(limits)), str(samples)]
     try:
         fields = await children.run("app.media.probe", args, bounds, "checking the video")
     except ChildRefused as exc:
         raise NotAVideo(str(exc)) from None
     fields["poster_jpeg"] = base64.b64decode(fields["poster_jpeg"])
+    fields["sample_jpegs"] = [base64.b64decode(jpeg) for jpeg in fields["sample_jpegs"]]
     return VideoFacts(**fields)

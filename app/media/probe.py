@@ -92,22 +92,66 @@ class VideoFacts:
     video_codec: str
     has_audio: bool
     poster_jpeg: bytes
+    # for moderation's output stage: small JPEGs of frames evenly spaced, first and last
+    # included (none unless asked for)
+    sample_jpegs: list[bytes]
 
 
-def _poster(container: av.container.InputContainer, stream: av.VideoStream, at: float) -> bytes:
-    if at > 0 and stream.time_base:
-        container.seek(int(at / stream.time_base), stream=stream, backward=True)
-    frame = next(container.decode(stream))
+SAMPLE_LONG_SIDE = 512  # what a moderation model looks at; smaller is cheaper to send
+
+
+def _jpeg(frame: av.VideoFrame, long_side: int | None = None) -> bytes:
+    width, height = frame.width, frame.height
+    if long_side is not None and max(width, height) > long_side:
+        scale = long_side / max(width, height)
+        width, height = (
+            max(2, round(width * scale) // 2 * 2),
+            max(2, round(height * scale) // 2 * 2),
+        )
     encoder = av.CodecContext.create("mjpeg", "w")
-    encoder.width, encoder.height = frame.width, frame.height
+    encoder.width, encoder.height = width, height
     encoder.pix_fmt = "yuvj420p"
     encoder.time_base = Fraction(1, 25)
-    packets = encoder.encode(frame.reformat(format="yuvj420p"))
+    packets = encoder.encode(frame.reformat(width=width, height=height, format="yuvj420p"))
     packets += encoder.encode(None)
     return b"".join(bytes(packet) for packet in packets)
 
 
-def probe(path: Path, limits: Limits) -> VideoFacts:
+def _frame_at(
+    container: av.container.InputContainer, stream: av.VideoStream, at: float, last: bool = False
+) -> av.VideoFrame:
+    """The first frame at or after `at` (seeking to the keyframe before it, so only that
+    group of pictures is decoded); with `last`, the last frame of the file from there."""
+    if at > 0 and stream.time_base:
+        container.seek(int(at / stream.time_base), stream=stream, backward=True)
+    chosen = None
+    for frame in container.decode(stream):
+        chosen = frame
+        if not last and (frame.time is None or frame.time >= at):
+            break
+    if chosen is None:
+        raise StopIteration
+    return chosen
+
+
+def _samples(
+    container: av.container.InputContainer, stream: av.VideoStream, duration: float, count: int
+) -> list[bytes]:
+    if count <= 0:
+        return []
+    count = max(2, count)
+    times = [duration * i / (count - 1) for i in range(count - 1)]
+    frames = [_frame_at(container, stream, at) for at in times]
+    frames.append(_frame_at(container, stream, max(0.0, duration - 1.0), last=True))
+    return [_jpeg(frame, SAMPLE_LONG_SIDE) for frame in frames]
+
+
+def _poster(container: av.container.InputContainer, stream: av.VideoStream, at: float) -> bytes:
+    return _jpeg(_frame_at(container, stream, at))
+
+
+def probe(path: Path, limits: Limits, samples: int = 0) -> VideoFacts:
+    """The file's facts and poster, and `samples` frames for moderation."""
     try:
         with av.open(str(path)) as container:
             stream = check_headers(container, limits)
@@ -122,6 +166,7 @@ def probe(path: Path, limits: Limits) -> VideoFacts:
                 video_codec=stream.codec_context.name,
                 has_audio=bool(container.streams.audio),
                 poster_jpeg=_poster(container, stream, at),
+                sample_jpegs=_samples(container, stream, duration or 0.0, samples),
             )
     except (av.FFmpegError, StopIteration, ValueError) as exc:
         raise NotAVideo(f"the file is not a playable video: {exc}") from exc
@@ -147,12 +192,13 @@ def mismatches(
 
 def in_child(args: list[str]) -> dict[str, object]:
     """In the bounded child (`isolated_probe`): the facts of the file at `args[0]` within
-    the `Limits` in `args[1]` (JSON), the poster in base64."""
-    path, limits = args
+    the `Limits` in `args[1]` (JSON) with `args[2]` sampled frames, the JPEGs in base64."""
+    path, limits, samples = args
     try:
-        facts = probe(Path(path), Limits(**json.loads(limits)))
+        facts = probe(Path(path), Limits(**json.loads(limits)), int(samples))
     except NotAVideo as exc:
         raise ChildRefused(str(exc)) from None
     fields = asdict(facts)
     fields["poster_jpeg"] = base64.b64encode(facts.poster_jpeg).decode()
+    fields["sample_jpegs"] = [base64.b64encode(jpeg).decode() for jpeg in facts.sample_jpegs]
     return fields

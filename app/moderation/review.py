@@ -18,7 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db.models import Job, ModerationCase, ModerationEvent, ModerationReport, TakenDownFile
 from app.jobs.reports import job_not_found
-from app.jobs.states import CONTENT_POLICY, WITHHELD, MediaStatus, ModerationState
+from app.jobs.states import (
+    CONTENT_POLICY,
+    WITHHELD,
+    MediaStatus,
+    ModerationState,
+    note_moderation,
+)
 from app.kit.cursor import newest_first_page
 from app.kit.errors import FieldError, ProblemError
 from app.moderation.history import EventKind, ModerationNotice, Source, notify, record
@@ -206,6 +212,8 @@ async def decide(
     else:
         kind = EventKind.DISMISSED
     record(session, job.owner, kind, Source.ADMIN, job_id=job.id, actor=admin, note=note)
+    if kind is not EventKind.DISMISSED:
+        note_moderation(session, job, kind.value)  # the owner's live streams see it
     if case is not None and case.closed_at is None:
         case.closed_at = now
         MODERATION_TIME_TO_DECISION.observe((now - case.opened_at).total_seconds())

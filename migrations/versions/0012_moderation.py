@@ -10,6 +10,8 @@ Create Date: 2026-12-06
 - `moderation_cases`: the review queue, one row per job waiting for a human.
 - `moderation_reports`: one open report per reporter and job.
 - `suspensions`: users who may not create; `taken_down_files`: sha256 of removed videos.
+- the outbox trigger on `job_events` skips events that do not move the status (a
+  moderation change, from = to: live streams carry it, webhooks have their own event).
 """
 
 from collections.abc import Sequence
@@ -23,7 +25,39 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+_ENABLED_ENDPOINT = "EXISTS (SELECT 1 FROM outbound_endpoints WHERE enabled)"
+_OUTBOX_INSERT = (
+    "INSERT INTO outbound_events (type, job_id, job_event_id, at) "
+    "VALUES ('job.' || NEW.to_status, NEW.job_id, NEW.id, NEW.at)"
+)
+# migration 0005's trigger, and the condition it gains here
+_MOVES_ONLY = {
+    "postgresql": "NEW.from_status IS DISTINCT FROM NEW.to_status",
+    "sqlite": "NEW.from_status IS NOT NEW.to_status",
+}
+
+
+def _outbox_trigger(moves_only: bool) -> None:
+    dialect = op.get_bind().dialect.name
+    condition = _MOVES_ONLY[dialect] if moves_only else None
+    if dialect == "postgresql":
+        op.execute("DROP TRIGGER job_events_outbox ON job_events")
+        when = f"WHEN ({condition})" if condition else ""
+        op.execute(
+            f"CREATE TRIGGER job_events_outbox AFTER INSERT ON job_events FOR EACH ROW {when} "
+            "EXECUTE FUNCTION job_events_outbox()"
+        )
+    else:
+        op.execute("DROP TRIGGER job_events_outbox")
+        when = " AND ".join(c for c in (condition, _ENABLED_ENDPOINT) if c)
+        op.execute(
+            f"CREATE TRIGGER job_events_outbox AFTER INSERT ON job_events WHEN {when} "
+            f"BEGIN {_OUTBOX_INSERT}; END"
+        )
+
+
 def upgrade() -> None:
+    _outbox_trigger(moves_only=True)
     op.create_table(
         "moderation_events",
         sa.Column(
@@ -135,6 +169,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _outbox_trigger(moves_only=False)
     op.drop_column("jobs", "moderation_categories")
     op.drop_column("jobs", "moderation_source")
     op.drop_column("jobs", "moderation_stage")

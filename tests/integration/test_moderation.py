@@ -1,7 +1,9 @@
 """Moderation's input stage and Seedance's refusals (issue 34): a provider in OpenAI's
 shape over real HTTP (`testkit.moderation_fake`), the simulator refusing by trigger words."""
 
+import asyncio
 import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -380,3 +382,70 @@ async def test_erasure_keeps_decisions_under_a_pseudonym_and_no_words(
         assert {e.subject for e in kept} == {kept[0].subject} != {"alice"}
         assert all(e.note is None and "alice" != e.actor for e in kept)
         assert "secret" not in repr([vars(e) for e in kept])
+
+
+async def stream(
+    stack: Stack, count: int, opened: asyncio.Event
+) -> list[tuple[str, dict[str, Any]]]:
+    """(event, data) of the owner's `/events` stream: its first `count` job and moderation
+    events."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    async with stack.http.stream("GET", "/events", headers=stack.headers()) as response:
+        opened.set()
+        kind = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:") and kind in ("job", "moderation"):
+                seen.append((kind, json.loads(line[5:])))
+                if len(seen) == count:
+                    return seen
+    return seen
+
+
+async def test_a_flagged_result_is_held_then_released_live_on_the_owners_stream(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    fake = FakeModeration(every_image={"violence": 0.8})
+    async with moderated_stack(
+        database_url, fake, moderation_output=True, admin_token=ADMIN_TOKEN
+    ) as stack:
+        opened = asyncio.Event()
+        reader = asyncio.create_task(stream(stack, 4, opened))
+        await asyncio.wait_for(opened.wait(), 30)
+        job = await stack.create_job()
+        await wait_until(lambda: _status(stack, job["id"], "succeeded"))
+        held = (await stack.http.get(f"/jobs/{job['id']}", headers=stack.headers())).json()
+        assert (held["video_url"], held["poster_url"]) == (None, None)
+        assert held["moderation"] == {
+            "state": "held",
+            "stage": "output",
+            "source": "openai",
+            "categories": ["violence"],
+            "appealable": True,
+        }
+        content = await stack.http.get(f"/jobs/{job['id']}/content", headers=stack.headers())
+        assert (content.status_code, content.json()["code"]) == (403, "in_review")
+        # four frames, first and last among them, each its own request, downscaled
+        assert len(fake.images) == 4 and all(max(size) <= 512 for size in fake.images)
+        (case,) = (await stack.http.get("/admin/moderation/queue", headers=ADMIN)).json()["items"]
+        assert case["held"] and case["job_id"] == job["id"]
+        file = (await stack.http.get(f"/admin/moderation/jobs/{job['id']}", headers=ADMIN)).json()
+        assert (await stack.http.get(file["video_url"])).status_code == 200
+        released = await stack.http.post(
+            f"/admin/moderation/jobs/{job['id']}/decisions",
+            json={"action": "release"},
+            headers=ADMIN,
+        )
+        assert released.json()["state"] == "clear"
+        events = await asyncio.wait_for(reader, 30)
+        assert [(kind, e["to_status"]) for kind, e in events] == [
+            ("job", "queued"),
+            ("job", "running"),
+            ("job", "succeeded"),
+            ("moderation", "succeeded"),
+        ]
+        assert events[2][1]["job"]["moderation"]["state"] == "held"
+        shown = events[3][1]["job"]
+        assert shown["moderation"]["state"] == "clear"
+        assert (await stack.http.get(shown["video_url"])).status_code == 200

@@ -18,7 +18,7 @@ KEY = "videos/0b6f1c1e-7a8d-4a43-9c5e-2f1f3f8e9a10.mp4"
 
 
 def facts(width: int, height: int, duration: float | None) -> VideoFacts:
-    return VideoFacts(width, height, duration, 24.0, "h264", True, b"")
+    return VideoFacts(width, height, duration, 24.0, "h264", True, b"", [])
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,8 @@ LastEventId = Annotated[
     ),
 ]
 SSE_DESCRIPTION = (
-    "`text/event-stream` of `job` events; each `data` is a JobEventOut, each `id` the event id "
+    "`text/event-stream` of `job` events (and `moderation` ones: a job released or taken "
+    "down after review); each `data` is a JobEventOut, each `id` the event id "
     "to send back as `Last-Event-ID` when reconnecting. Comment lines (`: ping`) keep the "
     "connection alive every SSE_HEARTBEAT_SECONDS."
 )
@@ -55,6 +56,9 @@ def _event_schema(name: str, data: dict[str, Any], *, with_id: bool = True) -> d
 
 
 JOB_EVENT = _event_schema("job", {"$ref": "#/components/schemas/JobEventOut"})
+# the job's moderation changed (released, taken down) without a move of its status: the
+# same JobEventOut, from_status = to_status, `job.moderation` telling where it stands now
+MODERATION_EVENT = _event_schema("moderation", {"$ref": "#/components/schemas/JobEventOut"})
 # a waiting job's new place in the queue (no id: places are not replayed on resume)
 QUEUE_EVENT = _event_schema("queue", {"$ref": "#/components/schemas/QueueSpotOut"}, with_id=False)
 # where a stream opened "from now on" starts: a client that reconnects before any `job` event
@@ -113,7 +117,8 @@ async def _sse(
             at=item.event.at,
             job=board.annotate(links.job_out(item.job), item.job),
         )
-        yield ServerSentEvent(data=payload.model_dump_json(), id=str(item.event.id), event="job")
+        kind = "moderation" if item.event.from_status == item.event.to_status else "job"
+        yield ServerSentEvent(data=payload.model_dump_json(), id=str(item.event.id), event=kind)
 
 
 def _stream(
@@ -138,7 +143,7 @@ def _stream(
     "after it), then each later move, and closes after a terminal state. " + SSE_DESCRIPTION,
     response_class=LiveStreamResponse,
     status_code=200,
-    responses={**_sse_response(JOB_EVENT, QUEUE_EVENT), **problem_responses(404)},
+    responses={**_sse_response(JOB_EVENT, QUEUE_EVENT, MODERATION_EVENT), **problem_responses(404)},
 )
 async def stream_job_events(
     job_id: uuid.UUID,
@@ -171,7 +176,7 @@ async def stream_job_events(
     + SSE_DESCRIPTION,
     response_class=LiveStreamResponse,
     status_code=200,
-    responses=_sse_response(JOB_EVENT, READY_EVENT, QUEUE_EVENT),
+    responses=_sse_response(JOB_EVENT, READY_EVENT, QUEUE_EVENT, MODERATION_EVENT),
 )
 async def stream_my_events(
     request: Request, principal: Reader, last_event_id: LastEventId = None

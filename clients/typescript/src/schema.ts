@@ -263,7 +263,7 @@ export interface paths {
         };
         /**
          * Follow one of your jobs live (SSE)
-         * @description Sends the job's latest move at once (or, with Last-Event-ID, every move after it), then each later move, and closes after a terminal state. `text/event-stream` of `job` events; each `data` is a JobEventOut, each `id` the event id to send back as `Last-Event-ID` when reconnecting. Comment lines (`: ping`) keep the connection alive every SSE_HEARTBEAT_SECONDS.
+         * @description Sends the job's latest move at once (or, with Last-Event-ID, every move after it), then each later move, and closes after a terminal state. `text/event-stream` of `job` events (and `moderation` ones: a job released or taken down after review); each `data` is a JobEventOut, each `id` the event id to send back as `Last-Event-ID` when reconnecting. Comment lines (`: ping`) keep the connection alive every SSE_HEARTBEAT_SECONDS.
          */
         get: operations["streamJobEvents"];
         put?: never;
@@ -283,7 +283,7 @@ export interface paths {
         };
         /**
          * Follow all of your jobs live (SSE)
-         * @description Every move of your jobs from now on (or after Last-Event-ID). Opened without Last-Event-ID, the stream starts with a `ready` event whose `id` is where it starts. `text/event-stream` of `job` events; each `data` is a JobEventOut, each `id` the event id to send back as `Last-Event-ID` when reconnecting. Comment lines (`: ping`) keep the connection alive every SSE_HEARTBEAT_SECONDS.
+         * @description Every move of your jobs from now on (or after Last-Event-ID). Opened without Last-Event-ID, the stream starts with a `ready` event whose `id` is where it starts. `text/event-stream` of `job` events (and `moderation` ones: a job released or taken down after review); each `data` is a JobEventOut, each `id` the event id to send back as `Last-Event-ID` when reconnecting. Comment lines (`: ping`) keep the connection alive every SSE_HEARTBEAT_SECONDS.
          */
         get: operations["streamMyEvents"];
         put?: never;
@@ -4280,6 +4280,11 @@ export interface operations {
                         /** @constant */
                         event: "queue";
                         data: string;
+                    } | {
+                        /** @constant */
+                        event: "moderation";
+                        id: string;
+                        data: string;
                     };
                 };
             };
@@ -4384,6 +4389,11 @@ export interface operations {
                     } | {
                         /** @constant */
                         event: "queue";
+                        data: string;
+                    } | {
+                        /** @constant */
+                        event: "moderation";
+                        id: string;
                         data: string;
                     };
                 };
