@@ -117,37 +117,30 @@ def _jpeg(frame: av.VideoFrame, long_side: int | None = None) -> bytes:
     return b"".join(bytes(packet) for packet in packets)
 
 
-def _frame_at(
-    container: av.container.InputContainer, stream: av.VideoStream, at: float, last: bool = False
-) -> av.VideoFrame:
-    """The first frame at or after `at` (seeking to the keyframe before it, so only that
-    group of pictures is decoded); with `last`, the last frame of the file from there."""
-    if at > 0 and stream.time_base:
-        container.seek(int(at / stream.time_base), stream=stream, backward=True)
-    chosen = None
-    for frame in container.decode(stream):
-        chosen = frame
-        if not last and (frame.time is None or frame.time >= at):
-            break
-    if chosen is None:
-        raise StopIteration
-    return chosen
-
-
 def _samples(
     container: av.container.InputContainer, stream: av.VideoStream, duration: float, count: int
 ) -> list[bytes]:
+    """`count` frames evenly spaced, the first and the last keyframe among them: each the
+    keyframe at or before its time, decoded alone (the decoder skips every other frame), so
+    sampling costs a few frames, not a group of pictures each."""
     if count <= 0:
         return []
     count = max(2, count)
-    times = [duration * i / (count - 1) for i in range(count - 1)]
-    frames = [_frame_at(container, stream, at) for at in times]
-    frames.append(_frame_at(container, stream, max(0.0, duration - 1.0), last=True))
+    stream.codec_context.skip_frame = "NONKEY"
+    frames = []
+    for index in range(count):
+        at = duration * index / (count - 1)
+        container.seek(
+            int(at / stream.time_base) if stream.time_base else 0, stream=stream, backward=True
+        )
+        frames.append(next(container.decode(stream)))
     return [_jpeg(frame, SAMPLE_LONG_SIDE) for frame in frames]
 
 
 def _poster(container: av.container.InputContainer, stream: av.VideoStream, at: float) -> bytes:
-    return _jpeg(_frame_at(container, stream, at))
+    if at > 0 and stream.time_base:
+        container.seek(int(at / stream.time_base), stream=stream, backward=True)
+    return _jpeg(next(container.decode(stream)))
 
 
 def probe(path: Path, limits: Limits, samples: int = 0) -> VideoFacts:

@@ -148,6 +148,7 @@ function render(job) {
     card.dataset.model = job.model;
     $(".promote", card).addEventListener("submit", (event) => promote(event, job.id));
     $(".delete", card).addEventListener("click", () => remove(job.id));
+    $(".report", card).addEventListener("click", () => report(job.id));
     state.cards.set(job.id, card);
     $("#results").append(card);
   }
@@ -160,6 +161,11 @@ function render(job) {
   status.textContent = job.status === "queued" ? queued(job.queue_position, job.estimated_start_at) : job.status;
   status.dataset.status = job.status;
   $(".details", card).textContent = describe(job);
+  const moderation = $(".moderation", card);
+  const standing = MODERATION_LABELS[job.moderation?.state];
+  moderation.hidden = !standing;
+  moderation.textContent = standing || "";
+  if (!job.video_url) $("video", card)?.remove(); // held or taken down after it played
   if (job.status === "succeeded" && job.video_url && !$("video", card)) {
     const video = document.createElement("video");
     video.controls = true;
@@ -175,6 +181,27 @@ function render(job) {
   error.hidden = job.status !== "failed";
   error.textContent = job.status === "failed" ? `${job.error_code}: ${job.error_detail || ""}` : "";
   $(".promote", card).hidden = !(job.model === "seedance-2-mini" && job.status === "succeeded");
+}
+
+// what a card says of its moderation (nothing while it is clear)
+const MODERATION_LABELS = {
+  unchecked: "Waiting for a content check before it is sent.",
+  held: "In review: the video is shown once a moderator has looked at it.",
+  blocked: "Blocked by the content policy.",
+  taken_down: "Taken down under the content policy.",
+};
+
+// a report goes to the service's review queue (any signed-in user may report any video)
+async function report(jobId) {
+  clearProblem();
+  const reason = window.prompt("Why? sexual, violence, hate, harassment, self_harm, illegal, spam or other", "other");
+  if (!reason) return;
+  try {
+    await api("POST", `../jobs/${jobId}/reports`, { reason: reason.trim() });
+    $("#live").textContent = "Thanks: the report was sent for review.";
+  } catch (error) {
+    showProblem(error);
+  }
 }
 
 // "queued · #3 in line, about 40 s": the job's place as the service last read the queue
@@ -378,7 +405,7 @@ async function follow() {
           const event = parseEvent(buffer.slice(0, end));
           buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, "");
           if (event.id) state.lastEventId = event.id;
-          if (event.event === "job" && event.data) {
+          if ((event.event === "job" || event.event === "moderation") && event.data) {
             const move = JSON.parse(event.data);
             if (state.cards.has(move.job_id)) render(move.job);
           } else if (event.event === "queue" && event.data) {

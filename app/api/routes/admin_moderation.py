@@ -83,7 +83,7 @@ async def get_case_file(job_id: uuid.UUID, session: Session, request: Request) -
     "/moderation/jobs/{job_id:uuid}/decisions",
     response_model=ModerationOut,
     summary="Decide on a job: release, take down, dismiss or escalate",
-    responses=problem_responses(404, 409),
+    responses=problem_responses(400, 404, 409),
 )
 async def decide_on_job(
     job_id: uuid.UUID,
@@ -105,6 +105,7 @@ async def decide_on_job(
     "/users/{subject:path}/suspension",
     response_model=StandingOut,
     summary="Suspend a user: no creates, batches, promotes or uploads",
+    responses=problem_responses(400),
 )
 async def suspend_user(
     subject: Subject, body: SuspensionSet, session: Session, request: Request

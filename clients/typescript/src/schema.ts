@@ -132,7 +132,8 @@ export interface paths {
          * Report a video that breaks the content policy
          * @description Any signed-in user or service key may report any job (the people who see a video
          *     are rarely its owner). The answer is the same whether the job exists or not; a report
-         *     of an existing job goes to the review queue. One open report per reporter and job.
+         *     of an existing job goes to the review queue. One open report per reporter and job. (A
+         *     path whose id is not a UUID names no job at all: 404.)
          */
         post: operations["reportJob"];
         delete?: never;
@@ -3478,8 +3479,26 @@ export interface operations {
                     "application/json": components["schemas"]["Received"];
                 };
             };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3557,6 +3576,15 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["Received"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Unauthorized */
@@ -5348,6 +5376,15 @@ export interface operations {
                     "application/json": components["schemas"]["ModerationOut"];
                 };
             };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Unauthorized */
             401: {
                 headers: {
@@ -5451,6 +5488,15 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["StandingOut"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Unauthorized */
