@@ -1,20 +1,26 @@
 """OpenAI's moderation endpoint (`POST {base}/moderations`, `omni-moderation-latest`).
 
-Texts go in one request as a list of strings (one result each). The endpoint takes at most
-one image per request ("Number of images (2) exceeds maximum of 1"), so each image is a
-request of its own, all at once. It scores images only for some categories (sexual,
-violence, self-harm and their subcategories); the others read text alone.
+Texts go in one request as a list of strings (one result each), the texts of concurrent
+creates together (`Coalescer`: up to TEXTS_PER_REQUEST, REQUESTS_IN_FLIGHT at once). The
+endpoint takes at most one image per request ("Number of images (2) exceeds maximum of 1"),
+so each image is a request of its own, all at once. It scores images only for some
+categories (sexual, violence, self-harm and their subcategories); the others read text
+alone.
 """
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import httpx
 
 from app.jobs.screening import Piece
+from app.kit.coalescing import Coalescer
 from app.moderation.decisions import Judgment
 from app.moderation.providers import Context, ProviderError
+
+TEXTS_PER_REQUEST = 32
+REQUESTS_IN_FLIGHT = 4
 
 
 class OpenAIProvider:
@@ -25,18 +31,25 @@ class OpenAIProvider:
         self._url = base_url.rstrip("/") + "/moderations"
         self._model = model
         self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._texts: Coalescer[str, Judgment] = Coalescer(
+            self._moderate, max_items=TEXTS_PER_REQUEST, max_in_flight=REQUESTS_IN_FLIGHT
+        )
 
     async def judge(self, context: Context, pieces: Sequence[Piece]) -> list[Judgment]:
         texts = [p for p in pieces if p.text is not None]
         images = [p for p in pieces if p.image_url is not None]
-        requests: list[Any] = [
-            [{"type": "image_url", "image_url": {"url": p.image_url}}] for p in images
+        requests: list[Awaitable[list[Judgment]]] = [
+            self._moderate([{"type": "image_url", "image_url": {"url": p.image_url}}])
+            for p in images
         ]
         if texts:
-            requests.insert(0, [p.text for p in texts])
-        answers = await asyncio.gather(*(self._moderate(r) for r in requests))
+            requests.insert(0, self._texts.submit([p.text for p in texts if p.text is not None]))
+        try:
+            answers = await asyncio.gather(*requests)
+        except ValueError as exc:  # a batch the answer does not match (`Coalescer`)
+            raise ProviderError("the moderation answer does not match the request") from exc
         text_results = answers.pop(0) if texts else []
-        if len(text_results) != len(texts) or any(len(a) != 1 for a in answers):
+        if any(len(a) != 1 for a in answers):
             raise ProviderError("the moderation answer does not match the request")
         judged = dict(zip((id(p) for p in texts), text_results, strict=True))
         judged |= {id(p): a[0] for p, a in zip(images, answers, strict=True)}
