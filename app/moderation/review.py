@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -272,6 +272,18 @@ async def queue(
     return await newest_first_page(
         session, query, keys, limit=limit, cursor=cursor, oldest_first=open_
     )
+
+
+async def open_cases(session: AsyncSession) -> tuple[int, datetime | None]:
+    """How many cases wait for a human, and when the oldest opened (the metrics)."""
+    count, oldest = (
+        await session.execute(
+            select(func.count(), func.min(ModerationCase.opened_at)).where(
+                ModerationCase.closed_at.is_(None)
+            )
+        )
+    ).one()
+    return count, oldest
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.models import Job, ModerationEvent
 from testkit.harness import Stack, running_stack, wait_until
 from testkit.moderation_fake import FakeModeration, fake_moderation
+from testkit.webhook_receiver import Receiver, receiving
 from tests.upload_files import phone_jpeg
 
 VIOLENT = {"violence": 0.97}
@@ -270,6 +271,8 @@ async def test_reports_reach_the_queue_and_a_takedown_answers_410_everywhere(
         }
         (case,) = (await stack.http.get("/admin/moderation/queue", headers=ADMIN)).json()["items"]
         assert (case["job_id"], case["reports"], case["subject"]) == (job["id"], 2, "alice")
+        scraped = (await stack.http.get("/metrics", headers=ADMIN)).text
+        assert "seedance_moderation_queue_open 1.0" in scraped
         file = (await stack.http.get(f"/admin/moderation/jobs/{job['id']}", headers=ADMIN)).json()
         assert sorted(r["reporter"] for r in file["reports"]) == ["bob", "carol"]
         assert [e["kind"] for e in file["events"]] == ["reported", "reported"]
@@ -449,3 +452,46 @@ async def test_a_flagged_result_is_held_then_released_live_on_the_owners_stream(
         shown = events[3][1]["job"]
         assert shown["moderation"]["state"] == "clear"
         assert (await stack.http.get(shown["video_url"])).status_code == 200
+
+
+async def test_held_released_and_taken_down_are_told_to_the_products_servers(
+    database_url: str,
+) -> None:
+    fake = FakeModeration(every_image={"violence": 0.8})
+    receiver = Receiver()
+    async with (
+        moderated_stack(
+            database_url,
+            fake,
+            moderation_output=True,
+            admin_token=ADMIN_TOKEN,
+            outbound_enabled=True,
+        ) as stack,
+        receiving(receiver) as url,
+    ):
+        events = ["job.moderation_held", "job.moderation_released", "job.taken_down"]
+        added = await stack.http.post(
+            "/admin/webhook-endpoints", json={"url": url, "events": events}, headers=ADMIN
+        )
+        assert added.status_code == 201, added.text
+        receiver.secrets = [added.json()["secret"]]
+        job = await stack.create_job()
+        await wait_until(lambda: _status(stack, job["id"], "succeeded"))
+        for action in ("release", "takedown"):
+            decided = await stack.http.post(
+                f"/admin/moderation/jobs/{job['id']}/decisions",
+                json={"action": action},
+                headers=ADMIN,
+            )
+            assert decided.status_code == 200
+
+        async def told() -> bool:
+            return len(receiver.accepted()) == 3
+
+        await wait_until(told)
+        payloads = [d.payload for d in receiver.accepted()]
+        assert [p["type"] for p in payloads] == events
+        assert all(p["data"]["job"]["id"] == job["id"] for p in payloads)
+        # each payload is the job as it was when the message was written: after the
+        # takedown, taken down
+        assert payloads[-1]["data"]["job"]["moderation"]["state"] == "taken_down"

@@ -13,11 +13,14 @@ from app.api.state import services
 from app.jobs import scheduler, stats
 from app.jobs.states import JobStatus
 from app.kit.errors import ProblemError
+from app.moderation import review
 from app.ops.health import bounded, database_problem, redis_problem
 from app.ops.metrics import (
     DB_POOL_CHECKED_OUT,
     EVENT_LOOP_LAG,
     JOBS_BY_STATUS,
+    MODERATION_QUEUE_OLDEST,
+    MODERATION_QUEUE_OPEN,
     OUTBOUND_OLDEST_PENDING,
     QUEUE_OLDEST_AGE,
     QUEUED_BY_PLAN,
@@ -69,11 +72,15 @@ async def metrics(request: Request) -> Response:
         counts = await stats.job_counts(session)
         pending = await deliveries.oldest_pending_ages(session)
         waiting, oldest = await scheduler.waiting_by(session, "plan")
+        cases, oldest_case = await review.open_cases(session)
     QUEUED_BY_PLAN.clear()  # plans with nothing waiting drop out
     for plan, count in waiting.items():
         QUEUED_BY_PLAN.labels(plan).set(count)
     age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0
     QUEUE_OLDEST_AGE.set(age)
+    MODERATION_QUEUE_OPEN.set(cases)
+    now = datetime.now(UTC)
+    MODERATION_QUEUE_OLDEST.set((now - oldest_case).total_seconds() if oldest_case else 0)
     for status in JobStatus:
         JOBS_BY_STATUS.labels(status).set(counts.get(status, 0))
     pool = services(request).engine.pool
