@@ -792,6 +792,12 @@ class Settings(BaseSettings):
         description="serve the prompt playground at `/playground/`",
         json_schema_extra={"doc_default": "`true` in dev, `false` in production"},
     )
+    review_page_enabled: bool | None = Field(
+        None,
+        description="serve the moderators' review page at `/review/` (it asks for the admin "
+        "token; the API it calls is admin-only either way)",
+        json_schema_extra={"doc_default": "`true` in dev, `false` in production"},
+    )
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="comma-separated origins allowed to call the API from a browser",
@@ -826,6 +832,12 @@ class Settings(BaseSettings):
             if self.playground_enabled is not None
             else (not self.is_production)
         )
+
+    @property
+    def effective_review_page_enabled(self) -> bool:
+        if self.review_page_enabled is not None:
+            return self.review_page_enabled
+        return not self.is_production
 
     @property
     def effective_log_format(self) -> LogFormat:

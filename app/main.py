@@ -318,6 +318,8 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
         app.include_router(docs)
     if settings.effective_playground_enabled:
         app.mount("/playground", playground.playground_files(), name="playground")
+    if settings.effective_review_page_enabled:
+        app.mount("/review", playground.playground_files(playground.REVIEW_DIR), name="review")
     if not settings.is_production and settings.jwt_algorithm is JwtAlgorithm.HS256:
         app.include_router(playground.dev_router)
 

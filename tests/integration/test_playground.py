@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from app.db.models import Upload
 from testkit.harness import LIVE, Stack, running_stack
+from testkit.moderation_fake import FakeModeration, fake_moderation
 from tests import upload_files
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts"))
@@ -250,3 +251,64 @@ async def test_production_has_no_dev_tokens_and_no_playground_by_default(
     async with running_stack(database_url, playground_enabled=True, **production) as stack:
         assert (await stack.http.get("/playground/")).status_code == 200
         assert (await stack.http.post("/dev/token")).status_code == 404  # paste a real token
+
+
+REVIEW_ADMIN_TOKEN = "review-page-admin-token-" + "r" * 24
+
+
+async def test_a_held_video_plays_for_the_reviewer_and_turns_playing_on_the_owners_card(
+    browser: Browser, database_url: str
+) -> None:
+    """The review page in Chromium: a result the output stage held plays for the moderator,
+    who releases it; the owner's playground card goes from "in review" to playing, live."""
+    fake = FakeModeration(every_image={"violence": 0.8})
+    async with (
+        fake_moderation(fake) as moderation_url,
+        running_stack(
+            database_url,
+            sim_config={"task_seconds": 0.6},
+            **LIVE,
+            admin_token=REVIEW_ADMIN_TOKEN,
+            moderation_provider="openai",
+            moderation_openai_base_url=f"{moderation_url}/v1",
+            moderation_openai_api_key="sk-test",
+            moderation_output=True,
+        ) as stack,
+    ):
+        owner_context, reviewer_context = await browser.new_context(), await browser.new_context()
+        try:
+            owner = await owner_context.new_page()
+            await owner.goto(f"{stack.url}/playground")
+            await sign_in(owner)
+            await owner.get_by_label("Prompt variants").fill("a lighthouse in a storm")
+            await owner.get_by_role("button", name="Generate").click()
+            card = owner.locator("#results > li")
+            await expect(card).to_have_attribute("data-status", "succeeded", timeout=20_000)
+            await expect(card.locator(".moderation")).to_contain_text("In review")
+            await expect(card.locator("video")).to_have_count(0)
+
+            reviewer = await reviewer_context.new_page()
+            errors: list[str] = []
+            reviewer.on("pageerror", lambda exc: errors.append(str(exc)))
+            await reviewer.goto(f"{stack.url}/review/")
+            await reviewer.get_by_label("Admin token").fill(REVIEW_ADMIN_TOKEN)
+            await reviewer.get_by_role("button", name="Load the queue").click()
+            await expect(reviewer.get_by_role("status")).to_have_text("1 open case(s).")
+            await reviewer.locator("#queue button.open").click()
+            video = reviewer.get_by_label("The video under review")
+            await video.evaluate(
+                "v => v.readyState >= 2 || new Promise((ok, fail) => {"
+                " v.onloadeddata = ok; v.onerror = () => fail(new Error('video error')); })"
+            )
+            await reviewer.get_by_role("button", name="Release").click()
+            await expect(reviewer.get_by_role("status")).to_contain_text("it is now clear")
+
+            await expect(card.locator(".moderation")).to_be_hidden()
+            await card.locator("video").evaluate(
+                "v => v.readyState >= 1 || new Promise((ok, fail) => {"
+                " v.onloadedmetadata = ok; v.onerror = () => fail(new Error('video error')); })"
+            )
+            assert errors == []
+        finally:
+            await owner_context.close()
+            await reviewer_context.close()

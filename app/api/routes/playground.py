@@ -18,6 +18,7 @@ from app.identity.tokens import issue_token
 from app.ratelimits.windows import RouteClass
 
 PLAYGROUND_DIR = Path(__file__).resolve().parents[2] / "playground"
+REVIEW_DIR = Path(__file__).resolve().parents[2] / "review"  # the moderators' page
 # the page loads only its own files and talks only to this service; videos come from
 # Seedance's CDN, so media may come from anywhere
 SECURITY_HEADERS = {
@@ -47,8 +48,9 @@ class PlaygroundFiles(StaticFiles):
         return response
 
 
-def playground_files() -> PlaygroundFiles:
-    return PlaygroundFiles(directory=PLAYGROUND_DIR, html=True)
+def playground_files(directory: Path = PLAYGROUND_DIR) -> PlaygroundFiles:
+    """A page's files (the playground's, or the review page's)."""
+    return PlaygroundFiles(directory=directory, html=True)
 
 
 class DevTokenRequest(BaseModel):
