@@ -438,6 +438,14 @@ class Settings(BaseSettings):
         True, description="a refusal by Seedance itself is a strike, as ours are"
     )
 
+    # Credits (app/credits, docs/credits.md): a ledger of balances with holds per job
+    credits_ledger: bool = Field(
+        False,
+        description="hold each job's estimated cost from a balance admins grant (or a payment "
+        "tops up), charged on success and refunded on every other end; off: only the daily "
+        "budget caps spending (both apply when on)",
+    )
+
     # Cost table: credits per second of video, by model and resolution
     cost_per_second: dict[str, dict[str, int]] = Field(
         default_factory=lambda: {m: dict(r) for m, r in DEFAULT_COST_PER_SECOND.items()},

@@ -23,6 +23,7 @@ from app.api.routes import (
     admin_moderation,
     api_keys,
     batches,
+    credits,
     events,
     health,
     jobs,
@@ -38,6 +39,7 @@ from app.api.routes.docs import docs_router
 from app.api.sse import LiveStreams
 from app.api.state import Services
 from app.config import JwtAlgorithm, MediaBackend, Settings
+from app.credits.wallet import LedgerWallet
 from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
 from app.identity.api_keys import KnownKeys, forget_subject
@@ -46,6 +48,7 @@ from app.jobs.dispatcher import Dispatcher
 from app.jobs.live.events import EventHub, PostgresListener, publish_after_commit
 from app.jobs.live.queue_board import QueueBoard
 from app.jobs.live.stream_slots import StreamSlots
+from app.jobs.money import NoLedger
 from app.jobs.reconciler import Reconciler
 from app.jobs.retention import RetentionSweeper
 from app.jobs.service import Checks, UserErasure
@@ -153,7 +156,9 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
         uploads=Uploads(storage, upload_remover, settings, children),
         upload_links=upload_links,
         checks=Checks(
-            inputs=upload_inputs, screen=InputModeration(moderator, sessionmaker, settings)
+            inputs=upload_inputs,
+            screen=InputModeration(moderator, sessionmaker, settings),
+            wallet=LedgerWallet() if settings.credits_ledger else NoLedger(),
         ),
         moderator=moderator,
         upload_remover=upload_remover,
@@ -295,6 +300,7 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     routers: tuple[ModuleType, ...] = (
         jobs,
         moderation,
+        credits,
         uploads,
         media,
         batches,

@@ -73,9 +73,17 @@ def problem_response(
     *,
     errors: list[FieldError] | None = None,
     headers: Mapping[str, str] | None = None,
+    credits: tuple[int, int] | None = None,
 ) -> JSONResponse:
+    required, available = credits or (None, None)
     body = Problem(
-        title=_TITLES.get(status, "Error"), status=status, detail=detail, code=code, errors=errors
+        title=_TITLES.get(status, "Error"),
+        status=status,
+        detail=detail,
+        code=code,
+        errors=errors,
+        required=required,
+        available=available,
     )
     return JSONResponse(
         body.model_dump(exclude_none=True),
@@ -108,7 +116,12 @@ def validation_errors(exc: RequestValidationError) -> list[FieldError]:
 async def _on_problem(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
     return problem_response(
-        exc.status, exc.code, exc.detail, errors=exc.errors, headers=exc.headers
+        exc.status,
+        exc.code,
+        exc.detail,
+        errors=exc.errors,
+        headers=exc.headers,
+        credits=exc.credits,
     )
 
 

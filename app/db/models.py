@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -180,6 +181,9 @@ class Job(Base):
     moderation_stage: Mapped[str | None] = mapped_column(String(8))  # input | output
     moderation_source: Mapped[str | None] = mapped_column(String(16))  # provider | upstream | admin
     moderation_categories: Mapped[list[str]] = mapped_column(default=list)
+    # the credits ledger (app/credits): held at create, then charged or refunded with the
+    # job's last move (a trigger, in that move's transaction); None: no ledger
+    credit_state: Mapped[str | None] = mapped_column(String(8))
 
 
 class UpstreamCapacity(Base):
@@ -478,3 +482,61 @@ class TakenDownFile(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     job_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CreditAccount(Base):
+    """A balance in the double-entry ledger: a user's (`user:<random hex>`, found by its
+    `subject`) or the service's (`system:grants`, `system:topups`, `system:revenue`,
+    `system:adjustments`). Money is only
+    ever moved by a transfer, debiting one account and crediting another. A user's account
+    is never overdrawn: the database refuses it (`never_overdrawn`), whatever the code."""
+
+    __tablename__ = "credit_accounts"
+    __table_args__ = (
+        CheckConstraint(
+            "kind <> 'user' OR credits_posted - debits_posted - debits_pending >= 0",
+            name="never_overdrawn",
+        ),
+        CheckConstraint(
+            "credits_posted >= 0 AND debits_posted >= 0 AND debits_pending >= 0",
+            name="totals_not_negative",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # names no one
+    kind: Mapped[str] = mapped_column(String(8))  # user | system
+    subject: Mapped[str | None] = mapped_column(String(255), unique=True)  # a user's
+    credits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+    debits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+    debits_pending: Mapped[int] = mapped_column(BigInteger, default=0)  # holds
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CreditTransfer(Base):
+    """One movement of credits. A hold is pending (it counts against the balance) until it
+    is posted (charged) or voided (released), exactly once: the charge or release is a
+    transfer of its own pointing at the hold. `idempotency_key` is unique: a replayed grant
+    or a second settlement of a job moves nothing."""
+
+    __tablename__ = "credit_transfers"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        # the settlement trigger's lookup: a job's pending hold
+        Index("ix_credit_transfers_job_kind_state", "job_id", "kind", "state"),
+        # a user's transactions, newest first
+        Index("ix_credit_transfers_user_created", "user_account", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    idempotency_key: Mapped[str | None] = mapped_column(String(300), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))  # TransferKind
+    debit_account: Mapped[str] = mapped_column(String(64), ForeignKey("credit_accounts.id"))
+    credit_account: Mapped[str] = mapped_column(String(64), ForeignKey("credit_accounts.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(8))  # pending | posted | voided
+    pending_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # the hold it settles
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    note: Mapped[str | None] = mapped_column(Text)
+    user_account: Mapped[str | None] = mapped_column(String(64))  # whose statement it is on
+    balance_after: Mapped[int | None] = mapped_column(BigInteger)  # that user's available
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

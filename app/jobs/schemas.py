@@ -541,6 +541,29 @@ class ModerationOut(BaseModel):
         )
 
 
+class CostOut(BaseModel):
+    """What the job costs its owner, in credits (with the credits ledger on; otherwise only
+    `estimated`)."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    estimated: int = Field(description="from the service's cost table")
+    held: int = Field(0, description="held from the balance while the job runs")
+    charged: int = Field(0, description="taken: the job succeeded")
+    refunded: int = Field(0, description="given back: the job ended without a video")
+
+    @classmethod
+    def of(cls, job: Job) -> "CostOut":
+        state = job.credit_state
+        amount = job.estimated_cost
+        return cls(
+            estimated=amount,
+            held=amount if state == "held" else 0,
+            charged=amount if state == "charged" else 0,
+            refunded=amount if state == "refunded" else 0,
+        )
+
+
 class JobOut(BaseModel):
     """A job as its owner sees it."""
 
@@ -596,6 +619,7 @@ class JobOut(BaseModel):
         "the account's cap; null once submitted, or before any render was measured",
     )
     moderation: ModerationOut = Field(default_factory=ModerationOut)
+    cost: CostOut = Field(default_factory=lambda: CostOut(estimated=0))
 
 
 class QueueSpotOut(BaseModel):

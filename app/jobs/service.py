@@ -22,6 +22,7 @@ from app.db.one_row import OneRowStatement
 from app.identity.plans import PlanLimits
 from app.jobs import budget
 from app.jobs.inputs import Inputs, is_reference, named_inputs, upload_id_of
+from app.jobs.money import Wallet
 from app.jobs.reports import job_not_found
 from app.jobs.schemas import (
     URL_LISTS,
@@ -80,11 +81,13 @@ def _new_job(
 
 @dataclass(frozen=True, slots=True)
 class Checks:
-    """What a create passes through besides its own rules: the uploads it names and the
-    input stage of moderation (ports the uploads and moderation domains implement)."""
+    """What a create passes through besides its own rules: the uploads it names, the
+    input stage of moderation and the credits it holds (ports the uploads, moderation and
+    credits domains implement)."""
 
     inputs: Inputs
     screen: InputScreen
+    wallet: Wallet
 
 
 async def _screen(
@@ -152,6 +155,7 @@ async def create_job(
     job = _new_job(
         settings, owner, plan, body, idempotency_key=idempotency_key, source_job_id=source_job_id
     )
+    await checks.wallet.hold(session, owner, [job])  # its 402 before the daily cap's
     await budget.enforce(session, plan, owner, cost=job.estimated_cost)
     await _record(session, checks, screening, owner, [(job, "")])
     return job, True
@@ -197,6 +201,7 @@ async def create_batch(
         created_at=datetime.now(UTC),
     )
     jobs = [_new_job(settings, owner, plan, v, batch_id=batch.id) for v in variants]
+    await checks.wallet.hold(session, owner, jobs)
     await budget.enforce(
         session, plan, owner, cost=sum(j.estimated_cost for j in jobs), jobs=len(jobs)
     )

@@ -30,6 +30,12 @@ class Problem(BaseModel):
     detail: str = Field(examples=["The request body has 1 invalid field."])
     code: str = Field(examples=["validation_failed"])
     errors: list[FieldError] | None = None
+    required: int | None = Field(
+        None, description="with `insufficient_credits`: the credits the request needs"
+    )
+    available: int | None = Field(
+        None, description="with `insufficient_credits`: the credits the caller has"
+    )
 
 
 class ProblemError(Exception):
@@ -43,6 +49,7 @@ class ProblemError(Exception):
         *,
         errors: list[FieldError] | None = None,
         headers: dict[str, str] | None = None,
+        credits: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -50,6 +57,7 @@ class ProblemError(Exception):
         self.detail = detail
         self.errors = errors
         self.headers = headers
+        self.credits = credits  # (required, available) of a refusal for want of credits
 
 
 def invalid_field(field: str, code: str, message: str, detail: str) -> ProblemError:

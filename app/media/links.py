@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import Job
 from app.db.one_row import OneRowStatement
-from app.jobs.schemas import JobOut, MediaOut, ModerationOut
+from app.jobs.schemas import CostOut, JobOut, MediaOut, ModerationOut
 from app.jobs.states import WITHHELD, MediaStatus, ModerationState
 from app.kit.errors import ProblemError
 from app.media.keys import KEY_PATTERN, job_of, poster_key, video_key
@@ -56,6 +56,7 @@ class MediaLinks:
     def job_out(self, job: Job, model: type[JobOut] = JobOut) -> JobOut:
         out = model.model_validate(job)
         out.moderation = ModerationOut.of(job)
+        out.cost = CostOut.of(job)
         if (
             job.media_status == MediaStatus.STORED
             and job.deleted_at is None

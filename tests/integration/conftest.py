@@ -55,7 +55,8 @@ async def clean_tables(db_engine: AsyncEngine) -> None:
                 "TRUNCATE jobs, job_events, batches, outbound_endpoints, outbound_events, "
                 "outbound_messages, outbound_attempts, api_keys, job_stats_hours, "
                 "upstream_capacity, uploads, job_uploads, moderation_events, moderation_cases, "
-                "moderation_reports, suspensions, taken_down_files RESTART IDENTITY CASCADE"
+                "moderation_reports, suspensions, taken_down_files, credit_transfers, "
+                "credit_accounts RESTART IDENTITY CASCADE"
             )
         )
 

@@ -33,6 +33,8 @@ TABLES = {
     "moderation_reports",
     "suspensions",
     "taken_down_files",
+    "credit_accounts",
+    "credit_transfers",
 }
 
 

@@ -163,6 +163,61 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/me/credits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Your credits */
+        get: operations["getMyCredits"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/me/credits/transactions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Your credits' movements, newest first */
+        get: operations["listMyTransactions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/users/{subject}/credits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Grant a user credits, or take some back (admins)
+         * @description With an `Idempotency-Key`, a replay answers the first transfer again (201) and moves
+         *     nothing. A negative amount is an adjustment, 409 `would_overdraw` past the balance.
+         */
+        post: operations["grantCredits"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/uploads": {
         parameters: {
             query?: never;
@@ -805,6 +860,7 @@ export interface components {
              */
             estimated_start_at: string | null;
             moderation: components["schemas"]["ModerationOut"];
+            cost: components["schemas"]["CostOut"];
             /** Owner */
             owner: string;
             /** Upstream Task Id */
@@ -1099,6 +1155,71 @@ export interface components {
          * @enum {string}
          */
         CaseState: "open" | "closed";
+        /**
+         * CostOut
+         * @description What the job costs its owner, in credits (with the credits ledger on; otherwise only
+         *     `estimated`).
+         */
+        CostOut: {
+            /**
+             * Estimated
+             * @description from the service's cost table
+             */
+            estimated: number;
+            /**
+             * Held
+             * @description held from the balance while the job runs
+             * @default 0
+             */
+            held: number;
+            /**
+             * Charged
+             * @description taken: the job succeeded
+             * @default 0
+             */
+            charged: number;
+            /**
+             * Refunded
+             * @description given back: the job ended without a video
+             * @default 0
+             */
+            refunded: number;
+        };
+        /** CreditsGrant */
+        CreditsGrant: {
+            /**
+             * Amount
+             * @description credits given; negative: taken back (an adjustment, refused with 409 when it would leave less than nothing)
+             */
+            amount: number;
+            /** Reason */
+            reason: string;
+        };
+        /** CreditsOut */
+        CreditsOut: {
+            /**
+             * Available
+             * @description what new jobs can hold
+             */
+            available: number;
+            /**
+             * Held
+             * @description held by jobs still running
+             */
+            held: number;
+            /**
+             * Spent This Month
+             * @description charged since the 1st (UTC)
+             */
+            spent_this_month: number;
+            /**
+             * Expiring
+             * @description credits that lapse, and when (none yet: grants keep)
+             */
+            expiring?: {
+                [key: string]: number | string;
+            }[];
+        };
         /** DecisionCreate */
         DecisionCreate: {
             action: components["schemas"]["Action"];
@@ -1529,6 +1650,7 @@ export interface components {
              */
             estimated_start_at: string | null;
             moderation: components["schemas"]["ModerationOut"];
+            cost: components["schemas"]["CostOut"];
         };
         /** JobPage */
         JobPage: {
@@ -1812,6 +1934,16 @@ export interface components {
             code: string;
             /** Errors */
             errors?: components["schemas"]["FieldError"][] | null;
+            /**
+             * Required
+             * @description with `insufficient_credits`: the credits the request needs
+             */
+            required?: number | null;
+            /**
+             * Available
+             * @description with `insufficient_credits`: the credits the caller has
+             */
+            available?: number | null;
         };
         /**
          * PromoteRequest
@@ -2058,6 +2190,53 @@ export interface components {
             until?: string | null;
         };
         /**
+         * TransferKind
+         * @enum {string}
+         */
+        TransferKind: "grant" | "topup" | "hold" | "charge" | "release" | "adjust";
+        /** TransferOut */
+        TransferOut: {
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            kind: components["schemas"]["TransferKind"];
+            /** Amount */
+            amount: number;
+            /**
+             * Available Change
+             * @description what it did to the available balance (a charge: nothing, it was held)
+             */
+            available_change: number;
+            /**
+             * Balance After
+             * @description the available balance right after it
+             */
+            balance_after: number | null;
+            /** Job Id */
+            job_id: string | null;
+            /**
+             * State
+             * @description a hold: pending, posted (charged) or voided (released)
+             */
+            state: string;
+            /** Note */
+            note: string | null;
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
+        };
+        /** TransferPage */
+        TransferPage: {
+            /** Items */
+            items: components["schemas"]["TransferOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /**
          * UploadKind
          * @description What an uploaded file really is (read from its bytes, never its name).
          * @enum {string}
@@ -2292,6 +2471,12 @@ export interface operations {
                      *               "violence"
                      *             ],
                      *             "appealable": false
+                     *           },
+                     *           "cost": {
+                     *             "estimated": 1,
+                     *             "held": 0,
+                     *             "charged": 0,
+                     *             "refunded": 0
                      *           }
                      *         }
                      *       ],
@@ -2430,6 +2615,12 @@ export interface operations {
                      *           "violence"
                      *         ],
                      *         "appealable": false
+                     *       },
+                     *       "cost": {
+                     *         "estimated": 1,
+                     *         "held": 0,
+                     *         "charged": 0,
+                     *         "refunded": 0
                      *       }
                      *     }
                      */
@@ -2493,6 +2684,12 @@ export interface operations {
                      *           "violence"
                      *         ],
                      *         "appealable": false
+                     *       },
+                     *       "cost": {
+                     *         "estimated": 1,
+                     *         "held": 0,
+                     *         "charged": 0,
+                     *         "refunded": 0
                      *       }
                      *     }
                      */
@@ -2681,6 +2878,12 @@ export interface operations {
                      *               "violence"
                      *             ],
                      *             "appealable": false
+                     *           },
+                     *           "cost": {
+                     *             "estimated": 1,
+                     *             "held": 0,
+                     *             "charged": 0,
+                     *             "refunded": 0
                      *           }
                      *         }
                      *       ]
@@ -2750,6 +2953,12 @@ export interface operations {
                      *               "violence"
                      *             ],
                      *             "appealable": false
+                     *           },
+                     *           "cost": {
+                     *             "estimated": 1,
+                     *             "held": 0,
+                     *             "charged": 0,
+                     *             "refunded": 0
                      *           }
                      *         }
                      *       ]
@@ -2918,6 +3127,12 @@ export interface operations {
                      *           "violence"
                      *         ],
                      *         "appealable": false
+                     *       },
+                     *       "cost": {
+                     *         "estimated": 1,
+                     *         "held": 0,
+                     *         "charged": 0,
+                     *         "refunded": 0
                      *       }
                      *     }
                      */
@@ -3135,6 +3350,12 @@ export interface operations {
                      *           "violence"
                      *         ],
                      *         "appealable": false
+                     *       },
+                     *       "cost": {
+                     *         "estimated": 1,
+                     *         "held": 0,
+                     *         "charged": 0,
+                     *         "refunded": 0
                      *       }
                      *     }
                      */
@@ -3198,6 +3419,12 @@ export interface operations {
                      *           "violence"
                      *         ],
                      *         "appealable": false
+                     *       },
+                     *       "cost": {
+                     *         "estimated": 1,
+                     *         "held": 0,
+                     *         "charged": 0,
+                     *         "refunded": 0
                      *       }
                      *     }
                      */
@@ -3373,6 +3600,12 @@ export interface operations {
                      *           "violence"
                      *         ],
                      *         "appealable": false
+                     *       },
+                     *       "cost": {
+                     *         "estimated": 1,
+                     *         "held": 0,
+                     *         "charged": 0,
+                     *         "refunded": 0
                      *       }
                      *     }
                      */
@@ -3598,6 +3831,288 @@ export interface operations {
             };
             /** @description Not Found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getMyCredits: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "available": 1,
+                     *       "held": 1,
+                     *       "spent_this_month": 1,
+                     *       "expiring": [
+                     *         {}
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CreditsOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listMyTransactions: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description `next_cursor` of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "items": [
+                     *         {
+                     *           "id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *           "kind": "grant",
+                     *           "amount": 0,
+                     *           "available_change": 1,
+                     *           "balance_after": 1,
+                     *           "job_id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *           "state": "string",
+                     *           "note": "string",
+                     *           "at": "2026-11-26T09:30:00Z"
+                     *         }
+                     *       ],
+                     *       "next_cursor": "string"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TransferPage"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    grantCredits: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Retries with the same key return the original job instead of a new one. */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                subject: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "amount": 1,
+                 *       "reason": "string"
+                 *     }
+                 */
+                "application/json": components["schemas"]["CreditsGrant"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *       "kind": "grant",
+                     *       "amount": 0,
+                     *       "available_change": 1,
+                     *       "balance_after": 1,
+                     *       "job_id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *       "state": "string",
+                     *       "note": "string",
+                     *       "at": "2026-11-26T09:30:00Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TransferOut"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4210,6 +4725,12 @@ export interface operations {
                      *               "violence"
                      *             ],
                      *             "appealable": false
+                     *           },
+                     *           "cost": {
+                     *             "estimated": 1,
+                     *             "held": 0,
+                     *             "charged": 0,
+                     *             "refunded": 0
                      *           }
                      *         }
                      *       ]
@@ -4749,6 +5270,12 @@ export interface operations {
                      *             ],
                      *             "appealable": false
                      *           },
+                     *           "cost": {
+                     *             "estimated": 1,
+                     *             "held": 0,
+                     *             "charged": 0,
+                     *             "refunded": 0
+                     *           },
                      *           "owner": "string",
                      *           "upstream_task_id": "string",
                      *           "resolved_by": "string",
@@ -5224,6 +5751,12 @@ export interface operations {
                      *             "violence"
                      *           ],
                      *           "appealable": false
+                     *         },
+                     *         "cost": {
+                     *           "estimated": 1,
+                     *           "held": 0,
+                     *           "charged": 0,
+                     *           "refunded": 0
                      *         },
                      *         "owner": "string",
                      *         "upstream_task_id": "string",

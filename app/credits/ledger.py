@@ -1,0 +1,256 @@
+"""The ledger's moves (TigerBeetle's two-phase transfers, in Postgres or SQLite).
+
+Every move is a transfer between two accounts, in the caller's transaction, and every
+change of a balance is one guarded UPDATE: a user's available balance (credits posted -
+debits posted - debits pending) is checked in the same statement that takes from it, and
+a CHECK constraint refuses any row that would go below zero, so concurrent creates cannot
+overdraw it whatever their interleaving. Holds are settled by the database (see
+`app/jobs/money.py`).
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import CreditAccount, CreditTransfer
+from app.kit.cursor import newest_first_page
+from app.kit.errors import ProblemError
+
+
+class TransferKind(StrEnum):
+    GRANT = "grant"  # system:grants -> user
+    TOPUP = "topup"  # system:topups -> user (a payment)
+    HOLD = "hold"  # user -> system:revenue, pending until the job ends
+    CHARGE = "charge"  # the hold posted (the job succeeded)
+    RELEASE = "release"  # the hold voided (the job ended without a video)
+    ADJUST = "adjust"  # user -> system:adjustments (an admin takes credits back)
+
+
+class TransferState(StrEnum):
+    PENDING = "pending"
+    POSTED = "posted"
+    VOIDED = "voided"
+
+
+GRANTS, TOPUPS = "system:grants", "system:topups"
+REVENUE, ADJUSTMENTS = "system:revenue", "system:adjustments"
+SOURCES = {TransferKind.GRANT: GRANTS, TransferKind.TOPUP: TOPUPS}
+AVAILABLE = (
+    CreditAccount.credits_posted - CreditAccount.debits_posted - CreditAccount.debits_pending
+)
+
+
+def _insert(session: AsyncSession):  # type: ignore[no-untyped-def]  # the dialect's insert
+    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
+
+
+async def _system_account(session: AsyncSession, account_id: str) -> None:
+    await session.execute(
+        _insert(session)(CreditAccount)
+        .values(
+            id=account_id,
+            kind="system",
+            credits_posted=0,
+            debits_posted=0,
+            debits_pending=0,
+            updated_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+async def user_account(session: AsyncSession, subject: str) -> str:
+    """The id of `subject`'s account, made (empty) the first time."""
+    await session.execute(
+        _insert(session)(CreditAccount)
+        .values(
+            id=f"user:{uuid.uuid4().hex}",
+            kind="user",
+            subject=subject,
+            credits_posted=0,
+            debits_posted=0,
+            debits_pending=0,
+            updated_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing(index_elements=[CreditAccount.subject])
+    )
+    account = await session.scalar(select(CreditAccount.id).where(CreditAccount.subject == subject))
+    assert account is not None
+    return account
+
+
+def insufficient(required: int, available: int) -> ProblemError:
+    return ProblemError(
+        402,
+        "insufficient_credits",
+        f"This needs {required} credits; {available} are available. Nothing was queued.",
+        credits=(required, available),
+    )
+
+
+async def hold(session: AsyncSession, subject: str, holds: list[tuple[uuid.UUID, int]]) -> None:
+    """Hold `amount` for each `(job_id, amount)`, all or none, in the caller's transaction."""
+    total = sum(amount for _, amount in holds)
+    account = await user_account(session, subject)
+    await _system_account(session, REVENUE)
+    available = await session.scalar(
+        update(CreditAccount)
+        .where(CreditAccount.id == account, AVAILABLE >= total)
+        .values(debits_pending=CreditAccount.debits_pending + total, updated_at=datetime.now(UTC))
+        .returning(AVAILABLE)
+    )
+    if available is None:
+        raise insufficient(total, await balance_of(session, account))
+    now = datetime.now(UTC)
+    for job_id, amount in holds:
+        if amount == 0:
+            continue  # nothing to hold (a free model in the cost table)
+        session.add(
+            CreditTransfer(
+                id=uuid.uuid4(),
+                idempotency_key=f"hold:{job_id}",
+                kind=TransferKind.HOLD,
+                debit_account=account,
+                credit_account=REVENUE,
+                amount=amount,
+                state=TransferState.PENDING,
+                job_id=job_id,
+                user_account=account,
+                balance_after=available,
+                created_at=now,
+            )
+        )
+
+
+async def balance_of(session: AsyncSession, account: str) -> int:
+    return await session.scalar(select(AVAILABLE).where(CreditAccount.id == account)) or 0
+
+
+async def transfer_in(
+    session: AsyncSession,
+    subject: str,
+    kind: TransferKind,
+    amount: int,
+    key: str | None,
+    note: str | None,
+) -> tuple[CreditTransfer, bool]:
+    """Credits into (a grant, a top-up) or, negative, out of (an adjustment) a user's
+    account; a replayed `key` returns the first transfer and moves nothing. Commits.
+    Returns (transfer, created); 409 `would_overdraw` for an adjustment past the balance."""
+    idempotency_key = f"{kind}:{key}" if key is not None else None
+    if idempotency_key is not None and (found := await _by_key(session, idempotency_key)):
+        await session.commit()
+        return found, False
+    account = await user_account(session, subject)
+    now = datetime.now(UTC)
+    if amount > 0:
+        source = SOURCES[kind]
+        await _system_account(session, source)
+        after = await session.scalar(
+            update(CreditAccount)
+            .where(CreditAccount.id == account)
+            .values(credits_posted=CreditAccount.credits_posted + amount, updated_at=now)
+            .returning(AVAILABLE)
+        )
+        await session.execute(
+            update(CreditAccount)
+            .where(CreditAccount.id == source)
+            .values(debits_posted=CreditAccount.debits_posted + amount, updated_at=now)
+        )
+        debit, credit = source, account
+    else:
+        kind = TransferKind.ADJUST
+        await _system_account(session, ADJUSTMENTS)
+        after = await session.scalar(
+            update(CreditAccount)
+            .where(CreditAccount.id == account, AVAILABLE >= -amount)
+            .values(debits_posted=CreditAccount.debits_posted - amount, updated_at=now)
+            .returning(AVAILABLE)
+        )
+        if after is None:
+            available = await balance_of(session, account)
+            await session.rollback()
+            raise ProblemError(
+                409,
+                "would_overdraw",
+                f"Taking {-amount} credits would leave less than nothing: {available} are "
+                "available (held credits included in what is not).",
+            )
+        await session.execute(
+            update(CreditAccount)
+            .where(CreditAccount.id == ADJUSTMENTS)
+            .values(credits_posted=CreditAccount.credits_posted - amount, updated_at=now)
+        )
+        debit, credit = account, ADJUSTMENTS
+    transfer = CreditTransfer(
+        id=uuid.uuid4(),
+        idempotency_key=idempotency_key,
+        kind=kind,
+        debit_account=debit,
+        credit_account=credit,
+        amount=abs(amount),
+        state=TransferState.POSTED,
+        note=note,
+        user_account=account,
+        balance_after=after,
+        created_at=now,
+    )
+    session.add(transfer)
+    try:
+        await session.commit()
+    except IntegrityError:  # the same key, replayed at the same moment: theirs stands
+        await session.rollback()
+        assert idempotency_key is not None
+        found = await _by_key(session, idempotency_key)
+        assert found is not None
+        return found, False
+    return transfer, True
+
+
+async def _by_key(session: AsyncSession, key: str) -> CreditTransfer | None:
+    return await session.scalar(select(CreditTransfer).where(CreditTransfer.idempotency_key == key))
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    available: int
+    held: int
+    spent_this_month: int
+
+
+async def balance(session: AsyncSession, subject: str) -> Balance:
+    row = (
+        await session.execute(
+            select(CreditAccount.id, AVAILABLE, CreditAccount.debits_pending).where(
+                CreditAccount.subject == subject
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return Balance(0, 0, 0)
+    account, available, held = row
+    month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    spent = await session.scalar(
+        select(func.coalesce(func.sum(CreditTransfer.amount), 0)).where(
+            CreditTransfer.user_account == account,
+            CreditTransfer.kind == TransferKind.CHARGE,
+            CreditTransfer.created_at >= month,
+        )
+    )
+    return Balance(available, held, spent or 0)
+
+
+async def statement(
+    session: AsyncSession, subject: str, *, limit: int, cursor: str | None
+) -> tuple[list[CreditTransfer], str | None]:
+    """A user's transfers, newest first."""
+    account = await session.scalar(select(CreditAccount.id).where(CreditAccount.subject == subject))
+    query = select(CreditTransfer).where(CreditTransfer.user_account == (account or ""))
+    keys = (CreditTransfer.created_at, CreditTransfer.id)
+    return await newest_first_page(session, query, keys, limit=limit, cursor=cursor)

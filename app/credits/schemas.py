@@ -1,0 +1,74 @@
+"""The credits API's bodies."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.credits.ledger import TransferKind
+from app.db.models import CreditTransfer
+from app.kit.fields import SINGLE_LINE, WholeNumber
+
+
+class CreditsGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: Annotated[WholeNumber, Field(ge=-(10**12), le=10**12)] = Field(
+        description="credits given; negative: taken back (an adjustment, refused with 409 "
+        "when it would leave less than nothing)"
+    )
+    reason: Annotated[str, Field(min_length=1, max_length=255, pattern=SINGLE_LINE)]
+
+
+# how each kind changes what the user can spend
+_AVAILABLE_CHANGE = {
+    TransferKind.GRANT: 1,
+    TransferKind.TOPUP: 1,
+    TransferKind.HOLD: -1,
+    TransferKind.CHARGE: 0,  # already held
+    TransferKind.RELEASE: 1,
+    TransferKind.ADJUST: -1,
+}
+
+
+class TransferOut(BaseModel):
+    id: uuid.UUID
+    kind: TransferKind
+    amount: int = Field(ge=0)
+    available_change: int = Field(
+        description="what it did to the available balance (a charge: nothing, it was held)"
+    )
+    balance_after: int | None = Field(description="the available balance right after it")
+    job_id: uuid.UUID | None
+    state: str = Field(description="a hold: pending, posted (charged) or voided (released)")
+    note: str | None
+    at: datetime
+
+    @classmethod
+    def of(cls, transfer: CreditTransfer) -> "TransferOut":
+        kind = TransferKind(transfer.kind)
+        return cls(
+            id=transfer.id,
+            kind=kind,
+            amount=transfer.amount,
+            available_change=_AVAILABLE_CHANGE[kind] * transfer.amount,
+            balance_after=transfer.balance_after,
+            job_id=transfer.job_id,
+            state=transfer.state,
+            note=transfer.note,
+            at=transfer.created_at,
+        )
+
+
+class TransferPage(BaseModel):
+    items: list[TransferOut]
+    next_cursor: str | None
+
+
+class CreditsOut(BaseModel):
+    available: int = Field(description="what new jobs can hold")
+    held: int = Field(description="held by jobs still running")
+    spent_this_month: int = Field(description="charged since the 1st (UTC)")
+    expiring: list[dict[str, int | datetime]] = Field(
+        default_factory=list, description="credits that lapse, and when (none yet: grants keep)"
+    )

@@ -1,0 +1,215 @@
+"""The credits ledger (issue 35): holds that follow each job, grants that move once, a
+balance no interleaving can overdraw (hypothesis), against Postgres over real HTTP."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from app.db.models import CreditAccount, CreditTransfer, Job
+from app.jobs.states import EventSource, JobStatus, move
+from testkit.harness import Stack, running_stack, wait_until
+
+ADMIN_TOKEN = "credits-admin-token-" + "c" * 24
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+COST = 16  # a default job (seedance-2-mini, 5 s, 720p) in the test cost table
+
+
+async def grant(stack: Stack, subject: str, amount: int, key: str | None = None) -> Any:
+    headers = {**ADMIN, **({"Idempotency-Key": key} if key else {})}
+    return await stack.http.post(
+        f"/admin/users/{subject}/credits",
+        json={"amount": amount, "reason": "test"},
+        headers=headers,
+    )
+
+
+async def job_out(stack: Stack, job_id: str, subject: str = "alice") -> dict[str, Any]:
+    response = await stack.http.get(f"/jobs/{job_id}", headers=stack.headers(subject))
+    return dict(response.json())
+
+
+async def ledger_is_whole(db_engine: AsyncEngine) -> None:
+    """Double entry: every credit is someone's debit, no user below zero, and each job
+    has at most one settlement, matching its state."""
+    async with AsyncSession(db_engine) as session:
+        accounts = list(await session.scalars(select(CreditAccount)))
+        assert sum(a.credits_posted - a.debits_posted for a in accounts) == sum(
+            a.debits_pending for a in accounts if a.kind == "system"
+        )  # the pending side is on users only: posted sums cancel out
+        for account in accounts:
+            if account.kind == "user":
+                assert account.credits_posted - account.debits_posted - account.debits_pending >= 0
+        held = {a.id: a.debits_pending for a in accounts}
+        transfers = list(await session.scalars(select(CreditTransfer)))
+        jobs = {j.id: j for j in await session.scalars(select(Job))}
+    pending: dict[str, int] = {}
+    for transfer in transfers:
+        if transfer.kind == "hold" and transfer.state == "pending":
+            pending[transfer.debit_account] = (
+                pending.get(transfer.debit_account, 0) + transfer.amount
+            )
+    assert {k: v for k, v in held.items() if v} == pending
+    for job_id, job in jobs.items():
+        settled = [t.kind for t in transfers if t.job_id == job_id and t.kind != "hold"]
+        holds = [t for t in transfers if t.job_id == job_id and t.kind == "hold"]
+        assert len(holds) <= 1 and len(settled) <= 1
+        if not holds:
+            continue
+        expected = {
+            JobStatus.SUCCEEDED: (["charge"], "posted", "charged"),
+            JobStatus.FAILED: (["release"], "voided", "refunded"),
+            JobStatus.CANCELED: (["release"], "voided", "refunded"),
+        }.get(JobStatus(job.status), ([], "pending", "held"))
+        assert (settled, holds[0].state, job.credit_state) == expected, job.status
+
+
+async def test_a_job_holds_its_cost_charged_on_success_and_refunded_otherwise(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    async with running_stack(
+        database_url,
+        {"output_refusal_words": ["refused"]},
+        credits_ledger=True,
+        admin_token=ADMIN_TOKEN,
+        dispatcher_enabled=True,
+    ) as stack:
+        nothing = await stack.http.post("/jobs", json={"prompt": "a boat"}, headers=stack.headers())
+        assert (nothing.status_code, nothing.json()["code"]) == (402, "insufficient_credits")
+        assert (nothing.json()["required"], nothing.json()["available"]) == (COST, 0)
+        first = await grant(stack, "alice", 100, key="welcome")
+        again = await grant(stack, "alice", 100, key="welcome")
+        assert (first.status_code, again.status_code) == (201, 201)
+        assert first.json() == again.json()  # the replay moved nothing
+        ok = await stack.create_job(prompt="a boat")
+        refused = await stack.create_job(prompt="a refused scene")
+        assert ok["cost"] == {"estimated": COST, "held": COST, "charged": 0, "refunded": 0}
+        await wait_until(lambda: _status(stack, ok["id"], "succeeded"))
+        await wait_until(lambda: _status(stack, refused["id"], "failed"))
+        assert (await job_out(stack, ok["id"]))["cost"]["charged"] == COST
+        assert (await job_out(stack, refused["id"]))["cost"]["refunded"] == COST
+        credits = (await stack.http.get("/me/credits", headers=stack.headers())).json()
+        assert credits == {
+            "available": 100 - COST,
+            "held": 0,
+            "spent_this_month": COST,
+            "expiring": [],
+        }
+        statement = (
+            await stack.http.get("/me/credits/transactions", headers=stack.headers())
+        ).json()
+        kinds = sorted((t["kind"], t["available_change"]) for t in statement["items"])
+        assert kinds == sorted(
+            [("grant", 100), ("hold", -COST), ("hold", -COST), ("charge", 0), ("release", COST)]
+        )
+        too_much = await grant(stack, "alice", -1000)
+        assert (too_much.status_code, too_much.json()["code"]) == (409, "would_overdraw")
+        taken = await grant(stack, "alice", -(100 - COST))
+        assert taken.json()["balance_after"] == 0
+        await ledger_is_whole(db_engine)
+
+
+async def _status(stack: Stack, job_id: str, wanted: str) -> bool:
+    return bool((await job_out(stack, job_id))["status"] == wanted)
+
+
+async def test_500_concurrent_creates_against_a_balance_for_10_jobs_accept_10(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    async with running_stack(database_url, credits_ledger=True, admin_token=ADMIN_TOKEN) as stack:
+        assert (await grant(stack, "alice", 10 * COST)).status_code == 201
+        headers = stack.headers()
+
+        async def create(index: int) -> int:
+            body = {"prompt": f"boat {index}"}
+            return (await stack.http.post("/jobs", json=body, headers=headers)).status_code
+
+        codes = await asyncio.gather(*(create(i) for i in range(500)))
+        assert (codes.count(202), codes.count(402)) == (10, 490)
+        credits = (await stack.http.get("/me/credits", headers=headers)).json()
+        assert (credits["available"], credits["held"]) == (0, 10 * COST)
+        await ledger_is_whole(db_engine)
+
+
+@pytest.fixture
+async def ledger_stacks(database_url: str) -> AsyncIterator[tuple[Stack, Stack]]:
+    """Two instances of the service on one database, the ledger on, loops off."""
+    async with (
+        running_stack(database_url, credits_ledger=True, admin_token=ADMIN_TOKEN) as one,
+        running_stack(database_url, credits_ledger=True, admin_token=ADMIN_TOKEN) as two,
+    ):
+        yield one, two
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["create", "batch", "succeed", "fail", "cancel", "delete", "grant"]),
+        st.sampled_from(["ann", "ben"]),
+        st.integers(min_value=0, max_value=9),
+    ),
+    min_size=5,
+    max_size=25,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ops=OPS)
+async def test_no_interleaving_of_creates_ends_and_grants_breaks_the_ledger(
+    ledger_stacks: tuple[Stack, Stack], db_engine: AsyncEngine, ops: list[tuple[str, str, int]]
+) -> None:
+    """Random creates, batches, successes, failures, cancels, deletes and grants, sent
+    through two service instances on one database, half of them at once."""
+    stacks = ledger_stacks
+    created: list[tuple[str, str]] = []
+
+    async def run(index: int, op: str, who: str, n: int) -> None:
+        stack = stacks[index % 2]
+        if op == "grant":
+            await grant(stack, who, 1 + n * 7, key=f"{who}-{uuid.uuid4()}")
+        elif op in ("create", "batch"):
+            body: dict[str, Any] = (
+                {"prompt": f"p{n}"} if op == "create" else {"prompts": ["a", "b"]}
+            )
+            path = "/jobs" if op == "create" else "/jobs/batch"
+            response = await stack.http.post(path, json=body, headers=stack.headers(who))
+            assert response.status_code in (202, 402), response.text
+            if response.status_code == 202:
+                answer = response.json()
+                for job in answer.get("jobs", [answer]):
+                    created.append((job["id"], who))
+        elif created:
+            job_id, owner = created[n % len(created)]
+            if op == "cancel":
+                await stack.http.post(f"/jobs/{job_id}/cancel", headers=stack.headers(owner))
+            elif op == "delete":
+                await stack.http.delete(f"/jobs/{job_id}", headers=stack.headers(owner))
+            else:
+                await end(
+                    stack,
+                    uuid.UUID(job_id),
+                    JobStatus.SUCCEEDED if op == "succeed" else JobStatus.FAILED,
+                )
+
+    half = len(ops) // 2
+    await asyncio.gather(*(run(i, *op) for i, op in enumerate(ops[:half])))
+    for i, op in enumerate(ops[half:]):
+        await run(i, *op)
+    await ledger_is_whole(db_engine)
+
+
+async def end(stack: Stack, job_id: uuid.UUID, to: JobStatus) -> None:
+    """What the dispatcher and the media worker do at a job's end: its move, under the
+    row lock (a job already ended stays as it is)."""
+    async with stack.app.state.services.sessionmaker() as session, session.begin():
+        job = await session.get(Job, job_id, with_for_update=True)
+        assert job is not None
+        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            if to is JobStatus.SUCCEEDED and job.status == JobStatus.QUEUED:
+                move(session, job, JobStatus.RUNNING, EventSource.DISPATCHER)
+            move(session, job, to, EventSource.MEDIA)
