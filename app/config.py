@@ -446,6 +446,13 @@ class Settings(BaseSettings):
         "budget caps spending (both apply when on)",
     )
 
+    account_probe_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="while the Seedance account cannot work (402, or our key refused), one "
+        "job is sent this often to see whether it can again; the first accepted resumes all",
+    )
+
     # Cost table: credits per second of video, by model and resolution
     cost_per_second: dict[str, dict[str, int]] = Field(
         default_factory=lambda: {m: dict(r) for m, r in DEFAULT_COST_PER_SECOND.items()},

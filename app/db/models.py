@@ -196,6 +196,11 @@ class UpstreamCapacity(Base):
     learned_cap: Mapped[int | None] = mapped_column(Integer)  # tasks it takes at once
     probe_at: Mapped[datetime | None]  # from then, one submission may go above the cap
     rate_limited_at: Mapped[datetime | None]  # its last 429
+    # the account cannot work (Seedance's 402, or our key refused): dispatch pauses for
+    # everyone until a probe (one job, every ACCOUNT_PROBE_SECONDS) is accepted
+    paused_reason: Mapped[str | None] = mapped_column(String(32))
+    paused_since: Mapped[datetime | None]
+    resume_probe_at: Mapped[datetime | None]
 
 
 class JobEvent(Base):

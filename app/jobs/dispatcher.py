@@ -60,8 +60,13 @@ from app.seedance.client import (
 )
 
 logger = logging.getLogger(__name__)
-_PERMANENT = (UpstreamRejected, InsufficientCredits, UpstreamProtocolError)
-_NOT_SENT = (UpstreamRateLimited, UpstreamTransient, UpstreamAuthError)
+_PERMANENT = (UpstreamRejected, UpstreamProtocolError)
+_NOT_SENT = (UpstreamRateLimited, UpstreamTransient)
+# the account cannot work, whatever the job: dispatch pauses for everyone, no job fails
+_ACCOUNT = {
+    InsufficientCredits: scheduler.PauseReason.OUT_OF_CREDITS,
+    UpstreamAuthError: scheduler.PauseReason.KEY_REJECTED,
+}
 QUEUE_TIMEOUT = "queue_timeout"
 INPUT_UNAVAILABLE = "input_unavailable"
 EXPIRE_BATCH = 100
@@ -216,6 +221,9 @@ class Dispatcher(PooledLoop):
         except _NOT_SENT as exc:
             JOB_SUBMISSIONS.labels("retry").inc()
             await self._record("retry", self._retry_later, job_id, exc)
+        except (InsufficientCredits, UpstreamAuthError) as exc:
+            JOB_SUBMISSIONS.labels("paused").inc()
+            await self._record("pause", self._pause_account, job_id, exc)
         except Exception:
             JOB_SUBMISSIONS.labels("unknown").inc()
             logger.exception("job %s: unexpected error while submitting; outcome unknown", job_id)
@@ -258,6 +266,8 @@ class Dispatcher(PooledLoop):
                 return
             mark_submitted(self._settings, job, task_id)
             move(session, job, JobStatus.RUNNING, EventSource.DISPATCHER)
+            if await scheduler.resume(session):
+                logger.warning("Seedance accepted a job again: dispatch resumed")
             assert job.submitted_at is not None  # set by mark_submitted
             QUEUE_WAIT.observe((job.submitted_at - job.created_at).total_seconds())
             await session.flush()
@@ -284,10 +294,6 @@ class Dispatcher(PooledLoop):
         if isinstance(error, UpstreamRateLimited):
             await self._back_in_line(job_id, error)
             return
-        if isinstance(error, UpstreamAuthError):
-            logger.error(
-                "Seedance refused our API key (HTTP %s); jobs wait for an operator", error.status
-            )
         async with self._sessionmaker() as session, session.begin():
             job = await session.get(Job, job_id, with_for_update=True)
             assert job is not None
@@ -304,6 +310,27 @@ class Dispatcher(PooledLoop):
             delay = backoff(job.submit_attempts, self._settings.dispatcher_retry_backoff_seconds)
             job.submit_started_at = None
             job.next_attempt_at = datetime.now(UTC) + delay
+
+    async def _pause_account(self, job_id: uuid.UUID, error: SeedanceError) -> None:
+        """Seedance's 402 (the account is out of credits) or our key refused: the job waits
+        in its place (the refusal is not one of its attempts) and dispatch pauses for
+        everyone until a probe is accepted; QUEUE_MAX_WAIT_SECONDS still bounds each wait."""
+        reason = _ACCOUNT[type(error)]
+        async with self._sessionmaker() as session, session.begin():
+            job = await session.get(Job, job_id, with_for_update=True)
+            assert job is not None
+            if job.status == JobStatus.QUEUED and job.upstream_task_id is None:
+                job.submit_started_at = None
+                job.submit_attempts -= 1
+            started = await scheduler.pause(session, self._settings, reason)
+        if started:
+            logger.error(
+                "Seedance answered HTTP %s (%s): dispatch paused for everyone; a probe every "
+                "%g s resumes it",
+                error.status,
+                reason.value,
+                self._settings.account_probe_seconds,
+            )
 
     async def _back_in_line(self, job_id: uuid.UUID, error: UpstreamRateLimited) -> None:
         """The account is full: the job waits in its place as before, and the scheduler

@@ -38,16 +38,22 @@ class Waiting:
 @dataclass(frozen=True, slots=True)
 class Capacity:
     """What the account takes now: `cap` slots (None: nothing known, no limit), of which
-    `in_use` are held; `probing`: one submission may go above the cap."""
+    `in_use` are held; `probing`: one submission may go above the cap; `paused`: the account
+    cannot work (out of credits, our key refused) and only a due probe goes."""
 
     cap: int | None
     in_use: int
     probing: bool
+    paused: bool = False  # the account cannot work: nothing goes but a due probe
+    resume_probe_due: bool = False
 
     @property
     def free(self) -> int | None:
         """Slots to fill now (None: no limit known): the cap's room, else one probe while
-        no other is out (at most one job above the cap)."""
+        no other is out (at most one job above the cap); while paused, the one job of a due
+        probe."""
+        if self.paused:
+            return 1 if self.resume_probe_due else 0
         if self.cap is None:
             return None
         if self.in_use < self.cap:

@@ -18,7 +18,9 @@ order, computed over every waiting job, is what `queue_order` reports.
 import heapq
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from itertools import islice
 from typing import Any, Literal
 
@@ -80,7 +82,10 @@ async def capacity(
         and (row.probe_at is None or row.probe_at <= now)
         and (ceiling is None or learned < ceiling)
     )
-    return Capacity(cap, in_use, probing)
+    paused = row is not None and row.paused_reason is not None
+    probe_at = row.resume_probe_at if row is not None else None
+    probe_due = paused and (probe_at is None or probe_at <= now)
+    return Capacity(cap, in_use, probing, paused, probe_due)
 
 
 def _upsert_capacity(session: AsyncSession, **values: object) -> Any:
@@ -112,6 +117,52 @@ async def learn_rate_limited(
             rate_limited_at=now,
         )
     )
+
+
+class PauseReason(StrEnum):
+    OUT_OF_CREDITS = "upstream_out_of_credits"  # Seedance's 402
+    KEY_REJECTED = "upstream_key_rejected"  # its 401 or 403
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    reason: PauseReason
+    since: datetime
+
+
+def pause_of(account: UpstreamCapacity | None) -> Pause | None:
+    """Why and since when dispatch is paused (None: it runs)."""
+    if account is None or account.paused_reason is None or account.paused_since is None:
+        return None
+    return Pause(PauseReason(account.paused_reason), account.paused_since)
+
+
+async def pause(session: AsyncSession, settings: Settings, reason: PauseReason) -> bool:
+    """The account cannot work: no job goes until a probe is accepted (the next in
+    ACCOUNT_PROBE_SECONDS). True when this starts the pause."""
+    now = datetime.now(UTC)
+    row = await session.get(UpstreamCapacity, _CAPACITY_ROW, with_for_update=True)
+    started = row is None or row.paused_reason is None
+    await session.execute(
+        _upsert_capacity(
+            session,
+            paused_reason=reason.value,
+            paused_since=now if started else row.paused_since,  # type: ignore[union-attr]
+            resume_probe_at=now + timedelta(seconds=settings.account_probe_seconds),
+        )
+    )
+    return started
+
+
+async def resume(session: AsyncSession) -> bool:
+    """A submission was accepted: the account works again. True when it was paused."""
+    resumed = await session.execute(
+        update(UpstreamCapacity)
+        .where(UpstreamCapacity.id == _CAPACITY_ROW, UpstreamCapacity.paused_reason.is_not(None))
+        .values(paused_reason=None, paused_since=None, resume_probe_at=None)
+        .returning(UpstreamCapacity.id)
+    )
+    return resumed.first() is not None
 
 
 async def learn_accepted(session: AsyncSession) -> None:
@@ -266,6 +317,13 @@ async def pick(
     limit = room if free is None else min(room, free)
     if limit <= 0:
         return [], account
+    if account.paused:  # the one job of this probe: the next waits a probe period
+        probe_seconds = timedelta(seconds=settings.account_probe_seconds)
+        await session.execute(
+            update(UpstreamCapacity)
+            .where(UpstreamCapacity.id == _CAPACITY_ROW)
+            .values(resume_probe_at=now + probe_seconds)
+        )
     chosen = await ordered(session, waiting, held, settings, plans, limit)
     return [job.id for job in chosen], account
 

@@ -164,3 +164,9 @@ MODERATION_TIME_TO_DECISION = Histogram(
     "From a case opening to an admin's decision",
     buckets=(60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400),
 )
+UPSTREAM_ACCOUNT_PAUSED = Gauge(
+    "seedance_upstream_account_paused",
+    "1 while dispatch is paused because the Seedance account cannot work (out of credits, "
+    "our key refused), by reason (read at scrape time)",
+    ["reason"],
+)

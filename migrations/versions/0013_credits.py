@@ -1,4 +1,4 @@
-"""the credits ledger: accounts, transfers, holds settled with the job's last move
+"""the credits ledger (accounts, transfers, holds settled with the job's last move); the account pause
 
 Revision ID: 0013
 Revises: 0012
@@ -9,6 +9,8 @@ Create Date: 2026-12-06 19:31:09.440123
 - `credit_transfers`: every movement; a hold is pending until a charge or a release
   settles it; `idempotency_key` is unique.
 - `jobs.credit_state`: held, charged or refunded.
+- `upstream_capacity.paused_*`: the Seedance account cannot work (out of credits, our key
+  refused): dispatch pauses for everyone until a probe is accepted.
 - the trigger `settle_job_hold` on `job_events`: a job's last move (to succeeded, failed or
   canceled) posts its pending hold (succeeded) or voids it (any other end), in the move's
   transaction, exactly once (the hold's state guards it), whichever code made the move.
@@ -181,9 +183,19 @@ def upgrade() -> None:
     )
     op.add_column("jobs", sa.Column("credit_state", sa.String(length=8), nullable=True))
     _create_trigger()
+    op.add_column("upstream_capacity", sa.Column("paused_reason", sa.String(32), nullable=True))
+    op.add_column(
+        "upstream_capacity", sa.Column("paused_since", sa.DateTime(timezone=True), nullable=True)
+    )
+    op.add_column(
+        "upstream_capacity",
+        sa.Column("resume_probe_at", sa.DateTime(timezone=True), nullable=True),
+    )
 
 
 def downgrade() -> None:
+    for column in ("resume_probe_at", "paused_since", "paused_reason"):
+        op.drop_column("upstream_capacity", column)
     _drop_trigger()
     op.drop_column("jobs", "credit_state")
     op.drop_index("ix_credit_transfers_user_created", table_name="credit_transfers")

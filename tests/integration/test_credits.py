@@ -213,3 +213,65 @@ async def end(stack: Stack, job_id: uuid.UUID, to: JobStatus) -> None:
             if to is JobStatus.SUCCEEDED and job.status == JobStatus.QUEUED:
                 move(session, job, JobStatus.RUNNING, EventSource.DISPATCHER)
             move(session, job, to, EventSource.MEDIA)
+
+
+async def paused_reason(stack: Stack) -> str | None:
+    queue = (await stack.http.get("/admin/queue", headers=ADMIN)).json()
+    return queue["paused"]["reason"] if queue["paused"] else None
+
+
+async def test_an_account_out_of_credits_pauses_dispatch_and_no_job_fails(
+    database_url: str,
+) -> None:
+    async with running_stack(
+        database_url,
+        {"credits_exhausted": True},
+        dispatcher_enabled=True,
+        admin_token=ADMIN_TOKEN,
+        account_probe_seconds=0.2,
+    ) as stack:
+        jobs = [await stack.create_job(prompt=f"backlog {i}") for i in range(12)]
+
+        async def paused() -> bool:
+            return await paused_reason(stack) == "upstream_out_of_credits"
+
+        await wait_until(paused)
+        scraped = (await stack.http.get("/metrics", headers=ADMIN)).text
+        assert 'seedance_upstream_account_paused{reason="upstream_out_of_credits"} 1.0' in scraped
+        # probes go one at a time and are refused; every job still waits in its place
+        await wait_until(lambda: asyncio.sleep(0, stack.sim.calls["generate"] >= 4))
+        assert {j.status for j in await stack.jobs()} == {"queued"}
+        assert all(j.submit_attempts == 0 for j in await stack.jobs())
+        stack.sim.config.credits_exhausted = False
+
+        async def all_succeeded() -> bool:
+            return {j.status for j in await stack.jobs()} == {"succeeded"}
+
+        await wait_until(all_succeeded, within=60)
+        assert await paused_reason(stack) is None
+        assert len(jobs) == 12
+
+
+async def test_a_refused_key_pauses_dispatch_until_it_works_again(database_url: str) -> None:
+    async with running_stack(
+        database_url,
+        {"api_key": "rotated-away"},
+        dispatcher_enabled=True,
+        admin_token=ADMIN_TOKEN,
+        account_probe_seconds=0.2,
+    ) as stack:
+        for i in range(4):
+            await stack.create_job(prompt=f"waiting {i}")
+
+        async def paused() -> bool:
+            return await paused_reason(stack) == "upstream_key_rejected"
+
+        await wait_until(paused)
+        await wait_until(lambda: asyncio.sleep(0, stack.sim.calls["generate"] >= 6))
+        assert {j.status for j in await stack.jobs()} == {"queued"}
+        stack.sim.config.api_key = stack.settings.seedance_api_key.get_secret_value()
+
+        async def all_succeeded() -> bool:
+            return {j.status for j in await stack.jobs()} == {"succeeded"}
+
+        await wait_until(all_succeeded, within=60)

@@ -15,6 +15,7 @@ from app.api.state import services
 from app.config import QueuePolicy
 from app.identity.plans import Plans
 from app.jobs import scheduler, service, stats
+from app.jobs.scheduler import PauseReason
 from app.jobs.schemas import JobOut
 from app.jobs.states import JobStatus
 from app.kit.fields import SINGLE_LINE, Rfc3339
@@ -128,8 +129,19 @@ class QueueOwnerOut(BaseModel):
     upstream: int = Field(description="slots of the account it holds (submitting or rendering)")
 
 
+class PauseOut(BaseModel):
+    reason: PauseReason = Field(
+        description="upstream_out_of_credits (Seedance's 402) or upstream_key_rejected (401/403)"
+    )
+    since: datetime
+
+
 class QueueOut(BaseModel):
     policy: QueuePolicy
+    paused: PauseOut | None = Field(
+        description="dispatch paused for everyone: the account cannot work; a probe every "
+        "ACCOUNT_PROBE_SECONDS resumes it (null: running)"
+    )
     cap: int | None = Field(
         description="the account's concurrency the scheduler keeps to now: "
         "SEEDANCE_MAX_CONCURRENT_TASKS or what its 429s taught, the lower (null: none known)"
@@ -153,9 +165,11 @@ async def get_queue(
     view = await scheduler.queue_order(session, settings, Plans(settings), limit)
     waiting, _ = await scheduler.waiting_by(session, "owner")
     learned = await scheduler.learned_capacity(session)
+    pause = scheduler.pause_of(learned)
     owners = sorted(set(waiting) | set(view.held))
     return QueueOut(
         policy=settings.queue_policy,
+        paused=PauseOut.model_validate(pause, from_attributes=True) if pause else None,
         cap=view.account.cap,
         learned_cap=learned.learned_cap if learned else None,
         probe_at=learned.probe_at if learned else None,

@@ -24,6 +24,7 @@ from app.ops.metrics import (
     OUTBOUND_OLDEST_PENDING,
     QUEUE_OLDEST_AGE,
     QUEUED_BY_PLAN,
+    UPSTREAM_ACCOUNT_PAUSED,
 )
 from app.outbound import deliveries
 
@@ -73,12 +74,17 @@ async def metrics(request: Request) -> Response:
         pending = await deliveries.oldest_pending_ages(session)
         waiting, oldest = await scheduler.waiting_by(session, "plan")
         cases, oldest_case = await review.open_cases(session)
+        account = await scheduler.learned_capacity(session)
     QUEUED_BY_PLAN.clear()  # plans with nothing waiting drop out
     for plan, count in waiting.items():
         QUEUED_BY_PLAN.labels(plan).set(count)
     age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0
     QUEUE_OLDEST_AGE.set(age)
     MODERATION_QUEUE_OPEN.set(cases)
+    UPSTREAM_ACCOUNT_PAUSED.clear()
+    for reason in scheduler.PauseReason:
+        paused = account is not None and account.paused_reason == reason
+        UPSTREAM_ACCOUNT_PAUSED.labels(reason.value).set(int(paused))
     now = datetime.now(UTC)
     MODERATION_QUEUE_OLDEST.set((now - oldest_case).total_seconds() if oldest_case else 0)
     for status in JobStatus:

@@ -1872,6 +1872,21 @@ export interface components {
          * @enum {string}
          */
         ModerationState: "clear" | "unchecked" | "held" | "blocked" | "taken_down";
+        /** PauseOut */
+        PauseOut: {
+            /** @description upstream_out_of_credits (Seedance's 402) or upstream_key_rejected (401/403) */
+            reason: components["schemas"]["PauseReason"];
+            /**
+             * Since
+             * Format: date-time
+             */
+            since: string;
+        };
+        /**
+         * PauseReason
+         * @enum {string}
+         */
+        PauseReason: "upstream_out_of_credits" | "upstream_key_rejected";
         /** PlanOut */
         PlanOut: {
             /**
@@ -1963,6 +1978,8 @@ export interface components {
         /** QueueOut */
         QueueOut: {
             policy: components["schemas"]["QueuePolicy"];
+            /** @description dispatch paused for everyone: the account cannot work; a probe every ACCOUNT_PROBE_SECONDS resumes it (null: running) */
+            paused: components["schemas"]["PauseOut"] | null;
             /**
              * Cap
              * @description the account's concurrency the scheduler keeps to now: SEEDANCE_MAX_CONCURRENT_TASKS or what its 429s taught, the lower (null: none known)
@@ -5443,6 +5460,10 @@ export interface operations {
                     /**
                      * @example {
                      *       "policy": "fair",
+                     *       "paused": {
+                     *         "reason": "upstream_out_of_credits",
+                     *         "since": "2026-11-26T09:30:00Z"
+                     *       },
                      *       "cap": 1,
                      *       "learned_cap": 1,
                      *       "probe_at": "2026-11-26T09:30:00Z",
