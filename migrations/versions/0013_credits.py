@@ -1,4 +1,4 @@
-"""the credits ledger (accounts, transfers, holds settled with the job's last move); the account pause
+"""the credits ledger (accounts, transfers, holds settled by the job's last move); pauses
 
 Revision ID: 0013
 Revises: 0012
