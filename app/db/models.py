@@ -269,7 +269,8 @@ class OutboundEvent(Base):
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     type: Mapped[str] = mapped_column(String(32))
-    job_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # None: an event about a user
+    subject: Mapped[str | None] = mapped_column(String(255))  # that user (`user.suspended`)
     job_event_id: Mapped[int | None] = mapped_column(BigInteger)
     at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -594,7 +594,7 @@ class JobOut(BaseModel):
     media: MediaOut | None = Field(None, description="once succeeded: the stored video's facts")
     error_code: str | None = Field(
         description="stable code when failed: upstream_rejected, upstream_failed, "
-        "insufficient_credits, upstream_unavailable, upstream_timeout, queue_timeout, "
+        "upstream_unavailable, upstream_timeout, queue_timeout, "
         "input_unavailable, media_unavailable, media_too_large, media_invalid, "
         "media_unsafe_url, content_policy (refused for its content: see `moderation`)"
     )

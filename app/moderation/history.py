@@ -30,11 +30,19 @@ class ModerationNotice(StrEnum):
     HELD = "job.moderation_held"
     RELEASED = "job.moderation_released"
     TAKEN_DOWN = "job.taken_down"
+    SUSPENDED = "user.suspended"  # about a user, not a job
 
 
-def notify(session: AsyncSession, notice: ModerationNotice, job_id: uuid.UUID) -> None:
+def notify(
+    session: AsyncSession,
+    notice: ModerationNotice,
+    job_id: uuid.UUID | None = None,
+    subject: str | None = None,
+) -> None:
     """Tell the product's servers, in the transaction of the decision (the outbox)."""
-    session.add(OutboundEvent(type=notice.value, job_id=job_id, at=datetime.now(UTC)))
+    session.add(
+        OutboundEvent(type=notice.value, job_id=job_id, subject=subject, at=datetime.now(UTC))
+    )
 
 
 class Source(StrEnum):

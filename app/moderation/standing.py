@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.db.models import ModerationEvent, Suspension
 from app.kit.errors import ProblemError
-from app.moderation.history import EventKind, Source, record
+from app.moderation.history import EventKind, ModerationNotice, Source, notify, record
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +98,7 @@ async def suspend(
         suspension.reason, suspension.until, suspension.by = reason, until, by
         suspension.since = now
     record(session, subject, EventKind.SUSPENDED, by, reason=reason[:64], note=reason)
+    notify(session, ModerationNotice.SUSPENDED, subject=subject)
     return suspension
 
 

@@ -25,6 +25,7 @@ from app.db.models import (
     OutboundEndpoint,
     OutboundEvent,
     OutboundMessage,
+    Suspension,
 )
 from app.jobs.service import batch_jobs
 from app.jobs.states import TERMINAL
@@ -105,14 +106,19 @@ class Fanout:
                 job.id: job
                 for job in await session.scalars(
                     select(Job)
-                    .where(Job.id.in_({e.job_id for e in events}))
+                    .where(Job.id.in_({e.job_id for e in events if e.job_id}))
                     .with_for_update(read=True)
                 )
             }
             targets: list[uuid.UUID] = []
             messages: list[Message] = []
             for event in events:
-                job = jobs.get(event.job_id)
+                if event.subject is not None:
+                    for endpoint, message in await _about_user(session, endpoints, event):
+                        targets.append(endpoint)
+                        messages.append(message)
+                    continue
+                job = jobs.get(event.job_id) if event.job_id else None
                 if job is None:
                     continue
                 for endpoint, message in await self._messages(session, endpoints, event, job):
@@ -170,6 +176,32 @@ class Fanout:
         key = f"{EventType.BATCH_COMPLETED}:{batch_id}"
         about = (None, batch_id)
         return _for_endpoints(endpoints, event, EventType.BATCH_COMPLETED, key, about, render)
+
+
+def user_event_key(subject: str) -> str:
+    """The start of the dedupe key of every message about `subject` (erasure finds them)."""
+    return f"user:{subject}:"
+
+
+async def _about_user(
+    session: AsyncSession, endpoints: list[OutboundEndpoint], event: OutboundEvent
+) -> list[tuple[uuid.UUID, Message]]:
+    """`user.suspended`: the suspension as it stands (none if lifted since: nothing sent)."""
+    assert event.subject is not None
+    suspension = await session.get(Suspension, event.subject)
+    if suspension is None:
+        return []
+
+    def render(prompt: bool) -> dict[str, Any]:
+        return {
+            "subject": event.subject,
+            "reason": suspension.reason,
+            "since": suspension.since.isoformat(),
+            "until": suspension.until.isoformat() if suspension.until else None,
+        }
+
+    key = f"{user_event_key(event.subject)}{event.type}:{event.id}"
+    return _for_endpoints(endpoints, event, event.type, key, (None, None), render)
 
 
 def _for_endpoints(

@@ -17,6 +17,7 @@ class EventType(StrEnum):
     JOB_MODERATION_HELD = ModerationNotice.HELD.value  # its result waits for review
     JOB_MODERATION_RELEASED = ModerationNotice.RELEASED.value  # review let it through
     JOB_TAKEN_DOWN = ModerationNotice.TAKEN_DOWN.value  # review removed it
+    USER_SUSPENDED = ModerationNotice.SUSPENDED.value  # a user may not create any more
     BATCH_COMPLETED = "batch.completed"  # every variant of a batch is terminal
 
 

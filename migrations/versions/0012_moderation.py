@@ -10,14 +10,17 @@ Create Date: 2026-12-06
 - `moderation_cases`: the review queue, one row per job waiting for a human.
 - `moderation_reports`: one open report per reporter and job.
 - `suspensions`: users who may not create; `taken_down_files`: sha256 of removed videos.
+- `outbound_events` may be about a user (`user.suspended`): no job, a subject.
 - the outbox trigger on `job_events` skips events that do not move the status (a
   moderation change, from = to: live streams carry it, webhooks have their own event).
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from alembic import op
+from alembic.operations import BatchOperations
 
 revision: str = "0012"
 down_revision: str | None = "0011"
@@ -56,8 +59,24 @@ def _outbox_trigger(moves_only: bool) -> None:
         )
 
 
+@contextmanager
+def _rebuilt(name: str) -> Iterator[BatchOperations]:
+    """Alter a table; SQLite rebuilds it under a new name, which the triggers naming it
+    (migration 0005's) must not be checked against midway (legacy ALTER TABLE semantics)."""
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        op.execute("PRAGMA legacy_alter_table = ON")
+    with op.batch_alter_table(name) as table:
+        yield table
+    if sqlite:
+        op.execute("PRAGMA legacy_alter_table = OFF")
+
+
 def upgrade() -> None:
     _outbox_trigger(moves_only=True)
+    with _rebuilt("outbound_events") as table:
+        table.alter_column("job_id", existing_type=sa.Uuid(), nullable=True)
+        table.add_column(sa.Column("subject", sa.String(length=255), nullable=True))
     op.create_table(
         "moderation_events",
         sa.Column(
@@ -169,6 +188,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM outbound_events WHERE job_id IS NULL")
+    with _rebuilt("outbound_events") as table:
+        table.drop_column("subject")
+        table.alter_column("job_id", existing_type=sa.Uuid(), nullable=False)
     _outbox_trigger(moves_only=False)
     op.drop_column("jobs", "moderation_categories")
     op.drop_column("jobs", "moderation_source")

@@ -495,3 +495,30 @@ async def test_held_released_and_taken_down_are_told_to_the_products_servers(
         # each payload is the job as it was when the message was written: after the
         # takedown, taken down
         assert payloads[-1]["data"]["job"]["moderation"]["state"] == "taken_down"
+
+
+async def test_a_suspension_is_told_to_the_products_servers(database_url: str) -> None:
+    receiver = Receiver()
+    async with (
+        running_stack(database_url, admin_token=ADMIN_TOKEN, outbound_enabled=True) as stack,
+        receiving(receiver) as url,
+    ):
+        added = await stack.http.post(
+            "/admin/webhook-endpoints",
+            json={"url": url, "events": ["user.suspended"]},
+            headers=ADMIN,
+        )
+        receiver.secrets = [added.json()["secret"]]
+        put = await stack.http.put(
+            "/admin/users/tenant%2Fmallory/suspension", json={"reason": "spam"}, headers=ADMIN
+        )
+        assert put.status_code == 200, put.text
+
+        async def told() -> bool:
+            return len(receiver.accepted()) == 1
+
+        await wait_until(told)
+        (delivery,) = receiver.accepted()
+        assert delivery.payload["type"] == "user.suspended"
+        assert delivery.payload["data"]["subject"] == "tenant/mallory"
+        assert delivery.payload["data"]["reason"] == "spam"

@@ -819,7 +819,7 @@ export interface components {
             media: components["schemas"]["MediaOut"] | null;
             /**
              * Error Code
-             * @description stable code when failed: upstream_rejected, upstream_failed, insufficient_credits, upstream_unavailable, upstream_timeout, queue_timeout, input_unavailable, media_unavailable, media_too_large, media_invalid, media_unsafe_url, content_policy (refused for its content: see `moderation`)
+             * @description stable code when failed: upstream_rejected, upstream_failed, upstream_unavailable, upstream_timeout, queue_timeout, input_unavailable, media_unavailable, media_too_large, media_invalid, media_unsafe_url, content_policy (refused for its content: see `moderation`)
              */
             error_code: string | null;
             /** Error Detail */
@@ -1451,7 +1451,7 @@ export interface components {
          * EventType
          * @enum {string}
          */
-        EventType: "job.queued" | "job.running" | "job.succeeded" | "job.failed" | "job.canceled" | "job.deleted" | "job.moderation_held" | "job.moderation_released" | "job.taken_down" | "batch.completed";
+        EventType: "job.queued" | "job.running" | "job.succeeded" | "job.failed" | "job.canceled" | "job.deleted" | "job.moderation_held" | "job.moderation_released" | "job.taken_down" | "user.suspended" | "batch.completed";
         /** FieldError */
         FieldError: {
             /**
@@ -1609,7 +1609,7 @@ export interface components {
             media: components["schemas"]["MediaOut"] | null;
             /**
              * Error Code
-             * @description stable code when failed: upstream_rejected, upstream_failed, insufficient_credits, upstream_unavailable, upstream_timeout, queue_timeout, input_unavailable, media_unavailable, media_too_large, media_invalid, media_unsafe_url, content_policy (refused for its content: see `moderation`)
+             * @description stable code when failed: upstream_rejected, upstream_failed, upstream_unavailable, upstream_timeout, queue_timeout, input_unavailable, media_unavailable, media_too_large, media_invalid, media_unsafe_url, content_policy (refused for its content: see `moderation`)
              */
             error_code: string | null;
             /** Error Detail */
