@@ -670,6 +670,13 @@ class Settings(BaseSettings):
         ge=1,
         description="the same, from one client address (behind a proxy: FORWARDED_ALLOW_IPS)",
     )
+    upload_staging_quota_bytes: int = Field(
+        3 * 1024 * MIB,
+        ge=MIB,
+        description="bytes this process may stage for uploads in progress (originals and clean "
+        "copies); the upload that would pass it is a 503 `staging_full`: keep it under the "
+        "staging volume (4 GiB in the manifests)",
+    )
     upload_idle_seconds: float = Field(
         30.0,
         gt=0,

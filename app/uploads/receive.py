@@ -60,8 +60,10 @@ async def receive_file(
     content_type: str,
     path: Path,
     cap_for: Callable[[UploadKind | None], int],
+    take: Callable[[int], None],
 ) -> Received:
-    """Write the body's one `file` part to `path`; problem errors for anything else."""
+    """Write the body's one `file` part to `path`, each slice `take`n from the staging
+    quota first; problem errors for anything else."""
     kind, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
@@ -133,6 +135,7 @@ async def receive_file(
             if received.size + len(first.data) > cap:
                 raise _too_large(cap)
             if len(first.data) >= FLUSH_BYTES or first.ended:
+                take(len(first.data))
                 received.size += len(first.data)
                 received.digest.update(first.data)
                 await file.write(bytes(first.data))

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ from app.uploads.keys import upload_key
 from app.uploads.receive import FILE_FIELD, receive_file
 from app.uploads.removal import UploadRemover
 from app.uploads.sanitize import Facts, Rules
+from app.uploads.staging_quota import StagingQuota
 
 logger = logging.getLogger(__name__)
 STORING_GRACE = timedelta(minutes=15)  # longer than storing one upload can take
@@ -75,6 +76,7 @@ class Uploads:
         self.in_progress = UploadsInProgress(
             settings.uploads_in_progress_per_user, settings.uploads_in_progress_per_address
         )
+        self.staging = StagingQuota(settings.upload_staging_quota_bytes)
 
     async def create(
         self,
@@ -88,8 +90,8 @@ class Uploads:
         """`address`: the client's, for the cap on uploads in progress from one address. A
         suspended user is refused (403) before a byte is read."""
         await standing.check_not_suspended(session, self._settings, owner)
-        with self.in_progress.hold(owner, address):
-            return await self._create(session, owner, plan, chunks, content_type)
+        with self.in_progress.hold(owner, address), self.staging.upload() as take:
+            return await self._create(session, owner, plan, chunks, content_type, take)
 
     async def _create(
         self,
@@ -98,6 +100,7 @@ class Uploads:
         plan: PlanLimits,
         chunks: AsyncIterator[bytes],
         content_type: str,
+        take: Callable[[int], None],
     ) -> Upload:
         upload_id = uuid.uuid4()
         original = self._storage.staging_root / f"upload-{upload_id}.original"
@@ -107,9 +110,10 @@ class Uploads:
             body = within_deadlines(
                 chunks, self._settings.upload_idle_seconds, self._settings.upload_max_seconds
             )
-            received = await receive_file(body, content_type, original, plan.upload_cap)
+            received = await receive_file(body, content_type, original, plan.upload_cap, take)
             await refuse_taken_down(session, received.digest.hexdigest())
             facts = await self._sanitize(original, clean, plan)
+            take(facts.size_bytes)  # the clean copy, staged beside the original
             kind = UploadKind(facts.kind)
             if received.claimed is not None and kind is not received.claimed:
                 raise _invalid(f"the file is {_described(facts)}, not {received.claimed.value}")

@@ -598,3 +598,40 @@ async def test_uploads_in_progress_are_capped_per_user(database_url: str) -> Non
         await upload(stack, upload_files.phone_jpeg(), "c.jpg", "image/jpeg")
         for _, writer in held:
             writer.close()
+
+
+async def test_uploads_beyond_the_staging_quota_are_503_and_nothing_is_left(
+    database_url: str,
+) -> None:
+    """Issue 37: uploads in progress fill the process's staging quota, never the disk."""
+    async with running_stack(database_url, upload_staging_quota_bytes=1024 * 1024) as stack:
+        url = httpx.URL(stack.url)
+        assert url.port is not None
+        _, writer = await asyncio.open_connection(url.host, url.port)
+        headers = "".join(f"{name}: {value}\r\n" for name, value in stack.headers("bob").items())
+        writer.write(
+            f"POST /uploads HTTP/1.1\r\nHost: {url.host}\r\n{headers}"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000000\r\n\r\n"
+            '--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n".encode()
+            + bytes(900_000)  # staged as it arrives, then nothing more
+        )
+        await writer.drain()
+        quota = stack.app.state.services.uploads.staging
+
+        async def held() -> bool:
+            return quota.used >= 512 * 1024
+
+        await wait_until(held)
+        refused = await upload(stack, bytes(600_000), "b.jpg", "image/jpeg", expect=503)
+        assert refused["code"] == "staging_full"
+        staging = stack.app.state.services.storage.staging_root
+        assert len(list(staging.glob("upload-*.original"))) == 1  # only the held one's
+        writer.close()
+        await writer.wait_closed()
+
+        async def given_back() -> bool:
+            return quota.used == 0 and not list(staging.glob("upload-*"))
+
+        await wait_until(given_back)
+        await upload(stack, upload_files.phone_jpeg(), "c.jpg", "image/jpeg")
