@@ -41,7 +41,7 @@ _FORM = {
     response_model=UploadOut,
     summary="Upload an image, a reference video or a reference audio file",
     openapi_extra={"requestBody": _FORM},
-    responses=problem_responses(408, 413, 415, 503),
+    responses=problem_responses(403, 408, 413, 415, 503),
 )
 async def create_upload(
     principal: Uploader, session: Session, request: Request, response: Response
@@ -54,9 +54,10 @@ async def create_upload(
     your plan's cap for their kind (413 `upload_too_large`), past your plan's uploads per
     day (429); 408 `body_timeout` for a body that sends nothing for UPLOAD_IDLE_SECONDS or
     is still arriving after UPLOAD_MAX_SECONDS; 429 `too_many_uploads_in_progress` past
-    UPLOADS_IN_PROGRESS_PER_USER (or _PER_ADDRESS); 503 `storage_unavailable` when the storage
-    fails (send it again). Use it in
-    a job as its `reference` (`upload:<id>`)."""
+    UPLOADS_IN_PROGRESS_PER_USER (or _PER_ADDRESS); 403 `account_suspended` for a suspended
+    user; 422 `content_policy` for a file that was taken down; 503 `staging_full` past the
+    process's staging quota and `storage_unavailable` when the storage fails (send it
+    again). Use it in a job as its `reference` (`upload:<id>`)."""
     state = services(request)
     upload = await state.uploads.create(
         session,

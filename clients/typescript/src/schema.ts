@@ -238,9 +238,10 @@ export interface paths {
          *     your plan's cap for their kind (413 `upload_too_large`), past your plan's uploads per
          *     day (429); 408 `body_timeout` for a body that sends nothing for UPLOAD_IDLE_SECONDS or
          *     is still arriving after UPLOAD_MAX_SECONDS; 429 `too_many_uploads_in_progress` past
-         *     UPLOADS_IN_PROGRESS_PER_USER (or _PER_ADDRESS); 503 `storage_unavailable` when the storage
-         *     fails (send it again). Use it in
-         *     a job as its `reference` (`upload:<id>`).
+         *     UPLOADS_IN_PROGRESS_PER_USER (or _PER_ADDRESS); 403 `account_suspended` for a suspended
+         *     user; 422 `content_policy` for a file that was taken down; 503 `staging_full` past the
+         *     process's staging quota and `storage_unavailable` when the storage fails (send it
+         *     again). Use it in a job as its `reference` (`upload:<id>`).
          */
         post: operations["createUpload"];
         delete?: never;
@@ -4320,6 +4321,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
