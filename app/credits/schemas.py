@@ -4,18 +4,28 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from app.credits.ledger import TransferKind
 from app.db.models import CreditTransfer
 from app.kit.fields import SINGLE_LINE, WholeNumber
 
 
+def _moves_something(amount: int) -> int:
+    if amount == 0:
+        raise PydanticCustomError("zero_amount", "an amount of 0 moves nothing")
+    return amount
+
+
 class CreditsGrant(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount: Annotated[WholeNumber, Field(ge=-(10**12), le=10**12)] = Field(
+    amount: Annotated[WholeNumber, AfterValidator(_moves_something)] = Field(
+        ge=-(10**12),
+        le=10**12,
+        json_schema_extra={"not": {"const": 0}},
         description="credits given; negative: taken back (an adjustment, refused with 409 "
-        "when it would leave less than nothing)"
+        "when it would leave less than nothing); never 0",
     )
     reason: Annotated[str, Field(min_length=1, max_length=255, pattern=SINGLE_LINE)]
 

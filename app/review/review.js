@@ -88,9 +88,9 @@ async function openCase(jobId) {
 async function decide(action) {
   const note = $("#note").value.trim() || null;
   const result = await api("POST", `/admin/moderation/jobs/${state.jobId}/decisions`, { action, note });
-  say(`Job ${state.jobId}: ${action} done; it is now ${result.state}.`);
   $("#case").hidden = true;
   await loadQueue();
+  say(`Job ${state.jobId}: ${action} done; it is now ${result.state}.`);
 }
 
 async function suspendOwner() {

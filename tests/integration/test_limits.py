@@ -147,7 +147,7 @@ async def test_in_flight_cap_never_overshoots_under_concurrent_creates(
 async def test_jobs_that_never_reached_seedance_cost_nothing(database_url: str) -> None:
     async with running_stack(
         database_url,
-        sim_config={"credits_exhausted": True},
+        sim_config={"reject_local_urls": True},  # a 400: no task was made
         dispatcher_enabled=True,
         user_daily_credit_budget=100,
     ) as stack:

@@ -105,11 +105,12 @@ async def decide_on_job(
     "/users/{subject:path}/suspension",
     response_model=StandingOut,
     summary="Suspend a user: no creates, batches, promotes or uploads",
-    responses=problem_responses(400),
+    responses=problem_responses(400, 404),
 )
 async def suspend_user(
     subject: Subject, body: SuspensionSet, session: Session, request: Request
 ) -> StandingOut:
+    """(A path that is not one line of text names no user: 404.)"""
     settings = services(request).settings
     await standing.suspend(session, subject, body.reason, body.until, "admin")
     await session.commit()

@@ -47,7 +47,7 @@ async def list_my_transactions(
     summary="Grant a user credits, or take some back (admins)",
     tags=["admin: credits"],
     dependencies=[Depends(require_admin)],
-    responses=problem_responses(400, 403, 409),
+    responses=problem_responses(400, 403, 404, 409),
 )
 async def grant_credits(
     subject: Annotated[str, Path(min_length=1, max_length=255, pattern=SINGLE_LINE)],
@@ -56,7 +56,8 @@ async def grant_credits(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """With an `Idempotency-Key`, a replay answers the first transfer again (201) and moves
-    nothing. A negative amount is an adjustment, 409 `would_overdraw` past the balance."""
+    nothing. A negative amount is an adjustment, 409 `would_overdraw` past the balance. (A
+    path that is not one line of text names no user: 404.)"""
     transfer, _ = await ledger.transfer_in(
         session, subject, ledger.TransferKind.GRANT, body.amount, idempotency_key, body.reason
     )

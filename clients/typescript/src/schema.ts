@@ -209,7 +209,8 @@ export interface paths {
         /**
          * Grant a user credits, or take some back (admins)
          * @description With an `Idempotency-Key`, a replay answers the first transfer again (201) and moves
-         *     nothing. A negative amount is an adjustment, 409 `would_overdraw` past the balance.
+         *     nothing. A negative amount is an adjustment, 409 `would_overdraw` past the balance. (A
+         *     path that is not one line of text names no user: 404.)
          */
         post: operations["grantCredits"];
         delete?: never;
@@ -529,7 +530,10 @@ export interface paths {
             cookie?: never;
         };
         get?: never;
-        /** Suspend a user: no creates, batches, promotes or uploads */
+        /**
+         * Suspend a user: no creates, batches, promotes or uploads
+         * @description (A path that is not one line of text names no user: 404.)
+         */
         put: operations["suspendUser"];
         post?: never;
         /** Lift a suspension (the strikes behind it are forgiven) */
@@ -1190,7 +1194,7 @@ export interface components {
         CreditsGrant: {
             /**
              * Amount
-             * @description credits given; negative: taken back (an adjustment, refused with 409 when it would leave less than nothing)
+             * @description credits given; negative: taken back (an adjustment, refused with 409 when it would leave less than nothing); never 0
              */
             amount: number;
             /** Reason */
@@ -4081,7 +4085,7 @@ export interface operations {
             content: {
                 /**
                  * @example {
-                 *       "amount": 1,
+                 *       "amount": -1000000000000,
                  *       "reason": "string"
                  *     }
                  */
@@ -4131,6 +4135,15 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6074,6 +6087,15 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
