@@ -38,6 +38,7 @@ class TransferState(StrEnum):
     VOIDED = "voided"
 
 
+# the service's accounts (made by migration 0013)
 GRANTS, TOPUPS = "system:grants", "system:topups"
 REVENUE, ADJUSTMENTS = "system:revenue", "system:adjustments"
 SOURCES = {TransferKind.GRANT: GRANTS, TransferKind.TOPUP: TOPUPS}
@@ -48,21 +49,6 @@ AVAILABLE = (
 
 def _insert(session: AsyncSession):  # type: ignore[no-untyped-def]  # the dialect's insert
     return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
-
-
-async def _system_account(session: AsyncSession, account_id: str) -> None:
-    await session.execute(
-        _insert(session)(CreditAccount)
-        .values(
-            id=account_id,
-            kind="system",
-            credits_posted=0,
-            debits_posted=0,
-            debits_pending=0,
-            updated_at=datetime.now(UTC),
-        )
-        .on_conflict_do_nothing()
-    )
 
 
 async def user_account(session: AsyncSession, subject: str) -> str:
@@ -95,18 +81,24 @@ def insufficient(required: int, available: int) -> ProblemError:
 
 
 async def hold(session: AsyncSession, subject: str, holds: list[tuple[uuid.UUID, int]]) -> None:
-    """Hold `amount` for each `(job_id, amount)`, all or none, in the caller's transaction."""
+    """Hold `amount` for each `(job_id, amount)`, all or none, in the caller's transaction:
+    one guarded UPDATE of the user's account, then the holds (a user without an account has
+    nothing to hold from)."""
     total = sum(amount for _, amount in holds)
-    account = await user_account(session, subject)
-    await _system_account(session, REVENUE)
-    available = await session.scalar(
-        update(CreditAccount)
-        .where(CreditAccount.id == account, AVAILABLE >= total)
-        .values(debits_pending=CreditAccount.debits_pending + total, updated_at=datetime.now(UTC))
-        .returning(AVAILABLE)
-    )
-    if available is None:
-        raise insufficient(total, await balance_of(session, account))
+    taken = (
+        await session.execute(
+            update(CreditAccount)
+            .where(CreditAccount.subject == subject, AVAILABLE >= total)
+            .values(
+                debits_pending=CreditAccount.debits_pending + total, updated_at=datetime.now(UTC)
+            )
+            .returning(CreditAccount.id, AVAILABLE)
+        )
+    ).first()
+    if taken is None:
+        available = await session.scalar(select(AVAILABLE).where(CreditAccount.subject == subject))
+        raise insufficient(total, available or 0)
+    account, available = taken
     now = datetime.now(UTC)
     for job_id, amount in holds:
         if amount == 0:
@@ -151,7 +143,6 @@ async def transfer_in(
     now = datetime.now(UTC)
     if amount > 0:
         source = SOURCES[kind]
-        await _system_account(session, source)
         after = await session.scalar(
             update(CreditAccount)
             .where(CreditAccount.id == account)
@@ -166,7 +157,6 @@ async def transfer_in(
         debit, credit = source, account
     else:
         kind = TransferKind.ADJUST
-        await _system_account(session, ADJUSTMENTS)
         after = await session.scalar(
             update(CreditAccount)
             .where(CreditAccount.id == account, AVAILABLE >= -amount)

@@ -2,10 +2,10 @@
 
 Revision ID: 0013
 Revises: 0012
-Create Date: 2026-12-06 19:31:09.440123
+Create Date: 2026-12-06
 
 - `credit_accounts`: balances (credits and debits posted, debits pending: holds); a user's
-  is never overdrawn, by a CHECK constraint.
+  is never overdrawn, by a CHECK constraint; the service's four accounts are made here.
 - `credit_transfers`: every movement; a hold is pending until a charge or a release
   settles it; `idempotency_key` is unique.
 - `jobs.credit_state`: held, charged or refunded.
@@ -17,6 +17,7 @@ Create Date: 2026-12-06 19:31:09.440123
 """
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -183,6 +184,28 @@ def upgrade() -> None:
     )
     op.add_column("jobs", sa.Column("credit_state", sa.String(length=8), nullable=True))
     _create_trigger()
+    op.bulk_insert(
+        sa.table(
+            "credit_accounts",
+            sa.column("id", sa.String),
+            sa.column("kind", sa.String),
+            sa.column("credits_posted", sa.BigInteger),
+            sa.column("debits_posted", sa.BigInteger),
+            sa.column("debits_pending", sa.BigInteger),
+            sa.column("updated_at", sa.DateTime(timezone=True)),
+        ),
+        [
+            {
+                "id": f"system:{name}",
+                "kind": "system",
+                "credits_posted": 0,
+                "debits_posted": 0,
+                "debits_pending": 0,
+                "updated_at": datetime.now(UTC),
+            }
+            for name in ("grants", "topups", "revenue", "adjustments")
+        ],
+    )
     op.add_column("upstream_capacity", sa.Column("paused_reason", sa.String(32), nullable=True))
     op.add_column(
         "upstream_capacity", sa.Column("paused_since", sa.DateTime(timezone=True), nullable=True)

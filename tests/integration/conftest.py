@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, async_playwright
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.db.migrate import run_on_connection
+from app.db.models import CreditAccount
 from testkit.databases import fresh_postgres_database
 from testkit.harness import Stack, running_stack
 from testkit.s3_server import S3Bucket, new_bucket, s3_server
@@ -55,9 +56,14 @@ async def clean_tables(db_engine: AsyncEngine) -> None:
                 "TRUNCATE jobs, job_events, batches, outbound_endpoints, outbound_events, "
                 "outbound_messages, outbound_attempts, api_keys, job_stats_hours, "
                 "upstream_capacity, uploads, job_uploads, moderation_events, moderation_cases, "
-                "moderation_reports, suspensions, taken_down_files, credit_transfers, "
-                "credit_accounts RESTART IDENTITY CASCADE"
+                "moderation_reports, suspensions, taken_down_files, credit_transfers "
+                "RESTART IDENTITY CASCADE"
             )
+        )
+        # the service's own accounts stay (the migration made them), at zero
+        await conn.execute(text("DELETE FROM credit_accounts WHERE kind = 'user'"))
+        await conn.execute(
+            update(CreditAccount).values(credits_posted=0, debits_posted=0, debits_pending=0)
         )
 
 
