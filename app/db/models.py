@@ -546,3 +546,15 @@ class CreditTransfer(Base):
     user_account: Mapped[str | None] = mapped_column(String(64))  # whose statement it is on
     balance_after: Mapped[int | None] = mapped_column(BigInteger)  # that user's available
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ErasureMark(Base):
+    """A subject being erased, or erased within the hour (by a digest of it): a create or
+    an upload that began before the erasure finished is refused when it would commit, so
+    nothing in flight lands under an erased subject. Removed an hour after."""
+
+    __tablename__ = "erasure_marks"
+
+    subject_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]

@@ -20,7 +20,7 @@ from app.config import Settings
 from app.db.models import Batch, Job, JobEvent
 from app.db.one_row import OneRowStatement
 from app.identity.plans import PlanLimits
-from app.jobs import budget
+from app.jobs import budget, erasure_marks
 from app.jobs.inputs import Inputs, is_reference, named_inputs, upload_id_of
 from app.jobs.money import Wallet
 from app.jobs.reports import job_not_found
@@ -141,9 +141,11 @@ async def create_job(
     original job when the body matches and raises 409 when it does not. The user's plan,
     moderation, budgets and the uploads it names are checked before anything is
     recorded."""
+    started_at = datetime.now(UTC)
     plan.check(body.model, body.resolution, model_field="model", resolution_field="resolution")
     screening = await _screen(session, checks, owner, [(body, str)])
     await budget.lock_owner(session, owner)  # one create at a time per user, until commit
+    await erasure_marks.check_not_erased(session, owner, started_at)
     if idempotency_key is not None:
         existing = await session.scalar(
             select(Job).where(Job.owner == owner, Job.idempotency_key == idempotency_key)
@@ -172,6 +174,7 @@ async def create_batch(
 ) -> tuple[Batch, list[Job], bool]:
     """Record all variants under one batch, or none of them (plan, moderation and budgets
     are checked for the whole batch first)."""
+    started_at = datetime.now(UTC)
     variants = body.variants()
     for index, variant in enumerate(variants):
         plan.check(
@@ -184,6 +187,7 @@ async def create_batch(
     screening = await _screen(session, checks, owner, list(zip(variants, fields, strict=True)))
     fingerprint = body.fingerprint()
     await budget.lock_owner(session, owner)
+    await erasure_marks.check_not_erased(session, owner, started_at)
     if idempotency_key is not None:
         existing = await session.scalar(
             select(Batch).where(Batch.owner == owner, Batch.idempotency_key == idempotency_key)
@@ -399,6 +403,8 @@ async def erase_user(
     its domain's part; nothing the user gave, nor their name, is left."""
     pseudonym = f"erased-{uuid.uuid4().hex}"
     jobs = prompts = 0
+    await budget.lock_owner(session, owner)  # creates and uploads in flight commit first
+    await erasure_marks.erasing(session, owner)  # and those after are refused
     while True:
         batch = list(
             await session.scalars(
@@ -437,6 +443,7 @@ async def erase_user(
     )
     for forget in forgetters:
         await forget(session, owner, erasure.pseudonym)
+    await erasure_marks.erased(session, owner)
     await session.commit()
     return erasure
 

@@ -16,12 +16,14 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, UploadKind
 from app.db.models import Job, JobUpload, Upload
 from app.identity.plans import PlanLimits
+from app.jobs.budget import lock_owner
+from app.jobs.erasure_marks import check_not_erased
 from app.jobs.states import JobStatus
 from app.kit.bounded_child import BoundedChildren, Bounds, ChildRefused
 from app.kit.cursor import newest_first_page
@@ -89,9 +91,11 @@ class Uploads:
     ) -> Upload:
         """`address`: the client's, for the cap on uploads in progress from one address. A
         suspended user is refused (403) before a byte is read."""
+        started_at = datetime.now(UTC)
         await standing.check_not_suspended(session, self._settings, owner)
         with self.in_progress.hold(owner, address), self.staging.upload() as take:
-            return await self._create(session, owner, plan, chunks, content_type, take)
+            upload = await self._create(session, owner, plan, chunks, content_type, take)
+        return await self._kept_unless_erased(session, upload, started_at)
 
     async def _create(
         self,
@@ -149,6 +153,38 @@ class Uploads:
                 raise _invalid(str(exc)) from None
         return Facts(**fields)
 
+    async def _kept_unless_erased(
+        self, session: AsyncSession, upload: Upload, started_at: datetime
+    ) -> Upload:
+        """An upload is kept, under its owner's lock, unless the owner was erased while it
+        was on its way: then its row and object go now and the answer is a 410."""
+        owner, upload_id = upload.owner, upload.id  # (a rollback expires the object)
+        await lock_owner(session, owner)
+        try:
+            await check_not_erased(session, owner, started_at)
+        except ProblemError:
+            await self._drop(session, upload_id)
+            raise
+        kept = await session.execute(
+            update(Upload)
+            .where(Upload.id == upload_id, Upload.owner == owner)
+            .values(remove_at=None)
+            .returning(Upload.id)
+        )
+        if kept.first() is None:  # its storing grace ran out and the sweep took it
+            await session.rollback()
+            await self._drop(session, upload_id)
+            raise _storage_unavailable()
+        await session.commit()
+        return upload
+
+    async def _drop(self, session: AsyncSession, upload_id: uuid.UUID) -> None:
+        await session.execute(
+            update(Upload).where(Upload.id == upload_id).values(remove_at=datetime.now(UTC))
+        )
+        await session.commit()
+        await self._remover.remove(ids=[upload_id])
+
     async def _store(
         self, session: AsyncSession, upload_id: uuid.UUID, owner: str, facts: Facts, staged: str
     ) -> Upload:
@@ -169,15 +205,8 @@ class Uploads:
             await self._storage.store_staged(staged, key, facts.content_type)
         except Exception as exc:  # the row, still marked, is the sweep's to remove
             logger.warning("upload %s: storing failed (%r)", upload_id, exc)
-            raise ProblemError(
-                503,
-                "storage_unavailable",
-                "The file could not be stored now; send it again in a moment.",
-                headers={"Retry-After": "5"},
-            ) from None
-        upload.remove_at = None
-        await session.commit()
-        return upload
+            raise _storage_unavailable() from None
+        return upload  # still marked for removal: `_kept_unless_erased` decides
 
     async def delete(self, session: AsyncSession, owner: str, upload_id: uuid.UUID) -> None:
         """The owner deletes an upload no unfinished job uses (409 otherwise: Seedance may
@@ -245,3 +274,12 @@ async def list_uploads(
     query = select(Upload).where(Upload.owner == owner, Upload.remove_at.is_(None))
     keys = (Upload.created_at, Upload.id)
     return await newest_first_page(session, query, keys, limit=limit, cursor=cursor)
+
+
+def _storage_unavailable() -> ProblemError:
+    return ProblemError(
+        503,
+        "storage_unavailable",
+        "The file could not be stored now; send it again in a moment.",
+        headers={"Retry-After": "5"},
+    )

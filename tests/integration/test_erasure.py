@@ -128,3 +128,50 @@ async def test_a_subject_with_a_slash_as_is_in_the_path(database_url: str) -> No
         erased = await stack.http.delete(f"/admin/users/{SUBJECT}/data", headers=ADMIN)
         assert erased.status_code == 200 and erased.json()["jobs_deleted"] == 1
         assert (await stack.http.get("/jobs", headers=stack.headers(SUBJECT))).json()["items"] == []
+
+
+async def test_an_upload_streaming_through_an_erasure_leaves_no_row_and_no_object(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    """Issue 37: the upload row was written after sanitizing, so an erasure during a
+    streaming upload removed nothing and the upload then landed under the erased subject."""
+    async with running_stack(database_url, admin_token=ADMIN_TOKEN) as stack:
+        photo = upload_files.phone_jpeg()
+        host, port = stack.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        head = (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+            b"Content-Type: image/jpeg\r\n\r\n"
+        )
+        tail = b"\r\n--b--\r\n"
+        headers = "".join(f"{name}: {value}\r\n" for name, value in stack.headers().items())
+        writer.write(
+            f"POST /uploads HTTP/1.1\r\nHost: {host}\r\n{headers}"
+            "Content-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {len(head) + len(photo) + len(tail)}\r\n\r\n".encode()
+            + head
+            + photo[:1000]
+        )
+        await writer.drain()
+        uploads = stack.app.state.services.uploads
+
+        async def under_way() -> bool:
+            return uploads.in_progress.of("alice") == 1
+
+        await wait_until(under_way)
+        erased = await stack.http.delete("/admin/users/alice/data", headers=ADMIN)
+        assert erased.status_code == 200
+        writer.write(photo[1000:] + tail)
+        await writer.drain()
+        answer = await reader.read(65536)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 410 "), answer[:300]
+        assert b'"code":"subject_erased"' in answer
+        async with db_engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM uploads"))).scalar_one() == 0
+        stored = [p for p in (stack.app.state.services.storage.local_root / "uploads").rglob("*")]
+        assert [p for p in stored if p.is_file()] == []
+        # a request that begins after the erasure answered is a fresh start
+        files = {"file": ("b.jpg", photo, "image/jpeg")}
+        again = await stack.http.post("/uploads", files=files, headers=stack.headers())
+        assert again.status_code == 201, again.text
