@@ -317,11 +317,7 @@ class Dispatcher(PooledLoop):
         everyone until a probe is accepted; QUEUE_MAX_WAIT_SECONDS still bounds each wait."""
         reason = _ACCOUNT[type(error)]
         async with self._sessionmaker() as session, session.begin():
-            job = await session.get(Job, job_id, with_for_update=True)
-            assert job is not None
-            if job.status == JobStatus.QUEUED and job.upstream_task_id is None:
-                job.submit_started_at = None
-                job.submit_attempts -= 1
+            await _back_in_its_place(session, job_id)
             started = await scheduler.pause(session, self._settings, reason)
         if started:
             logger.error(
@@ -337,12 +333,18 @@ class Dispatcher(PooledLoop):
         holds submissions until a slot frees or the account's Retry-After passes."""
         UPSTREAM_RATE_LIMITED.inc()
         async with self._sessionmaker() as session, session.begin():
-            job = await session.get(Job, job_id, with_for_update=True)
-            assert job is not None
-            if job.status == JobStatus.QUEUED and job.upstream_task_id is None:
-                job.submit_started_at = None
-                job.submit_attempts -= 1
+            await _back_in_its_place(session, job_id)
             await session.flush()
             await scheduler.learn_rate_limited(
                 session, self._settings, error.retry_after, datetime.now(UTC)
             )
+
+
+async def _back_in_its_place(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """A submission the account refused for itself (full, out of credits, key refused): the
+    job waits in its place again, and the refusal is not one of its attempts."""
+    job = await session.get(Job, job_id, with_for_update=True)
+    assert job is not None
+    if job.status == JobStatus.QUEUED and job.upstream_task_id is None:
+        job.submit_started_at = None
+        job.submit_attempts -= 1

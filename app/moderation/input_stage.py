@@ -108,20 +108,25 @@ class InputModeration:
         assert isinstance(screening, InputJudgment)  # made by `screen` above
         for index, (job, _) in enumerate(jobs):
             if screening.unchecked:
-                job.moderation_state = ModerationState.UNCHECKED
-                record(
-                    session,
-                    job.owner,
-                    EventKind.UNCHECKED,
-                    self._moderator.provider.name,
-                    job_id=job.id,
-                    stage=Stage.INPUT,
-                    reason="provider_unavailable",
-                )
+                mark_unchecked(session, job, Stage.INPUT, self._moderator.provider.name)
             for decision in screening.flagged[index] if screening.flagged else ():
                 record_decision(
                     session, job.owner, Stage.INPUT, decision, job_id=job.id, observed=True
                 )
+
+
+def mark_unchecked(session: AsyncSession, job: Job, stage: Stage, provider: str) -> None:
+    """Accepted while the provider could not answer (MODERATION_FAIL_MODE=open)."""
+    job.moderation_state = ModerationState.UNCHECKED
+    record(
+        session,
+        job.owner,
+        EventKind.UNCHECKED,
+        provider,
+        job_id=job.id,
+        stage=stage,
+        reason="provider_unavailable",
+    )
 
 
 def record_decision(

@@ -21,8 +21,7 @@ from app.jobs.screening import Piece
 from app.jobs.states import ModerationState
 from app.moderation import review, standing
 from app.moderation.decisions import Decision, Stage, Verdict
-from app.moderation.history import EventKind, record
-from app.moderation.input_stage import record_decision
+from app.moderation.input_stage import mark_unchecked, record_decision
 from app.moderation.moderator import ModerationUnavailable, Moderator, worst
 from app.moderation.providers import Context
 
@@ -65,16 +64,7 @@ class OutputModeration:
         """In the transaction that stores the copy, before the job is `succeeded`."""
         if judgment.unavailable:
             if self._settings.moderation_fail_mode is ModerationFailMode.OPEN:
-                job.moderation_state = ModerationState.UNCHECKED
-                record(
-                    session,
-                    job.owner,
-                    EventKind.UNCHECKED,
-                    self._moderator.provider.name,
-                    job_id=job.id,
-                    stage=Stage.OUTPUT,
-                    reason="provider_unavailable",
-                )
+                mark_unchecked(session, job, Stage.OUTPUT, self._moderator.provider.name)
                 return
             await self._hold(session, job)
             return

@@ -6,6 +6,7 @@ ever held the canary (issue 27, item 2)."""
 
 import asyncio
 import logging
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -136,6 +137,12 @@ async def test_an_upload_streaming_through_an_erasure_leaves_no_row_and_no_objec
     """Issue 37: the upload row was written after sanitizing, so an erasure during a
     streaming upload removed nothing and the upload then landed under the erased subject."""
     async with running_stack(database_url, admin_token=ADMIN_TOKEN) as stack:
+        folder = stack.app.state.services.storage.local_root / "uploads"
+
+        def stored() -> set[Path]:  # the media folder is shared with earlier tests
+            return {p for p in folder.rglob("*") if p.is_file()}
+
+        before = stored()
         photo = upload_files.phone_jpeg()
         host, port = stack.url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
@@ -169,8 +176,7 @@ async def test_an_upload_streaming_through_an_erasure_leaves_no_row_and_no_objec
         assert b'"code":"subject_erased"' in answer
         async with db_engine.connect() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM uploads"))).scalar_one() == 0
-        stored = [p for p in (stack.app.state.services.storage.local_root / "uploads").rglob("*")]
-        assert [p for p in stored if p.is_file()] == []
+        assert stored() == before
         # a request that begins after the erasure answered is a fresh start
         files = {"file": ("b.jpg", photo, "image/jpeg")}
         again = await stack.http.post("/uploads", files=files, headers=stack.headers())

@@ -35,6 +35,7 @@ TABLES = {
     "taken_down_files",
     "credit_accounts",
     "credit_transfers",
+    "erasure_marks",
 }
 
 

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(40
     summary="Create a video job",
     responses={
         200: {"model": JobOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(400, 402, 403, 409, 503),
+        **problem_responses(400, 402, 403, 409, 410, 503),
     },
 )
 async def create_job(
@@ -40,7 +40,9 @@ async def create_job(
     Refused before anything is recorded: invalid bodies (422), content the policy does not
     allow (422 `content_policy`, naming each field), a suspended account (403
     `account_suspended`), moderation unavailable (503 `moderation_unavailable`), too many
-    jobs in flight (429), the daily credit budget (402)."""
+    jobs in flight (429), too few credits (402 `insufficient_credits`, with the credits
+    ledger on) or the daily credit budget (402 `budget_exceeded`); 410 `subject_erased`
+    when the account was erased while the request was under way."""
     built = services(request)
     job, created = await service.create_job(
         session,
@@ -71,7 +73,7 @@ def _accepted(request: Request, response: Response, created: bool, *, location: 
     summary="Create 2 to 8 prompt variants at once",
     responses={
         200: {"model": BatchOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(400, 402, 403, 409, 503),
+        **problem_responses(400, 402, 403, 409, 410, 503),
     },
 )
 async def create_batch(
@@ -132,7 +134,7 @@ async def get_job(job_id: uuid.UUID, principal: Reader, request: Request) -> Job
     summary="Render a succeeded Mini job again on seedance-2.0",
     responses={
         200: {"model": JobOut, "description": "A retry with a known Idempotency-Key"},
-        **problem_responses(400, 402, 403, 404, 409, 503),
+        **problem_responses(400, 402, 403, 404, 409, 410, 503),
     },
 )
 async def promote_job(

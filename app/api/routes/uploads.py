@@ -41,7 +41,7 @@ _FORM = {
     response_model=UploadOut,
     summary="Upload an image, a reference video or a reference audio file",
     openapi_extra={"requestBody": _FORM},
-    responses=problem_responses(403, 408, 413, 415, 503),
+    responses=problem_responses(403, 408, 410, 413, 415, 503),
 )
 async def create_upload(
     principal: Uploader, session: Session, request: Request, response: Response
@@ -55,9 +55,10 @@ async def create_upload(
     day (429); 408 `body_timeout` for a body that sends nothing for UPLOAD_IDLE_SECONDS or
     is still arriving after UPLOAD_MAX_SECONDS; 429 `too_many_uploads_in_progress` past
     UPLOADS_IN_PROGRESS_PER_USER (or _PER_ADDRESS); 403 `account_suspended` for a suspended
-    user; 422 `content_policy` for a file that was taken down; 503 `staging_full` past the
-    process's staging quota and `storage_unavailable` when the storage fails (send it
-    again). Use it in a job as its `reference` (`upload:<id>`)."""
+    user; 410 `subject_erased` when the account was erased while the file was on its way
+    (nothing of it is kept); 422 `content_policy` for a file that was taken down; 503
+    `staging_full` past the process's staging quota and `storage_unavailable` when the
+    storage fails (send it again). Use it in a job as its `reference` (`upload:<id>`)."""
     state = services(request)
     upload = await state.uploads.create(
         session,

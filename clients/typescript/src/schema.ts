@@ -21,7 +21,9 @@ export interface paths {
          *     Refused before anything is recorded: invalid bodies (422), content the policy does not
          *     allow (422 `content_policy`, naming each field), a suspended account (403
          *     `account_suspended`), moderation unavailable (503 `moderation_unavailable`), too many
-         *     jobs in flight (429), the daily credit budget (402).
+         *     jobs in flight (429), too few credits (402 `insufficient_credits`, with the credits
+         *     ledger on) or the daily credit budget (402 `budget_exceeded`); 410 `subject_erased`
+         *     when the account was erased while the request was under way.
          */
         post: operations["createJob"];
         delete?: never;
@@ -240,9 +242,10 @@ export interface paths {
          *     day (429); 408 `body_timeout` for a body that sends nothing for UPLOAD_IDLE_SECONDS or
          *     is still arriving after UPLOAD_MAX_SECONDS; 429 `too_many_uploads_in_progress` past
          *     UPLOADS_IN_PROGRESS_PER_USER (or _PER_ADDRESS); 403 `account_suspended` for a suspended
-         *     user; 422 `content_policy` for a file that was taken down; 503 `staging_full` past the
-         *     process's staging quota and `storage_unavailable` when the storage fails (send it
-         *     again). Use it in a job as its `reference` (`upload:<id>`).
+         *     user; 410 `subject_erased` when the account was erased while the file was on its way
+         *     (nothing of it is kept); 422 `content_policy` for a file that was taken down; 503
+         *     `staging_full` past the process's staging quota and `storage_unavailable` when the
+         *     storage fails (send it again). Use it in a job as its `reference` (`upload:<id>`).
          */
         post: operations["createUpload"];
         delete?: never;
@@ -2763,6 +2766,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Gone */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Content Too Large */
             413: {
                 headers: {
@@ -3027,6 +3039,15 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3500,6 +3521,15 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4352,6 +4382,15 @@ export interface operations {
             };
             /** @description Request Timeout */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
