@@ -275,3 +275,26 @@ async def test_a_refused_key_pauses_dispatch_until_it_works_again(database_url: 
             return {j.status for j in await stack.jobs()} == {"succeeded"}
 
         await wait_until(all_succeeded, within=60)
+
+
+async def test_a_task_failing_on_the_one_statement_path_is_refunded(
+    database_url: str, db_engine: AsyncEngine
+) -> None:
+    """A running job's task failing is applied in one statement on Postgres (no session,
+    no ORM): the settlement trigger refunds it all the same."""
+    async with running_stack(
+        database_url,
+        {"task_failure_rate": 1.0},
+        credits_ledger=True,
+        admin_token=ADMIN_TOKEN,
+        dispatcher_enabled=True,
+    ) as stack:
+        await grant(stack, "alice", 100)
+        job = await stack.create_job()
+        await wait_until(lambda: _status(stack, job["id"], "failed"))
+        out = await job_out(stack, job["id"])
+        assert out["error_code"] == "upstream_failed"
+        assert out["cost"] == {"estimated": COST, "held": 0, "charged": 0, "refunded": COST}
+        credits = (await stack.http.get("/me/credits", headers=stack.headers())).json()
+        assert (credits["available"], credits["held"]) == (100, 0)
+        await ledger_is_whole(db_engine)
