@@ -46,8 +46,11 @@ FAST_NETS = {
     "callback_overdue_per_video_second": 0.0,
     "reconciler_backoff_initial_seconds": 0.3,
     "reconciler_backoff_max_seconds": 1.0,
-    "submit_unknown_grace_seconds": 4.0,
-    "job_hard_deadline_seconds": 6.0,
+    # an unknown outcome's callback comes 0.5 s after its task: a busy 2-core machine has
+    # been seen to take more than 3.5 s more to record it, and a job failed by then leaves
+    # its task orphaned; the grace is what the machine needs, not what the faults take
+    "submit_unknown_grace_seconds": 8.0,
+    "job_hard_deadline_seconds": 10.0,
 }
 
 
