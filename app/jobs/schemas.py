@@ -616,7 +616,8 @@ class JobOut(BaseModel):
     estimated_start_at: datetime | None = Field(
         None,
         description="while queued: when it should be sent, from the recent render times and "
-        "the account's cap; null once submitted, or before any render was measured",
+        "the account's cap; null once submitted, before any render was measured, or while "
+        "dispatch is paused (the Seedance account cannot work)",
     )
     moderation: ModerationOut = Field(default_factory=ModerationOut)
     cost: CostOut = Field(default_factory=lambda: CostOut(estimated=0))

@@ -10,6 +10,7 @@ import pytest
 
 from app.config import Plan, Settings
 from app.identity.plans import Plans
+from app.jobs.live.queue_board import estimate
 from app.jobs.queue_view import Capacity, QueueView, Waiting
 from app.jobs.scheduler import fair_order, fair_schedule, fifo_order
 
@@ -220,3 +221,12 @@ def test_newcomers_are_those_admitted_and_still_waiting() -> None:
     admit(view, waiting[0])  # read, not new: placed where it was
     view.leave(first.id)
     assert view.newcomers() == [second]
+
+
+def test_no_start_is_estimated_while_the_account_is_paused() -> None:
+    now = datetime.now(UTC)
+    running = Capacity(cap=4, in_use=1, probing=False)
+    assert estimate(0, running, 30.0, now) == now
+    assert estimate(5, running, 30.0, now) == now + timedelta(seconds=(5 - 3 + 1) * 30 / 4)
+    paused = Capacity(cap=4, in_use=1, probing=False, paused=True, resume_probe_due=True)
+    assert [estimate(p, paused, 30.0, now) for p in (0, 5)] == [None, None]

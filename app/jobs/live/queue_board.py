@@ -73,8 +73,9 @@ def estimate(
     position: int, account: Capacity, render_seconds: float | None, now: datetime
 ) -> datetime | None:
     """When the job at `position` should start: at once while the account has room for
-    everything before it, else when enough slots have freed (cap slots a render)."""
-    if render_seconds is None:
+    everything before it, else when enough slots have freed (cap slots a render); unknown
+    while the account is paused (no one can say when it works again)."""
+    if render_seconds is None or account.paused:
         return None
     free = account.free
     if free is None or position < free:

@@ -864,7 +864,7 @@ export interface components {
             queue_position: number | null;
             /**
              * Estimated Start At
-             * @description while queued: when it should be sent, from the recent render times and the account's cap; null once submitted, or before any render was measured
+             * @description while queued: when it should be sent, from the recent render times and the account's cap; null once submitted, before any render was measured, or while dispatch is paused (the Seedance account cannot work)
              */
             estimated_start_at: string | null;
             moderation: components["schemas"]["ModerationOut"];
@@ -1654,7 +1654,7 @@ export interface components {
             queue_position: number | null;
             /**
              * Estimated Start At
-             * @description while queued: when it should be sent, from the recent render times and the account's cap; null once submitted, or before any render was measured
+             * @description while queued: when it should be sent, from the recent render times and the account's cap; null once submitted, before any render was measured, or while dispatch is paused (the Seedance account cannot work)
              */
             estimated_start_at: string | null;
             moderation: components["schemas"]["ModerationOut"];
