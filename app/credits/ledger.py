@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import CreditAccount, CreditTransfer
+from app.db.session import upsert_insert
 from app.kit.cursor import newest_first_page
 from app.kit.errors import ProblemError
 
@@ -47,14 +47,10 @@ AVAILABLE = (
 )
 
 
-def _insert(session: AsyncSession):  # type: ignore[no-untyped-def]  # the dialect's insert
-    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
-
-
 async def user_account(session: AsyncSession, subject: str) -> str:
     """The id of `subject`'s account, made (empty) the first time."""
     await session.execute(
-        _insert(session)(CreditAccount)
+        upsert_insert(session, CreditAccount)
         .values(
             id=f"user:{uuid.uuid4().hex}",
             kind="user",

@@ -3,6 +3,7 @@
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -46,3 +47,11 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     in-process event fan-out on SQLite) attach to this app only."""
     app_session = type("AppSession", (Session,), {})
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=app_session)
+
+
+def upsert_insert(session: AsyncSession | Session, table: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into `table` with the ON CONFLICT clauses of the session's database
+    (Postgres in production, SQLite in the dev run)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

@@ -25,11 +25,11 @@ from itertools import islice
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import QueuePolicy, Settings
 from app.db.models import HOLDS_SLOT_SQL, Job, UpstreamCapacity
+from app.db.session import upsert_insert
 from app.identity.plans import Plans
 from app.jobs.queue_view import NEVER, Capacity, QueueView, Waiting
 from app.jobs.states import JobStatus, ModerationState
@@ -89,8 +89,7 @@ async def capacity(
 
 
 def _upsert_capacity(session: AsyncSession, **values: object) -> Any:
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(UpstreamCapacity).values(id=_CAPACITY_ROW, **values)
+    statement = upsert_insert(session, UpstreamCapacity).values(id=_CAPACITY_ROW, **values)
     return statement.on_conflict_do_update(index_elements=["id"], set_=values)
 
 

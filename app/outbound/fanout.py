@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import (
@@ -27,6 +26,7 @@ from app.db.models import (
     OutboundMessage,
     Suspension,
 )
+from app.db.session import upsert_insert
 from app.jobs.service import batch_jobs
 from app.jobs.states import TERMINAL
 from app.media.links import MediaLinks
@@ -69,9 +69,8 @@ async def add_messages(
     ]
     if not rows:
         return []
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = (
-        dialect.insert(OutboundMessage)
+        upsert_insert(session, OutboundMessage)
         .values(rows)
         .on_conflict_do_nothing(index_elements=["endpoint_id", "dedupe_key"])
         .returning(OutboundMessage.id)
