@@ -6,12 +6,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.credits import ledger
 from app.db.models import Job
-
-HELD = "held"
+from app.jobs.states import CreditState
 
 
 class LedgerWallet:
     async def hold(self, session: AsyncSession, owner: str, jobs: Sequence[Job]) -> None:
         await ledger.hold(session, owner, [(job.id, job.estimated_cost) for job in jobs])
         for job in jobs:
-            job.credit_state = HELD if job.estimated_cost else None
+            job.credit_state = CreditState.HELD if job.estimated_cost else None

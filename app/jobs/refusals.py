@@ -24,6 +24,28 @@ _DETAIL = {
 }
 
 
+def fail_for_content(
+    session: AsyncSession,
+    job: Job,
+    *,
+    stage: str,
+    decided_by: str,
+    categories: list[str],
+    detail: str,
+    source: EventSource,
+) -> None:
+    """The job fails `content_policy`, blocked at `stage` by `decided_by` (a provider, or
+    upstream): by Seedance here, by a judgment made after the create in the moderation
+    domain."""
+    job.error_code = CONTENT_POLICY
+    job.error_detail = detail
+    job.moderation_state = ModerationState.BLOCKED
+    job.moderation_stage = stage
+    job.moderation_source = decided_by
+    job.moderation_categories = categories
+    move(session, job, JobStatus.FAILED, source, detail=CONTENT_POLICY)
+
+
 def fail_refused(
     session: AsyncSession,
     settings: Settings,
@@ -32,11 +54,6 @@ def fail_refused(
     upstream_text: str | None,
     source: EventSource,
 ) -> None:
-    job.error_code = CONTENT_POLICY
-    job.error_detail = _DETAIL[stage]
-    job.moderation_state = ModerationState.BLOCKED
-    job.moderation_stage = stage.value
-    job.moderation_source = UPSTREAM
     # app/moderation/history.py writes the same rows for its own decisions
     session.add(
         ModerationEvent(
@@ -53,4 +70,12 @@ def fail_refused(
         )
     )
     UPSTREAM_REFUSALS.labels(stage.value).inc()
-    move(session, job, JobStatus.FAILED, source, detail=CONTENT_POLICY)
+    fail_for_content(
+        session,
+        job,
+        stage=stage.value,
+        decided_by=UPSTREAM,
+        categories=[],
+        detail=_DETAIL[stage],
+        source=source,
+    )

@@ -30,7 +30,7 @@ from pydantic_core import CoreSchema, PydanticCustomError
 
 from app.db.models import Batch, Job
 from app.jobs.inputs import UPLOAD_REFERENCE_PATTERN, is_reference, is_valid_reference
-from app.jobs.states import CONTENT_POLICY, WITHHELD, JobStatus, ModerationState
+from app.jobs.states import CreditState, JobStatus, ModerationState, appealable
 from app.kit.fields import WholeNumber
 from app.kit.public_urls import MAX_URL_LENGTH, PUBLIC_HTTPS_URL_PATTERN, check_public_https_url
 
@@ -530,14 +530,12 @@ class ModerationOut(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> "ModerationOut":
-        state = ModerationState(job.moderation_state or ModerationState.CLEAR)
-        refused = job.error_code == CONTENT_POLICY
         return cls(
-            state=state,
+            state=ModerationState(job.moderation_state or ModerationState.CLEAR),
             stage=ModerationStage(job.moderation_stage) if job.moderation_stage else None,
             source=job.moderation_source,
             categories=job.moderation_categories,
-            appealable=(state in WITHHELD or refused) and job.deleted_at is None,
+            appealable=appealable(job),
         )
 
 
@@ -558,9 +556,9 @@ class CostOut(BaseModel):
         amount = job.estimated_cost
         return cls(
             estimated=amount,
-            held=amount if state == "held" else 0,
-            charged=amount if state == "charged" else 0,
-            refunded=amount if state == "refunded" else 0,
+            held=amount if state == CreditState.HELD else 0,
+            charged=amount if state == CreditState.CHARGED else 0,
+            refunded=amount if state == CreditState.REFUNDED else 0,
         )
 
 

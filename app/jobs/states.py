@@ -36,6 +36,16 @@ class MediaStatus(StrEnum):
     PURGED = "purged"
 
 
+class CreditState(StrEnum):
+    """A job's money with the credits ledger on (None without it): held from create, then
+    charged on success or refunded on any other end, written by migration 0013's trigger
+    with the job's last move."""
+
+    HELD = "held"
+    CHARGED = "charged"
+    REFUNDED = "refunded"
+
+
 class ModerationState(StrEnum):
     """A job's standing with moderation, beside its status (the row's NULL is `clear`):
     `unchecked` (accepted while the provider was down; never sent until judged),
@@ -54,6 +64,13 @@ class ModerationState(StrEnum):
 WITHHELD = frozenset({ModerationState.HELD, ModerationState.BLOCKED, ModerationState.TAKEN_DOWN})
 # the error code of a job refused for its content (by us or by Seedance)
 CONTENT_POLICY = "content_policy"
+
+
+def appealable(job: Job) -> bool:
+    """Its owner may ask a human to look again: held, blocked or taken down, or refused
+    for its content, and not deleted."""
+    refused = job.error_code == CONTENT_POLICY
+    return (job.moderation_state in WITHHELD or refused) and job.deleted_at is None
 
 
 class EventSource(StrEnum):

@@ -7,7 +7,7 @@ which at the input stage is a refusal and at the output stage a hold. A provider
 also decide outright (the operator's own patterns, the product's own service).
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
@@ -53,6 +53,20 @@ class Decision:
     categories: dict[str, float]
     provider: str
     reason: str | None = None
+
+
+def not_allowed(decisions: Iterable[Decision]) -> list[Decision]:
+    """The decisions that are not `allow`: a review or a block."""
+    return [d for d in decisions if d.verdict is not Verdict.ALLOW]
+
+
+def worst(decisions: Iterable[Decision]) -> Verdict:
+    return max((d.verdict for d in decisions), default=Verdict.ALLOW)
+
+
+def categories_of(decisions: Iterable[Decision]) -> list[str]:
+    """Every category behind `decisions`, once each, sorted."""
+    return sorted({category for d in decisions for category in d.categories})
 
 
 def decide(

@@ -24,7 +24,7 @@ from app.jobs.screening import Piece, Screening
 from app.jobs.states import CONTENT_POLICY, ModerationState
 from app.kit.errors import FieldError, ProblemError
 from app.moderation import standing
-from app.moderation.decisions import Decision, Stage, Verdict
+from app.moderation.decisions import Decision, Stage, Verdict, not_allowed, worst
 from app.moderation.history import EventKind, record
 from app.moderation.moderator import ModerationUnavailable, Moderator
 from app.moderation.providers import Context
@@ -36,12 +36,16 @@ class InputJudgment(Screening):
     flagged: list[list[Decision]] = field(default_factory=list)
 
 
-def content_policy_error(decisions: Sequence[Decision]) -> ProblemError:
+def not_allowed_detail(decisions: Sequence[Decision], outcome: str) -> str:
     fields = ", ".join(d.field for d in decisions)
+    return f"The content policy does not allow {fields}; {outcome}."
+
+
+def content_policy_error(decisions: Sequence[Decision]) -> ProblemError:
     return ProblemError(
         422,
         CONTENT_POLICY,
-        f"The content policy does not allow {fields}; nothing was created or charged.",
+        not_allowed_detail(decisions, "nothing was created or charged"),
         errors=[
             FieldError(
                 field=d.field,
@@ -86,7 +90,7 @@ class InputModeration:
             if self._settings.moderation_fail_mode is ModerationFailMode.CLOSED:
                 raise unavailable_error(exc) from exc
             return InputJudgment(unchecked=True)
-        flagged = [[d for d in decisions if d.verdict is not Verdict.ALLOW] for decisions in judged]
+        flagged = [not_allowed(decisions) for decisions in judged]
         refused = [d for decisions in flagged for d in decisions]
         if refused and self._moderator.enforcing:
             await self._record_refusal(owner, refused)
@@ -99,7 +103,7 @@ class InputModeration:
         async with self._sessionmaker() as session, session.begin():
             for decision in refused:
                 record_decision(session, owner, Stage.INPUT, decision, job_id=None)
-            if any(d.verdict is Verdict.BLOCK for d in refused):
+            if worst(refused) is Verdict.BLOCK:
                 await standing.enforce_strikes(session, self._settings, owner)
 
     async def record(

@@ -15,7 +15,7 @@ import httpx
 from app.config import ModerationMode, ModerationProvider, Settings
 from app.jobs.screening import Piece
 from app.kit.breaker import CircuitBreaker
-from app.moderation.decisions import Decision, Stage, Verdict, decide
+from app.moderation.decisions import Decision, Stage, decide
 from app.moderation.providers import Context, Provider, ProviderError
 from app.moderation.providers.http import HttpProvider
 from app.moderation.providers.openai import OpenAIProvider
@@ -103,7 +103,3 @@ def _count(stage: Stage, decision: Decision) -> None:
     outcome = decision.verdict.label
     for category in decision.categories or ("none",):
         MODERATION_DECISIONS.labels(stage.value, decision.provider, category, outcome).inc()
-
-
-def worst(decisions: Sequence[Decision]) -> Verdict:
-    return max((d.verdict for d in decisions), default=Verdict.ALLOW)

@@ -20,9 +20,9 @@ from app.db.models import Job, ModerationCase
 from app.jobs.screening import Piece
 from app.jobs.states import ModerationState
 from app.moderation import review, standing
-from app.moderation.decisions import Decision, Stage, Verdict
+from app.moderation.decisions import Decision, Stage, Verdict, categories_of, not_allowed, worst
 from app.moderation.input_stage import mark_unchecked, record_decision
-from app.moderation.moderator import ModerationUnavailable, Moderator, worst
+from app.moderation.moderator import ModerationUnavailable, Moderator
 from app.moderation.providers import Context
 
 
@@ -68,7 +68,7 @@ class OutputModeration:
                 return
             await self._hold(session, job)
             return
-        refused = [d for d in judgment.decisions if d.verdict is not Verdict.ALLOW]
+        refused = not_allowed(judgment.decisions)
         enforce = self._moderator.enforcing
         for decision in refused:
             record_decision(
@@ -78,7 +78,7 @@ class OutputModeration:
             return
         job.moderation_stage = Stage.OUTPUT
         job.moderation_source = refused[0].provider
-        job.moderation_categories = sorted({c for d in refused for c in d.categories})
+        job.moderation_categories = categories_of(refused)
         await self._hold(session, job)
         if worst(refused) is Verdict.BLOCK:
             job.moderation_state = ModerationState.BLOCKED  # in the queue still, for a takedown

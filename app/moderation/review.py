@@ -23,10 +23,12 @@ from app.jobs.states import (
     WITHHELD,
     MediaStatus,
     ModerationState,
+    appealable,
     note_moderation,
 )
 from app.kit.cursor import newest_first_page
 from app.kit.errors import FieldError, ProblemError
+from app.moderation import standing
 from app.moderation.history import EventKind, ModerationNotice, Source, notify, record
 from app.ops.metrics import MODERATION_TIME_TO_DECISION
 
@@ -64,9 +66,9 @@ def _open_case(
     job's row lock, so two reports at once both count)."""
     now = datetime.now(UTC)
     if case is None:
-        case = ModerationCase(job_id=job.id, subject=job.owner, held=False, reports=0)
+        case = ModerationCase(job_id=job.id, subject=job.owner)
         session.add(case)
-    if case.closed_at is not None or case.opened_at is None:
+    if case.opened_at is None or case.closed_at is not None:  # new, or opened again
         case.opened_at, case.priority, case.closed_at = now, 0, None
         case.held, case.reports, case.appealed, case.escalated = False, 0, False, False
     case.priority += priority
@@ -120,11 +122,6 @@ async def report(
     await session.commit()
 
 
-def appealable(job: Job) -> bool:
-    refused = job.error_code == CONTENT_POLICY
-    return (job.moderation_state in WITHHELD or refused) and job.deleted_at is None
-
-
 async def appeal(session: AsyncSession, owner: str, job_id: uuid.UUID, statement: str) -> None:
     """The owner asks a human to look again at a held, blocked or taken-down job or a
     `content_policy` failure; appealing again while it is open changes nothing."""
@@ -155,12 +152,6 @@ def hold(session: AsyncSession, job: Job, case: ModerationCase | None) -> None:
     job.moderation_state = ModerationState.HELD
     _open_case(session, case, job, HOLD_PRIORITY).held = True
     notify(session, ModerationNotice.HELD, job.id)
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
-    job: Job
-    case: ModerationCase | None
 
 
 async def decide(
@@ -200,11 +191,7 @@ async def decide(
             notify(session, ModerationNotice.RELEASED, job.id)
         if job.moderation_state in WITHHELD:
             job.moderation_state = None
-        await session.execute(  # a refusal an admin overturned is no strike
-            update(ModerationEvent)
-            .where(ModerationEvent.job_id == job.id, ModerationEvent.strike.is_(True))
-            .values(forgiven_at=now)
-        )
+        await standing.forgive(session, ModerationEvent.job_id == job.id)  # overturned
         kind = EventKind.RELEASED
     elif action is Action.TAKEDOWN:
         _take_down(session, settings, job, now)
@@ -226,7 +213,7 @@ async def decide(
     return job
 
 
-async def refuse_taken_down(session: AsyncSession, sha256: str, field: str = "file") -> None:
+async def refuse_taken_down(session: AsyncSession, sha256: str) -> None:
     """A file whose bytes are a taken-down video's cannot come back as an upload."""
     if await session.get(TakenDownFile, sha256) is not None:
         await session.rollback()
@@ -236,7 +223,7 @@ async def refuse_taken_down(session: AsyncSession, sha256: str, field: str = "fi
             "This file was taken down under the content policy.",
             errors=[
                 FieldError(
-                    field=field,
+                    field="file",
                     code=CONTENT_POLICY,
                     message="a file taken down under the content policy",
                     categories=[],

@@ -11,7 +11,7 @@ taken when a strike is recorded and, for Seedance's, when the user next creates.
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -107,19 +107,20 @@ async def lift(session: AsyncSession, subject: str, actor: str) -> bool:
     suspension = await session.get(Suspension, subject, with_for_update=True)
     if suspension is None:
         return False
-    now = datetime.now(UTC)
     await session.delete(suspension)
-    await session.execute(
-        update(ModerationEvent)
-        .where(
-            ModerationEvent.subject == subject,
-            ModerationEvent.strike.is_(True),
-            ModerationEvent.forgiven_at.is_(None),
-        )
-        .values(forgiven_at=now)
-    )
+    await forgive(session, ModerationEvent.subject == subject)
     record(session, subject, EventKind.LIFTED, Source.ADMIN, actor=actor)
     return True
+
+
+async def forgive(session: AsyncSession, which: ColumnElement[bool]) -> None:
+    """The strikes `which` picks no longer count (a lifted suspension, an overturned
+    refusal)."""
+    await session.execute(
+        update(ModerationEvent)
+        .where(which, ModerationEvent.strike.is_(True), ModerationEvent.forgiven_at.is_(None))
+        .values(forgiven_at=datetime.now(UTC))
+    )
 
 
 async def standing(session: AsyncSession, settings: Settings, subject: str) -> Standing:

@@ -12,12 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db.models import Job
 from app.jobs.inputs import references
+from app.jobs.refusals import fail_for_content
 from app.jobs.screening import job_pieces
-from app.jobs.states import CONTENT_POLICY, EventSource, JobStatus, ModerationState, move
+from app.jobs.states import EventSource, JobStatus, ModerationState
 from app.kit.loops import Loop
 from app.moderation import standing
-from app.moderation.decisions import Decision, Stage, Verdict
-from app.moderation.input_stage import record_decision
+from app.moderation.decisions import Decision, Stage, Verdict, categories_of, not_allowed, worst
+from app.moderation.input_stage import not_allowed_detail, record_decision
 from app.moderation.moderator import ModerationUnavailable, Moderator
 from app.moderation.providers import Context
 
@@ -74,7 +75,7 @@ class UncheckedJobs(Loop):
             job = await session.get(Job, job_id, with_for_update=True, populate_existing=True)
             if job is None or job.moderation_state != ModerationState.UNCHECKED:
                 return
-            refused = [d for d in decisions if d.verdict is not Verdict.ALLOW]
+            refused = not_allowed(decisions)
             enforce = bool(refused) and self._moderator.enforcing
             for decision in refused:
                 record_decision(
@@ -83,16 +84,14 @@ class UncheckedJobs(Loop):
             if not enforce or job.status != JobStatus.QUEUED:
                 job.moderation_state = None
                 return
-            job.moderation_state = ModerationState.BLOCKED
-            job.moderation_stage = Stage.INPUT
-            job.moderation_source = refused[0].provider
-            job.moderation_categories = sorted({c for d in refused for c in d.categories})
-            job.error_code = CONTENT_POLICY
-            job.error_detail = (
-                "The content policy does not allow "
-                + ", ".join(d.field for d in refused)
-                + "; nothing was sent or charged."
+            fail_for_content(
+                session,
+                job,
+                stage=Stage.INPUT,
+                decided_by=refused[0].provider,
+                categories=categories_of(refused),
+                detail=not_allowed_detail(refused, "nothing was sent or charged"),
+                source=EventSource.MODERATION,
             )
-            move(session, job, JobStatus.FAILED, EventSource.MODERATION, detail=CONTENT_POLICY)
-            if any(d.verdict is Verdict.BLOCK for d in refused):
+            if worst(refused) is Verdict.BLOCK:
                 await standing.enforce_strikes(session, self._settings, job.owner)

@@ -82,9 +82,11 @@ async def metrics(request: Request) -> Response:
     QUEUE_OLDEST_AGE.set(age)
     MODERATION_QUEUE_OPEN.set(cases)
     UPSTREAM_ACCOUNT_PAUSED.clear()
+    pause = scheduler.pause_of(account)
     for reason in scheduler.PauseReason:
-        paused = account is not None and account.paused_reason == reason
-        UPSTREAM_ACCOUNT_PAUSED.labels(reason.value).set(int(paused))
+        UPSTREAM_ACCOUNT_PAUSED.labels(reason.value).set(
+            int(pause is not None and pause.reason == reason)
+        )
     now = datetime.now(UTC)
     MODERATION_QUEUE_OLDEST.set((now - oldest_case).total_seconds() if oldest_case else 0)
     for status in JobStatus:
