@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -125,12 +126,16 @@ async def test_500_concurrent_creates_against_a_balance_for_10_jobs_accept_10(
     async with running_stack(database_url, credits_ledger=True, admin_token=ADMIN_TOKEN) as stack:
         assert (await grant(stack, "alice", 10 * COST)).status_code == 201
         headers = stack.headers()
+        # 500 at once through 100 connections: a request may wait its turn for a connection
+        # as long as the machine needs (no pool deadline), each answer still within 30 s
+        timeout = httpx.Timeout(30, pool=None)
+        async with httpx.AsyncClient(base_url=stack.url, timeout=timeout) as http:
 
-        async def create(index: int) -> int:
-            body = {"prompt": f"boat {index}"}
-            return (await stack.http.post("/jobs", json=body, headers=headers)).status_code
+            async def create(index: int) -> int:
+                body = {"prompt": f"boat {index}"}
+                return (await http.post("/jobs", json=body, headers=headers)).status_code
 
-        codes = await asyncio.gather(*(create(i) for i in range(500)))
+            codes = await asyncio.gather(*(create(i) for i in range(500)))
         assert (codes.count(202), codes.count(402)) == (10, 490)
         credits = (await stack.http.get("/me/credits", headers=headers)).json()
         assert (credits["available"], credits["held"]) == (0, 10 * COST)
