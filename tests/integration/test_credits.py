@@ -243,10 +243,18 @@ async def test_an_account_out_of_credits_pauses_dispatch_and_no_job_fails(
         await wait_until(paused)
         scraped = (await stack.http.get("/metrics", headers=ADMIN)).text
         assert 'seedance_upstream_account_paused{reason="upstream_out_of_credits"} 1.0' in scraped
-        # probes go one at a time and are refused; every job still waits in its place
-        await wait_until(lambda: asyncio.sleep(0, stack.sim.calls["generate"] >= 4))
-        assert {j.status for j in await stack.jobs()} == {"queued"}
-        assert all(j.submit_attempts == 0 for j in await stack.jobs())
+        # every job waits in its place with no attempt counted; then probes go one at a time
+        # and are refused (a probe in flight holds the only attempt)
+
+        async def no_attempt_counted() -> bool:
+            return all(j.submit_attempts == 0 for j in await stack.jobs())
+
+        await wait_until(no_attempt_counted)
+        probes_before = stack.sim.calls["generate"]
+        await wait_until(lambda: asyncio.sleep(0, stack.sim.calls["generate"] >= probes_before + 3))
+        during_probes = [await stack.jobs() for _ in range(5)]
+        assert all({j.status for j in jobs_now} == {"queued"} for jobs_now in during_probes)
+        assert all(sum(j.submit_attempts for j in jobs_now) <= 1 for jobs_now in during_probes)
         stack.sim.config.credits_exhausted = False
 
         async def all_succeeded() -> bool:
