@@ -132,6 +132,13 @@ class Plan(BaseModel):
     upload_max_bytes: dict[UploadKind, PositiveInt] | None = Field(
         None, description="per kind; a kind left out takes UPLOAD_MAX_BYTES's"
     )
+    monthly_credits: int = Field(
+        0,
+        ge=0,
+        le=10**12,
+        description="with CREDITS_LEDGER: granted each month (UTC), on the user's first use "
+        "in it; what is left at the month's end expires (spent before other credits)",
+    )
 
 
 class TokenIssuer(BaseModel):
@@ -444,6 +451,13 @@ class Settings(BaseSettings):
         description="hold each job's estimated cost from a balance admins grant (or a payment "
         "tops up), charged on success and refunded on every other end; off: only the daily "
         "budget caps spending (both apply when on)",
+    )
+
+    stripe_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Stripe's signing secret of POST /billing/stripe/webhook (whsec_...): a "
+        "paid checkout.session.completed tops up the credits its metadata names; unset: the "
+        "route answers 404",
     )
 
     account_probe_seconds: float = Field(

@@ -23,6 +23,7 @@ from app.api.routes import (
     admin_moderation,
     api_keys,
     batches,
+    billing,
     credits,
     events,
     health,
@@ -43,6 +44,7 @@ from app.credits.wallet import LedgerWallet
 from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
 from app.identity.api_keys import KnownKeys, forget_subject
+from app.identity.plans import Plans
 from app.identity.verifier import TokenVerifier
 from app.jobs.dispatcher import Dispatcher
 from app.jobs.live.events import EventHub, PostgresListener, publish_after_commit
@@ -158,7 +160,7 @@ async def _build_services(settings: Settings, stack: AsyncExitStack) -> Services
         checks=Checks(
             inputs=upload_inputs,
             screen=InputModeration(moderator, sessionmaker, settings),
-            wallet=LedgerWallet() if settings.credits_ledger else NoLedger(),
+            wallet=LedgerWallet(Plans(settings)) if settings.credits_ledger else NoLedger(),
         ),
         moderator=moderator,
         upload_remover=upload_remover,
@@ -301,6 +303,7 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
         jobs,
         moderation,
         credits,
+        billing,
         uploads,
         media,
         batches,

@@ -5,7 +5,7 @@ contract fuzzers need on top: operationIds that read well in generated code (`cr
 `streamJobEvents`), links from a created resource to the operations on it, optional
 parameters that are absent rather than `null`, problem bodies under their one media type,
 the shapes of live events (`JobEventOut`, the `data` of every SSE `job` event, and
-`QueueSpotOut`, of every `queue` event), and an
+`QueueSpotOut`, of every `queue` event, `BalanceOut`, of every `credits` event), and an
 example for every JSON request and answer.
 """
 
@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
+from app.credits.schemas import BalanceOut
 from app.jobs.schemas import JobEventOut, QueueSpotOut
 from app.kit.errors import PROBLEM_MEDIA_TYPE
 
@@ -90,7 +91,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                     response["content"] = {PROBLEM_MEDIA_TYPE: content[PROBLEM_MEDIA_TYPE]}
                 if status.startswith("2") and (method, path) in LINKS:
                     response["links"] = LINKS[(method, path)]
-    for live_event in (JobEventOut, QueueSpotOut):
+    for live_event in (JobEventOut, QueueSpotOut, BalanceOut):
         _add_component(document, live_event.model_json_schema(ref_template=COMPONENT_REF))
     _add_examples(document)
     app.openapi_schema = document
@@ -126,6 +127,7 @@ def _add_examples(document: dict[str, Any]) -> None:
 _FORMAT_EXAMPLES = {
     "uuid": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
     "date-time": "2026-11-26T09:30:00Z",
+    "date": "2026-11-26",
     "uri": "https://cdn.example.com/boat.png",
 }
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import CreditAccount, CreditTransfer
 from app.db.session import upsert_insert
+from app.jobs.live.events import notify_balance_changed
 from app.kit.cursor import newest_first_page
 from app.kit.errors import ProblemError
 
@@ -30,6 +31,7 @@ class TransferKind(StrEnum):
     CHARGE = "charge"  # the hold posted (the job succeeded)
     RELEASE = "release"  # the hold voided (the job ended without a video)
     ADJUST = "adjust"  # user -> system:adjustments (an admin takes credits back)
+    EXPIRE = "expire"  # user -> system:expired (a plan's monthly credits left at its end)
 
 
 class TransferState(StrEnum):
@@ -41,7 +43,9 @@ class TransferState(StrEnum):
 # the service's accounts (made by migration 0013)
 GRANTS, TOPUPS = "system:grants", "system:topups"
 REVENUE, ADJUSTMENTS = "system:revenue", "system:adjustments"
+EXPIRED = "system:expired"  # migration 0015
 SOURCES = {TransferKind.GRANT: GRANTS, TransferKind.TOPUP: TOPUPS}
+SINKS = {TransferKind.ADJUST: ADJUSTMENTS, TransferKind.EXPIRE: EXPIRED}
 AVAILABLE = (
     CreditAccount.credits_posted - CreditAccount.debits_posted - CreditAccount.debits_pending
 )
@@ -76,15 +80,26 @@ def insufficient(required: int, available: int) -> ProblemError:
     )
 
 
-async def hold(session: AsyncSession, subject: str, holds: list[tuple[uuid.UUID, int]]) -> None:
+async def hold(
+    session: AsyncSession,
+    subject: str,
+    holds: list[tuple[uuid.UUID, int]],
+    *,
+    fresh: ColumnElement[bool] | None = None,
+) -> None:
     """Hold `amount` for each `(job_id, amount)`, all or none, in the caller's transaction:
     one guarded UPDATE of the user's account, then the holds (a user without an account has
-    nothing to hold from)."""
+    nothing to hold from). `fresh`: a further condition on the account (its monthly
+    credits are this month's); when it fails the hold is refused like a short balance."""
     total = sum(amount for _, amount in holds)
     taken = (
         await session.execute(
             update(CreditAccount)
-            .where(CreditAccount.subject == subject, AVAILABLE >= total)
+            .where(
+                CreditAccount.subject == subject,
+                AVAILABLE >= total,
+                *([fresh] if fresh is not None else []),
+            )
             .values(
                 debits_pending=CreditAccount.debits_pending + total, updated_at=datetime.now(UTC)
             )
@@ -120,6 +135,64 @@ async def balance_of(session: AsyncSession, account: str) -> int:
     return await session.scalar(select(AVAILABLE).where(CreditAccount.id == account)) or 0
 
 
+async def post(
+    session: AsyncSession,
+    kind: TransferKind,
+    account: str,
+    amount: int,
+    *,
+    key: str | None,
+    note: str | None,
+    at: datetime,
+) -> CreditTransfer | None:
+    """One posted transfer between `account` (a user's) and the system account of `kind`,
+    both balances moved in the caller's transaction. Into the user's for a grant or a
+    top-up; out of it (an adjustment, an expiry) only if that much is available: None
+    when not (nothing moved)."""
+    incoming = kind in SOURCES
+    system = SOURCES[kind] if incoming else SINKS[kind]
+    user_change = (
+        {"credits_posted": CreditAccount.credits_posted + amount}
+        if incoming
+        else {"debits_posted": CreditAccount.debits_posted + amount}
+    )
+    guard = [] if incoming else [AVAILABLE >= amount]
+    after = await session.scalar(
+        update(CreditAccount)
+        .where(CreditAccount.id == account, *guard)
+        .values(**user_change, updated_at=at)
+        .returning(AVAILABLE)
+    )
+    if after is None:
+        return None
+    system_change = (
+        {"debits_posted": CreditAccount.debits_posted + amount}
+        if incoming
+        else {"credits_posted": CreditAccount.credits_posted + amount}
+    )
+    await session.execute(
+        update(CreditAccount)
+        .where(CreditAccount.id == system)
+        .values(**system_change, updated_at=at)
+    )
+    debit, credit = (system, account) if incoming else (account, system)
+    transfer = CreditTransfer(
+        id=uuid.uuid4(),
+        idempotency_key=key,
+        kind=kind,
+        debit_account=debit,
+        credit_account=credit,
+        amount=amount,
+        state=TransferState.POSTED,
+        note=note,
+        user_account=account,
+        balance_after=after,
+        created_at=at,
+    )
+    session.add(transfer)
+    return transfer
+
+
 async def transfer_in(
     session: AsyncSession,
     subject: str,
@@ -136,58 +209,21 @@ async def transfer_in(
         await session.commit()
         return found, False
     account = await user_account(session, subject)
-    now = datetime.now(UTC)
-    if amount > 0:
-        source = SOURCES[kind]
-        after = await session.scalar(
-            update(CreditAccount)
-            .where(CreditAccount.id == account)
-            .values(credits_posted=CreditAccount.credits_posted + amount, updated_at=now)
-            .returning(AVAILABLE)
-        )
-        await session.execute(
-            update(CreditAccount)
-            .where(CreditAccount.id == source)
-            .values(debits_posted=CreditAccount.debits_posted + amount, updated_at=now)
-        )
-        debit, credit = source, account
-    else:
-        kind = TransferKind.ADJUST
-        after = await session.scalar(
-            update(CreditAccount)
-            .where(CreditAccount.id == account, AVAILABLE >= -amount)
-            .values(debits_posted=CreditAccount.debits_posted - amount, updated_at=now)
-            .returning(AVAILABLE)
-        )
-        if after is None:
-            available = await balance_of(session, account)
-            await session.rollback()
-            raise ProblemError(
-                409,
-                "would_overdraw",
-                f"Taking {-amount} credits would leave less than nothing: {available} are "
-                "available (held credits included in what is not).",
-            )
-        await session.execute(
-            update(CreditAccount)
-            .where(CreditAccount.id == ADJUSTMENTS)
-            .values(credits_posted=CreditAccount.credits_posted - amount, updated_at=now)
-        )
-        debit, credit = account, ADJUSTMENTS
-    transfer = CreditTransfer(
-        id=uuid.uuid4(),
-        idempotency_key=idempotency_key,
-        kind=kind,
-        debit_account=debit,
-        credit_account=credit,
-        amount=abs(amount),
-        state=TransferState.POSTED,
-        note=note,
-        user_account=account,
-        balance_after=after,
-        created_at=now,
+    if amount < 0:
+        kind, amount = TransferKind.ADJUST, -amount
+    transfer = await post(
+        session, kind, account, amount, key=idempotency_key, note=note, at=datetime.now(UTC)
     )
-    session.add(transfer)
+    if transfer is None:
+        available = await balance_of(session, account)
+        await session.rollback()
+        raise ProblemError(
+            409,
+            "would_overdraw",
+            f"Taking {amount} credits would leave less than nothing: {available} are "
+            "available (held credits included in what is not).",
+        )
+    await notify_balance_changed(session, subject)
     try:
         await session.commit()
     except IntegrityError:  # the same key, replayed at the same moment: theirs stands

@@ -38,6 +38,7 @@ _AVAILABLE_CHANGE = {
     TransferKind.CHARGE: 0,  # already held
     TransferKind.RELEASE: 1,
     TransferKind.ADJUST: -1,
+    TransferKind.EXPIRE: -1,
 }
 
 
@@ -75,10 +76,20 @@ class TransferPage(BaseModel):
     next_cursor: str | None
 
 
-class CreditsOut(BaseModel):
-    available: int = Field(description="what new jobs can hold")
+class ExpiringOut(BaseModel):
+    amount: int = Field(gt=0, description="credits that lapse unless spent first")
+    at: datetime = Field(description="when (the end of the month of your plan's grant, UTC)")
+
+
+class BalanceOut(BaseModel):
+    available: int = Field(description="what new jobs can hold (expiring credits included)")
     held: int = Field(description="held by jobs still running")
     spent_this_month: int = Field(description="charged since the 1st (UTC)")
-    expiring: list[dict[str, int | datetime]] = Field(
-        default_factory=list, description="credits that lapse, and when (none yet: grants keep)"
+
+
+class CreditsOut(BalanceOut):
+    expiring: list[ExpiringOut] = Field(
+        default_factory=list,
+        description="your plan's monthly credits left, spent before any others; empty when "
+        "none (grants and top-ups do not expire)",
     )

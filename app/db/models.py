@@ -110,6 +110,8 @@ class Job(Base):
         Index("ix_jobs_media_status_next_attempt", "media_status", "media_next_attempt_at"),
         # fair share's turns: when each owner's latest job was sent (app/jobs/scheduler.py)
         Index("ix_jobs_owner_sent", "owner", "submit_started_at"),
+        # upstream spend by the day Seedance took each job (/admin/stats' forecast)
+        Index("ix_jobs_submitted", "submitted_at"),
         # the jobs holding one of the Seedance account's slots, counted by owner on every
         # claim (app/jobs/scheduler.py: HOLDS_SLOT says the same)
         Index(
@@ -201,6 +203,9 @@ class UpstreamCapacity(Base):
     paused_reason: Mapped[str | None] = mapped_column(String(32))
     paused_since: Mapped[datetime | None]
     resume_probe_at: Mapped[datetime | None]
+    # the account's balance as an operator last recorded it (POST /admin/account/credits)
+    account_credits: Mapped[int | None] = mapped_column(BigInteger)
+    account_credits_at: Mapped[datetime | None]
 
 
 class JobEvent(Base):
@@ -272,6 +277,8 @@ class OutboundEvent(Base):
     job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # None: an event about a user
     subject: Mapped[str | None] = mapped_column(String(255))  # that user (`user.suspended`)
     job_event_id: Mapped[int | None] = mapped_column(BigInteger)
+    # the facts of an event about no job and no user (`account.paused`), frozen when it happened
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -516,6 +523,10 @@ class CreditAccount(Base):
     debits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
     debits_pending: Mapped[int] = mapped_column(BigInteger, default=0)  # holds
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # a user's plan grant: the month it was last made ("2026-12") and its amount; what is
+    # left of it at the month's end expires (app/credits/monthly.py)
+    period: Mapped[str | None] = mapped_column(String(7))
+    period_grant: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class CreditTransfer(Base):

@@ -26,6 +26,7 @@ class PlanLimits:
     rate_limit_upload: str = "30/minute"
     uploads_per_day: int = 200
     upload_max_bytes: tuple[tuple[UploadKind, int], ...] = ()
+    monthly_credits: int = 0  # with the credits ledger: granted each month, expiring at its end
 
     def upload_cap(self, kind: UploadKind | None) -> int:
         """The largest upload of `kind` this plan takes (None: of any kind)."""
@@ -77,6 +78,7 @@ class Plans:
                 upload_max_bytes=tuple(
                     {**settings.upload_max_bytes, **(plan.upload_max_bytes or {})}.items()
                 ),
+                monthly_credits=plan.monthly_credits,
             )
 
         self._plans = {name: limits(name, plan) for name, plan in settings.plans.items()}

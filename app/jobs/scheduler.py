@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import QueuePolicy, Settings
-from app.db.models import HOLDS_SLOT_SQL, Job, UpstreamCapacity
+from app.db.models import HOLDS_SLOT_SQL, Job, OutboundEvent, UpstreamCapacity
 from app.db.session import upsert_insert
 from app.identity.plans import Plans
 from app.jobs.queue_view import NEVER, Capacity, QueueView, Waiting
@@ -93,6 +93,11 @@ def _upsert_capacity(session: AsyncSession, **values: object) -> Any:
     return statement.on_conflict_do_update(index_elements=["id"], set_=values)
 
 
+async def record_account_credits(session: AsyncSession, credits: int, at: datetime) -> None:
+    """The Seedance account's balance, as an operator read it (forecasts start from it)."""
+    await session.execute(_upsert_capacity(session, account_credits=credits, account_credits_at=at))
+
+
 async def learn_rate_limited(
     session: AsyncSession, settings: Settings, retry_after: float | None, now: datetime
 ) -> None:
@@ -136,9 +141,17 @@ def pause_of(account: UpstreamCapacity | None) -> Pause | None:
     return Pause(PauseReason(account.paused_reason), account.paused_since)
 
 
+class AccountNotice(StrEnum):
+    """Outbound admin events about the Seedance account (app/outbound fans them out)."""
+
+    PAUSED = "account.paused"
+    RESUMED = "account.resumed"
+
+
 async def pause(session: AsyncSession, settings: Settings, reason: PauseReason) -> bool:
     """The account cannot work: no job goes until a probe is accepted (the next in
-    ACCOUNT_PROBE_SECONDS). True when this starts the pause."""
+    ACCOUNT_PROBE_SECONDS). True when this starts the pause (then `account.paused` is in
+    the outbox, in the same transaction)."""
     now = datetime.now(UTC)
     row = await session.get(UpstreamCapacity, _CAPACITY_ROW, with_for_update=True)
     started = row is None or row.paused_reason is None
@@ -150,18 +163,30 @@ async def pause(session: AsyncSession, settings: Settings, reason: PauseReason) 
             resume_probe_at=now + timedelta(seconds=settings.account_probe_seconds),
         )
     )
+    if started:
+        data = {"reason": reason.value, "since": now.isoformat()}
+        session.add(OutboundEvent(type=AccountNotice.PAUSED, data=data, at=now))
     return started
 
 
 async def resume(session: AsyncSession) -> bool:
-    """A submission was accepted: the account works again. True when it was paused."""
+    """A submission was accepted: the account works again. True when it was paused (then
+    `account.resumed` is in the outbox, in the same transaction)."""
+    paused = pause_of(await session.get(UpstreamCapacity, _CAPACITY_ROW))
+    if paused is None:
+        return False  # the common case: no lock taken
     resumed = await session.execute(
         update(UpstreamCapacity)
-        .where(UpstreamCapacity.id == _CAPACITY_ROW, UpstreamCapacity.paused_reason.is_not(None))
+        .where(UpstreamCapacity.id == _CAPACITY_ROW, UpstreamCapacity.paused_since == paused.since)
         .values(paused_reason=None, paused_since=None, resume_probe_at=None)
         .returning(UpstreamCapacity.id)
     )
-    return resumed.first() is not None
+    if resumed.first() is None:
+        return False  # another replica's acceptance resumed it first
+    now = datetime.now(UTC)
+    data = {"reason": paused.reason.value, "since": paused.since.isoformat(), "at": now.isoformat()}
+    session.add(OutboundEvent(type=AccountNotice.RESUMED, data=data, at=now))
+    return True
 
 
 async def learn_accepted(session: AsyncSession) -> None:

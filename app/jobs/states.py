@@ -46,6 +46,16 @@ class CreditState(StrEnum):
     REFUNDED = "refunded"
 
 
+def moves_credits(event: JobEvent, job: Job) -> bool:
+    """Whether a recorded move held a job's credits (its creation) or settled them (its
+    last move), with the ledger on."""
+    if job.credit_state is None:
+        return False
+    return event.from_status is None or (
+        event.from_status != event.to_status and event.to_status in TERMINAL
+    )
+
+
 class ModerationState(StrEnum):
     """A job's standing with moderation, beside its status (the row's NULL is `clear`):
     `unchecked` (accepted while the provider was down; never sent until judged),

@@ -170,3 +170,13 @@ UPSTREAM_ACCOUNT_PAUSED = Gauge(
     "our key refused), by reason (read at scrape time)",
     ["reason"],
 )
+UPSTREAM_ACCOUNT_CREDITS_LEFT = Gauge(
+    "seedance_upstream_account_credits_remaining",
+    "The Seedance account's balance an operator last recorded, less the estimated cost of "
+    "the jobs it accepted since (NaN: none recorded; read at scrape time)",
+)
+UPSTREAM_ACCOUNT_DAYS_LEFT = Gauge(
+    "seedance_upstream_account_days_left",
+    "Days the Seedance account's credits last at the last 7 days' spend (NaN: no balance "
+    "recorded or nothing spent; read at scrape time): alert below a few days",
+)

@@ -17,8 +17,10 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.credits.ledger import TransferKind
 from app.db.models import (
     Batch,
+    CreditTransfer,
     Job,
     OutboundAttempt,
     OutboundEndpoint,
@@ -28,7 +30,7 @@ from app.db.models import (
 )
 from app.db.session import upsert_insert
 from app.jobs.service import batch_jobs
-from app.jobs.states import TERMINAL
+from app.jobs.states import TERMINAL, CreditState
 from app.media.links import MediaLinks
 from app.outbound.payloads import batch_data, envelope, job_data, job_out, without_user_text
 from app.outbound.states import EventType, MessageStatus
@@ -117,6 +119,11 @@ class Fanout:
                         targets.append(endpoint)
                         messages.append(message)
                     continue
+                if event.job_id is None:
+                    for endpoint, message in _about_account(endpoints, event):
+                        targets.append(endpoint)
+                        messages.append(message)
+                    continue
                 job = jobs.get(event.job_id) if event.job_id else None
                 if job is None:
                     continue
@@ -144,8 +151,10 @@ class Fanout:
             await _forget_prompt(session, job)
         key = f"job_event:{event.job_event_id}" if event.job_event_id else f"{event.type}:{job.id}"
         messages = _for_endpoints(endpoints, event, event.type, key, (job.id, None), render)
-        if job.batch_id is not None and event.job_event_id is not None and job.status in TERMINAL:
-            messages += await self._batch_completed(session, endpoints, event, job.batch_id)
+        if event.job_event_id is not None and job.status in TERMINAL:
+            messages += await _settled(session, endpoints, event, job)
+            if job.batch_id is not None:
+                messages += await self._batch_completed(session, endpoints, event, job.batch_id)
         return messages
 
     async def _batch_completed(
@@ -201,6 +210,53 @@ async def _about_user(
 
     key = f"{user_event_key(event.subject)}{event.type}:{event.id}"
     return _for_endpoints(endpoints, event, event.type, key, (None, None), render)
+
+
+_SETTLEMENTS = {
+    CreditState.CHARGED: (EventType.CREDITS_CHARGED, TransferKind.CHARGE),
+    CreditState.REFUNDED: (EventType.CREDITS_REFUNDED, TransferKind.RELEASE),
+}
+
+
+async def _settled(
+    session: AsyncSession, endpoints: list[OutboundEndpoint], event: OutboundEvent, job: Job
+) -> list[tuple[uuid.UUID, Message]]:
+    """`credits.charged` or `credits.refunded` for a job whose hold its last move settled.
+    `data.id` is the ledger transfer's key (`charge:<job>`, `release:<job>`): the same
+    however often it is sent, so a forwarder to a billing meter counts it once."""
+    if job.credit_state not in _SETTLEMENTS:
+        return []
+    event_type, kind = _SETTLEMENTS[CreditState(job.credit_state)]
+    if not any(event_type in endpoint.events for endpoint in endpoints):
+        return []
+    transfer = await session.scalar(
+        select(CreditTransfer).where(CreditTransfer.job_id == job.id, CreditTransfer.kind == kind)
+    )
+    if transfer is None:
+        return []  # a job erased since: nothing to tell
+
+    def render(prompt: bool) -> dict[str, Any]:
+        return {
+            "id": f"{kind}:{job.id}",
+            "owner": job.owner,
+            "job_id": str(job.id),
+            "model": job.model,
+            "amount": transfer.amount,
+            "balance_after": transfer.balance_after,
+            "at": transfer.created_at.isoformat(),
+        }
+
+    key = f"{event_type}:{job.id}"
+    return _for_endpoints(endpoints, event, event_type, key, (job.id, None), render)
+
+
+def _about_account(
+    endpoints: list[OutboundEndpoint], event: OutboundEvent
+) -> list[tuple[uuid.UUID, Message]]:
+    """`account.paused` / `account.resumed`: the facts frozen when it happened."""
+    data = event.data or {}
+    key = f"account:{event.type}:{event.id}"
+    return _for_endpoints(endpoints, event, event.type, key, (None, None), lambda _: data)
 
 
 def _for_endpoints(

@@ -3,6 +3,7 @@
 import uuid
 from enum import StrEnum
 
+from app.jobs.scheduler import AccountNotice
 from app.moderation.history import ModerationNotice
 
 
@@ -19,6 +20,12 @@ class EventType(StrEnum):
     JOB_TAKEN_DOWN = ModerationNotice.TAKEN_DOWN.value  # review removed it
     USER_SUSPENDED = ModerationNotice.SUSPENDED.value  # a user may not create any more
     BATCH_COMPLETED = "batch.completed"  # every variant of a batch is terminal
+    # the credits ledger settled a job's hold (metering: one per job and phase)
+    CREDITS_CHARGED = "credits.charged"  # it succeeded: its hold was charged
+    CREDITS_REFUNDED = "credits.refunded"  # it ended without a video: its hold was released
+    # written to the outbox by the dispatcher (admin events)
+    ACCOUNT_PAUSED = AccountNotice.PAUSED.value  # Seedance's 402, or our key refused
+    ACCOUNT_RESUMED = AccountNotice.RESUMED.value  # a probe was accepted
 
 
 # sent on an admin's request to one endpoint, whatever it subscribes to

@@ -110,6 +110,18 @@ function useToken(token) {
   sessionStorage.setItem("seedance-bff-token", state.token);
   $("#who").textContent = state.token ? "Signed in." : "Not signed in.";
   follow();
+  if (state.token) api("GET", "../me/credits").then(showBalance, () => {});
+}
+
+// the balance, when this deployment keeps one (a ledger with nothing in it shows nothing)
+function showBalance(credits) {
+  const { available, held, spent_this_month: spent } = credits;
+  const expiring = (credits.expiring ?? []).reduce((sum, e) => sum + e.amount, 0);
+  if (!available && !held && !spent && !expiring) return;
+  let text = `Credits: ${available} available`;
+  if (held) text += `, ${held} held by running jobs`;
+  if (expiring) text += ` (${expiring} expire at the month's end)`;
+  $("#balance").textContent = `${text}.`;
 }
 
 async function getDevToken() {
@@ -135,7 +147,11 @@ async function getDevToken() {
 
 function describe(job) {
   const parts = [job.model, `${job.duration}s`, job.resolution, job.aspect_ratio];
-  parts.push(`${job.estimated_cost} credits`);
+  const cost = job.cost ?? {};
+  if (cost.charged) parts.push(`${cost.charged} credits charged`);
+  else if (cost.refunded) parts.push(`${cost.refunded} credits refunded`);
+  else if (cost.held) parts.push(`${cost.held} credits held`);
+  else parts.push(`${job.estimated_cost} credits`);
   return parts.join(" · ");
 }
 
@@ -408,6 +424,8 @@ async function follow() {
           if ((event.event === "job" || event.event === "moderation") && event.data) {
             const move = JSON.parse(event.data);
             if (state.cards.has(move.job_id)) render(move.job);
+          } else if (event.event === "credits" && event.data) {
+            showBalance(JSON.parse(event.data));
           } else if (event.event === "queue" && event.data) {
             const spot = JSON.parse(event.data);
             const card = state.cards.get(spot.job_id);

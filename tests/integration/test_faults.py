@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.db.models import Job, JobEvent
+from app.db.models import CreditAccount, Job, JobEvent
 from app.jobs.states import ALLOWED_MOVES, TERMINAL, JobStatus
 from simulator import SimulatorConfig, create_simulator
 from testkit.harness import (
@@ -39,6 +39,7 @@ from testkit.harness import (
     wait_until,
 )
 from testkit.tcp_proxy import TcpProxy
+from tests.integration.test_credits import ADMIN_TOKEN, ledger_is_whole
 
 # fast safety nets, so the run ends in seconds
 FAST_NETS = {
@@ -255,11 +256,16 @@ async def test_a_job_whose_deadline_passed_while_the_database_was_away_is_not_fa
     assert ended.resolved_by == "reconciler"
 
 
+GRANT = 10_000
+
+
 async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
     database_url: str, db_engine: AsyncEngine
 ) -> None:
     """The service runs as its own process; it is SIGKILLed while a burst of creates and
-    submissions is on the wire, then restarted. Clients retry with their Idempotency-Keys."""
+    submissions is on the wire, then restarted. Clients retry with their Idempotency-Keys.
+    The credits ledger is on: each job is held once and settled once, whatever the kill
+    cut (issue 35)."""
     port = free_port()
     simulator = create_simulator(
         SimulatorConfig(
@@ -282,6 +288,8 @@ async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
             "user_max_jobs_in_flight": 1000,
             "media_root": MEDIA_ROOT,
             "media_trusted_origins": sim_url,
+            "credits_ledger": True,
+            "admin_token": ADMIN_TOKEN,
             **FAST_NETS,
         }
         env = service_env(settings)
@@ -291,6 +299,12 @@ async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
         service = await start_service(port, env)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                granted = await http.post(
+                    "/admin/users/alice/credits",
+                    json={"amount": GRANT, "reason": "burst"},
+                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                )
+                assert granted.status_code == 201, granted.text
 
                 async def create(key: str) -> None:
                     try:
@@ -334,6 +348,12 @@ async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
             assert (job.status, job.error_code) == ("failed", "upstream_timeout")
     assert sum(j.status == "succeeded" for j in jobs) >= 50
     await assert_histories_only_move_forward(db_engine)
+    await ledger_is_whole(db_engine)  # one hold and one settlement per job, as its state says
+    async with AsyncSession(db_engine) as session:
+        alice = await session.scalar(select(CreditAccount).where(CreditAccount.subject == "alice"))
+    assert alice is not None and alice.debits_pending == 0
+    charged = sum(j.estimated_cost for j in jobs if j.status == "succeeded")
+    assert alice.credits_posted - alice.debits_posted == GRANT - charged
 
 
 def postgres_control(action: str) -> list[str]:

@@ -182,6 +182,36 @@ async def test_problems_are_shown_from_the_problem_bodies(
     assert stack.sim.calls["generate"] == 0 and await stack.jobs() == []
 
 
+LEDGER_ADMIN = "playground-admin-token-" + "p" * 24
+
+
+@pytest.mark.parametrize(
+    "stack", [{"credits_ledger": True, "admin_token": LEDGER_ADMIN}], indirect=True
+)
+async def test_the_balance_and_each_cards_cost_follow_the_ledger_live(
+    open_playground: PageOpener, stack: Stack
+) -> None:
+    page = await open_playground()
+    await sign_in(page)
+    granted = await stack.http.post(
+        "/admin/users/playground-user/credits",
+        json={"amount": 50, "reason": "welcome"},
+        headers={"Authorization": f"Bearer {LEDGER_ADMIN}"},
+    )
+    assert granted.status_code == 201
+    balance = page.locator("#balance")
+    await expect(balance).to_have_text("Credits: 50 available.")  # told live, no reload
+    await page.get_by_label("Prompt variants").fill("a paper boat, dawn")
+    await page.get_by_label("Duration").select_option("4")
+    await page.get_by_label("Resolution", exact=True).select_option("480p")
+    await page.get_by_role("button", name="Generate").click()
+    card = page.locator("#results > li")
+    await expect(card).to_have_attribute("data-status", "succeeded", timeout=20_000)
+    await expect(card.locator(".details")).to_contain_text("4 credits charged")
+    await expect(balance).to_have_text("Credits: 46 available.")
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     "stack", [{"user_daily_credit_budget": 10, "rate_limit_create": "2/minute"}], indirect=True
 )

@@ -1,12 +1,13 @@
 """Operator views across all users (admin role in the JWT, or ADMIN_TOKEN)."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.auth import require_admin
 from app.api.deps import Cursor, Session
@@ -14,11 +15,11 @@ from app.api.errors import problem_responses
 from app.api.state import services
 from app.config import QueuePolicy
 from app.identity.plans import Plans
-from app.jobs import scheduler, service, stats
+from app.jobs import account_forecast, scheduler, service, stats
 from app.jobs.scheduler import PauseReason
 from app.jobs.schemas import JobOut
 from app.jobs.states import JobStatus
-from app.kit.fields import SINGLE_LINE, Rfc3339
+from app.kit.fields import SINGLE_LINE, Rfc3339, WholeNumber
 
 router = APIRouter(
     prefix="/admin",
@@ -49,6 +50,24 @@ class AdminJobPage(BaseModel):
     next_cursor: str | None
 
 
+class DaySpendOut(BaseModel):
+    day: date
+    credits: int = Field(description="estimated cost of the jobs Seedance accepted that day")
+
+
+class AccountOutlookOut(BaseModel):
+    recorded_credits: int | None = Field(description="POST /admin/account/credits (null: never)")
+    recorded_at: datetime | None
+    spent_since_recorded: int
+    remaining: int | None = Field(description="recorded less spent since (never below 0)")
+    spend_by_day: list[DaySpendOut] = Field(description="the last 7 days (UTC), today last")
+    daily_average: float = Field(description="over the last 7 x 24 hours")
+    days_left: float | None = Field(
+        description="remaining / daily_average (null: nothing recorded or nothing spent); "
+        "the metric seedance_upstream_account_days_left says the same"
+    )
+
+
 class StatsOut(BaseModel):
     since: datetime
     jobs_by_status: dict[str, int]
@@ -65,6 +84,17 @@ class StatsOut(BaseModel):
         description="from creation to Seedance accepting the job, over the jobs it accepted"
     )
     p95_seconds_in_queue: float | None
+    upstream_account: AccountOutlookOut = Field(
+        description="the Seedance account's credits: what an operator recorded, what "
+        "Seedance took since, and how long the rest lasts at the last 7 days' spend"
+    )
+
+
+class AccountCreditsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    credits: WholeNumber = Field(
+        ge=0, le=10**15, description="the balance Seedance's console shows now"
+    )
 
 
 class ErasureOut(BaseModel):
@@ -112,7 +142,28 @@ async def get_stats(
     hours: Annotated[float, Query(gt=0, le=24 * 31, description="window, in hours")] = 24,
 ) -> StatsOut:
     since = datetime.now(UTC) - timedelta(hours=hours)
-    return StatsOut.model_validate(await stats.compute(session, since), from_attributes=True)
+    computed = await stats.compute(session, since)
+    outlook = await account_forecast.forecast(session)
+    return StatsOut(
+        **asdict(computed),
+        upstream_account=AccountOutlookOut.model_validate(outlook, from_attributes=True),
+    )
+
+
+@router.post(
+    "/account/credits",
+    status_code=201,
+    response_model=AccountOutlookOut,
+    summary="Record the Seedance account's balance (forecasts start from it)",
+)
+async def record_account_credits(body: AccountCreditsIn, session: Session) -> AccountOutlookOut:
+    """Seedance has no balance endpoint: an operator copies the figure from its console
+    (after a top-up, say). The answer is the outlook from it, as /admin/stats shows it."""
+    await scheduler.record_account_credits(session, body.credits, datetime.now(UTC))
+    await session.commit()
+    return AccountOutlookOut.model_validate(
+        await account_forecast.forecast(session), from_attributes=True
+    )
 
 
 class QueuedJobOut(BaseModel):

@@ -2,24 +2,42 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 from fastapi.responses import JSONResponse
 
 from app.api.auth import require_admin
 from app.api.deps import Cursor, IdempotencyKey, Reader, Session
 from app.api.errors import problem_responses
-from app.credits import ledger
-from app.credits.schemas import CreditsGrant, CreditsOut, TransferOut, TransferPage
+from app.api.state import services
+from app.credits import ledger, monthly
+from app.credits.schemas import (
+    CreditsGrant,
+    CreditsOut,
+    ExpiringOut,
+    TransferOut,
+    TransferPage,
+)
 from app.kit.fields import SINGLE_LINE
 
 router = APIRouter(tags=["credits"], responses=problem_responses(401, 422, 429))
 
 
 @router.get("/me/credits", response_model=CreditsOut, summary="Your credits")
-async def get_my_credits(principal: Reader, session: Session) -> CreditsOut:
+async def get_my_credits(principal: Reader, session: Session, request: Request) -> CreditsOut:
+    """Your plan's credits of this month are granted on your first use of them (what was
+    left of last month's expires then)."""
+    if services(request).settings.credits_ledger:
+        await monthly.settle(session, principal.subject, principal.plan.monthly_credits)
+        await session.commit()
     found = await ledger.balance(session, principal.subject)
     return CreditsOut(
-        available=found.available, held=found.held, spent_this_month=found.spent_this_month
+        available=found.available,
+        held=found.held,
+        spent_this_month=found.spent_this_month,
+        expiring=[
+            ExpiringOut(amount=e.amount, at=e.at)
+            for e in await monthly.expiring_of(session, principal.subject)
+        ],
     )
 
 

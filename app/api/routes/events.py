@@ -1,7 +1,7 @@
 """Live job updates as Server-Sent Events: one job, or all of yours."""
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -12,11 +12,14 @@ from app.api.deps import Reader, Session
 from app.api.errors import problem_responses
 from app.api.sse import LiveStreamResponse
 from app.api.state import services
+from app.credits import ledger
+from app.credits.schemas import BalanceOut
 from app.jobs import service
 from app.jobs.live.feed import job_feed, latest_event_id, owner_feed
-from app.jobs.live.inbox import FeedItem, Inbox, QueueSpot
+from app.jobs.live.inbox import BalanceChanged, FeedItem, Inbox, QueueSpot
 from app.jobs.live.queue_board import QueueBoard
 from app.jobs.schemas import JobEventOut, QueueSpotOut
+from app.jobs.states import moves_credits
 from app.media.links import MediaLinks
 
 router = APIRouter(tags=["events"], responses=problem_responses(401, 422, 429, 503))
@@ -59,6 +62,8 @@ JOB_EVENT = _event_schema("job", {"$ref": "#/components/schemas/JobEventOut"})
 # the job's moderation changed (released, taken down) without a move of its status: the
 # same JobEventOut, from_status = to_status, `job.moderation` telling where it stands now
 MODERATION_EVENT = _event_schema("moderation", {"$ref": "#/components/schemas/JobEventOut"})
+# the caller's credits now (no id: a balance is not replayed on resume; it is read anew)
+CREDITS_EVENT = _event_schema("credits", {"$ref": "#/components/schemas/BalanceOut"}, with_id=False)
 # a waiting job's new place in the queue (no id: places are not replayed on resume)
 QUEUE_EVENT = _event_schema("queue", {"$ref": "#/components/schemas/QueueSpotOut"}, with_id=False)
 # where a stream opened "from now on" starts: a client that reconnects before any `job` event
@@ -87,18 +92,28 @@ def _sse_response(*events: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
 HEARTBEAT = ServerSentEvent(comment="ping")
 
 
+Balance = Callable[[], Awaitable[BalanceOut]]
+
+
 async def _sse(
-    items: AsyncIterator[FeedItem | QueueSpot | None],
+    items: AsyncIterator[FeedItem | QueueSpot | BalanceChanged | None],
     links: MediaLinks,
     board: QueueBoard,
     ready_at: int | None = None,
+    balance: Balance | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
+    """`balance`: the owner's stream also says `credits` after each move that held or
+    settled a job's credits, and when they moved otherwise (a grant, a top-up)."""
     if ready_at is not None:
         data = orjson.dumps({"after_event_id": ready_at}).decode()
         yield ServerSentEvent(data=data, id=str(ready_at), event="ready")
     async for item in items:
         if item is None:
             yield HEARTBEAT
+            continue
+        if isinstance(item, BalanceChanged):
+            if balance is not None:
+                yield _credits_event(await balance())
             continue
         if isinstance(item, QueueSpot):
             spot = QueueSpotOut(
@@ -119,6 +134,12 @@ async def _sse(
         )
         kind = "moderation" if item.event.from_status == item.event.to_status else "job"
         yield ServerSentEvent(data=payload.model_dump_json(), id=str(item.event.id), event=kind)
+        if balance is not None and moves_credits(item.event, item.job):
+            yield _credits_event(await balance())
+
+
+def _credits_event(balance: BalanceOut) -> ServerSentEvent:
+    return ServerSentEvent(data=balance.model_dump_json(), event="credits")
 
 
 def _stream(
@@ -173,10 +194,12 @@ async def stream_job_events(
     summary="Follow all of your jobs live (SSE)",
     description="Every move of your jobs from now on (or after Last-Event-ID). Opened without "
     "Last-Event-ID, the stream starts with a `ready` event whose `id` is where it starts. "
+    "A `credits` event (a BalanceOut, no id) follows each move that held or settled a job's "
+    "credits, and comes when they moved otherwise (a grant, a top-up, an expiry). "
     + SSE_DESCRIPTION,
     response_class=LiveStreamResponse,
     status_code=200,
-    responses=_sse_response(JOB_EVENT, READY_EVENT, QUEUE_EVENT, MODERATION_EVENT),
+    responses=_sse_response(JOB_EVENT, READY_EVENT, QUEUE_EVENT, MODERATION_EVENT, CREDITS_EVENT),
 )
 async def stream_my_events(
     request: Request, principal: Reader, last_event_id: LastEventId = None
@@ -195,5 +218,11 @@ async def stream_my_events(
         heartbeat_seconds=state.settings.sse_heartbeat_seconds,
     )
     ready_at = after if last_event_id is None else None
-    events = _sse(feed, state.media_links, state.queue_board, ready_at)
+
+    async def balance() -> BalanceOut:
+        async with state.sessionmaker() as session:
+            found = await ledger.balance(session, principal.subject)
+        return BalanceOut.model_validate(found, from_attributes=True)
+
+    events = _sse(feed, state.media_links, state.queue_board, ready_at, balance)
     return _stream(request, principal.subject, events, inbox)

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.api.auth import admin_principal
 from app.api.errors import problem_responses
 from app.api.state import services
-from app.jobs import scheduler, stats
+from app.jobs import account_forecast, scheduler, stats
 from app.jobs.states import JobStatus
 from app.kit.errors import ProblemError
 from app.moderation import review
@@ -24,6 +24,8 @@ from app.ops.metrics import (
     OUTBOUND_OLDEST_PENDING,
     QUEUE_OLDEST_AGE,
     QUEUED_BY_PLAN,
+    UPSTREAM_ACCOUNT_CREDITS_LEFT,
+    UPSTREAM_ACCOUNT_DAYS_LEFT,
     UPSTREAM_ACCOUNT_PAUSED,
 )
 from app.outbound import deliveries
@@ -75,6 +77,7 @@ async def metrics(request: Request) -> Response:
         waiting, oldest = await scheduler.waiting_by(session, "plan")
         cases, oldest_case = await review.open_cases(session)
         account = await scheduler.learned_capacity(session)
+        outlook = await account_forecast.forecast(session, by_day=False)
     QUEUED_BY_PLAN.clear()  # plans with nothing waiting drop out
     for plan, count in waiting.items():
         QUEUED_BY_PLAN.labels(plan).set(count)
@@ -87,6 +90,9 @@ async def metrics(request: Request) -> Response:
         UPSTREAM_ACCOUNT_PAUSED.labels(reason.value).set(
             int(pause is not None and pause.reason == reason)
         )
+    nan = float("nan")
+    UPSTREAM_ACCOUNT_CREDITS_LEFT.set(nan if outlook.remaining is None else outlook.remaining)
+    UPSTREAM_ACCOUNT_DAYS_LEFT.set(nan if outlook.days_left is None else outlook.days_left)
     now = datetime.now(UTC)
     MODERATION_QUEUE_OLDEST.set((now - oldest_case).total_seconds() if oldest_case else 0)
     for status in JobStatus:

@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 CHANNEL = "job_events"
 # a job left one of the Seedance account's slots (migration 0009): the dispatchers refill it
 SLOTS_CHANNEL = "upstream_slots"
+# a user's credits moved without a job's move (payload: the subject): their streams say so
+BALANCES_CHANNEL = "credit_balances"
+_BALANCE_NOTICES = "balance_notices"  # SQLite: the session's, published after its commit
 RECONNECT_SECONDS = 1.0
 
 
@@ -106,6 +109,10 @@ class EventHub:
 
     def has_subscribers(self) -> bool:
         return bool(self._by_job or self._by_owner)
+
+    def balance_changed(self, owner: str) -> None:
+        for inbox in self._by_owner.get(owner, ()):
+            inbox.push_balance()
 
     def push_queue_spot(self, spot: QueueSpot) -> None:
         for inbox in self._inboxes(spot.job_id, spot.owner):
@@ -217,6 +224,9 @@ class PostgresListener:
         try:
             await conn.add_listener(CHANNEL, self._on_notify)
             await conn.add_listener(SLOTS_CHANNEL, lambda *_: self._hub.slot_freed())
+            await conn.add_listener(
+                BALANCES_CHANNEL, lambda *args: self._hub.balance_changed(args[-1])
+            )
             self.listening.set()
             self._hub.resync()  # what moved while no connection listened was not notified
             await closed.wait()
@@ -224,6 +234,15 @@ class PostgresListener:
             self.listening.clear()
             with contextlib.suppress(Exception):
                 await asyncio.shield(conn.close(timeout=1))
+
+
+async def notify_balance_changed(session: AsyncSession, owner: str) -> None:
+    """Tell `owner`'s live streams, once this transaction commits, that their credits
+    moved (Postgres: a NOTIFY, delivered at commit; SQLite: published after it)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_notify(BALANCES_CHANNEL, owner)))
+    else:
+        session.info.setdefault(_BALANCE_NOTICES, set()).add(owner)
 
 
 def publish_after_commit(
@@ -246,9 +265,12 @@ def publish_after_commit(
     def publish(session: Session) -> None:
         for notice in session.info.pop(pending_key, []):
             hub.publish(notice)
+        for owner in session.info.pop(_BALANCE_NOTICES, ()):
+            hub.balance_changed(owner)
 
     def forget(session: Session) -> None:
         session.info.pop(pending_key, None)
+        session.info.pop(_BALANCE_NOTICES, None)
 
     hooks = (("after_flush", collect), ("after_commit", publish), ("after_rollback", forget))
     for name, hook in hooks:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import Job, JobEvent
 from app.jobs.live.events import EventHub
-from app.jobs.live.inbox import FeedItem, Inbox, QueueSpot
+from app.jobs.live.inbox import BalanceChanged, FeedItem, Inbox, QueueSpot
 from app.jobs.states import is_terminal
 
 PAGE = 500
@@ -91,7 +91,7 @@ async def _follow(
     query: Query,
     heartbeat_seconds: float,
     job_ended: Callable[[], Awaitable[bool]] | None,
-) -> AsyncIterator[FeedItem | QueueSpot | None]:
+) -> AsyncIterator[FeedItem | QueueSpot | BalanceChanged | None]:
     """A re-read first and whenever the inbox turned stale, the pushed moves otherwise,
     None for a heartbeat; until the inbox is closed, after what it already held (a stream
     closed as it opens, by a server stopping, still gets the moves recorded before it
@@ -121,6 +121,8 @@ async def _follow(
             yield item
         for spot in inbox.take_spots():
             yield spot
+        if inbox.take_balance():
+            yield BalanceChanged()
         if inbox.closed:
             return
         # jittered: streams opened together would otherwise beat together, a burst of
@@ -137,7 +139,7 @@ async def job_feed(
     *,
     after_event_id: int | None,
     heartbeat_seconds: float,
-) -> AsyncIterator[FeedItem | QueueSpot | None]:
+) -> AsyncIterator[FeedItem | QueueSpot | BalanceChanged | None]:
     """Moves of one job after `after_event_id` (without it: its latest move first), until
     the job is terminal or the inbox is closed (the server is shutting down: the client
     resumes elsewhere with Last-Event-ID). The caller has checked that the job is the
@@ -181,7 +183,7 @@ async def owner_feed(
     *,
     after_event_id: int,
     heartbeat_seconds: float,
-) -> AsyncIterator[FeedItem | QueueSpot | None]:
+) -> AsyncIterator[FeedItem | QueueSpot | BalanceChanged | None]:
     """Every move of the owner's jobs after `after_event_id` (`latest_event_id()`: from now
     on), until the inbox is closed."""
     with hub.for_owner(owner, inbox):

@@ -41,12 +41,19 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+@dataclass(frozen=True, slots=True)
+class BalanceChanged:
+    """The owner's credits moved without a move of a job (a grant, a top-up, an expiry):
+    the stream reads the balance and says it."""
+
+
 class Inbox:
-    __slots__ = ("_items", "_spots", "_waiter", "closed", "stale")
+    __slots__ = ("_balance", "_items", "_spots", "_waiter", "closed", "stale")
 
     def __init__(self) -> None:
         self._items: deque[FeedItem] = deque()
         self._spots: dict[uuid.UUID, QueueSpot] = {}  # the latest of each job only
+        self._balance = False  # the owner's credits moved (said once, however often)
         self._waiter: asyncio.Future[None] | None = None
         self.stale = False  # moves may have been missed: re-read the database
         self.closed = False  # the client went away or the server is stopping: end
@@ -63,6 +70,14 @@ class Inbox:
     def push_spot(self, spot: QueueSpot) -> None:
         self._spots[spot.job_id] = spot
         self._wake()
+
+    def push_balance(self) -> None:
+        self._balance = True
+        self._wake()
+
+    def take_balance(self) -> bool:
+        changed, self._balance = self._balance, False
+        return changed
 
     def take_spots(self) -> list[QueueSpot]:
         spots = list(self._spots.values())
@@ -93,7 +108,7 @@ class Inbox:
     async def wait(self, seconds: float) -> bool:
         """Wait until something arrives (a move, a re-read, the close) or `seconds` pass;
         False when nothing came (time for a heartbeat)."""
-        if self._items or self._spots or self.stale or self.closed:
+        if self._items or self._spots or self._balance or self.stale or self.closed:
             return True
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
@@ -103,7 +118,7 @@ class Inbox:
         finally:
             timer.cancel()
             self._waiter = None
-        return bool(self._items or self._spots or self.stale or self.closed)
+        return bool(self._items or self._spots or self._balance or self.stale or self.closed)
 
     def _wake(self) -> None:
         if self._waiter is not None:

@@ -172,7 +172,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Your credits */
+        /**
+         * Your credits
+         * @description Your plan's credits of this month are granted on your first use of them (what was
+         *     left of last month's expires then).
+         */
         get: operations["getMyCredits"];
         put?: never;
         post?: never;
@@ -215,6 +219,29 @@ export interface paths {
          *     path that is not one line of text names no user: 404.)
          */
         post: operations["grantCredits"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/billing/stripe/webhook": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Stripe's events: a paid checkout tops up credits (called by Stripe)
+         * @description Verified with STRIPE_WEBHOOK_SECRET by the official library: a bad or stale
+         *     signature is 400 and moves nothing. A paid `checkout.session.completed` (or
+         *     `checkout.session.async_payment_succeeded`) whose metadata names `subject` and
+         *     `credits` tops that user up, once per checkout session. 404 while no secret is set.
+         */
+        post: operations["stripeWebhook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -344,7 +371,7 @@ export interface paths {
         };
         /**
          * Follow all of your jobs live (SSE)
-         * @description Every move of your jobs from now on (or after Last-Event-ID). Opened without Last-Event-ID, the stream starts with a `ready` event whose `id` is where it starts. `text/event-stream` of `job` events (and `moderation` ones: a job released or taken down after review); each `data` is a JobEventOut, each `id` the event id to send back as `Last-Event-ID` when reconnecting. Comment lines (`: ping`) keep the connection alive every SSE_HEARTBEAT_SECONDS.
+         * @description Every move of your jobs from now on (or after Last-Event-ID). Opened without Last-Event-ID, the stream starts with a `ready` event whose `id` is where it starts. A `credits` event (a BalanceOut, no id) follows each move that held or settled a job's credits, and comes when they moved otherwise (a grant, a top-up, an expiry). `text/event-stream` of `job` events (and `moderation` ones: a job released or taken down after review); each `data` is a JobEventOut, each `id` the event id to send back as `Last-Event-ID` when reconnecting. Comment lines (`: ping`) keep the connection alive every SSE_HEARTBEAT_SECONDS.
          */
         get: operations["streamMyEvents"];
         put?: never;
@@ -417,6 +444,27 @@ export interface paths {
         get: operations["getStats"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/account/credits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Record the Seedance account's balance (forecasts start from it)
+         * @description Seedance has no balance endpoint: an operator copies the figure from its console
+         *     (after a top-up, say). The answer is the outlook from it, as /admin/stats shows it.
+         */
+        post: operations["recordAccountCredits"];
         delete?: never;
         options?: never;
         head?: never;
@@ -782,6 +830,46 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** AccountCreditsIn */
+        AccountCreditsIn: {
+            /**
+             * Credits
+             * @description the balance Seedance's console shows now
+             */
+            credits: number;
+        };
+        /** AccountOutlookOut */
+        AccountOutlookOut: {
+            /**
+             * Recorded Credits
+             * @description POST /admin/account/credits (null: never)
+             */
+            recorded_credits: number | null;
+            /** Recorded At */
+            recorded_at: string | null;
+            /** Spent Since Recorded */
+            spent_since_recorded: number;
+            /**
+             * Remaining
+             * @description recorded less spent since (never below 0)
+             */
+            remaining: number | null;
+            /**
+             * Spend By Day
+             * @description the last 7 days (UTC), today last
+             */
+            spend_by_day: components["schemas"]["DaySpendOut"][];
+            /**
+             * Daily Average
+             * @description over the last 7 x 24 hours
+             */
+            daily_average: number;
+            /**
+             * Days Left
+             * @description remaining / daily_average (null: nothing recorded or nothing spent); the metric seedance_upstream_account_days_left says the same
+             */
+            days_left: number | null;
+        };
         /**
          * Action
          * @enum {string}
@@ -1207,7 +1295,7 @@ export interface components {
         CreditsOut: {
             /**
              * Available
-             * @description what new jobs can hold
+             * @description what new jobs can hold (expiring credits included)
              */
             available: number;
             /**
@@ -1222,11 +1310,22 @@ export interface components {
             spent_this_month: number;
             /**
              * Expiring
-             * @description credits that lapse, and when (none yet: grants keep)
+             * @description your plan's monthly credits left, spent before any others; empty when none (grants and top-ups do not expire)
              */
-            expiring?: {
-                [key: string]: number | string;
-            }[];
+            expiring?: components["schemas"]["ExpiringOut"][];
+        };
+        /** DaySpendOut */
+        DaySpendOut: {
+            /**
+             * Day
+             * Format: date
+             */
+            day: string;
+            /**
+             * Credits
+             * @description estimated cost of the jobs Seedance accepted that day
+             */
+            credits: number;
         };
         /** DecisionCreate */
         DecisionCreate: {
@@ -1459,7 +1558,21 @@ export interface components {
          * EventType
          * @enum {string}
          */
-        EventType: "job.queued" | "job.running" | "job.succeeded" | "job.failed" | "job.canceled" | "job.deleted" | "job.moderation_held" | "job.moderation_released" | "job.taken_down" | "user.suspended" | "batch.completed";
+        EventType: "job.queued" | "job.running" | "job.succeeded" | "job.failed" | "job.canceled" | "job.deleted" | "job.moderation_held" | "job.moderation_released" | "job.taken_down" | "user.suspended" | "batch.completed" | "credits.charged" | "credits.refunded" | "account.paused" | "account.resumed";
+        /** ExpiringOut */
+        ExpiringOut: {
+            /**
+             * Amount
+             * @description credits that lapse unless spent first
+             */
+            amount: number;
+            /**
+             * At
+             * Format: date-time
+             * @description when (the end of the month of your plan's grant, UTC)
+             */
+            at: string;
+        };
         /** FieldError */
         FieldError: {
             /**
@@ -2203,6 +2316,18 @@ export interface components {
             median_seconds_in_queue: number | null;
             /** P95 Seconds In Queue */
             p95_seconds_in_queue: number | null;
+            /** @description the Seedance account's credits: what an operator recorded, what Seedance took since, and how long the rest lasts at the last 7 days' spend */
+            upstream_account: components["schemas"]["AccountOutlookOut"];
+        };
+        /** StripeAck */
+        StripeAck: {
+            /**
+             * Received
+             * @default true
+             */
+            received?: boolean;
+            /** @description the top-up this event made (or made before: a replay moves nothing); null for an event that buys nothing */
+            transfer: components["schemas"]["TransferOut"] | null;
         };
         /** SuspensionSet */
         SuspensionSet: {
@@ -2218,7 +2343,7 @@ export interface components {
          * TransferKind
          * @enum {string}
          */
-        TransferKind: "grant" | "topup" | "hold" | "charge" | "release" | "adjust";
+        TransferKind: "grant" | "topup" | "hold" | "charge" | "release" | "adjust" | "expire";
         /** TransferOut */
         TransferOut: {
             /**
@@ -2413,6 +2538,24 @@ export interface components {
             queue_position: number;
             /** Estimated Start At */
             estimated_start_at: string | null;
+        };
+        /** BalanceOut */
+        BalanceOut: {
+            /**
+             * Available
+             * @description what new jobs can hold (expiring credits included)
+             */
+            available: number;
+            /**
+             * Held
+             * @description held by jobs still running
+             */
+            held: number;
+            /**
+             * Spent This Month
+             * @description charged since the 1st (UTC)
+             */
+            spent_this_month: number;
         };
     };
     responses: never;
@@ -3958,7 +4101,10 @@ export interface operations {
                      *       "held": 1,
                      *       "spent_this_month": 1,
                      *       "expiring": [
-                     *         {}
+                     *         {
+                     *           "amount": 1,
+                     *           "at": "2026-11-26T09:30:00Z"
+                     *         }
                      *       ]
                      *     }
                      */
@@ -4183,6 +4329,98 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    stripeWebhook: {
+        parameters: {
+            query?: never;
+            header?: {
+                "stripe-signature"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "received": true,
+                     *       "transfer": {
+                     *         "id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *         "kind": "grant",
+                     *         "amount": 0,
+                     *         "available_change": 1,
+                     *         "balance_after": 1,
+                     *         "job_id": "0f5b6c1e-9d3a-4f7b-8c2d-1e0f9a8b7c6d",
+                     *         "state": "string",
+                     *         "note": "string",
+                     *         "at": "2026-11-26T09:30:00Z"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["StripeAck"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5023,6 +5261,10 @@ export interface operations {
                         event: "moderation";
                         id: string;
                         data: string;
+                    } | {
+                        /** @constant */
+                        event: "credits";
+                        data: string;
                     };
                 };
             };
@@ -5449,10 +5691,114 @@ export interface operations {
                      *       "callback_ratio": 1,
                      *       "media_mismatches": 1,
                      *       "median_seconds_in_queue": 1,
-                     *       "p95_seconds_in_queue": 1
+                     *       "p95_seconds_in_queue": 1,
+                     *       "upstream_account": {
+                     *         "recorded_credits": 1,
+                     *         "recorded_at": "2026-11-26T09:30:00Z",
+                     *         "spent_since_recorded": 1,
+                     *         "remaining": 1,
+                     *         "spend_by_day": [
+                     *           {
+                     *             "day": "2026-11-26",
+                     *             "credits": 1
+                     *           }
+                     *         ],
+                     *         "daily_average": 1,
+                     *         "days_left": 1
+                     *       }
                      *     }
                      */
                     "application/json": components["schemas"]["StatsOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Header Fields Too Large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    recordAccountCredits: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "credits": 0
+                 *     }
+                 */
+                "application/json": components["schemas"]["AccountCreditsIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "recorded_credits": 1,
+                     *       "recorded_at": "2026-11-26T09:30:00Z",
+                     *       "spent_since_recorded": 1,
+                     *       "remaining": 1,
+                     *       "spend_by_day": [
+                     *         {
+                     *           "day": "2026-11-26",
+                     *           "credits": 1
+                     *         }
+                     *       ],
+                     *       "daily_average": 1,
+                     *       "days_left": 1
+                     *     }
+                     */
+                    "application/json": components["schemas"]["AccountOutlookOut"];
                 };
             };
             /** @description Unauthorized */
