@@ -671,7 +671,24 @@ class Settings(BaseSettings):
         description="the sanitizing child process may map at most this much memory",
     )
     upload_sanitize_concurrency: int = Field(
-        4, ge=1, description="uploads read and re-encoded at once per process (others wait)"
+        4,
+        ge=1,
+        description="uploads read and re-encoded at once per process, at most (fewer when "
+        "UPLOAD_SANITIZE_MEMORY_TOTAL_BYTES holds fewer children); one user takes at most "
+        "half of them, a user holding none is served next",
+    )
+    upload_sanitize_memory_total_bytes: int = Field(
+        2048 * MIB,
+        ge=256 * MIB,
+        description="the memory all sanitizing children of a process may map together: each "
+        "reserves UPLOAD_SANITIZE_MEMORY_BYTES, so at most this / that run at once (the API "
+        "pod's memory limit holds this and the server)",
+    )
+    upload_sanitize_wait_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="an upload waits this long at most for a sanitizing slot, then 503 `busy` "
+        "with Retry-After (its staged bytes removed)",
     )
     uploads_in_progress_per_user: int = Field(
         8,
@@ -852,6 +869,13 @@ class Settings(BaseSettings):
         return data
 
     @property
+    def upload_sanitize_slots(self) -> int:
+        """Sanitizing children at once per process: the concurrency, as far as the memory
+        budget holds them (each reserves its whole cap)."""
+        fits = self.upload_sanitize_memory_total_bytes // self.upload_sanitize_memory_bytes
+        return min(self.upload_sanitize_concurrency, fits)
+
+    @property
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION
 
@@ -930,6 +954,11 @@ class Settings(BaseSettings):
             )
         if any(delay < 0 for delay in self.outbound_retry_schedule):
             raise ValueError("OUTBOUND_RETRY_SCHEDULE: delays must not be negative")
+        if self.upload_sanitize_memory_total_bytes < self.upload_sanitize_memory_bytes:
+            raise ValueError(
+                "UPLOAD_SANITIZE_MEMORY_TOTAL_BYTES must hold at least one child "
+                "(UPLOAD_SANITIZE_MEMORY_BYTES)"
+            )
         for model, rates in self.cost_per_second.items():
             if any(rate < 0 for rate in rates.values()):
                 raise ValueError(f"negative cost in COST_PER_SECOND for {model}")

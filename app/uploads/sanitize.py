@@ -20,7 +20,7 @@ this module once (`app/kit/bounded_child.py`): `in_child`.
 import hashlib
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,6 +41,15 @@ AUDIO_FORMATS = {
     MP4: (frozenset({"aac"}), "ipod", "audio/mp4"),
 }
 JPEG_QUALITY = 90
+# a progressive JPEG has about 10 scans; each costs a pass over every block, so a file of
+# thousands (empty DC scans: 100,000 in 1.8 MB) decodes for minutes: refused from its markers
+JPEG_MAX_SCANS = 100
+# decoding an image holds a few full copies of its pixels at 4 bytes each (Pillow's
+# buffer, the upright and converted copies, the encoder's; libwebp's decoder more),
+# besides the interpreter: what the header implies is checked against the child's cap
+IMAGE_COPIES = {"WEBP": 5}
+DEFAULT_IMAGE_COPIES = 4
+INTERPRETER_BYTES = 128 * 1024 * 1024
 SEI_UNITS = {"h264": "6", "hevc": "39|40"}  # the NAL unit types of SEI messages
 
 
@@ -60,6 +69,7 @@ class Rules:
     media_min_seconds: float
     media_max_seconds: float
     video_max_side: int
+    decode_memory_bytes: int  # the child's cap: an image whose header implies more is refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +99,9 @@ def _image(src: Path, dst: Path, rules: Rules) -> Facts:
         with Image.open(src, formats=IMAGE_FORMATS) as image:
             width, height = image.size  # from the header: nothing is decoded yet
             _check_image_size(width, height, rules)
+            _check_decode_memory(image.format or "", width, height, rules)
+            if image.format == "JPEG":
+                _check_jpeg_scans(src)
             image.load()
             upright = ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -127,6 +140,56 @@ def _check_image_size(width: int, height: int, rules: Rules) -> None:
             f"the image is {width}x{height}; its width / height must be "
             f"{rules.image_min_aspect:g} to {rules.image_max_aspect:g}"
         )
+
+
+def _check_decode_memory(image_format: str, width: int, height: int, rules: Rules) -> None:
+    copies = IMAGE_COPIES.get(image_format, DEFAULT_IMAGE_COPIES)
+    needed = width * height * 4 * copies + INTERPRETER_BYTES
+    if needed > rules.decode_memory_bytes:
+        mib = 1024 * 1024
+        raise Refused(
+            f"the {width}x{height} image needs about {needed // mib} MiB to decode; an "
+            f"upload may use {rules.decode_memory_bytes // mib} MiB"
+        )
+
+
+def _check_jpeg_scans(src: Path) -> None:
+    """Count the JPEG's scans from its markers, before any decoding."""
+    scans = 0
+    for marker in _jpeg_markers(src.read_bytes()):
+        if marker == 0xDA:  # start of scan
+            scans += 1
+            if scans > JPEG_MAX_SCANS:
+                raise Refused(f"the JPEG has more than {JPEG_MAX_SCANS} scans")
+
+
+def _jpeg_markers(data: bytes) -> Iterator[int]:
+    """The markers of a JPEG's segments, in order: each segment's length is skipped (its
+    payload may hold any bytes), and a scan's entropy-coded data up to the next marker
+    that is neither a stuffed 0xFF00 nor a restart (RSTn)."""
+    at = 2  # after SOI
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return  # not a marker: Pillow's decoder judges the rest
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill bytes before a marker
+            at += 1
+            continue
+        if marker == 0xD9:  # end of image
+            return
+        yield marker
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker == 0xDA:
+            at = _end_of_entropy_data(data, at)
+
+
+def _end_of_entropy_data(data: bytes, at: int) -> int:
+    while (at := data.find(b"\xff", at)) >= 0 and at + 1 < len(data):
+        following = data[at + 1]
+        if following != 0x00 and not 0xD0 <= following <= 0xD7:
+            return at
+        at += 2
+    return len(data)
 
 
 def _media(src: Path, dst: Path, rules: Rules) -> Facts:

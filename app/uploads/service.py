@@ -8,13 +8,16 @@ knows of.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +32,7 @@ from app.kit.bounded_child import BoundedChildren, Bounds, ChildRefused
 from app.kit.cursor import newest_first_page
 from app.kit.deadlines import within_deadlines
 from app.kit.errors import FieldError, ProblemError
+from app.kit.fair_slots import FairSlots, SlotsBusy
 from app.moderation import standing
 from app.moderation.review import refuse_taken_down
 from app.ops.metrics import UPLOADS
@@ -44,6 +48,27 @@ logger = logging.getLogger(__name__)
 STORING_GRACE = timedelta(minutes=15)  # longer than storing one upload can take
 
 
+ClientGone = Callable[[], Awaitable[None]]
+
+
+async def _unless_gone(work: Coroutine[Any, Any, Facts], client_gone: ClientGone) -> Facts:
+    """`work`, stopped the moment the client goes (its child killed, its place in line
+    given up): no one would read the answer."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(client_gone())
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if task.cancelled():
+        raise ProblemError(400, "client_closed", "The client closed the connection.")
+    return task.result()
+
+
 def _rules(settings: Settings, plan: PlanLimits) -> Rules:
     return Rules(
         image_min_side=settings.upload_image_min_side,
@@ -51,6 +76,7 @@ def _rules(settings: Settings, plan: PlanLimits) -> Rules:
         image_min_aspect=settings.upload_image_min_aspect,
         image_max_aspect=settings.upload_image_max_aspect,
         image_max_bytes=plan.upload_cap(UploadKind.IMAGE),
+        decode_memory_bytes=settings.upload_sanitize_memory_bytes,
         media_min_seconds=settings.upload_media_min_seconds,
         media_max_seconds=settings.upload_media_max_seconds,
         video_max_side=settings.upload_video_max_side,
@@ -71,7 +97,8 @@ class Uploads:
         self._children = children
         self._remover = remover
         self._settings = settings
-        self._sanitizing = asyncio.Semaphore(settings.upload_sanitize_concurrency)
+        slots = settings.upload_sanitize_slots
+        self.sanitizing = FairSlots(slots, per_key=max(1, slots // 2))
         self._bounds = Bounds(
             settings.upload_sanitize_memory_bytes, settings.upload_sanitize_seconds
         )
@@ -88,13 +115,17 @@ class Uploads:
         plan: PlanLimits,
         chunks: AsyncIterator[bytes],
         content_type: str,
+        client_gone: ClientGone,
     ) -> Upload:
-        """`address`: the client's, for the cap on uploads in progress from one address. A
-        suspended user is refused (403) before a byte is read."""
+        """`address`: the client's, for the cap on uploads in progress from one address;
+        `client_gone` returns when the client has closed its connection (its file is then
+        not read any further). A suspended user is refused (403) before a byte is read."""
         started_at = datetime.now(UTC)
         await standing.check_not_suspended(session, self._settings, owner)
         with self.in_progress.hold(owner, address), self.staging.upload() as take:
-            upload = await self._create(session, owner, plan, chunks, content_type, take)
+            upload = await self._create(
+                session, owner, plan, chunks, content_type, take, client_gone
+            )
         return await self._kept_unless_erased(session, upload, started_at)
 
     async def _create(
@@ -105,6 +136,7 @@ class Uploads:
         chunks: AsyncIterator[bytes],
         content_type: str,
         take: Callable[[int], None],
+        client_gone: ClientGone,
     ) -> Upload:
         upload_id = uuid.uuid4()
         original = self._storage.staging_root / f"upload-{upload_id}.original"
@@ -116,7 +148,7 @@ class Uploads:
             )
             received = await receive_file(body, content_type, original, plan.upload_cap, take)
             await refuse_taken_down(session, received.digest.hexdigest())
-            facts = await self._sanitize(original, clean, plan)
+            facts = await _unless_gone(self._sanitize(owner, original, clean, plan), client_gone)
             take(facts.size_bytes)  # the clean copy, staged beside the original
             kind = UploadKind(facts.kind)
             if received.claimed is not None and kind is not received.claimed:
@@ -139,18 +171,28 @@ class Uploads:
         UPLOADS.labels(kind.value, "stored").inc()
         return upload
 
-    async def _sanitize(self, original: Path, clean: Path, plan: PlanLimits) -> Facts:
+    async def _sanitize(self, owner: str, original: Path, clean: Path, plan: PlanLimits) -> Facts:
+        """In a child, once a slot is free (a fair share of them: `FairSlots`); 503 `busy`
+        past UPLOAD_SANITIZE_WAIT_SECONDS."""
         rules = json.dumps(asdict(_rules(self._settings, plan)))
-        async with self._sanitizing:
-            try:
+        wait = self._settings.upload_sanitize_wait_seconds
+        try:
+            async with self.sanitizing.hold(owner, wait):
                 fields = await self._children.run(
                     "app.uploads.sanitize",
                     [str(original), str(clean), rules],
                     self._bounds,
                     "reading the file",
                 )
-            except ChildRefused as exc:
-                raise _invalid(str(exc)) from None
+        except SlotsBusy:
+            raise ProblemError(
+                503,
+                "busy",
+                f"Every slot for reading uploads was taken for {wait:g} s; send the file again.",
+                headers={"Retry-After": str(math.ceil(wait))},
+            ) from None
+        except ChildRefused as exc:
+            raise _invalid(str(exc)) from None
         return Facts(**fields)
 
     async def _kept_unless_erased(

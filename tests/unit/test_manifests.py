@@ -135,3 +135,35 @@ def test_the_ingress_lets_live_streams_through(overlay: str) -> None:
     annotations = ingress["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600
+
+
+SERVER_MEMORY = 1024**3  # the API process itself beside its children (docs/operating.md)
+UNITS = {"Mi": 1024**2, "Gi": 1024**3}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_api_pod_holds_the_server_and_its_decoding_children(overlay: str) -> None:
+    """A child reserves UPLOAD_SANITIZE_MEMORY_BYTES and all of them stay within
+    UPLOAD_SANITIZE_MEMORY_TOTAL_BYTES: the pod's limit must hold that beside the server,
+    or the worst photos decoded at once get the pod killed."""
+    docs = render(overlay)
+    config = of_kind(docs, "ConfigMap")[0]["data"]
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        **{
+            name.lower(): config[name]
+            for name in (
+                "UPLOAD_SANITIZE_CONCURRENCY",
+                "UPLOAD_SANITIZE_MEMORY_BYTES",
+                "UPLOAD_SANITIZE_MEMORY_TOTAL_BYTES",
+            )
+            if name in config
+        },
+    )
+    (api,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-api")]
+    limit = api["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", limit).groups()  # type: ignore[union-attr]
+    children = settings.upload_sanitize_slots * settings.upload_sanitize_memory_bytes
+    assert children <= settings.upload_sanitize_memory_total_bytes
+    assert int(number) * UNITS[unit] >= SERVER_MEMORY + settings.upload_sanitize_memory_total_bytes
+    assert settings.upload_sanitize_slots == int(config["UPLOAD_SANITIZE_CONCURRENCY"])

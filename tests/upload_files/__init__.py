@@ -49,6 +49,17 @@ def phone_heic(width: int = 600, height: int = 800, gps: bool = True) -> bytes:
     return buffer.getvalue()
 
 
+def jpeg_scan_bomb(scans: int = 5_000) -> bytes:
+    """A progressive JPEG with `scans` scans: its first (a DC scan) repeated before the end
+    of the image. Each one is a pass over every block: libjpeg reads them all."""
+    buffer = io.BytesIO()
+    upright(320, 320).save(buffer, "JPEG", progressive=True, quality=80)
+    data = buffer.getvalue()
+    first = data.index(b"\xff\xda")
+    following = data.index(b"\xff\xda", first + 2)  # the next scan's marker ends this one
+    return data[:first] + data[first:following] * scans + data[following:]
+
+
 def png(width: int = 640, height: int = 480, alpha: bool = False) -> bytes:
     image = upright(width, height).convert("RGBA" if alpha else "RGB")
     if alpha:

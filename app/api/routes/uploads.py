@@ -57,8 +57,10 @@ async def create_upload(
     UPLOADS_IN_PROGRESS_PER_USER (or _PER_ADDRESS); 403 `account_suspended` for a suspended
     user; 410 `subject_erased` when the account was erased while the file was on its way
     (nothing of it is kept); 422 `content_policy` for a file that was taken down; 503
-    `staging_full` past the process's staging quota and `storage_unavailable` when the
-    storage fails (send it again). Use it in a job as its `reference` (`upload:<id>`)."""
+    `staging_full` past the process's staging quota, `busy` when no slot to read it freed
+    within UPLOAD_SANITIZE_WAIT_SECONDS (slots are shared fairly between users), and
+    `storage_unavailable` when the storage fails (send it again). Use it in a job as its
+    `reference` (`upload:<id>`)."""
     state = services(request)
     upload = await state.uploads.create(
         session,
@@ -67,9 +69,17 @@ async def create_upload(
         principal.plan,
         request.stream(),
         request.headers.get("content-type", ""),
+        lambda: _client_gone(request),
     )
     response.headers["Location"] = f"/uploads/{upload.id}"
     return state.upload_links.upload_out(upload)
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns once the client has closed its connection (called after its body was read:
+    the next ASGI message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.get("", response_model=UploadPage, summary="List your uploads, newest first")
