@@ -13,7 +13,15 @@ from testkit.harness import Stack, bearer
 from tests import upload_files
 
 # webhooks and media files carry their own proof: tested by signature (test_webhooks, test_media)
-PUBLIC = {"/healthz", "/readyz", "/webhooks/seedance/{job_id}", "/media/{key}"}
+# no bearer: probes, signed URLs, and the webhooks their senders sign (Seedance's, by a
+# per-job signature; Stripe's, verified in test_billing.py)
+PUBLIC = {
+    "/healthz",
+    "/readyz",
+    "/webhooks/seedance/{job_id}",
+    "/billing/stripe/webhook",
+    "/media/{key}",
+}
 BODIES = {
     ("POST", "/jobs"): {"prompt": "boat"},
     ("POST", "/jobs/batch"): {"prompts": ["a", "b"]},

@@ -155,6 +155,7 @@ async def get_stats(
     status_code=201,
     response_model=AccountOutlookOut,
     summary="Record the Seedance account's balance (forecasts start from it)",
+    responses=problem_responses(400),
 )
 async def record_account_credits(body: AccountCreditsIn, session: Session) -> AccountOutlookOut:
     """Seedance has no balance endpoint: an operator copies the figure from its console

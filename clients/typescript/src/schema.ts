@@ -271,8 +271,10 @@ export interface paths {
          *     UPLOADS_IN_PROGRESS_PER_USER (or _PER_ADDRESS); 403 `account_suspended` for a suspended
          *     user; 410 `subject_erased` when the account was erased while the file was on its way
          *     (nothing of it is kept); 422 `content_policy` for a file that was taken down; 503
-         *     `staging_full` past the process's staging quota and `storage_unavailable` when the
-         *     storage fails (send it again). Use it in a job as its `reference` (`upload:<id>`).
+         *     `staging_full` past the process's staging quota, `busy` when no slot to read it freed
+         *     within UPLOAD_SANITIZE_WAIT_SECONDS (slots are shared fairly between users), and
+         *     `storage_unavailable` when the storage fails (send it again). Use it in a job as its
+         *     `reference` (`upload:<id>`).
          */
         post: operations["createUpload"];
         delete?: never;
@@ -5799,6 +5801,15 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["AccountOutlookOut"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Unauthorized */
