@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.db.models import CreditAccount, CreditTransfer, Job
 from app.jobs.states import EventSource, JobStatus, move
 from testkit.harness import Stack, running_stack, wait_until
+from testkit.stripe_events import STRIPE_SECRET, send_stripe, stripe_event
 
 ADMIN_TOKEN = "credits-admin-token-" + "c" * 24
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -142,19 +143,24 @@ async def test_500_concurrent_creates_against_a_balance_for_10_jobs_accept_10(
         await ledger_is_whole(db_engine)
 
 
+STRIPE = {"stripe_webhook_secret": STRIPE_SECRET}
+
+
 @pytest.fixture
 async def ledger_stacks(database_url: str) -> AsyncIterator[tuple[Stack, Stack]]:
     """Two instances of the service on one database, the ledger on, loops off."""
     async with (
-        running_stack(database_url, credits_ledger=True, admin_token=ADMIN_TOKEN) as one,
-        running_stack(database_url, credits_ledger=True, admin_token=ADMIN_TOKEN) as two,
+        running_stack(database_url, credits_ledger=True, admin_token=ADMIN_TOKEN, **STRIPE) as one,
+        running_stack(database_url, credits_ledger=True, admin_token=ADMIN_TOKEN, **STRIPE) as two,
     ):
         yield one, two
 
 
 OPS = st.lists(
     st.tuples(
-        st.sampled_from(["create", "batch", "succeed", "fail", "cancel", "delete", "grant"]),
+        st.sampled_from(
+            ["create", "batch", "succeed", "fail", "cancel", "delete", "grant", "topup"]
+        ),
         st.sampled_from(["ann", "ben"]),
         st.integers(min_value=0, max_value=9),
     ),
@@ -168,8 +174,9 @@ OPS = st.lists(
 async def test_no_interleaving_of_creates_ends_and_grants_breaks_the_ledger(
     ledger_stacks: tuple[Stack, Stack], db_engine: AsyncEngine, ops: list[tuple[str, str, int]]
 ) -> None:
-    """Random creates, batches, successes, failures, cancels, deletes and grants, sent
-    through two service instances on one database, half of them at once."""
+    """Random creates, batches, successes, failures, cancels, deletes, grants and Stripe
+    top-ups (a checkout per user and n: a repeated one is Stripe retrying, moving nothing),
+    sent through two service instances on one database, half of them at once."""
     stacks = ledger_stacks
     created: list[tuple[str, str]] = []
 
@@ -177,6 +184,9 @@ async def test_no_interleaving_of_creates_ends_and_grants_breaks_the_ledger(
         stack = stacks[index % 2]
         if op == "grant":
             await grant(stack, who, 1 + n * 7, key=f"{who}-{uuid.uuid4()}")
+        elif op == "topup":
+            checkout = stripe_event(f"cs_{who}_{n}", {"subject": who, "credits": str(10 * n + 5)})
+            assert (await send_stripe(stack, checkout)).status_code == 200
         elif op in ("create", "batch"):
             body: dict[str, Any] = (
                 {"prompt": f"p{n}"} if op == "create" else {"prompts": ["a", "b"]}
@@ -206,6 +216,14 @@ async def test_no_interleaving_of_creates_ends_and_grants_breaks_the_ledger(
     for i, op in enumerate(ops[half:]):
         await run(i, *op)
     await ledger_is_whole(db_engine)
+    async with AsyncSession(db_engine) as session:
+        topups = list(
+            await session.scalars(
+                select(CreditTransfer.idempotency_key).where(CreditTransfer.kind == "topup")
+            )
+        )
+    checkouts = {f"topup:stripe:cs_{who}_{n}" for op, who, n in ops if op == "topup"}
+    assert checkouts <= set(topups)  # each paid once (the keys are unique), however often sent
 
 
 async def end(stack: Stack, job_id: uuid.UUID, to: JobStatus) -> None:
