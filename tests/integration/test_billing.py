@@ -96,6 +96,12 @@ async def test_stripe_top_ups_are_not_found_without_a_secret(database_url: str) 
 
 
 PLANS = {"pro": {"monthly_credits": 100}}
+MONTHLY: dict[str, Any] = {
+    "credits_ledger": True,
+    "admin_token": ADMIN_TOKEN,
+    "plans": PLANS,
+    "default_plan": "pro",
+}
 
 
 async def _backdate_a_month(db_engine: AsyncEngine, subject: str) -> str:
@@ -126,14 +132,7 @@ async def _backdate_a_month(db_engine: AsyncEngine, subject: str) -> str:
 async def test_monthly_credits_are_spent_first_and_what_is_left_expires(
     database_url: str, db_engine: AsyncEngine
 ) -> None:
-    async with running_stack(
-        database_url,
-        credits_ledger=True,
-        admin_token=ADMIN_TOKEN,
-        plans=PLANS,
-        default_plan="pro",
-        dispatcher_enabled=True,
-    ) as stack:
+    async with running_stack(database_url, dispatcher_enabled=True, **MONTHLY) as stack:
         credits = (await stack.http.get("/me/credits", headers=stack.headers())).json()
         month_end = period_bounds(period_of(datetime.now(UTC)))[1]
         assert credits["available"] == 100
@@ -169,13 +168,7 @@ async def test_monthly_credits_are_spent_first_and_what_is_left_expires(
 async def test_a_new_month_is_settled_by_the_first_create(
     database_url: str, db_engine: AsyncEngine
 ) -> None:
-    async with running_stack(
-        database_url,
-        credits_ledger=True,
-        admin_token=ADMIN_TOKEN,
-        plans=PLANS,
-        default_plan="pro",
-    ) as stack:
+    async with running_stack(database_url, **MONTHLY) as stack:
         first = await stack.create_job()  # the first use of the month grants it
         assert first["cost"]["held"] == COST
         await _backdate_a_month(db_engine, "alice")

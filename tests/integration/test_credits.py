@@ -143,7 +143,7 @@ async def test_500_concurrent_creates_against_a_balance_for_10_jobs_accept_10(
         await ledger_is_whole(db_engine)
 
 
-STRIPE = {"stripe_webhook_secret": STRIPE_SECRET}
+STRIPE: dict[str, Any] = {"stripe_webhook_secret": STRIPE_SECRET}
 
 
 @pytest.fixture
