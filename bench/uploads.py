@@ -62,14 +62,15 @@ async def sample_children(pid: int, peak: list[int], stop: asyncio.Event) -> Non
         for child in descendants_of(pid):
             try:
                 peak[0] = max(peak[0], status_kib("VmRSS", child))
-            except (FileNotFoundError, KeyError):  # ended between the listing and the read
+            except (FileNotFoundError, ProcessLookupError, KeyError):  # ended meanwhile
                 continue
         await asyncio.sleep(0.02)
 
 
 async def round_of(
-    url: str, pid: int, headers: dict[str, str], bodies: list[bytes]
+    url: str, pid: int, headers: list[dict[str, str]], bodies: list[bytes]
 ) -> dict[str, float]:
+    """Each body from its own user (one user's uploads share half the slots at most)."""
     start_rss = reset_peak_rss(pid)
     peak_child, stop = [0], asyncio.Event()
     sampler = asyncio.create_task(sample_children(pid, peak_child, stop))
@@ -77,15 +78,15 @@ async def round_of(
     limits = httpx.Limits(max_connections=len(bodies))
     async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as http:
 
-        async def one(body: bytes) -> float:
+        async def one(body: bytes, user: dict[str, str]) -> float:
             started = time.perf_counter()
             files = {"file": ("photo.png", body, "image/png")}
-            response = await http.post(url, files=files, headers=headers)
+            response = await http.post(url, files=files, headers=user)
             assert response.status_code == 201, response.text
             return time.perf_counter() - started
 
         started = time.perf_counter()
-        latencies = await asyncio.gather(*(one(body) for body in bodies))
+        latencies = await asyncio.gather(*map(one, bodies, headers))
         seconds = time.perf_counter() - started
     stop.set()
     await sampler
@@ -112,9 +113,14 @@ async def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             media_root=str(folder / "media"),
             rate_limit_upload="100000/minute",
             uploads_per_day="100000",
+            uploads_in_progress_per_address=str(args.uploads),  # every client is on loopback
+            upload_sanitize_wait_seconds="600",  # throughput: every upload waits its turn
         )
         settings = plain_settings(**SECRETS)
-        headers = {"Authorization": f"Bearer {issue_token(settings, 'bench-user')}"}
+        headers = [
+            {"Authorization": f"Bearer {issue_token(settings, f'bench-user-{i}')}"}
+            for i in range(args.uploads)
+        ]
         plain_env = {**env, "TMPDIR": str(folder)}
         log = RESULTS / "uploads.log"
         with (

@@ -7,7 +7,7 @@ def alive(pid: int) -> bool:
     """Neither gone nor only its exit status left to collect."""
     try:
         state = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before or while it was read
         return False
     return "State:\tZ" not in state and "State:\tX" not in state
 
