@@ -1,8 +1,8 @@
 """Secrets stay secret: over a job's whole life with every logger at DEBUG, neither the
 Seedance key, a bearer token, the JWT secret, the webhook secret, the media URL secret, an
-outbound endpoint's signing secrets and a service API key (after the one answer that shows
-each) nor the key that encrypts the secrets appears in any log line, response body or
-header (errors included), or stored row."""
+outbound endpoint's signing secrets, Stripe's signing secret and a service API key (after
+the one answer that shows each) nor the key that encrypts the secrets appears in any log
+line, response body or header (errors included), or stored row."""
 
 import asyncio
 import logging
@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from testkit.harness import SEEDANCE_TEST_KEY, running_stack, wait_until
+from testkit.stripe_events import STRIPE_SECRET, send_stripe, stripe_event, stripe_signature
 from testkit.webhook_receiver import Receiver, receiving
 
 ADMIN_TOKEN = "admin-token-for-the-secrets-test-0123456789"
@@ -40,6 +41,7 @@ async def test_no_secret_reaches_logs_responses_or_the_database(
             log_level="DEBUG",
             admin_token=ADMIN_TOKEN,
             outbound_enabled=True,
+            stripe_webhook_secret=STRIPE_SECRET,
         ) as stack,
         receiving(receiver) as hook,
     ):
@@ -74,12 +76,19 @@ async def test_no_secret_reaches_logs_responses_or_the_database(
             "media URL secret": stack.settings.media_url_secret.get_secret_value(),
             "outbound secrets key": stack.settings.outbound_secrets_key.get_secret_value(),
             "admin token": ADMIN_TOKEN,
+            "Stripe's signing secret": STRIPE_SECRET,
+            "Stripe's signing secret, unprefixed": STRIPE_SECRET.removeprefix("whsec_"),
             "API key": api_key,
             "API key, unprefixed": api_key.removeprefix("sbff_live_"),
         }
         for number, secret in enumerate(receiver.secrets):
             secrets[f"endpoint secret {number}"] = secret
             secrets[f"endpoint secret {number}, unprefixed"] = secret.removeprefix("whsec_")
+        checkout = stripe_event("cs_secrets", {"subject": "alice", "credits": "1000"})
+        paid = await send_stripe(stack, checkout)  # a top-up, and a forged one
+        assert paid.status_code == 200, paid.text
+        forged = await send_stripe(stack, checkout, stripe_signature(checkout, "whsec_x"))
+        assert forged.status_code == 400
         jobs = [await stack.create_job(prompt=f"variant {i}") for i in range(4)]
         async with stack.http.stream(
             "GET", f"/jobs/{jobs[0]['id']}/events", headers=headers
