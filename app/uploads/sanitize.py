@@ -169,8 +169,11 @@ def _jpeg_markers(data: bytes) -> Iterator[int]:
     that is neither a stuffed 0xFF00 nor a restart (RSTn)."""
     at = 2  # after SOI
     while at + 4 <= len(data):
-        if data[at] != 0xFF:
-            return  # not a marker: Pillow's decoder judges the rest
+        if data[at] != 0xFF:  # junk between segments: libjpeg skips to the next 0xFF too
+            at = data.find(b"\xff", at)
+            if at < 0:
+                return
+            continue
         marker = data[at + 1]
         if marker == 0xFF:  # fill bytes before a marker
             at += 1
@@ -178,9 +181,15 @@ def _jpeg_markers(data: bytes) -> Iterator[int]:
         if marker == 0xD9:  # end of image
             return
         yield marker
+        if marker in _STANDALONE:
+            at += 2
+            continue
         at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
         if marker == 0xDA:
             at = _end_of_entropy_data(data, at)
+
+
+_STANDALONE = frozenset({0x00, 0x01, 0xD8, *range(0xD0, 0xD8)})  # markers without a length
 
 
 def _end_of_entropy_data(data: bytes, at: int) -> int:
