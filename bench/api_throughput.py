@@ -45,6 +45,7 @@ from bench.bare_app import BARE_TABLE
 from bench.common import (
     RESULTS,
     SECRETS,
+    cpu_seconds,
     insert_rows,
     migrated_database,
     print_table,
@@ -94,6 +95,35 @@ def wrk(
         "p99_ms": ms("99%"),
         "ok": total - failed,
         "not_ok": failed + (1 if socket_errors else 0),
+    }
+
+
+async def alternating(
+    targets: dict[str, tuple[str, int]],
+    lines: list[str],
+    args: Any,
+    also: dict[str, int | str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """wrk against each `(url, server pid)` in turn, `args.rounds` rounds of `args.seconds`
+    at `args.connections`; each run with the CPU per request of its server (`service_cpu_ms`)
+    and of each process in `also` (`<name>_cpu_ms`). Returns each target's median run (by
+    requests/s), with every run's requests/s in `rounds`."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    for _ in range(args.rounds):
+        for name, (url, pid) in targets.items():
+            watched = {"service": pid, **(also or {})}
+            before = {what: cpu_seconds(process) for what, process in watched.items()}
+            figures = await asyncio.to_thread(wrk, url, lines, args.seconds, args.connections)
+            requests = max(1, figures["ok"] + figures["not_ok"])
+            cpu = {
+                f"{what}_cpu_ms": round((cpu_seconds(process) - before[what]) * 1000 / requests, 2)
+                for what, process in watched.items()
+            }
+            runs[name].append(figures | cpu)
+    return {
+        name: sorted(done, key=lambda f: f["rps"])[len(done) // 2]
+        | {"rounds": [run["rps"] for run in done]}
+        for name, done in runs.items()
     }
 
 

@@ -115,6 +115,12 @@ async def insert_rows(conn: AsyncConnection | AsyncSession, table: Any, rows: li
         await conn.execute(insert(table), rows[start : start + 5000])
 
 
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU of a process so far (/proc/<pid>/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def status_kib(field: str, pid: int | str = "self") -> int:
     """A `/proc/<pid>/status` figure in KiB (`VmRSS`, `VmHWM`: the RSS high-water mark)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

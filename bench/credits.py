@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db.models import CreditAccount
 from app.identity.tokens import issue_token
-from bench.api_throughput import BODY, USERS, line, wrk
+from bench.api_throughput import BODY, USERS, alternating, line, wrk
 from bench.common import (
     RESULTS,
     SECRETS,
@@ -30,7 +30,6 @@ from bench.common import (
     service_env,
     write_results,
 )
-from bench.moderation import cpu_seconds
 from testkit.harness import plain_settings
 
 APP = "app.main:create_app"
@@ -72,19 +71,12 @@ async def measure(args: Any) -> list[dict[str, Any]]:
             server(APP, args.port, 1, off, log) as off_url,
             server(APP, args.port + 1, 1, on, log) as on_url,
         ):
-            pids = {"off": server_pid(APP, args.port), "on": server_pid(APP, args.port + 1)}
-            runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
-            for _ in range(args.rounds):
-                for name, target in (("off", off_url), ("on", on_url)):
-                    before = cpu_seconds(pids[name])
-                    figures = await asyncio.to_thread(
-                        wrk, target, spread, args.seconds, args.connections
-                    )
-                    spent = (cpu_seconds(pids[name]) - before) * 1000
-                    per_create = spent / max(1, figures["ok"] + figures["not_ok"])
-                    runs[name].append(figures | {"cpu_ms": round(per_create, 2)})
+            targets = {
+                "off": (off_url, server_pid(APP, args.port)),
+                "on": (on_url, server_pid(APP, args.port + 1)),
+            }
+            medians = await alternating(targets, spread, args)
             hot = await asyncio.to_thread(wrk, on_url, one_user, args.seconds, args.connections)
-    medians = {name: sorted(r, key=lambda f: f["rps"])[len(r) // 2] for name, r in runs.items()}
     rows = [
         {
             "ledger": name,
@@ -94,8 +86,8 @@ async def measure(args: Any) -> list[dict[str, Any]]:
             "p99_ms": figures["p99_ms"],
             "errors": figures["not_ok"],
             "of_off": f"{figures['rps'] / medians['off']['rps']:.0%}",
-            "service_cpu_ms_per_create": figures["cpu_ms"],
-            "rounds": [run["rps"] for run in runs[name]],
+            "service_cpu_ms_per_create": figures["service_cpu_ms"],
+            "rounds": figures["rounds"],
         }
         for name, figures in medians.items()
     ]

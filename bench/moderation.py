@@ -17,7 +17,6 @@
 import argparse
 import asyncio
 import io
-import os
 import resource
 import tempfile
 import time
@@ -30,7 +29,7 @@ from PIL import Image, ImageChops
 
 from app.identity.tokens import issue_token
 from app.media.probe import Limits, probe
-from bench.api_throughput import BODY, USERS, line, wrk
+from bench.api_throughput import BODY, USERS, alternating, line
 from bench.common import (
     RESULTS,
     SECRETS,
@@ -66,22 +65,11 @@ async def creates(args: Any) -> list[dict[str, Any]]:
             server(APP, args.port, 1, rules, log) as rules_url,
             server(APP, args.port + 1, 1, openai, log) as openai_url,
         ):
-            pids = {"rules": server_pid(APP, args.port), "openai": server_pid(APP, args.port + 1)}
-            runs: dict[str, list[dict[str, float]]] = {"rules": [], "openai": []}
-            for _ in range(args.rounds):
-                for name, target in (("rules", rules_url), ("openai", openai_url)):
-                    service_before, fake_before = cpu_seconds(pids[name]), cpu_seconds("self")
-                    figures = await asyncio.to_thread(
-                        wrk, target, posts, args.seconds, args.connections
-                    )
-                    requests = figures["ok"] + figures["not_ok"]
-                    service = (cpu_seconds(pids[name]) - service_before) * 1000 / requests
-                    fake_ms = (cpu_seconds("self") - fake_before) * 1000 / requests
-                    runs[name].append(
-                        figures
-                        | {"service_cpu_ms": round(service, 2), "fake_cpu_ms": round(fake_ms, 2)}
-                    )
-    medians = {name: sorted(r, key=lambda f: f["rps"])[len(r) // 2] for name, r in runs.items()}
+            targets = {
+                "rules": (rules_url, server_pid(APP, args.port)),
+                "openai": (openai_url, server_pid(APP, args.port + 1)),
+            }
+            medians = await alternating(targets, posts, args, also={"fake": "self"})
     return [
         {
             "provider": name,
@@ -92,16 +80,10 @@ async def creates(args: Any) -> list[dict[str, Any]]:
             "of_rules": f"{figures['rps'] / medians['rules']['rps']:.0%}",
             "service_cpu_ms_per_create": figures["service_cpu_ms"],
             "fake_cpu_ms_per_create": figures["fake_cpu_ms"],
-            "rounds": [run["rps"] for run in runs[name]],
+            "rounds": figures["rounds"],
         }
         for name, figures in medians.items()
     ]
-
-
-def cpu_seconds(pid: int | str) -> float:
-    """User + system CPU of a process so far (/proc/<pid>/stat), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def clip(path: Path, seconds: int = 8, fps: int = 24) -> None:
