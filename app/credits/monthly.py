@@ -30,12 +30,17 @@ def period_bounds(period: str) -> tuple[datetime, datetime]:
 
 
 def is_settled(monthly_credits: int, at: datetime) -> ColumnElement[bool]:
-    """The account needs no settling this month: its grant is this month's, or it has
-    none to expire and its plan grants none."""
+    """The account needs no settling this month (as SQL, for the hold's guarded UPDATE):
+    `_settled` on its row."""
     current = CreditAccount.period == period_of(at)
     if monthly_credits:
         return current
     return or_(current, CreditAccount.period_grant == 0)
+
+
+def _settled(period: str | None, grant: int, monthly_credits: int, current: str) -> bool:
+    """Its grant is this month's, or it has none to expire and its plan grants none."""
+    return period == current or (grant == 0 and monthly_credits == 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +86,15 @@ async def settle(session: AsyncSession, subject: str, monthly_credits: int) -> b
         )
     ).first()
     period, grant = seen if seen is not None else (None, 0)
-    if period == current or (grant == 0 and monthly_credits == 0):
+    if _settled(period, grant, monthly_credits, current):
         return False  # the common case: read, nothing locked
     account_id = await user_account(session, subject)
     account = await session.get(
         CreditAccount, account_id, with_for_update=True, populate_existing=True
     )
     assert account is not None
-    if account.period == current or (account.period_grant == 0 and monthly_credits == 0):
-        return False
+    if _settled(account.period, account.period_grant, monthly_credits, current):
+        return False  # settled meanwhile, under the lock we waited for
     if account.period is not None and (left := await expiring(session, account)):
         key = f"expire:{account.id}:{account.period}"
         note = f"the plan's credits of {account.period}, unspent"
