@@ -22,7 +22,7 @@ class FairSlots:
     def __init__(self, slots: int, per_key: int) -> None:
         self.slots = slots
         self.per_key = per_key
-        self._held: defaultdict[str, int] = defaultdict(int)
+        self._held: dict[str, int] = {}  # only keys holding a slot: nothing kept for others
         self._waiting: defaultdict[str, deque[tuple[int, asyncio.Future[None]]]] = defaultdict(
             deque
         )
@@ -47,7 +47,7 @@ class FairSlots:
             self._release(key)
 
     def _may_take(self, key: str) -> bool:
-        return self.in_use < self.slots and self._held[key] < self.per_key
+        return self.in_use < self.slots and self.held_by(key) < self.per_key
 
     async def _acquire(self, key: str, wait_seconds: float) -> None:
         if self._may_take(key) and not self._waiting.get(key):
@@ -69,7 +69,7 @@ class FairSlots:
             raise
 
     def _take(self, key: str) -> None:
-        self._held[key] += 1
+        self._held[key] = self.held_by(key) + 1
 
     def _leave(self, key: str, entry: tuple[int, asyncio.Future[None]]) -> None:
         line = self._waiting.get(key)
@@ -89,9 +89,9 @@ class FairSlots:
         """Give free slots to the waiters who hold the fewest, oldest first."""
         while self.in_use < self.slots:
             eligible = [
-                (self._held.get(key, 0), line[0][0], key)
+                (self.held_by(key), line[0][0], key)
                 for key, line in self._waiting.items()
-                if line and self._held.get(key, 0) < self.per_key
+                if line and self.held_by(key) < self.per_key
             ]
             if not eligible:
                 return
