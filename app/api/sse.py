@@ -20,16 +20,12 @@ from sse_starlette.sse import AppStatus
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from app.api.disconnect import until_disconnect
 from app.db.availability import DATABASE_ERRORS, is_database_unavailable
 from app.jobs.live.inbox import Inbox
 
 logger = logging.getLogger(__name__)
 SHUTDOWN_POLL_SECONDS = 0.5
-
-
-async def _until_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def _server_is_stopping() -> bool:
@@ -86,7 +82,7 @@ class LiveStreamResponse(StreamingResponse):
             await events.aclose()
             await send(end)
             return
-        client_gone = asyncio.ensure_future(_until_disconnect(receive))
+        client_gone = asyncio.ensure_future(until_disconnect(receive))
         client_gone.add_done_callback(lambda _: self._inbox.close())
         self._streams.opened(self._inbox)
         try:

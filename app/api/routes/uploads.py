@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import Creator, Cursor, Reader, Session, Uploader
+from app.api.disconnect import until_disconnect
 from app.api.errors import problem_responses
 from app.api.state import services
 from app.uploads import service
@@ -69,17 +70,10 @@ async def create_upload(
         principal.plan,
         request.stream(),
         request.headers.get("content-type", ""),
-        lambda: _client_gone(request),
+        lambda: until_disconnect(request.receive),
     )
     response.headers["Location"] = f"/uploads/{upload.id}"
     return state.upload_links.upload_out(upload)
-
-
-async def _client_gone(request: Request) -> None:
-    """Returns once the client has closed its connection (called after its body was read:
-    the next ASGI message is the disconnect)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 @router.get("", response_model=UploadPage, summary="List your uploads, newest first")
