@@ -19,7 +19,6 @@ from app.jobs.live.feed import job_feed, latest_event_id, owner_feed
 from app.jobs.live.inbox import BalanceChanged, FeedItem, Inbox, QueueSpot
 from app.jobs.live.queue_board import QueueBoard
 from app.jobs.schemas import JobEventOut, QueueSpotOut
-from app.jobs.states import moves_credits
 from app.media.links import MediaLinks
 
 router = APIRouter(tags=["events"], responses=problem_responses(401, 422, 429, 503))
@@ -102,8 +101,9 @@ async def _sse(
     ready_at: int | None = None,
     balance: Balance | None = None,
 ) -> AsyncIterator[ServerSentEvent]:
-    """`balance`: the owner's stream also says `credits` after each move that held or
-    settled a job's credits, and when they moved otherwise (a grant, a top-up)."""
+    """`balance`: the owner's stream says `credits` when the feed says the balance changed
+    (after moves that held or settled a job's credits, once for those that came together;
+    a grant, a top-up)."""
     if ready_at is not None:
         data = orjson.dumps({"after_event_id": ready_at}).decode()
         yield ServerSentEvent(data=data, id=str(ready_at), event="ready")
@@ -113,7 +113,7 @@ async def _sse(
             continue
         if isinstance(item, BalanceChanged):
             if balance is not None:
-                yield _credits_event(await balance())
+                yield ServerSentEvent(data=(await balance()).model_dump_json(), event="credits")
             continue
         if isinstance(item, QueueSpot):
             spot = QueueSpotOut(
@@ -134,12 +134,6 @@ async def _sse(
         )
         kind = "moderation" if item.event.from_status == item.event.to_status else "job"
         yield ServerSentEvent(data=payload.model_dump_json(), id=str(item.event.id), event=kind)
-        if balance is not None and moves_credits(item.event, item.job):
-            yield _credits_event(await balance())
-
-
-def _credits_event(balance: BalanceOut) -> ServerSentEvent:
-    return ServerSentEvent(data=balance.model_dump_json(), event="credits")
 
 
 def _stream(
@@ -194,9 +188,9 @@ async def stream_job_events(
     summary="Follow all of your jobs live (SSE)",
     description="Every move of your jobs from now on (or after Last-Event-ID). Opened without "
     "Last-Event-ID, the stream starts with a `ready` event whose `id` is where it starts. "
-    "A `credits` event (a BalanceOut, no id) follows each move that held or settled a job's "
-    "credits, and comes when they moved otherwise (a grant, a top-up, an expiry). "
-    + SSE_DESCRIPTION,
+    "A `credits` event (a BalanceOut, no id, the balance when sent) follows the moves that "
+    "held or settled a job's credits (one for those that come together), and comes when they "
+    "moved otherwise (a grant, a top-up, an expiry). " + SSE_DESCRIPTION,
     response_class=LiveStreamResponse,
     status_code=200,
     responses=_sse_response(JOB_EVENT, READY_EVENT, QUEUE_EVENT, MODERATION_EVENT, CREDITS_EVENT),

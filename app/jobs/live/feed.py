@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db.models import Job, JobEvent
 from app.jobs.live.events import EventHub
 from app.jobs.live.inbox import BalanceChanged, FeedItem, Inbox, QueueSpot
-from app.jobs.states import is_terminal
+from app.jobs.states import is_terminal, moves_credits
 
 PAGE = 500
 
@@ -84,6 +84,13 @@ async def _reread(
             return
 
 
+def _note_credits(inbox: Inbox, item: FeedItem) -> None:
+    """A move that held or settled the job's credits: the stream says the balance once
+    after the moves that came with it (read when said: one event tells it all)."""
+    if moves_credits(item.event, item.job):
+        inbox.push_balance()
+
+
 async def _follow(
     sessionmaker: async_sessionmaker[AsyncSession],
     inbox: Inbox,
@@ -106,6 +113,7 @@ async def _follow(
             read = 0
             async for item in _reread(sessionmaker, at, query):
                 read += 1
+                _note_credits(inbox, item)
                 yield item
             if not read and job_ended is not None and await job_ended():
                 return
@@ -118,6 +126,7 @@ async def _follow(
                 inbox.mark_stale()  # the re-read brings the missed move and this one
                 break
             at.yielded(item, by_read=False)
+            _note_credits(inbox, item)
             yield item
         for spot in inbox.take_spots():
             yield spot

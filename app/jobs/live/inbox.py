@@ -43,8 +43,8 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class BalanceChanged:
-    """The owner's credits moved without a move of a job (a grant, a top-up, an expiry):
-    the stream reads the balance and says it."""
+    """The owner's credits moved (a job's hold or settlement, a grant, a top-up, an
+    expiry): the stream reads the balance and says it, once however often it moved."""
 
 
 class Inbox:

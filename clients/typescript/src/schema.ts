@@ -373,7 +373,7 @@ export interface paths {
         };
         /**
          * Follow all of your jobs live (SSE)
-         * @description Every move of your jobs from now on (or after Last-Event-ID). Opened without Last-Event-ID, the stream starts with a `ready` event whose `id` is where it starts. A `credits` event (a BalanceOut, no id) follows each move that held or settled a job's credits, and comes when they moved otherwise (a grant, a top-up, an expiry). `text/event-stream` of `job` events (and `moderation` ones: a job released or taken down after review); each `data` is a JobEventOut, each `id` the event id to send back as `Last-Event-ID` when reconnecting. Comment lines (`: ping`) keep the connection alive every SSE_HEARTBEAT_SECONDS.
+         * @description Every move of your jobs from now on (or after Last-Event-ID). Opened without Last-Event-ID, the stream starts with a `ready` event whose `id` is where it starts. A `credits` event (a BalanceOut, no id, the balance when sent) follows the moves that held or settled a job's credits (one for those that come together), and comes when they moved otherwise (a grant, a top-up, an expiry). `text/event-stream` of `job` events (and `moderation` ones: a job released or taken down after review); each `data` is a JobEventOut, each `id` the event id to send back as `Last-Event-ID` when reconnecting. Comment lines (`: ping`) keep the connection alive every SSE_HEARTBEAT_SECONDS.
          */
         get: operations["streamMyEvents"];
         put?: never;
