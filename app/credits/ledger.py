@@ -46,6 +46,7 @@ REVENUE, ADJUSTMENTS = "system:revenue", "system:adjustments"
 EXPIRED = "system:expired"  # migration 0015
 SOURCES = {TransferKind.GRANT: GRANTS, TransferKind.TOPUP: TOPUPS}
 SINKS = {TransferKind.ADJUST: ADJUSTMENTS, TransferKind.EXPIRE: EXPIRED}
+MAX_AMOUNT = 10**12  # the most one grant, adjustment or top-up moves
 AVAILABLE = (
     CreditAccount.credits_posted - CreditAccount.debits_posted - CreditAccount.debits_pending
 )

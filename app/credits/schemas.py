@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from app.credits.ledger import TransferKind
+from app.credits.ledger import MAX_AMOUNT, TransferKind
 from app.db.models import CreditTransfer
 from app.kit.fields import SINGLE_LINE, WholeNumber
 
@@ -21,8 +21,8 @@ def _moves_something(amount: int) -> int:
 class CreditsGrant(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amount: Annotated[WholeNumber, AfterValidator(_moves_something)] = Field(
-        ge=-(10**12),
-        le=10**12,
+        ge=-MAX_AMOUNT,
+        le=MAX_AMOUNT,
         json_schema_extra={"not": {"const": 0}},
         description="credits given; negative: taken back (an adjustment, refused with 409 "
         "when it would leave less than nothing); never 0",

@@ -18,12 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.credits import ledger
 from app.db.models import CreditTransfer
+from app.identity.verifier import is_subject
 from app.kit.errors import ProblemError, invalid_field
 
 PAID_EVENTS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
-MAX_CREDITS = 10**12
 _CREDITS = re.compile(r"[1-9][0-9]{0,12}")
-_SUBJECT = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +58,12 @@ def top_up_of(event: stripe.Event) -> TopUp | None:
         return None  # paid later: checkout.session.async_payment_succeeded follows
     metadata = session.get("metadata") or {}
     subject, credits = metadata.get("subject"), metadata.get("credits")
-    if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
+    if not is_subject(subject):
         raise _bad_metadata("subject", "names no user (one line, 1 to 255 characters)")
     if not isinstance(credits, str) or not _CREDITS.fullmatch(credits):
         raise _bad_metadata("credits", "is not a whole number of credits above 0")
-    if int(credits) > MAX_CREDITS:
-        raise _bad_metadata("credits", f"is above {MAX_CREDITS}")
+    if int(credits) > ledger.MAX_AMOUNT:
+        raise _bad_metadata("credits", f"is above {ledger.MAX_AMOUNT}")
     return TopUp(subject, int(credits), str(session["id"]), event.id)
 
 

@@ -13,7 +13,7 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 import jwt
@@ -29,6 +29,15 @@ MAX_SUBJECT_LENGTH = 255
 # a newline would forge a log line)
 _SUBJECT = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 CACHED_TOKENS = 8192
+
+
+def is_subject(value: object) -> TypeGuard[str]:
+    """Whether `value` can name a user: what a token's subject must be."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_SUBJECT_LENGTH
+        and _SUBJECT.fullmatch(value) is not None
+    )
 
 
 @dataclass(frozen=True, slots=True)
