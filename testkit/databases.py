@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 # The server's maintenance database; each run creates (and drops) databases of its own.
@@ -37,6 +37,19 @@ async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+async def someone_waits_for_a_lock(engine: AsyncEngine) -> bool:
+    """A session of this database is blocked on a row or key another holds (how a test
+    knows a racing transaction reached the point that must wait)."""
+    async with engine.connect() as conn:
+        waiting = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return bool(waiting)
 
 
 def job_row(

@@ -153,7 +153,14 @@ async def pause(session: AsyncSession, settings: Settings, reason: PauseReason) 
     ACCOUNT_PROBE_SECONDS). True when this starts the pause (then `account.paused` is in
     the outbox, in the same transaction)."""
     now = datetime.now(UTC)
-    row = await session.get(UpstreamCapacity, _CAPACITY_ROW, with_for_update=True)
+    # the row first, so that the lock below always has a row to take: two replicas
+    # refused at once on a fresh database each saw no row and each announced a pause
+    await session.execute(
+        upsert_insert(session, UpstreamCapacity).values(id=_CAPACITY_ROW).on_conflict_do_nothing()
+    )
+    row = await session.get(
+        UpstreamCapacity, _CAPACITY_ROW, with_for_update=True, populate_existing=True
+    )
     started = row is None or row.paused_reason is None
     await session.execute(
         _upsert_capacity(

@@ -13,8 +13,11 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.db.models import CreditAccount, CreditTransfer, Job
+from app.config import Settings
+from app.db.models import CreditAccount, CreditTransfer, Job, OutboundEvent
+from app.jobs import scheduler
 from app.jobs.states import EventSource, JobStatus, move
+from testkit.databases import someone_waits_for_a_lock
 from testkit.harness import Stack, running_stack, wait_until
 from testkit.stripe_events import STRIPE_SECRET, send_stripe, stripe_event
 
@@ -281,6 +284,33 @@ async def test_an_account_out_of_credits_pauses_dispatch_and_no_job_fails(
         await wait_until(all_succeeded, within=60)
         assert await paused_reason(stack) is None
         assert len(jobs) == 12
+
+
+async def test_two_refusals_at_once_on_a_fresh_database_announce_one_pause(
+    db_engine: AsyncEngine,
+) -> None:
+    """The capacity row does not exist yet: the second refusal must still wait for the
+    first's lock and see its pause, not announce another (a product was told twice)."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    reason = scheduler.PauseReason.OUT_OF_CREDITS
+    async with AsyncSession(db_engine) as first, AsyncSession(db_engine) as second:
+        await first.begin()
+        assert await scheduler.pause(first, settings, reason)
+
+        async def pause_second() -> bool:
+            async with second.begin():
+                return await scheduler.pause(second, settings, reason)
+
+        racing = asyncio.create_task(pause_second())
+
+        await wait_until(lambda: someone_waits_for_a_lock(db_engine))
+        await first.commit()
+        assert await racing is False
+    async with AsyncSession(db_engine) as session:
+        announced = await session.scalars(
+            select(OutboundEvent.type).where(OutboundEvent.type == "account.paused")
+        )
+        assert len(announced.all()) == 1
 
 
 async def test_a_refused_key_pauses_dispatch_until_it_works_again(database_url: str) -> None:
