@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.models import ModerationEvent, Suspension
+from app.db.session import upsert_insert
 from app.kit.errors import ProblemError
 from app.moderation.history import EventKind, ModerationNotice, Source, notify, record
 
@@ -68,7 +69,7 @@ async def enforce_strikes(session: AsyncSession, settings: Settings, subject: st
     if count < settings.moderation_strikes_to_suspend:
         return False
     reason = f"{count} moderation strikes within {settings.moderation_strike_window_hours:g} hours"
-    await suspend(session, subject, reason, None, Source.STRIKES)
+    await suspend(session, subject, reason, None, Source.STRIKES, renew=False)
     return True
 
 
@@ -87,14 +88,33 @@ async def check_not_suspended(session: AsyncSession, settings: Settings, subject
 
 
 async def suspend(
-    session: AsyncSession, subject: str, reason: str, until: datetime | None, by: str
+    session: AsyncSession,
+    subject: str,
+    reason: str,
+    until: datetime | None,
+    by: str,
+    *,
+    renew: bool = True,
 ) -> Suspension:
-    suspension = await session.get(Suspension, subject, with_for_update=True)
+    """Suspend `subject`, or renew the suspension they have (an admin's new terms). With
+    `renew` off, a suspension in force is left as it is: two requests that count the
+    same strikes at once suspend once (each inserting the row failed one of them)."""
     now = datetime.now(UTC)
-    if suspension is None:
-        suspension = Suspension(subject=subject, reason=reason, since=now, until=until, by=by)
-        session.add(suspension)
-    else:
+    inserted = await session.execute(
+        upsert_insert(session, Suspension)
+        .values(subject=subject, reason=reason, since=now, until=until, by=by)
+        .on_conflict_do_nothing()
+        .returning(Suspension.subject)
+    )
+    created = inserted.first() is not None
+    suspension = await session.get(
+        Suspension, subject, with_for_update=True, populate_existing=True
+    )
+    if suspension is None:  # lifted between the two statements
+        return await suspend(session, subject, reason, until, by, renew=renew)
+    if not created:
+        if not renew and _in_force(suspension, now):
+            return suspension
         suspension.reason, suspension.until, suspension.by = reason, until, by
         suspension.since = now
     record(session, subject, EventKind.SUSPENDED, by, reason=reason[:64], note=reason)

@@ -10,9 +10,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.config import Settings
 from app.db.models import Job, ModerationEvent
+from app.moderation import standing
+from app.moderation.history import EventKind, record
+from testkit.databases import someone_waits_for_a_lock
 from testkit.harness import Stack, running_stack, wait_until
 from testkit.moderation_fake import FakeModeration, fake_moderation
 from testkit.webhook_receiver import Receiver, receiving
@@ -361,6 +365,37 @@ async def test_strikes_suspend_a_user_and_lifting_forgives_them(
         assert put.json()["suspended"] and put.json()["reason"] == "spam wave"
         refused = await stack.http.post("/jobs", json={"prompt": "a lake"}, headers=stack.headers())
         assert refused.status_code == 403
+
+
+async def test_two_requests_counting_the_same_strikes_suspend_once(
+    db_engine: AsyncEngine,
+) -> None:
+    """A user at the strike limit sends two creates at once: both count the strikes and
+    suspend; the second must find the first's suspension, not fail inserting its own."""
+    settings = Settings(_env_file=None, moderation_strikes_to_suspend=2)  # type: ignore[call-arg]
+    async with AsyncSession(db_engine) as seeding, seeding.begin():
+        for _ in range(2):
+            record(seeding, "alice", EventKind.DECIDED, "rules", verdict="block", strike=True)
+    async with AsyncSession(db_engine) as first, AsyncSession(db_engine) as second:
+        await first.begin()
+        assert await standing.enforce_strikes(first, settings, "alice")
+        await first.flush()  # its suspension is written, not yet committed
+
+        async def enforce_second() -> bool:
+            async with second.begin():
+                return await standing.enforce_strikes(second, settings, "alice")
+
+        racing = asyncio.create_task(enforce_second())
+        await wait_until(lambda: someone_waits_for_a_lock(db_engine))
+        await first.commit()
+        assert await racing
+    async with AsyncSession(db_engine) as session:
+        suspended = await session.scalar(
+            select(func.count())
+            .select_from(ModerationEvent)
+            .where(ModerationEvent.kind == EventKind.SUSPENDED)
+        )
+        assert suspended == 1
 
 
 async def test_erasure_keeps_decisions_under_a_pseudonym_and_no_words(
