@@ -32,6 +32,9 @@ from app.ops.metrics import RECONCILER_POLLS
 from app.seedance.client import SeedanceClient, SeedanceError
 
 logger = logging.getLogger(__name__)
+# a job claimed and never confirmed sent (its worker died, or the answer was lost) whose
+# grace passed with no callback: Seedance never reported having it
+UNKNOWN_OUTCOME = "the submission's outcome is unknown and no callback came"
 EXPIRY_BATCH = 100
 
 
@@ -163,7 +166,7 @@ class Reconciler(Loop):
                 Job.upstream_task_id.is_(None),
                 Job.submit_started_at < grace,
             ),
-            "the submission's outcome is unknown and no callback came",
+            UNKNOWN_OUTCOME,
         )
         return expired
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import Job, JobEvent
+from app.jobs.reconciler import UNKNOWN_OUTCOME
 from simulator import SimulatorConfig, create_simulator
 from simulator.app import SimulatorState
 from testkit.harness import (
@@ -41,6 +42,7 @@ ADMIN_TOKEN = "fleet-admin-token-" + "a" * 24
 USERS = [f"user-{i}" for i in range(20)]
 STREAMS_PER_USER = 10  # SSE_MAX_STREAMS_PER_USER: 200 streams in all
 JOBS = 60
+ENDS = {"succeeded", "failed"}
 
 
 class Fleet:
@@ -100,6 +102,8 @@ def fleet_settings(database_url: str, sim_url: str, public_url: str) -> dict[str
         "rate_limit_read": "100000/minute",
         "rate_limit_callback": "100000/minute",
         "seedance_max_concurrent_tasks": 8,
+        # a job the killed worker claimed and never sent waits this long for a callback
+        "submit_unknown_grace_seconds": 30,
     }
 
 
@@ -244,20 +248,21 @@ async def test_a_rolling_restart_and_a_killed_worker_lose_nothing(
                 await fleet.start("worker-1", "worker")
                 await creating
 
-                async def all_succeeded() -> bool:
+                async def all_ended() -> bool:
                     jobs = await jobs_in(db_engine)
-                    return len(jobs) == JOBS and all(j.status == "succeeded" for j in jobs)
+                    return len(jobs) == JOBS and all(j.status in ENDS for j in jobs)
 
                 try:
-                    await wait_until(all_succeeded, within=120)
+                    await wait_until(all_ended, within=120)
                 except AssertionError:  # say where the others stand
                     ends = Counter(
-                        (j.status, j.media_status, j.error_code, j.error_detail)
+                        (j.status, j.media_status, j.submit_started_at is not None, j.error_code)
                         for j in await jobs_in(db_engine)
                     )
-                    raise AssertionError(f"not all succeeded: {ends}") from None
+                    raise AssertionError(f"not all ended: {ends}") from None
+                succeeded = {str(j.id) for j in await jobs_in(db_engine) if j.status == "succeeded"}
                 await wait_until(
-                    lambda: asyncio.sleep(0, len(delivered_jobs(receiver)) == JOBS), within=60
+                    lambda: asyncio.sleep(0, delivered_jobs(receiver) == succeeded), within=60
                 )
                 moves = await moves_by_owner(db_engine)
                 with contextlib.suppress(AssertionError):  # asserted below, per stream
@@ -270,12 +275,18 @@ async def test_a_rolling_restart_and_a_killed_worker_lose_nothing(
 
     jobs = await jobs_in(db_engine)
     assert len(created) == JOBS and {str(j.id) for j in jobs} == set(created.values())
-    assert len(sim.tasks) == JOBS and max(tasks_per_job(sim).values()) == 1  # none sent twice
+    sent = tasks_per_job(sim)
+    assert set(sent) == succeeded and max(sent.values()) == 1  # every video made, none twice
+    # the only other end: a job the SIGKILLed worker had claimed but not yet sent. Its outcome
+    # is unknown to us, so it waits for Seedance's callback, then fails costing nothing;
+    # Seedance never had it (a job Seedance rendered and we failed would be in `sent`)
+    for job in (j for j in jobs if str(j.id) not in succeeded):
+        assert (job.status, job.error_detail) == ("failed", UNKNOWN_OUTCOME), job.id
     for (user, _), seen in streams.seen.items():  # none lost, none repeated
         assert sorted(seen) == moves.get(user, []) and len(set(seen)) == len(seen), user
     assert streams.resumed >= len(streams.seen)  # every stream was cut and resumed
     assert streams.server_errors == [] and create_errors == []
-    assert delivered_jobs(receiver) == set(created.values())
+    assert delivered_jobs(receiver) == succeeded
 
 
 async def spaced(create: Any, number: int, delay: float) -> None:
