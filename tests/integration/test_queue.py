@@ -5,6 +5,7 @@ deleting free places and slots, and a restart loses and duplicates nothing."""
 import asyncio
 import json
 import signal
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -127,10 +128,12 @@ async def test_a_learned_cap_loses_no_job_to_429s(
     async with running_stack(
         database_url, sim_config=sim_config, dispatcher_max_in_flight=8, **LIVE, **NO_SECOND_CHANCE
     ) as stack:
+        started = time.monotonic()
         await asyncio.gather(
             *(stack.create_job(f"user-{i % 4}", prompt=f"variant {i}") for i in range(20))
         )
         await wait_until(lambda: all_ended(db_engine, 20), within=60)
+        elapsed = time.monotonic() - started
         async with AsyncSession(db_engine) as session:
             learned = await session.get(UpstreamCapacity, 1)
         sim = stack.sim
@@ -140,8 +143,13 @@ async def test_a_learned_cap_loses_no_job_to_429s(
     jobs = await jobs_in(db_engine)
     assert Counter(j.status for j in jobs) == {"succeeded": 20}
     assert all(j.submit_attempts == 1 for j in jobs)
-    assert learned is not None and learned.learned_cap in {2, 3}
-    assert 0 < sim.calls["generate_429"] <= 20  # one burst, then a probe a second at most
+    # learned from the 429s: the renders a 429 counts are those we know of, so a task
+    # accepted whose answer is not yet recorded is missed and the last lesson may be 1
+    # (a probe above it raises it again); never above the account's 2 and one in flight
+    assert learned is not None and learned.learned_cap in {1, 2, 3}
+    # one burst (at most the 8 in flight), then a probe a second at most, however long the
+    # run took on this machine
+    assert 0 < sim.calls["generate_429"] <= 8 + int(elapsed) + 1
     assert max(tasks_per_job(sim).values()) == 1
 
 
