@@ -193,6 +193,12 @@ class SimulatorState:
     rendering: int = 0  # tasks accepted whose render time has not passed
     max_rendering: int = 0
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    # cleared: every generate request waits, its body read, until it is set again (tests
+    # cut submissions that Seedance has and has not answered)
+    generates_open: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.generates_open.set()
 
     def reset(self) -> None:
         self.rng = random.Random(self.config.seed)
@@ -407,6 +413,7 @@ def create_simulator(config: SimulatorConfig | None = None) -> FastAPI:
             body = None
         if isinstance(body, dict) and isinstance(body.get("callback_url"), str):
             state.requests_by_callback[body["callback_url"]] += 1
+        await state.generates_open.wait()
         if config.generate_latency_seconds:
             await asyncio.sleep(config.generate_latency_seconds)
         if not authorized(request):
