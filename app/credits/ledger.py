@@ -224,8 +224,9 @@ async def transfer_in(
             f"Taking {amount} credits would leave less than nothing: {available} are "
             "available (held credits included in what is not).",
         )
-    await notify_balance_changed(session, subject)
     try:
+        await session.flush()  # the key's unique index: a replay at the same moment waits here
+        await notify_balance_changed(session, subject)
         await session.commit()
     except IntegrityError:  # the same key, replayed at the same moment: theirs stands
         await session.rollback()

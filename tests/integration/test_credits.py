@@ -286,6 +286,19 @@ async def test_an_account_out_of_credits_pauses_dispatch_and_no_job_fails(
         assert len(jobs) == 12
 
 
+async def test_one_grant_replayed_at_the_same_moment_moves_money_once(
+    database_url: str,
+) -> None:
+    """Twelve deliveries of one grant at once (a client retrying, Stripe redelivering): the
+    key's unique index lets one through; every other answers with that transfer, no 500."""
+    async with running_stack(database_url, credits_ledger=True, admin_token=ADMIN_TOKEN) as stack:
+        answers = await asyncio.gather(*(grant(stack, "alice", 7, key="once") for _ in range(12)))
+        assert {a.status_code for a in answers} == {201}, [a.text for a in answers]
+        assert len({a.json()["id"] for a in answers}) == 1
+        credits = (await stack.http.get("/me/credits", headers=stack.headers())).json()
+        assert credits["available"] == 7
+
+
 async def test_two_refusals_at_once_on_a_fresh_database_announce_one_pause(
     db_engine: AsyncEngine,
 ) -> None:
