@@ -1,6 +1,6 @@
 """The one async engine of a process, and its sessionmaker."""
 
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.db.models import Base
+
+Row = TypeVar("Row", bound=Base)
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -55,3 +58,22 @@ def upsert_insert(session: AsyncSession | Session, table: Any) -> postgresql.Ins
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+async def lock_or_insert(
+    session: AsyncSession, model: type[Row], key: Any, **values: Any
+) -> tuple[Row | None, bool]:
+    """The row of `model` whose primary key is `key`, locked until the transaction ends,
+    inserted with `values` first when absent (then True). Inserting first gives the lock a
+    row to take: read first, an absent row locks nothing, and two transactions that each
+    found none would each insert it. None when another deleted it between the statements."""
+    (column,) = model.__table__.primary_key.columns
+    inserted = await session.execute(
+        upsert_insert(session, model)
+        .values({column.name: key, **values})
+        .on_conflict_do_nothing()
+        .returning(column)
+    )
+    created = inserted.first() is not None
+    row = await session.get(model, key, with_for_update=True, populate_existing=True)
+    return row, created

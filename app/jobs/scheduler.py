@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import QueuePolicy, Settings
 from app.db.models import HOLDS_SLOT_SQL, Job, OutboundEvent, UpstreamCapacity
-from app.db.session import upsert_insert
+from app.db.session import lock_or_insert, upsert_insert
 from app.identity.plans import Plans
 from app.jobs.queue_view import NEVER, Capacity, QueueView, Waiting
 from app.jobs.states import JobStatus, ModerationState
@@ -153,24 +153,13 @@ async def pause(session: AsyncSession, settings: Settings, reason: PauseReason) 
     ACCOUNT_PROBE_SECONDS). True when this starts the pause (then `account.paused` is in
     the outbox, in the same transaction)."""
     now = datetime.now(UTC)
-    # the row first, so that the lock below always has a row to take: two replicas
-    # refused at once on a fresh database each saw no row and each announced a pause
-    await session.execute(
-        upsert_insert(session, UpstreamCapacity).values(id=_CAPACITY_ROW).on_conflict_do_nothing()
-    )
-    row = await session.get(
-        UpstreamCapacity, _CAPACITY_ROW, with_for_update=True, populate_existing=True
-    )
-    started = row is None or row.paused_reason is None
-    await session.execute(
-        _upsert_capacity(
-            session,
-            paused_reason=reason.value,
-            paused_since=now if started else row.paused_since,  # type: ignore[union-attr]
-            resume_probe_at=now + timedelta(seconds=settings.account_probe_seconds),
-        )
-    )
+    row, _ = await lock_or_insert(session, UpstreamCapacity, _CAPACITY_ROW)
+    assert row is not None  # the capacity row is never deleted
+    started = row.paused_reason is None
+    row.paused_reason = reason.value
+    row.resume_probe_at = now + timedelta(seconds=settings.account_probe_seconds)
     if started:
+        row.paused_since = now
         data = {"reason": reason.value, "since": now.isoformat()}
         session.add(OutboundEvent(type=AccountNotice.PAUSED, data=data, at=now))
     return started

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db.models import ModerationEvent, Suspension
-from app.db.session import upsert_insert
+from app.db.session import lock_or_insert
 from app.kit.errors import ProblemError
 from app.moderation.history import EventKind, ModerationNotice, Source, notify, record
 
@@ -100,15 +100,8 @@ async def suspend(
     `renew` off, a suspension in force is left as it is: two requests that count the
     same strikes at once suspend once (each inserting the row failed one of them)."""
     now = datetime.now(UTC)
-    inserted = await session.execute(
-        upsert_insert(session, Suspension)
-        .values(subject=subject, reason=reason, since=now, until=until, by=by)
-        .on_conflict_do_nothing()
-        .returning(Suspension.subject)
-    )
-    created = inserted.first() is not None
-    suspension = await session.get(
-        Suspension, subject, with_for_update=True, populate_existing=True
+    suspension, created = await lock_or_insert(
+        session, Suspension, subject, reason=reason, since=now, until=until, by=by
     )
     if suspension is None:  # lifted between the two statements
         return await suspend(session, subject, reason, until, by, renew=renew)
