@@ -1,17 +1,22 @@
 """Fresh Postgres databases for a test run or a benchmark, and rows as the service writes
 them."""
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
+
+from testkit.harness import wait_until
+
+T = TypeVar("T")
 
 # The server's maintenance database; each run creates (and drops) databases of its own.
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -39,9 +44,26 @@ async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
         await admin.dispose()
 
 
-async def someone_waits_for_a_lock(engine: AsyncEngine) -> bool:
-    """A session of this database is blocked on a row or key another holds (how a test
-    knows a racing transaction reached the point that must wait)."""
+async def racing(engine: AsyncEngine, act: Callable[[AsyncSession], Awaitable[T]]) -> tuple[T, T]:
+    """`act` in two transactions at once: the first's writes are sent, not committed, while
+    the second runs until it waits for a lock the first holds; then the first commits.
+    What each returned (a race a test can repeat, whatever the machine's speed)."""
+    async with AsyncSession(engine) as first, AsyncSession(engine) as second:
+        await first.begin()
+        first_result = await act(first)
+        await first.flush()
+
+        async def act_second() -> T:
+            async with second.begin():
+                return await act(second)
+
+        second_result = asyncio.create_task(act_second())
+        await wait_until(lambda: _someone_waits_for_a_lock(engine))
+        await first.commit()
+        return first_result, await second_result
+
+
+async def _someone_waits_for_a_lock(engine: AsyncEngine) -> bool:
     async with engine.connect() as conn:
         waiting = await conn.scalar(
             text(

@@ -17,7 +17,7 @@ from app.config import Settings
 from app.db.models import CreditAccount, CreditTransfer, Job, OutboundEvent
 from app.jobs import scheduler
 from app.jobs.states import EventSource, JobStatus, move
-from testkit.databases import someone_waits_for_a_lock
+from testkit.databases import racing
 from testkit.harness import Stack, running_stack, wait_until
 from testkit.stripe_events import STRIPE_SECRET, send_stripe, stripe_event
 
@@ -306,19 +306,8 @@ async def test_two_refusals_at_once_on_a_fresh_database_announce_one_pause(
     first's lock and see its pause, not announce another (a product was told twice)."""
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     reason = scheduler.PauseReason.OUT_OF_CREDITS
-    async with AsyncSession(db_engine) as first, AsyncSession(db_engine) as second:
-        await first.begin()
-        assert await scheduler.pause(first, settings, reason)
-
-        async def pause_second() -> bool:
-            async with second.begin():
-                return await scheduler.pause(second, settings, reason)
-
-        racing = asyncio.create_task(pause_second())
-
-        await wait_until(lambda: someone_waits_for_a_lock(db_engine))
-        await first.commit()
-        assert await racing is False
+    started = await racing(db_engine, lambda session: scheduler.pause(session, settings, reason))
+    assert started == (True, False)
     async with AsyncSession(db_engine) as session:
         announced = await session.scalars(
             select(OutboundEvent.type).where(OutboundEvent.type == "account.paused")

@@ -16,7 +16,7 @@ from app.config import Settings
 from app.db.models import Job, ModerationEvent
 from app.moderation import standing
 from app.moderation.history import EventKind, record
-from testkit.databases import someone_waits_for_a_lock
+from testkit.databases import racing
 from testkit.harness import Stack, running_stack, wait_until
 from testkit.moderation_fake import FakeModeration, fake_moderation
 from testkit.webhook_receiver import Receiver, receiving
@@ -376,19 +376,10 @@ async def test_two_requests_counting_the_same_strikes_suspend_once(
     async with AsyncSession(db_engine) as seeding, seeding.begin():
         for _ in range(2):
             record(seeding, "alice", EventKind.DECIDED, "rules", verdict="block", strike=True)
-    async with AsyncSession(db_engine) as first, AsyncSession(db_engine) as second:
-        await first.begin()
-        assert await standing.enforce_strikes(first, settings, "alice")
-        await first.flush()  # its suspension is written, not yet committed
-
-        async def enforce_second() -> bool:
-            async with second.begin():
-                return await standing.enforce_strikes(second, settings, "alice")
-
-        racing = asyncio.create_task(enforce_second())
-        await wait_until(lambda: someone_waits_for_a_lock(db_engine))
-        await first.commit()
-        assert await racing
+    suspended_now = await racing(
+        db_engine, lambda session: standing.enforce_strikes(session, settings, "alice")
+    )
+    assert suspended_now == (True, True)
     async with AsyncSession(db_engine) as session:
         suspended = await session.scalar(
             select(func.count())
